@@ -1,0 +1,1 @@
+"""Data loading, bundled datasets and the tgatunet data contract."""

@@ -1,0 +1,77 @@
+"""Windowing: pure functions from segment bounds to window start rows.
+
+A window holds ``window_size`` rows taken every ``downsample`` rows, so it
+spans ``(window_size - 1) * downsample + 1`` consecutive rows of one segment;
+windows never cross a segment (block) boundary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def window_span(window_size: int, downsample: int) -> int:
+    """Rows covered by one window."""
+    return (window_size - 1) * downsample + 1
+
+
+def window_starts(bounds: np.ndarray, span: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start rows of every window inside each segment.
+
+    Args:
+        bounds: ``[S, 2]`` ``[start, end)`` rows of each segment.
+        span: rows a window covers.
+        stride: rows between consecutive window starts.
+
+    Returns:
+        ``starts [W]`` (absolute row of each window's first row) and
+        ``segment [W]`` (index of the segment it lies in).
+    """
+    starts, segments = [], []
+    for s, (lo, hi) in enumerate(bounds):
+        if hi - lo >= span:
+            first = np.arange(lo, hi - span + 1, stride, dtype=np.int64)
+            starts.append(first)
+            segments.append(np.full(len(first), s, dtype=np.int64))
+    if not starts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(starts), np.concatenate(segments)
+
+
+def covering_starts(lo: int, hi: int, span: int, stride: int) -> np.ndarray:
+    """Window starts that cover every row of ``[lo, hi)`` (for completion).
+
+    Regular strides plus one window flush with the segment end; a segment shorter
+    than ``span`` gets one window at ``lo`` that the caller pads.
+    """
+    if hi - lo <= span:
+        return np.array([lo], dtype=np.int64)
+    starts = np.arange(lo, hi - span + 1, stride, dtype=np.int64)
+    if starts[-1] + span < hi:
+        starts = np.append(starts, hi - span)
+    return starts
+
+
+def row_index(starts: np.ndarray, window_size: int, downsample: int) -> np.ndarray:
+    """``[W, T]`` absolute rows of each window's time steps."""
+    return starts[:, None] + np.arange(window_size, dtype=np.int64)[None, :] * downsample
+
+
+def window_labels(row_labels: np.ndarray, rows: np.ndarray, rule: str) -> np.ndarray:
+    """Label of each window from its rows' labels (-1 = missing).
+
+    ``last``: the label of the window's last row. ``majority``: the most frequent
+    label among labelled rows (ties to the smallest class index).
+    """
+    labels = row_labels[rows]  # [W, T]
+    if rule == "last":
+        return labels[:, -1].copy()
+    n_classes = int(max(row_labels.max(initial=-1), 0)) + 1
+    counts = np.zeros((len(labels), n_classes), dtype=np.int64)
+    w_idx = np.repeat(np.arange(len(labels)), labels.shape[1])
+    flat = labels.reshape(-1)
+    keep = flat >= 0
+    np.add.at(counts, (w_idx[keep], flat[keep]), 1)
+    result = counts.argmax(axis=1)
+    result[counts.sum(axis=1) == 0] = -1
+    return result

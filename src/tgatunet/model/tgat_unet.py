@@ -1,0 +1,142 @@
+"""The Temporal Graph Attention U-Net.
+
+A window is a graph whose nodes are its time steps. The network, for a batch
+``[B, T, C]`` of values with their visibility mask:
+
+1. input projection of ``[values, mask]`` (``2C -> D``) plus sinusoidal positions;
+2. encoder: ``encoder_layers`` levels, each a GAT block on the temporal graph of
+   its length, saved as a skip, then average-pooled to half the length;
+3. bottleneck: ``transformer_layers`` pre-norm transformer layers over time
+   (``scaled_dot_product_attention`` underneath);
+4. decoder: ``decoder_layers`` levels, each upsampling to the matching encoder
+   length, fusing the encoder skip (U-Net), then a GAT block;
+5. heads: per-step reconstruction of all ``C`` channels, and window logits from
+   the time-pooled bottleneck.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from tgatunet.graph import temporal_neighbors
+from tgatunet.model.gat import BatchedGATConv
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Sizes of a T-GAT-UNet; built from a :class:`tgatunet.config.Config`."""
+
+    in_channels: int
+    num_classes: int
+    hidden_channels: int = 64
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    transformer_layers: int = 1
+    attention_heads: int = 2
+    time_k: int = 1
+    dropout: float = 0.1
+    ff_multiplier: int = 2
+    gradient_checkpoint: bool = False
+
+    @classmethod
+    def from_config(cls, config, in_channels: int, num_classes: int) -> ModelSpec:
+        return cls(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            hidden_channels=config.hidden_channels,
+            encoder_layers=config.encoder_layers,
+            decoder_layers=config.decoder_layers,
+            transformer_layers=config.transformer_layers,
+            attention_heads=config.attention_heads,
+            time_k=config.time_k,
+            dropout=config.dropout,
+            ff_multiplier=config.ff_multiplier,
+            gradient_checkpoint=config.use_gradient_checkpoint,
+        )
+
+
+def sinusoidal_positions(steps: int, dim: int, device: torch.device) -> torch.Tensor:
+    """``[T, D]`` fixed sinusoidal position encoding (Vaswani et al., 2017)."""
+    pos = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(steps, dim, device=device)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
+class GATBlock(nn.Module):
+    """Post-norm residual GAT block: ``LayerNorm(x + Dropout(ELU(GAT(x))))``, ``[B, T, D] -> [B, T, D]``."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.gat = BatchedGATConv(dim, dim // heads, heads=heads, concat=True, dropout=dropout)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, time_k: int) -> torch.Tensor:
+        index, valid = temporal_neighbors(x.shape[1], time_k, str(x.device))
+        return self.norm(x + self.dropout(F.elu(self.gat(x, index, valid))))
+
+
+class TGATUNet(nn.Module):
+    """T-GAT-UNet: ``(values [B, T, C], visible [B, T, C]) -> (recon [B, T, C], logits [B, K])``."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        D = spec.hidden_channels
+        self.input = nn.Linear(2 * spec.in_channels, D)
+        self.encoder = nn.ModuleList(GATBlock(D, spec.attention_heads, spec.dropout) for _ in range(spec.encoder_layers))
+        self.bottleneck = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                D,
+                spec.attention_heads,
+                dim_feedforward=spec.ff_multiplier * D,
+                dropout=spec.dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(spec.transformer_layers)
+        )
+        self.fuse = nn.ModuleList(nn.Linear(2 * D, D) for _ in range(spec.decoder_layers))
+        self.decoder = nn.ModuleList(GATBlock(D, spec.attention_heads, spec.dropout) for _ in range(spec.decoder_layers))
+        self.reconstruct = nn.Linear(D, spec.in_channels)
+        self.classify = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), nn.Dropout(spec.dropout), nn.Linear(D, spec.num_classes))
+
+    def _run(self, module: nn.Module, *args) -> torch.Tensor:
+        if self.spec.gradient_checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
+
+    def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, C = values.shape
+        vis = visible.to(values.dtype)
+        h = self.input(torch.cat([values * vis, vis], dim=-1))  # [B, T, D]
+        h = h + sinusoidal_positions(T, h.shape[-1], h.device).to(h.dtype)
+
+        skips = []
+        for block in self.encoder:
+            h = self._run(block, h, self.spec.time_k)  # [B, T_l, D]
+            skips.append(h)
+            h = F.avg_pool1d(h.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2)  # [B, ceil(T_l/2), D]
+
+        for layer in self.bottleneck:
+            h = self._run(layer, h)  # [B, T_E, D]
+        logits = self.classify(h.mean(dim=1))  # [B, K]
+
+        for i, (fuse, block) in enumerate(zip(self.fuse, self.decoder)):
+            # Decoder level i pairs with encoder level E-1-i; extra levels reuse full resolution.
+            skip = skips[len(skips) - 1 - i] if i < len(skips) else skips[0]
+            h = F.interpolate(h.transpose(1, 2), size=skip.shape[1], mode="nearest").transpose(1, 2)
+            h = self._run(block, fuse(torch.cat([h, skip], dim=-1)), self.spec.time_k)  # [B, T_l, D]
+        if h.shape[1] != T:
+            h = F.interpolate(h.transpose(1, 2), size=T, mode="nearest").transpose(1, 2)
+        return self.reconstruct(h), logits

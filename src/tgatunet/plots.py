@@ -1,0 +1,77 @@
+"""Plots a user looks at: loss curves, completed vs true signals, confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend first: no display on servers)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _save(fig: plt.Figure, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_loss_curves(metrics_csv: Path, out: Path) -> Path | None:
+    """Training and validation loss per epoch, from Lightning's CSV log."""
+    if not metrics_csv.is_file():
+        return None
+    frame = pd.read_csv(metrics_csv)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric, title in [(axes[0], "loss", "total loss"), (axes[1], "acc", "window accuracy")]:
+        for stage, style in [("train", "-"), ("val", "--")]:
+            column = f"{stage}/{metric}"
+            if column in frame:
+                series = frame[["epoch", column]].dropna().groupby("epoch")[column].last()
+                ax.plot(series.index, series.values, style, label=stage)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_completions(
+    true: np.ndarray, model: np.ndarray, ridge: np.ndarray, channels: list[str], titles: list[str], out: Path
+) -> Path:
+    """Completed vs true signals: ``true/model/ridge [W, T, K]`` for W windows and K channels."""
+    n_win, _, n_ch = true.shape
+    fig, axes = plt.subplots(n_win, n_ch, figsize=(3.2 * n_ch, 2.2 * n_win), squeeze=False, sharex=True)
+    for w in range(n_win):
+        for k in range(n_ch):
+            ax = axes[w, k]
+            ax.plot(true[w, :, k], color="black", lw=1.4, label="true")
+            ax.plot(model[w, :, k], color="tab:red", lw=1.1, label="T-GAT-UNet")
+            ax.plot(ridge[w, :, k], color="tab:blue", lw=0.9, ls=":", label="ridge")
+            if w == 0:
+                ax.set_title(channels[k])
+            if k == 0:
+                ax.set_ylabel(titles[w], fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("hidden channels completed on test windows (normalised units)")
+    return _save(fig, out)
+
+
+def plot_confusion(matrix: np.ndarray, class_names: list[str], out: Path) -> Path:
+    """Confusion matrix (rows: true class, columns: predicted)."""
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(class_names), 1.0 + 0.8 * len(class_names)))
+    ax.imshow(matrix, cmap="Blues")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            colour = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", color=colour)
+    ax.set_title("test windows")
+    return _save(fig, out)

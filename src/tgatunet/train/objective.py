@@ -1,0 +1,68 @@
+"""Masked-modality modelling: what to hide, and losses only where truth exists.
+
+Training hides some observed values and asks the model to reconstruct them.
+Three kinds of hiding, combined:
+
+* **pattern**: the whole channel set that some source *needs* (e.g. all three
+  gyroscope axes), so the model practises exactly the completion it will be
+  asked for;
+* **channel**: other observed channels, whole window;
+* **step**: single observed values.
+
+Only hidden *observed* values are targets: a value that was never measured (a
+``need`` channel of a source that lacks it, or a NaN) is never in a loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def sample_hidden(
+    observed: torch.Tensor,
+    patterns: torch.Tensor,
+    pattern_prob: float,
+    channel_prob: float,
+    step_prob: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose the observed values to hide.
+
+    Args:
+        observed: ``[B, T, C]`` bool observation mask.
+        patterns: ``[P, C]`` bool channel sets that sources need (P may be 0).
+        generator: random source; the global one if None. Must live on ``observed``'s device.
+
+    Returns:
+        ``hidden [B, T, C]`` bool, a subset of ``observed``. A window is never left with
+        nothing visible: such a window hides nothing.
+    """
+    B, T, C = observed.shape
+    dev = observed.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device=dev, generator=generator)
+
+    hide = (rand(B, 1, C) < channel_prob) | (rand(B, T, C) < step_prob)  # [B, T, C]
+    if len(patterns):
+        pick = (rand(B) * len(patterns)).long().clamp_max(len(patterns) - 1)  # [B]
+        use = rand(B) < pattern_prob  # [B]
+        hide = hide | (patterns.to(dev)[pick] & use[:, None])[:, None, :]
+    hide = hide & observed
+    nothing_visible = ~(observed & ~hide).flatten(1).any(dim=1)  # [B]
+    return hide & ~nothing_visible[:, None, None]
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the positions ``where`` is True (0 with the graph kept if none)."""
+    weight = where.to(prediction.dtype)
+    count = weight.sum()
+    return ((prediction - target) ** 2 * weight).sum() / count.clamp_min(1.0)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over labelled windows (label -1 = none)."""
+    if not (labels >= 0).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=-1)

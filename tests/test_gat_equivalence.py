@@ -1,0 +1,60 @@
+"""The batched GAT layer computes what torch_geometric's GATConv computes on the same graph."""
+
+import pytest
+import torch
+
+from tgatunet.graph.temporal import neighbors_to_edge_index, temporal_neighbors
+from tgatunet.model.gat import BatchedGATConv
+
+pyg = pytest.importorskip("torch_geometric.nn")
+
+
+def _pyg_twin(ours: BatchedGATConv, in_channels: int) -> torch.nn.Module:
+    twin = pyg.GATConv(
+        in_channels, ours.out_channels, heads=ours.heads, concat=ours.concat, add_self_loops=False
+    )
+    with torch.no_grad():
+        twin.lin.weight.copy_(ours.lin.weight)
+        twin.att_src.copy_(ours.att_src)
+        twin.att_dst.copy_(ours.att_dst)
+        twin.bias.copy_(ours.bias)
+    return twin.double()
+
+
+def _batch_edge_index(index: torch.Tensor, valid: torch.Tensor, batch: int, steps: int) -> torch.Tensor:
+    """Disjoint union of per-window graphs, as PyG batches them."""
+    if index.dim() == 2:
+        index, valid = index.expand(batch, -1, -1), valid.expand(batch, -1, -1)
+    return torch.cat([neighbors_to_edge_index(index[b], valid[b]) + b * steps for b in range(batch)], dim=1)
+
+
+@pytest.mark.parametrize("heads,concat,time_k", [(1, True, 1), (3, True, 2), (4, False, 3), (2, False, 1)])
+def test_matches_pyg_on_temporal_graph(heads, concat, time_k):
+    torch.manual_seed(0)
+    B, T, F_in, F_out = 3, 17, 5, 4
+    ours = BatchedGATConv(F_in, F_out, heads=heads, concat=concat).double()
+    with torch.no_grad():
+        ours.bias.normal_()  # a zero bias would not test the bias path
+    twin = _pyg_twin(ours, F_in)
+    x = torch.randn(B, T, F_in, dtype=torch.float64)
+    index, valid = temporal_neighbors(T, time_k)
+    got = ours(x, index, valid)
+    want = twin(x.reshape(B * T, F_in), _batch_edge_index(index, valid, B, T)).view(B, T, -1)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_matches_pyg_with_per_window_neighbours_in_float32():
+    torch.manual_seed(1)
+    B, T, K, F_in, F_out, heads = 2, 11, 4, 6, 3, 2
+    ours = BatchedGATConv(F_in, F_out, heads=heads)
+    twin = _pyg_twin(ours, F_in).float()
+    x = torch.randn(B, T, F_in)
+    index = torch.randint(0, T, (B, T, K))
+    index[..., 0] = torch.arange(T)  # self loop, so no node is left without an edge
+    valid = torch.rand(B, T, K) > 0.3
+    valid[..., 0] = True
+    # PyG softmax treats repeated edges as separate terms; so does the table.
+    got = ours(x, index, valid)
+    want = twin(x.reshape(B * T, F_in), _batch_edge_index(index, valid, B, T)).view(B, T, -1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
