@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from tgatunet.data.sources import load_source, read_table
-from tgatunet.data.windows import covering_starts, row_index, window_span
+from tgatunet.data.windows import covering_starts, row_index
 from tgatunet.errors import DataError, RunError
 from tgatunet.predict import TrainedRun, load_run, run_model
 from tgatunet.rundir import RunDir
@@ -45,17 +45,17 @@ def cover_windows(bounds: np.ndarray, window_size: int, downsample: int, stride:
 
     Returns ``rows [W, T]`` (clamped into each segment) and ``inside [W, T]`` (False on padding).
     """
-    span = window_span(window_size, downsample)
     rows, inside = [], []
     for lo, hi in bounds:
-        base = covering_starts(int(lo), int(hi), span, stride)
-        # With downsampling, shifted copies reach the rows between the sampled ones.
-        starts = np.unique(np.concatenate([base + o for o in range(downsample)]))
-        starts = starts[(starts + span <= hi) | (starts == lo) | (hi - lo < span)]
-        starts = starts[starts < hi]
-        r = row_index(starts, window_size, downsample)
-        inside.append(r < hi)
-        rows.append(np.minimum(r, hi - 1))
+        # With downsampling, a window sees every downsample-th row; each phase of rows
+        # (lo, lo+1, ... lo+downsample-1 onwards) is covered as its own sequence.
+        for phase in range(min(downsample, int(hi - lo))):
+            first = int(lo) + phase
+            length = -(-(int(hi) - first) // downsample)  # rows of this phase
+            steps = covering_starts(0, length, window_size, max(1, stride // downsample))
+            r = row_index(first + steps * downsample, window_size, downsample)
+            inside.append(r < hi)
+            rows.append(np.minimum(r, hi - 1))
     return np.concatenate(rows), np.concatenate(inside)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tgatunet.errors import ConfigError
 
@@ -163,6 +163,9 @@ class Config(_Strict):
     mask_step_prob: float = Field(
         default=0.1, ge=0.0, le=1.0, description="Chance that each observed value is hidden on its own."
     )
+    recon_loss: Literal["mse", "l1", "huber"] = Field(
+        default="mse", description="Reconstruction loss on hidden observed values."
+    )
     recon_weight: float = Field(default=1.0, ge=0.0, description="Weight of the reconstruction loss.")
     cls_weight: float = Field(default=0.5, ge=0.0, description="Weight of the classification loss.")
     run_dir: str | None = Field(
@@ -175,6 +178,12 @@ class Config(_Strict):
 
     # Where the file was read from; relative source paths resolve against it.
     config_dir: str = Field(default=".", exclude=True, description="(set by load_config)")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        # YAML reads `precision: 32` as a number; Lightning users write it that way.
+        return {32: "32", 16: "16-mixed"}.get(value, value) if isinstance(value, int) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

@@ -56,11 +56,22 @@ def split_blocks(
     by_label: dict[int, list[str]] = {}
     for key in sorted(free):
         by_label.setdefault(block_labels[key], []).append(key)
-    # Stratify when each class has enough blocks; otherwise one pooled draw.
-    groups = list(by_label.values()) if all(len(g) >= 3 for g in by_label.values()) else [sorted(free)]
-    for group in groups:
+    # Stratified: each class keeps at least one training block, so a rare class is never
+    # lost to val/test; classes too small to give any block are left whole in train.
+    for label in sorted(by_label):
+        group = by_label[label]
         order = [group[i] for i in rng.permutation(len(group))]
         n_val, n_test = _allocate(len(order), draw_val, draw_test)
         for i, key in enumerate(order):
             result[key] = "val" if i < n_val else "test" if i < n_val + n_test else "train"
+    # When every class was too small to give a val (or test) block, take one from the class
+    # with the most training blocks, as long as it keeps one.
+    for name, fraction in (("val", draw_val), ("test", draw_test)):
+        if fraction > 0 and not any(v == name for v in result.values()):
+            train_by_label = {
+                label: [k for k in keys if result[k] == "train"] for label, keys in by_label.items()
+            }
+            label = max(train_by_label, key=lambda lab: (len(train_by_label[lab]), -lab))
+            if len(train_by_label[label]) >= 2:
+                result[train_by_label[label][int(rng.integers(len(train_by_label[label])))]] = name
     return result

@@ -43,6 +43,7 @@ class ModelSpec:
     dropout: float = 0.1
     ff_multiplier: int = 2
     gradient_checkpoint: bool = False
+    local_kernel: int = 7
 
     @classmethod
     def from_config(cls, config, in_channels: int, num_classes: int) -> ModelSpec:
@@ -109,6 +110,11 @@ class TGATUNet(nn.Module):
         self.fuse = nn.ModuleList(nn.Linear(2 * D, D) for _ in range(spec.decoder_layers))
         self.decoder = nn.ModuleList(GATBlock(D, spec.attention_heads, spec.dropout) for _ in range(spec.decoder_layers))
         self.reconstruct = nn.Linear(D, spec.in_channels)
+        # A linear path from the visible inputs of nearby steps straight to the output: the
+        # network then only has to learn what a local linear map cannot.
+        self.local = nn.Conv1d(
+            2 * spec.in_channels, spec.in_channels, spec.local_kernel, padding=spec.local_kernel // 2, padding_mode="replicate"
+        )
         self.classify = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), nn.Dropout(spec.dropout), nn.Linear(D, spec.num_classes))
 
     def _run(self, module: nn.Module, *args) -> torch.Tensor:
@@ -119,7 +125,8 @@ class TGATUNet(nn.Module):
     def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, C = values.shape
         vis = visible.to(values.dtype)
-        h = self.input(torch.cat([values * vis, vis], dim=-1))  # [B, T, D]
+        x = torch.cat([values * vis, vis], dim=-1)  # [B, T, 2C]
+        h = self.input(x)  # [B, T, D]
         h = h + sinusoidal_positions(T, h.shape[-1], h.device).to(h.dtype)
 
         skips = []
@@ -139,4 +146,5 @@ class TGATUNet(nn.Module):
             h = self._run(block, fuse(torch.cat([h, skip], dim=-1)), self.spec.time_k)  # [B, T_l, D]
         if h.shape[1] != T:
             h = F.interpolate(h.transpose(1, 2), size=T, mode="nearest").transpose(1, 2)
-        return self.reconstruct(h), logits
+        local = self.local(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
+        return self.reconstruct(h) + local, logits

@@ -9,7 +9,7 @@ import torch
 
 from tgatunet.config import Config, config_from_dict
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
-from tgatunet.train.objective import classification_loss, masked_mse, sample_hidden
+from tgatunet.train.objective import classification_loss, masked_loss, sample_hidden
 
 
 class TGATUNetModule(pl.LightningModule):
@@ -47,12 +47,12 @@ class TGATUNetModule(pl.LightningModule):
             observed, self.patterns, cfg.mask_pattern_prob, cfg.mask_channel_prob, cfg.mask_step_prob, generator
         )
         recon, logits = self(values, observed & ~hidden)
-        loss_recon = masked_mse(recon.float(), values, hidden)
+        loss_recon = masked_loss(recon.float(), values, hidden, cfg.recon_loss)
         loss_cls = classification_loss(logits.float(), batch["label"])
         loss = cfg.recon_weight * loss_recon + cfg.cls_weight * loss_cls
         size = len(values)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
-        self.log(f"{stage}/recon_mse", loss_recon, batch_size=size, on_epoch=True, on_step=False)
+        self.log(f"{stage}/recon", loss_recon, batch_size=size, on_epoch=True, on_step=False)
         self.log(f"{stage}/cls_loss", loss_cls, batch_size=size, on_epoch=True, on_step=False)
         labelled = batch["label"] >= 0
         if labelled.any():

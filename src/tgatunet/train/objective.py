@@ -54,11 +54,19 @@ def sample_hidden(
     return hide & ~nothing_visible[:, None, None]
 
 
-def masked_mse(prediction: torch.Tensor, target: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the positions ``where`` is True (0 with the graph kept if none)."""
+def masked_loss(prediction: torch.Tensor, target: torch.Tensor, where: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Mean ``mse``, ``l1`` or ``huber`` error over the positions ``where`` is True (0, graph kept, if none)."""
     weight = where.to(prediction.dtype)
-    count = weight.sum()
-    return ((prediction - target) ** 2 * weight).sum() / count.clamp_min(1.0)
+    err = prediction - target
+    if kind == "mse":
+        per_value = err**2
+    elif kind == "l1":
+        per_value = err.abs()
+    else:
+        per_value = F.huber_loss(prediction, target, reduction="none", delta=1.0)
+    # Unobserved targets hold arbitrary fill values: zero their error before summing.
+    per_value = torch.where(where, per_value, torch.zeros_like(per_value))
+    return per_value.sum() / weight.sum().clamp_min(1.0)
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -123,15 +123,14 @@ def train(
     module = build_module(config, data)
     throughput = ThroughputMonitor()
     checkpoint = ModelCheckpoint(
-        dirpath=run.checkpoints,
-        filename="best",
-        monitor="val/loss",
-        mode="min",
-        save_last=True,
-        enable_version_counter=False,
+        dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
     )
+    # A second checkpoint without a monitor: Lightning's save_last only writes when "best" improved,
+    # but resuming needs the end of every epoch.
+    latest = ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
     all_callbacks: list[pl.Callback] = [
         checkpoint,
+        latest,
         EarlyStopping(monitor="val/loss", mode="min", patience=config.patience),
         throughput,
         *callbacks,

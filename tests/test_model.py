@@ -1,0 +1,56 @@
+"""T-GAT-UNet: shapes, no peeking at hidden values, gradient checkpointing."""
+
+import pytest
+import torch
+
+from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    spec = ModelSpec(in_channels=5, num_classes=3, hidden_channels=16, attention_heads=2, dropout=0.0, **kw)
+    return TGATUNet(spec)
+
+
+@pytest.mark.parametrize("T", [4, 17, 50])
+@pytest.mark.parametrize("enc,dec,tr", [(1, 1, 1), (2, 3, 0), (3, 1, 2)])
+def test_output_shapes(T, enc, dec, tr):
+    model = _model(encoder_layers=enc, decoder_layers=dec, transformer_layers=tr)
+    values = torch.randn(3, T, 5)
+    recon, logits = model(values, torch.ones(3, T, 5, dtype=torch.bool))
+    assert recon.shape == (3, T, 5)
+    assert logits.shape == (3, 3)
+
+
+def test_hidden_values_cannot_reach_the_output():
+    model = _model().eval()
+    values = torch.randn(2, 20, 5)
+    visible = torch.rand(2, 20, 5) > 0.4
+    recon, logits = model(values, visible)
+    changed = values.clone()
+    changed[~visible] = 1e4
+    recon2, logits2 = model(changed, visible)
+    torch.testing.assert_close(recon, recon2)
+    torch.testing.assert_close(logits, logits2)
+
+
+def test_windows_of_a_batch_are_independent():
+    model = _model().eval()
+    values = torch.randn(4, 12, 5)
+    visible = torch.ones(4, 12, 5, dtype=torch.bool)
+    batch_recon, _ = model(values, visible)
+    single_recon, _ = model(values[2:3], visible[2:3])
+    torch.testing.assert_close(batch_recon[2:3], single_recon, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    values = torch.randn(3, 24, 5)
+    visible = torch.rand(3, 24, 5) > 0.2
+    grads = []
+    for checkpointed in (False, True):
+        model = _model(gradient_checkpoint=checkpointed, transformer_layers=2)
+        recon, logits = model(values, visible)
+        (recon.pow(2).mean() + logits.logsumexp(-1).mean()).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for plain, ckpt in zip(*grads):
+        torch.testing.assert_close(plain, ckpt, atol=1e-6, rtol=0)
