@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Write or check a config file.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+bench_app = typer.Typer(help="Measure what each optimisation buys; figures go to OUT/results.json.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 
 def _setup_logging(verbose: bool) -> None:
