@@ -154,7 +154,7 @@ def train(
         log_every_n_steps=10,
         num_sanity_val_steps=0,
         enable_progress_bar=progress_bar,
-        enable_model_summary=progress_bar,
+        enable_model_summary=False,  # our summary prints the parameter count; Lightning's FLOPs column reads 0
     )
     trainer.fit(
         module,
