@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from tgatunet.config import PRESETS, config_template, load_config
 from tgatunet.errors import TgatunetError
@@ -42,7 +43,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(err: TgatunetError) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
