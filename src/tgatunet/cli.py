@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Write or check a config file.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+data_app = typer.Typer(help="Make or convert datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 bench_app = typer.Typer(help="Measure what each optimisation buys; figures go to OUT/results.json.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -127,3 +129,27 @@ def config_validate(file: Path = typer.Argument(..., help="Config file to check.
         f"[green]ok[/]: {len(cfg.sources)} source(s), channels {data.channels}, "
         f"classes {data.class_names}, windows: {windows}"
     )
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the source files and config.yaml."),
+    sources: int = typer.Option(3, help="Number of source files."),
+    channels: int = typer.Option(9, help="Modality channels in total."),
+    missing: int = typer.Option(2, help="Channels each source but the first lacks (its 'need')."),
+    blocks: int = typer.Option(20, help="Recordings per source."),
+    length: int = typer.Option(400, help="Rows per recording."),
+    classes: int = typer.Option(3, help="Number of classes."),
+    file_format: str = typer.Option("csv", "--format", help="csv or parquet."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Write a synthetic multi-source dataset (coupled channels, signal-dependent labels) and its config."""
+    from tgatunet.data.synth import SynthSpec, write_synthetic
+
+    try:
+        spec = SynthSpec(sources, channels, missing, blocks, length, classes, file_format=file_format, seed=seed)
+    except ValueError as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    path = write_synthetic(spec, out)
+    console.print(f"wrote {sources} source(s) and [bold]{path}[/]; train with: tgatunet train --config {path}")
