@@ -138,6 +138,40 @@ def test_out_of_memory_propagates_without_the_optimizer():
         MicroBatches(1, recover_out_of_memory=True).accumulate(4, contribution, lambda loss: None, lambda: None, step=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_real_cuda_out_of_memory_is_recovered():
+    device = torch.device("cuda")
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(device).total_memory
+    weight = torch.ones(1, device=device, requires_grad=True)
+    chunk = 2**24  # floats per window: 64 MiB
+    seen: list[int] = []
+
+    def contribution(rows: slice) -> dict[str, torch.Tensor]:
+        n = rows.stop - rows.start
+        # Its share of the mean over all 32 windows; n * 64 MiB of ones, n * 64 MiB of product.
+        loss = (weight * torch.ones(n, chunk, device=device)).sum() / (32 * chunk)
+        seen.extend(range(rows.start, rows.stop))
+        return {"loss": loss}
+
+    def reset() -> None:
+        weight.grad = None
+        seen.clear()
+
+    # This process may hold 1 GiB more than now: 32 windows (4 GiB) and 16 (2 GiB) do not fit.
+    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved(device) + 2**30) / total, device)
+    try:
+        micro = MicroBatches(None, recover_out_of_memory=True)
+        micro.accumulate(32, contribution, lambda loss: loss.backward(), reset, step=0)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.empty_cache()
+    assert [(c.reason, c.old) for c in micro.changes][0] == ("out_of_memory", 32)
+    assert micro.size <= 8
+    assert sorted(seen) == list(range(32))
+    torch.testing.assert_close(weight.grad, torch.ones(1, device=device))  # d mean(w * 1) / dw
+
+
 class InjectOutOfMemory(pl.Callback):
     """From global step ``at_step`` on, the model raises MemoryError for more than ``limit`` windows.
 
@@ -205,7 +239,12 @@ def test_memory_crossing_the_target_lowers_the_size_for_the_next_steps(dataset):
     optimizer = MemoryOptimizer(cfg, train_windows, usage=lambda: int(next(readings) * optimizer.plan.limit))
     module = build_module(cfg, data)
     trainer = pl.Trainer(
-        max_steps=7, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[optimizer]
+        accelerator="cpu",  # the CPU's reading rule (CUDA releases its cache and reads afresh)
+        max_steps=7,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[optimizer],
     )
     trainer.fit(module, train_dataloaders=make_loader(data, "train", cfg, shuffle=True))
 

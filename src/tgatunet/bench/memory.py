@@ -135,7 +135,8 @@ def data_path_timing(data: PreparedData, batch_size: int, repeats: int = 20) -> 
         "batched_ms": round(batched * 1e3, 4),
         "speedup": round(per_item / batched, 2),
         "how": "median of 20 fetches of the same random batch from the training windows: "
-        "WindowDataset.__getitem__ per window + torch default_collate, vs WindowDataset.__getitems__",
+        "WindowDataset.__getitem__ per window + torch default_collate, vs WindowDataset.__getitems__ "
+        "(one numpy take per array)",
     }
 
 
@@ -183,7 +184,8 @@ def run_memory_benchmark(
                     "micro_batches": on["micro_batches"],
                 }
             )
-            log.info("budget %g GB: micro-batch %d, peak %.3f GB", budget, on["plan"]["micro_batch_size"], on["peak"] / GB)
+            size = on["plan"]["micro_batch_size"]
+            log.info("budget %g GB: micro-batches of %d, peak %.3f GB", budget, size, on["peak"] / GB)
         timing = data_path_timing(data, batch_size=64)
 
     # The saving is quoted where the optimizer had to act: budgets whose target the whole batch exceeds.

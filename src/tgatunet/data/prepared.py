@@ -191,9 +191,6 @@ class WindowDataset(Dataset):
         self.data = data
         self.index = data.windows[split]
         self.offsets = torch.arange(data.window_size) * data.downsample  # [T]
-        self.starts = torch.from_numpy(self.index.starts).long()  # [W]
-        self.labels = torch.from_numpy(self.index.labels).long()  # [W]
-        self.sources = torch.from_numpy(self.index.sources).long()  # [W]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -210,15 +207,21 @@ class WindowDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """The batch of windows ``indices``: the items above stacked, ``values [B, T, C]`` etc."""
-        index = torch.as_tensor(indices, dtype=torch.long)  # [B]
-        rows = (self.starts[index, None] + self.offsets).reshape(-1)  # [B * T]
-        shape = (len(index), len(self.offsets), self.data.values.shape[1])
+        index = np.asarray(indices, dtype=np.int64)  # [B]
+        rows = self.data.rows(self.index.starts[index]).reshape(-1)  # [B * T]
+        shape = (len(index), self.data.window_size, self.data.values.shape[1])
+
+        def gather(array: torch.Tensor) -> torch.Tensor:
+            # numpy's take runs on one thread: torch's parallel gather can wait on a busy thread
+            # pool for far longer than the copy takes (tgatunet bench memory measures both paths).
+            return torch.from_numpy(array.numpy().take(rows, axis=0).reshape(shape))
+
         return {
-            "values": self.data.values.index_select(0, rows).view(shape),
-            "observed": self.data.observed.index_select(0, rows).view(shape),
-            "label": self.labels[index],
-            "source": self.sources[index],
-            "index": index,
+            "values": gather(self.data.values),
+            "observed": gather(self.data.observed),
+            "label": torch.from_numpy(self.index.labels[index].astype(np.int64)),
+            "source": torch.from_numpy(self.index.sources[index].astype(np.int64)),
+            "index": torch.from_numpy(index),
         }
 
 

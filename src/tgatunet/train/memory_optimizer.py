@@ -13,8 +13,8 @@ fitted through the two points::
     peak(b) = fixed + per_window * b
 
 where ``fixed`` also counts what a step holds whatever ``b`` is: the parameters,
-AdamW's two moment tensors per parameter, and the step's whole batch of inputs
-and hidden-value mask. The chosen size is the largest ``b <= batch_size`` with
+their gradients, AdamW's two moment tensors, and the step's whole batch of
+inputs and hidden-value mask. The chosen size is the largest ``b <= batch_size`` with
 ``peak(b) <= memory_target * budget``; it is then measured once more, and if the
 line was optimistic it is refitted through that point and the size lowered.
 
@@ -48,7 +48,9 @@ from tgatunet.train.micro_batch import MicroBatches
 log = logging.getLogger(__name__)
 
 PROBE_SIZES = (4, 8)
-ADAMW_MOMENTS = 2  # exp_avg and exp_avg_sq, each the size of the parameters
+# Parameter-sized tensors a step holds besides the measured micro-batch: the weights, the
+# gradients (kept from one micro-batch to the next), AdamW's exp_avg and exp_avg_sq.
+PARAMETER_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,7 @@ def plan_memory(
     params = _tensor_bytes(module.parameters())
     one = dataset.__getitems__([0])
     per_window_inputs = _tensor_bytes(iter(one.values())) + one["observed"].numel()  # + hidden mask (bool)
-    fixed_extra = params * (1 + ADAMW_MOMENTS) + per_window_inputs * config.batch_size
+    fixed_extra = params * PARAMETER_COPIES + per_window_inputs * config.batch_size
     context = step_context or precision_context(config.precision, device)
 
     def measure(size: int) -> int:

@@ -38,6 +38,8 @@ RESUMABLE_CHANGES = {
     "use_memory_optimizer",
     "memory_target",
     "memory_budget_gb",
+    # A profile that resolves to other model keys is caught by those keys.
+    "hardware_profile",
 }
 
 
