@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from tgatunet.bench.memory import run_memory_benchmark
 from tgatunet.cli import app
 from tgatunet.config import config_from_dict
-from tgatunet.data.prepared import WindowDataset, prepare_data
+from tgatunet.data.prepared import BatchedWindowDataset, prepare_data
 from tgatunet.profiling import peak_rss_bytes
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.run import make_loader, train
@@ -66,7 +66,7 @@ def test_monitor_samples_cuda_memory():
 
 def test_batched_fetch_equals_window_by_window(dataset):
     data = prepare_data(config_from_dict(dataset["config"]))
-    windows = WindowDataset(data, "train")
+    windows = BatchedWindowDataset(data, "train")
     indices = np.random.default_rng(0).permutation(len(windows))[:7].tolist()
     batch = windows.__getitems__(indices)
     expected = default_collate([windows[i] for i in indices])

@@ -17,7 +17,7 @@ every tensor storage followed from creation to release; CUDA: the allocator's pe
 alongside, where the system reports it (it also counts the allocator's cached pages).
 
 The data path figure compares fetching a batch window by window plus the default collate
-with :meth:`WindowDataset.__getitems__`'s one gather per array (median of repeats).
+with :meth:`BatchedWindowDataset.__getitems__`'s one gather per array (median of repeats).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from torch.utils.data import default_collate
 
 from tgatunet.bench.results import write_section
 from tgatunet.config import Config, config_from_dict
-from tgatunet.data.prepared import PreparedData, WindowDataset, prepare_data
+from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, prepare_data
 from tgatunet.hardware import GB
 from tgatunet.profiling import median_seconds, peak_memory_bytes, peak_rss_bytes
 from tgatunet.train.memory_optimizer import MemoryOptimizer
@@ -98,7 +98,7 @@ def measure_training(config: Config, data: PreparedData, device: torch.device, s
     def fit() -> None:
         pl.seed_everything(config.seed, verbose=False)
         module = build_module(config, data)
-        memory = MemoryOptimizer(config, WindowDataset(data, "train")) if config.use_memory_optimizer else None
+        memory = MemoryOptimizer(config, BatchedWindowDataset(data, "train")) if config.use_memory_optimizer else None
         trainer = pl.Trainer(
             accelerator=device.type,
             devices=1,
@@ -125,7 +125,7 @@ def measure_training(config: Config, data: PreparedData, device: torch.device, s
 
 def data_path_timing(data: PreparedData, batch_size: int, repeats: int = 20) -> dict[str, Any]:
     """Milliseconds to fetch one training batch: per window + default collate vs one gather."""
-    dataset = WindowDataset(data, "train")
+    dataset = BatchedWindowDataset(data, "train")
     indices = np.random.default_rng(0).permutation(len(dataset))[:batch_size].tolist()
     per_item = median_seconds(lambda: default_collate([dataset[i] for i in indices]), repeats=repeats, warmup=2)
     batched = median_seconds(lambda: dataset.__getitems__(indices), repeats=repeats, warmup=2)
@@ -135,7 +135,7 @@ def data_path_timing(data: PreparedData, batch_size: int, repeats: int = 20) -> 
         "batched_ms": round(batched * 1e3, 4),
         "speedup": round(per_item / batched, 2),
         "how": "median of 20 fetches of the same random batch from the training windows: "
-        "WindowDataset.__getitem__ per window + torch default_collate, vs WindowDataset.__getitems__ "
+        "WindowDataset.__getitem__ per window + torch default_collate, vs BatchedWindowDataset.__getitems__ "
         "(one numpy take per array)",
     }
 

@@ -39,7 +39,7 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
 from tgatunet.config import Config
-from tgatunet.data.prepared import WindowDataset, prepare_data
+from tgatunet.data.prepared import BatchedWindowDataset, prepare_data
 from tgatunet.errors import RunError
 from tgatunet.hardware import GB, detect_hardware, training_device
 from tgatunet.profiling import peak_memory_bytes
@@ -196,7 +196,7 @@ class MemoryPlan:
 
 def plan_memory(
     module: Any,
-    dataset: WindowDataset,
+    dataset: BatchedWindowDataset,
     config: Config,
     device: torch.device,
     step_context: Callable[[], contextlib.AbstractContextManager] | None = None,
@@ -254,7 +254,7 @@ def plan_for_config(config: Config) -> MemoryPlan:
     data = prepare_data(config)
     device = training_device(config.accelerator, detect_hardware()).torch_device
     module = build_module(config, data).to(device)
-    return plan_memory(module, WindowDataset(data, "train"), config, device)
+    return plan_memory(module, BatchedWindowDataset(data, "train"), config, device)
 
 
 def memory_in_use(device: torch.device, baseline_rss: int, baseline_tensors: int) -> int:
@@ -277,7 +277,7 @@ class MemoryOptimizer(pl.Callback):
         usage: ``() -> bytes`` in use now; default :func:`memory_in_use` on the training device.
     """
 
-    def __init__(self, config: Config, dataset: WindowDataset, usage: Callable[[], int] | None = None) -> None:
+    def __init__(self, config: Config, dataset: BatchedWindowDataset, usage: Callable[[], int] | None = None) -> None:
         self.config = config
         self.dataset = dataset
         self.usage = usage

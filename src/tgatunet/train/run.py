@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from tgatunet.config import Config, config_to_dict, load_config
-from tgatunet.data.prepared import PreparedData, WindowDataset, collate_windows, prepare_data
+from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, collate_windows, prepare_data
 from tgatunet.errors import RunError
 from tgatunet.hardware import trains_on_cuda
 from tgatunet.plots import plot_loss_curves
@@ -65,7 +65,7 @@ def make_loader(data: PreparedData, split: str, config: Config, shuffle: bool) -
     cuda = trains_on_cuda(config.accelerator)
     workers = config.num_workers if config.num_workers is not None else (2 if cuda else 0)
     return DataLoader(
-        WindowDataset(data, split),
+        BatchedWindowDataset(data, split),
         batch_size=config.batch_size,
         shuffle=shuffle,
         collate_fn=collate_windows,
@@ -144,7 +144,7 @@ def train(
     module = build_module(config, data)
     throughput = ThroughputMonitor()
     resources = ResourceMonitor(target=config.memory_target)
-    memory = MemoryOptimizer(config, WindowDataset(data, "train")) if config.use_memory_optimizer else None
+    memory = MemoryOptimizer(config, BatchedWindowDataset(data, "train")) if config.use_memory_optimizer else None
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
     )
