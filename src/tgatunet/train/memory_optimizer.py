@@ -15,8 +15,9 @@ fitted through the two points::
 where ``fixed`` also counts what a step holds whatever ``b`` is: the parameters,
 their gradients, AdamW's two moment tensors, and the step's whole batch of
 inputs and hidden-value mask. The chosen size is the largest ``b <= batch_size`` with
-``peak(b) <= memory_target * budget``; it is then measured once more, and if the
-line was optimistic it is refitted through that point and the size lowered.
+``peak(b) <= memory_target * budget``; it is then measured. If it does not fit
+(the line was optimistic), the size is interpolated between the largest size that
+fitted and the smallest that did not, and measured again, a few times at most.
 
 During training (:class:`MemoryOptimizer`), when the memory in use crosses the
 target the size is lowered for the following steps; an out-of-memory error is
