@@ -103,6 +103,40 @@ def complete(
         console.print(f"{item.name}: {item.rows} rows, filled {filled} -> [bold]{item.output}[/]")
 
 
+@app.command()
+def hardware(
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="Also measure this config's training step and show the batch choice."
+    ),
+) -> None:
+    """Show the devices and memory, the preset hardware_profile: auto picks, and the optimizer's batch choice."""
+    from tgatunet.hardware import auto_profile, detect_hardware
+    from tgatunet.report import print_hardware, print_memory_plan
+
+    try:
+        cfg = load_config(config) if config else None
+        accelerator, budget = (cfg.accelerator, cfg.memory_budget_gb) if cfg else ("auto", None)
+        print_hardware(detect_hardware(), auto_profile(accelerator, budget))
+        if cfg:
+            from tgatunet.train.memory_optimizer import plan_for_config
+
+            print_memory_plan(plan_for_config(cfg).summary())
+    except TgatunetError as err:
+        _fail(err)
+
+
+@bench_app.command("memory")
+def bench_memory(
+    out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json."),
+) -> None:
+    """Memory optimizer: peak memory at 1, 2 and 4 GB budgets and the saving vs no optimizer (a few minutes)."""
+    from tgatunet.bench.memory import run_memory_benchmark
+    from tgatunet.report import print_memory_bench
+
+    print_memory_bench(run_memory_benchmark(out))
+    console.print(f"written: {out / 'results.json'}")
+
+
 @config_app.command("template")
 def config_template_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help=f"Hardware preset: {', '.join(PRESETS)}."),

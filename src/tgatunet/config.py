@@ -12,6 +12,7 @@ one.
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tgatunet.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # The performance guide's hardware presets (DESIGN section 1).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -93,7 +96,21 @@ class Config(_Strict):
     )
     use_memory_optimizer: bool = Field(
         default=False,
-        description="Choose the batch size from measured memory use and recover from out-of-memory errors.",
+        description="Run each training step in the largest micro-batches that keep memory under memory_target "
+        "(gradients accumulated, so the step is the same), lower them when memory runs high, "
+        "and retry a step that runs out of memory with half the micro-batch.",
+    )
+    memory_target: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="Memory optimizer: keep peak training memory below this fraction of the memory budget.",
+    )
+    memory_budget_gb: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Memory optimizer: memory training may use, in GB (2**30 bytes); "
+        "null: the GPU's free memory on CUDA, the available RAM on CPU.",
     )
     use_gradient_checkpoint: bool = Field(
         default=False,
@@ -107,6 +124,11 @@ class Config(_Strict):
     attention_heads: int = Field(default=2, ge=1, description="Heads of every GAT and attention layer.")
     time_k: int = Field(default=1, ge=1, description="Temporal graph: each step is linked to the steps within time_k.")
     window_size: int = Field(default=50, ge=4, description="Time steps per window.")
+    hardware_profile: Literal["auto", "low", "medium", "high"] | None = Field(
+        default=None,
+        description="Apply the guide's preset (low, medium, high) to the model and batch keys this file does "
+        "not set; auto picks it by the training device's memory (or memory_budget_gb). null: no preset.",
+    )
 
     # --- data --------------------------------------------------------------
     sources: list[SourceConfig] = Field(min_length=1, description="The data sources (see the example above).")
@@ -150,7 +172,12 @@ class Config(_Strict):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
         default="auto", description="Where to train; auto picks CUDA when it is there."
     )
-    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+    num_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="DataLoader worker processes; null: 2 when training on CUDA (batches prepared while the GPU "
+        "computes), 0 on CPU (workers would take the cores the model needs).",
+    )
     mask_pattern_prob: float = Field(
         default=0.5,
         ge=0.0,
@@ -178,6 +205,25 @@ class Config(_Strict):
 
     # Where the file was read from; relative source paths resolve against it.
     config_dir: str = Field(default=".", exclude=True, description="(set by load_config)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_hardware_profile(cls, raw: Any) -> Any:
+        # The preset fills only the keys the file does not set: explicit keys always win.
+        if not isinstance(raw, dict) or raw.get("hardware_profile") is None:
+            return raw
+        profile = raw["hardware_profile"]
+        if profile == "auto":
+            from tgatunet.hardware import auto_profile
+
+            budget = raw.get("memory_budget_gb")
+            budget = budget if isinstance(budget, (int, float)) and budget > 0 else None  # else: its own error
+            profile, memory_gb, by = auto_profile(str(raw.get("accelerator", "auto")), budget)
+            log.info("hardware_profile auto: %.1f GB (%s) -> preset '%s'", memory_gb, by, profile)
+        if profile not in PRESETS:
+            return raw  # the field's own validation names the allowed values
+        # The resolved preset is kept, so a run's saved config says which one was applied.
+        return {**PRESETS[profile], **raw, "hardware_profile": profile}
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -9,11 +9,18 @@ import torch
 
 from tgatunet.config import Config, config_from_dict
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
+from tgatunet.train.micro_batch import MicroBatches
 from tgatunet.train.objective import classification_loss, masked_loss, sample_hidden
 
 
 class TGATUNetModule(pl.LightningModule):
     """Wraps :class:`TGATUNet` with its objective and optimiser.
+
+    Training uses Lightning's manual optimisation, because a step may run as several
+    micro-batches (:class:`~tgatunet.train.micro_batch.MicroBatches`, set by the memory
+    optimizer), which automatic optimisation cannot express: it zeroes the gradients between
+    ``training_step`` and the backward pass. What Lightning does itself in automatic mode,
+    gradient clipping and the per-epoch learning-rate schedule, is therefore done here.
 
     Args:
         config: the run's config as plain data (kept in checkpoints).
@@ -36,37 +43,87 @@ class TGATUNetModule(pl.LightningModule):
         self.register_buffer(
             "patterns", torch.tensor(need_patterns, dtype=torch.bool).reshape(-1, len(channels)), persistent=False
         )
+        self.automatic_optimization = False
+        self.micro_batches = MicroBatches()
 
     def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(values, visible)
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str, generator: torch.Generator | None) -> torch.Tensor:
+    def hide(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[B, T, C]`` bool: the observed values this step hides and reconstructs."""
         cfg = self.config
-        values, observed = batch["values"], batch["observed"]
-        hidden = sample_hidden(
-            observed, self.patterns, cfg.mask_pattern_prob, cfg.mask_channel_prob, cfg.mask_step_prob, generator
-        )
-        recon, logits = self(values, observed & ~hidden)
-        loss_recon = masked_loss(recon.float(), values, hidden, cfg.recon_loss)
-        loss_cls = classification_loss(logits.float(), batch["label"])
-        loss = cfg.recon_weight * loss_recon + cfg.cls_weight * loss_cls
-        size = len(values)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
-        self.log(f"{stage}/recon", loss_recon, batch_size=size, on_epoch=True, on_step=False)
-        self.log(f"{stage}/cls_loss", loss_cls, batch_size=size, on_epoch=True, on_step=False)
-        labelled = batch["label"] >= 0
-        if labelled.any():
-            acc = (logits.argmax(-1)[labelled] == batch["label"][labelled]).float().mean()
-            self.log(f"{stage}/acc", acc, prog_bar=stage == "val", batch_size=int(labelled.sum()), on_epoch=True, on_step=False)
-        return loss
+        probs = cfg.mask_pattern_prob, cfg.mask_channel_prob, cfg.mask_step_prob
+        return sample_hidden(batch["observed"], self.patterns, *probs, generator)
+
+    def losses(
+        self, batch: dict[str, torch.Tensor], hidden: torch.Tensor, rows: slice = slice(None)
+    ) -> dict[str, torch.Tensor]:
+        """The share of windows ``rows`` in the batch's losses.
+
+        Sums over ``rows`` are divided by the whole batch's counts (hidden values, labelled
+        windows), so the shares of disjoint rows add up to the batch's losses, gradients included.
+
+        Returns:
+            ``loss``, ``recon``, ``cls_loss`` (scalars) and ``correct`` (labelled windows of ``rows``
+            classified right).
+        """
+        cfg = self.config
+        values, observed, labels = batch["values"][rows], batch["observed"][rows], batch["label"][rows]
+        part_hidden = hidden[rows]
+        recon, logits = self(values, observed & ~part_hidden)
+        loss_recon = masked_loss(recon.float(), values, part_hidden, cfg.recon_loss, denominator=hidden.sum())
+        loss_cls = classification_loss(logits.float(), labels, denominator=(batch["label"] >= 0).sum())
+        return {
+            "loss": cfg.recon_weight * loss_recon + cfg.cls_weight * loss_cls,
+            "recon": loss_recon,
+            "cls_loss": loss_cls,
+            "correct": ((logits.argmax(-1) == labels) & (labels >= 0)).sum(),
+        }
+
+    def _log_losses(self, stage: str, totals: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+        size = len(batch["values"])
+        self.log(f"{stage}/loss", totals["loss"], prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
+        self.log(f"{stage}/recon", totals["recon"], batch_size=size, on_epoch=True, on_step=False)
+        self.log(f"{stage}/cls_loss", totals["cls_loss"], batch_size=size, on_epoch=True, on_step=False)
+        labelled = int((batch["label"] >= 0).sum())
+        if labelled:
+            acc = totals["correct"].float() / labelled
+            self.log(f"{stage}/acc", acc, prog_bar=stage == "val", batch_size=labelled, on_epoch=True, on_step=False)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train", None)
+        optimizer = self.optimizers()
+        hidden = self.hide(batch)  # drawn once for the whole batch: micro-batches share it
+        totals: dict[str, torch.Tensor] = {}
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            totals.update(
+                self.micro_batches.accumulate(
+                    len(batch["values"]),
+                    lambda rows: self.losses(batch, hidden, rows),
+                    self.manual_backward,
+                    optimizer.zero_grad,
+                    self.global_step,
+                )
+            )
+            return totals["loss"]
+
+        optimizer.step(closure=closure)
+        self._log_losses("train", totals, batch)
+        return totals["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Where Lightning clips in automatic mode: after the closure, after mixed-precision unscaling.
+        if self.config.grad_clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.config.grad_clip, gradient_clip_algorithm="norm")
+
+    def on_train_epoch_end(self) -> None:
+        self.lr_schedulers().step()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # The same hidden values every epoch, so validation losses are comparable.
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 100_003 + batch_idx)
-        self._step(batch, "val", generator)
+        self._log_losses("val", self.losses(batch, self.hide(batch, generator)), batch)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)

@@ -9,24 +9,38 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from tgatunet.config import Config, config_to_dict, load_config
-from tgatunet.data.prepared import PreparedData, WindowDataset, prepare_data
+from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, collate_windows, prepare_data
 from tgatunet.errors import RunError
+from tgatunet.hardware import trains_on_cuda
 from tgatunet.plots import plot_loss_curves
 from tgatunet.rundir import RunDir
 from tgatunet.train.callbacks import ThroughputMonitor
 from tgatunet.train.checkpoint_io import AtomicCheckpointIO
+from tgatunet.train.memory_optimizer import MemoryOptimizer
 from tgatunet.train.module import TGATUNetModule
+from tgatunet.train.monitor import ResourceMonitor
 
 log = logging.getLogger(__name__)
 
 # Keys that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"epochs", "patience", "num_workers", "accelerator", "run_dir"}
+RESUMABLE_CHANGES = {
+    "epochs",
+    "patience",
+    "num_workers",
+    "accelerator",
+    "run_dir",
+    # How a step is computed, not what: the memory optimizer keeps each step's gradient.
+    "use_memory_optimizer",
+    "memory_target",
+    "memory_budget_gb",
+    # A profile that resolves to other model keys is caught by those keys.
+    "hardware_profile",
+}
 
 
 def data_info(data: PreparedData) -> dict[str, Any]:
@@ -43,14 +57,21 @@ def data_info(data: PreparedData) -> dict[str, Any]:
 
 
 def make_loader(data: PreparedData, split: str, config: Config, shuffle: bool) -> DataLoader:
-    workers = config.num_workers
+    """Batches of ``batch_size`` windows, gathered in one indexing operation per array.
+
+    On CUDA, batches go through pinned memory (so the copy to the GPU overlaps compute) and,
+    unless ``num_workers`` says otherwise, two worker processes prepare the next batches.
+    """
+    cuda = trains_on_cuda(config.accelerator)
+    workers = config.num_workers if config.num_workers is not None else (2 if cuda else 0)
     return DataLoader(
-        WindowDataset(data, split),
+        BatchedWindowDataset(data, split),
         batch_size=config.batch_size,
         shuffle=shuffle,
+        collate_fn=collate_windows,
         num_workers=workers,
         persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=cuda,
     )
 
 
@@ -122,6 +143,8 @@ def train(
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = build_module(config, data)
     throughput = ThroughputMonitor()
+    resources = ResourceMonitor(target=config.memory_target)
+    memory = MemoryOptimizer(config, BatchedWindowDataset(data, "train")) if config.use_memory_optimizer else None
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
     )
@@ -133,6 +156,8 @@ def train(
         latest,
         EarlyStopping(monitor="val/loss", mode="min", patience=config.patience),
         throughput,
+        resources,
+        *([memory] if memory else []),
         *callbacks,
     ]
     if progress_bar:
@@ -142,7 +167,6 @@ def train(
         accelerator="gpu" if config.accelerator == "cuda" else config.accelerator,
         devices=1,
         precision=config.precision,
-        gradient_clip_val=config.grad_clip,
         deterministic="warn",
         callbacks=all_callbacks,
         logger=[
@@ -174,7 +198,13 @@ def train(
             "parameters": sum(p.numel() for p in module.model.parameters()),
             "device": str(module.device),
             "precision": config.precision,
+            "batch_size": config.batch_size,
+            "micro_batch_size": module.micro_batches.size or config.batch_size,
         },
+    )
+    run.update_metrics(
+        "memory",
+        {**resources.summary(), "optimizer": memory.summary(module) if memory else {"enabled": False}},
     )
     plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
     return run
