@@ -24,6 +24,8 @@ config_app = typer.Typer(help="Write or check a config file.", no_args_is_help=T
 app.add_typer(config_app, name="config")
 bench_app = typer.Typer(help="Measure what each optimisation buys; figures go to OUT/results.json.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+cache_app = typer.Typer(help="The knn graph cache: what it holds, build it ahead of training, clear it.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -125,4 +127,83 @@ def config_validate(file: Path = typer.Argument(..., help="Config file to check.
     console.print(
         f"[green]ok[/]: {len(cfg.sources)} source(s), channels {data.channels}, "
         f"classes {data.class_names}, windows: {windows}"
+    )
+
+
+def _cache_location(config: Optional[Path], directory: Optional[Path]) -> Path:
+    """The cache folder named by --dir, or the one of --config's run."""
+    from tgatunet.graph.cache import cache_dir
+
+    if (config is None) == (directory is None):
+        raise TgatunetError("name the cache with exactly one of --config FILE (its run's cache) or --dir DIR.")
+    if directory is not None:
+        return directory
+    cfg = load_config(config)
+    return cache_dir(cfg, cfg.resolved_run_dir(config.stem))
+
+
+_CACHE_CONFIG = typer.Option(None, "--config", "-c", help="Config file: the cache of its run.")
+_CACHE_DIR = typer.Option(None, "--dir", "-d", help="Cache folder.")
+
+
+@cache_app.command("info")
+def cache_info(config: Optional[Path] = _CACHE_CONFIG, directory: Optional[Path] = _CACHE_DIR) -> None:
+    """Location, entries, size and the hit rate of the last run that used the cache."""
+    from tgatunet.graph.cache import cache_summary
+
+    try:
+        summary = cache_summary(_cache_location(config, directory))
+    except TgatunetError as err:
+        _fail(err)
+    console.print(f"location: [bold]{summary['location']}[/]{'' if summary['exists'] else '  (not created yet)'}")
+    console.print(f"entries: {summary['entries']}, {summary['bytes'] / 2**20:.2f} MiB")
+    last = summary["last_run"]
+    if last is None:
+        console.print("last run: none recorded")
+    else:
+        console.print(
+            f"last run ({last['by']}, {last['finished']}): hit rate {last['hit_rate']:.1%} of {last['lookups']} lookups "
+            f"(memory {last['memory_hits']}, disk {last['disk_hits']}, built {last['built']}, "
+            f"damaged and rebuilt {last['corrupt_rebuilt']}, evicted {last['evicted']})"
+        )
+
+
+@cache_app.command("clear")
+def cache_clear(config: Optional[Path] = _CACHE_CONFIG, directory: Optional[Path] = _CACHE_DIR) -> None:
+    """Delete every cached graph (they are rebuilt when needed)."""
+    from tgatunet.graph.cache import clear_cache
+
+    try:
+        location = _cache_location(config, directory)
+    except TgatunetError as err:
+        _fail(err)
+    entries, size = clear_cache(location)
+    console.print(f"removed {entries} entries ({size / 2**20:.2f} MiB) from {location}")
+
+
+@cache_app.command("build")
+def cache_build(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config file (graph_type: knn)."),
+    workers: int = typer.Option(2, "--workers", "-w", min=0, help="Worker processes; 0 builds in this process."),
+) -> None:
+    """Build the knn graphs of every window of the config's data before training, in parallel."""
+    from rich.progress import Progress
+
+    from tgatunet.graph.precompute import precompute_graphs
+
+    try:
+        cfg = load_config(config)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("building graphs", total=None)
+            report = precompute_graphs(
+                cfg,
+                cfg.resolved_run_dir(config.stem),
+                workers,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except TgatunetError as err:
+        _fail(err)
+    console.print(
+        f"{report.windows} windows: built {report.built}, already cached {report.already_cached} "
+        f"in {report.seconds:.1f} s -> [bold]{report.directory}[/]"
     )
