@@ -102,6 +102,30 @@ def complete(
         console.print(f"{item.name}: {item.rows} rows, filled {filled} -> [bold]{item.output}[/]")
 
 
+@bench_app.command("graph")
+def bench_graph(
+    out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json and graph_benchmark.png."),
+    config: Path = typer.Option(
+        Path("configs/basicmotions.yaml"), "--config", "-c", help="Config of the epoch timing (run with graph_type knn)."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Fewer windows, rounds and repeats (a few minutes less)."),
+) -> None:
+    """Graph construction and the graph cache: per-window times, cache speed-ups, one epoch cache on vs off."""
+    from tgatunet.bench.graph import run_graph_benchmark
+
+    try:
+        results = run_graph_benchmark(out, config_path=config, quick=quick)
+    except TgatunetError as err:
+        _fail(err)
+    console.print(
+        f"temporal, window 128, time_k 1: LRU hit {results['speedup_cache_vs_naive']:.0f}x faster than naive loops\n"
+        f"knn, window 128: disk cache {results['knn_speedup_disk_cache_vs_rebuild']:.1f}x faster than a rebuild\n"
+        f"one epoch on {config.name} with a knn graph: cache on {results['epoch_speedup_cache_on_vs_off']:.2f}x "
+        "the speed of cache off"
+    )
+    console.print(f"written: {out / 'results.json'}, {out / 'graph_benchmark.png'}")
+
+
 @config_app.command("template")
 def config_template_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help=f"Hardware preset: {', '.join(PRESETS)}."),

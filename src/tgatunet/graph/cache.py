@@ -60,7 +60,9 @@ _MAGIC = b"TGNB"
 _HEADER = struct.Struct("<4sHHII16sI")
 _EVICT_TO = 0.9
 
-Graph = tuple[torch.Tensor, torch.Tensor]  # index [T, K] long, valid [T, K] bool
+# One window's table as stored: index [T, K] int16 (int32 for T > 32767) and valid [T, K] bool,
+# read-only views of the entry's bytes, so a hit copies nothing until the batch is stacked.
+Graph = tuple[np.ndarray, np.ndarray]
 
 
 class CorruptEntry(Exception):
@@ -71,9 +73,9 @@ def window_keys(signature: str, values: torch.Tensor, visible: torch.Tensor) -> 
     """16-byte content keys of ``[B, T, C]`` windows: version, signature, shape, visible values and mask."""
     B, T, C = values.shape
     prefix = f"tgatunet-graph/v{FORMAT_VERSION}/{signature}/T={T}/C={C}".encode()
-    # torch.where writes +0.0 where hidden, so a hidden value, even -0.0, never changes the key.
-    x = np.ascontiguousarray(torch.where(visible, values.float(), 0.0).cpu().numpy())
-    m = np.ascontiguousarray(visible.cpu().numpy())
+    m = np.ascontiguousarray(visible.detach().cpu().numpy())
+    # +0.0 where hidden, so a hidden value, even -0.0, never changes the key.
+    x = np.where(m, values.detach().float().cpu().numpy(), np.float32(0.0))
     keys = []
     for b in range(B):
         h = hashlib.blake2b(prefix, digest_size=16)
@@ -83,12 +85,19 @@ def window_keys(signature: str, values: torch.Tensor, visible: torch.Tensor) -> 
     return keys
 
 
-def encode_entry(key: bytes, index: torch.Tensor, valid: torch.Tensor) -> bytes:
-    """One window's table as file bytes: header, index (int16 when it fits), valid (one byte each)."""
+def encode_entry(key: bytes, index: np.ndarray, valid: np.ndarray) -> bytes:
+    """One window's table ``[T, K]`` as file bytes: header, index (int16 when it fits), valid (one byte each)."""
     T, K = index.shape
     dtype = np.int16 if T <= np.iinfo(np.int16).max else np.int32
-    payload = index.numpy().astype(dtype).tobytes() + valid.numpy().tobytes()
+    payload = np.asarray(index).astype(dtype).tobytes() + np.asarray(valid, dtype=np.bool_).tobytes()
     return _HEADER.pack(_MAGIC, FORMAT_VERSION, np.dtype(dtype).itemsize, T, K, key, zlib.crc32(payload)) + payload
+
+
+def _entry_arrays(data: bytes) -> Graph:
+    _, _, width, T, K, _, _ = _HEADER.unpack_from(data)
+    index = np.frombuffer(data, np.int16 if width == 2 else np.int32, T * K, _HEADER.size).reshape(T, K)
+    valid = np.frombuffer(data, np.bool_, T * K, _HEADER.size + T * K * width).reshape(T, K)
+    return index, valid
 
 
 def decode_entry(key: bytes, data: bytes) -> Graph:
@@ -102,14 +111,11 @@ def decode_entry(key: bytes, data: bytes) -> Graph:
         raise CorruptEntry(f"truncated ({len(data)} bytes, expected {_HEADER.size + T * K * (width + 1)})")
     if zlib.crc32(memoryview(data)[_HEADER.size :]) != crc:
         raise CorruptEntry("checksum mismatch")
-    dtype = np.int16 if width == 2 else np.int32
-    index = np.frombuffer(data, dtype, T * K, _HEADER.size).astype(np.int64).reshape(T, K)
-    valid = np.frombuffer(data, np.bool_, T * K, _HEADER.size + T * K * width).reshape(T, K).copy()
-    return torch.from_numpy(index), torch.from_numpy(valid)
+    return _entry_arrays(data)
 
 
 def _nbytes(graph: Graph) -> int:
-    return sum(t.element_size() * t.nelement() for t in graph)
+    return graph[0].nbytes + graph[1].nbytes
 
 
 class MemoryLRU:
@@ -163,19 +169,21 @@ class DiskGraphStore:
     def __init__(self, root: Path | str, max_bytes: int | None) -> None:
         self.root = Path(root)
         self.entries = self.root / "entries"
+        self._entries = str(self.entries)  # plain strings: pathlib costs more than the read on a hit
         self.max_bytes = max_bytes
         self._bytes: int | None = None  # running estimate, from a scan at the first write
         self._write_error_reported = False
 
-    def path(self, key: bytes) -> Path:
+    def path(self, key: bytes) -> str:
         name = key.hex()
-        return self.entries / name[:2] / (name + ENTRY_SUFFIX)
+        return os.path.join(self._entries, name[:2], name + ENTRY_SUFFIX)
 
     def read(self, key: bytes) -> Graph | None:
         """The entry of ``key``, None if absent; :class:`CorruptEntry` if it is there but damaged."""
         path = self.path(key)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as handle:
+                data = handle.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as err:
@@ -187,19 +195,19 @@ class DiskGraphStore:
             pass
         return graph
 
-    def write(self, key: bytes, index: torch.Tensor, valid: torch.Tensor) -> int:
-        """Write an entry atomically; returns the entries evicted for room. A failed write is logged, not raised."""
+    def write(self, key: bytes, data: bytes) -> int:
+        """Write an encoded entry atomically; returns the entries evicted for room. Failures are logged, not raised."""
         path = self.path(key)
-        data = encode_entry(key, index, valid)
+        folder = os.path.dirname(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key.hex()}.", suffix=".tmp", dir=folder)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
                 os.replace(tmp, path)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                os.unlink(tmp)
                 raise
         except OSError as err:
             # The cache only saves time: a full or read-only disk must not stop a run.
@@ -298,17 +306,16 @@ class GraphCache:
         found: list[Graph | None] = [self._lookup(key) for key in keys]
         missing = [b for b, item in enumerate(found) if item is None]
         if missing:
-            at = torch.tensor(missing, device=values.device)
-            index, valid = self.graph.build(values[at], visible[at])
-            index, valid = index.cpu(), valid.cpu()
+            index, valid = self.graph.build(values[missing], visible[missing])
+            index, valid = index.cpu().numpy(), valid.cpu().numpy()
             for j, b in enumerate(missing):
-                item = (index[j].clone(), valid[j].clone())  # own storage, not a view of the batch
-                self.stats.evicted += self.disk.write(keys[b], *item)
-                self.memory.put(keys[b], item)
-                found[b] = item
+                data = encode_entry(keys[b], index[j], valid[j])
+                self.stats.evicted += self.disk.write(keys[b], data)
+                found[b] = _entry_arrays(data)
+                self.memory.put(keys[b], found[b])
             self.stats.built += len(missing)
-        index = torch.stack([item[0] for item in found])
-        valid = torch.stack([item[1] for item in found])
+        index = torch.from_numpy(np.stack([item[0] for item in found]).astype(np.int64))
+        valid = torch.from_numpy(np.stack([item[1] for item in found]))
         return index.to(values.device), valid.to(values.device)
 
     def _lookup(self, key: bytes) -> Graph | None:
