@@ -256,3 +256,14 @@ def test_summary_and_clear(tmp_path):
     assert summary["last_run"]["hit_rate"] == 0.5 and summary["last_run"]["by"] == "test"
     assert clear_cache(tmp_path) == (6, summary["bytes"])
     assert cache_summary(tmp_path)["entries"] == 0 and cache_summary(tmp_path)["last_run"] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_windows_get_cuda_tables_equal_to_the_cpu_ones(tmp_path):
+    values, visible = _windows(B=8, T=32)
+    cache = _cache(tmp_path)
+    cache.get(values[:4].cuda(), visible[:4].cuda())  # half built on the GPU
+    got = cache.get(values.cuda(), visible.cuda())  # half hits, half built
+    assert got[0].is_cuda and got[1].is_cuda
+    want = KnnGraph(3, 1).build(values, visible)
+    assert torch.equal(got[0].cpu(), want[0]) and torch.equal(got[1].cpu(), want[1])

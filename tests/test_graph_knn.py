@@ -144,3 +144,23 @@ def test_hidden_values_cannot_reach_the_output_through_the_knn_graph():
     recon2, logits2 = model(changed, visible, graph.build(changed, visible))
     torch.testing.assert_close(recon, recon2)
     torch.testing.assert_close(logits, logits2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_graph_built_on_cuda_equals_the_cpu_one():
+    values, visible = _windows(B=4, T=64)
+    graph = KnnGraph(4, 2)
+    on_gpu = graph.build(values.cuda(), visible.cuda())
+    assert on_gpu[0].is_cuda and on_gpu[1].is_cuda
+    for got, want in zip(on_gpu, graph.build(values, visible)):
+        assert torch.equal(got.cpu(), want)
+
+
+def test_a_knn_graph_that_cannot_fit_the_window_is_a_config_error(dataset):
+    from tgatunet.config import config_from_dict
+    from tgatunet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="graph_knn"):
+        config_from_dict({**dataset["config"], "graph_type": "knn", "graph_knn": 14, "time_k": 1})  # window 16
+    config_from_dict({**dataset["config"], "graph_type": "knn", "graph_knn": 13, "time_k": 1})
+    config_from_dict({**dataset["config"], "graph_knn": 14})  # only a knn graph needs the room

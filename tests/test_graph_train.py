@@ -45,7 +45,7 @@ def test_training_without_the_cache_builds_every_graph(dataset):
 
 
 def test_precomputed_graphs_are_what_the_model_looks_up(dataset):
-    path = dataset["write"](_knn_config(dataset))
+    path = dataset["write"](_knn_config(dataset, epochs=1))
     config = load_config(path)
     run_root = config.resolved_run_dir("config")
     report = precompute_graphs(config, run_root, workers=0, chunk_size=16)
@@ -60,8 +60,10 @@ def test_precomputed_graphs_are_what_the_model_looks_up(dataset):
     assert cache.stats.disk_hits == len(values)
     want = KnnGraph.from_config(config).build(values, observed)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    # A cache built before training is not mistaken for an earlier run.
-    train(path, progress_bar=False)
+    # A cache built before training is not mistaken for an earlier run, and --overwrite keeps it.
+    run = train(path, progress_bar=False)
+    train(path, overwrite=True, progress_bar=False)
+    assert cache_summary(run.graph_cache)["entries"] >= report.windows
 
 
 def test_cache_cli_builds_in_parallel_reports_and_clears(dataset):

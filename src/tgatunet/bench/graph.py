@@ -183,14 +183,15 @@ def _fit_one_epoch(config: Config, data: PreparedData, cache: GraphCache | None)
 
 
 def _epoch_graph_work(
-    config: Config, data: PreparedData, open_cache: Callable[[], GraphCache | None]
+    config: Config, data: PreparedData, open_cache: Callable[[], GraphCache | None], device: str
 ) -> Callable[[], None]:
-    """The graph work of one epoch alone: training batches built; validation batches built or looked up."""
+    """The graph work of one epoch alone, on the training device: training batches built; validation
+    batches built or looked up."""
     graph = KnnGraph.from_config(config)
     batches = {}
     for split in ("train", "val"):
         rows = torch.from_numpy(data.rows(data.windows[split].starts))
-        values, observed = data.values[rows], data.observed[rows]
+        values, observed = data.values[rows].to(device), data.observed[rows].to(device)
         batches[split] = [
             (values[lo : lo + config.batch_size], observed[lo : lo + config.batch_size])
             for lo in range(0, len(values), config.batch_size)
@@ -232,10 +233,13 @@ def epoch_timings(config_path: Path, rounds: int, work_dir: Path) -> dict[str, A
         warmup=0,  # the warm-up epoch above
     )
     graphs = _interleaved(
-        {"off": _epoch_graph_work(config, data, lambda: None), "on": _epoch_graph_work(config, data, fresh_cache)},
+        {
+            "off": _epoch_graph_work(config, data, lambda: None, device),
+            "on": _epoch_graph_work(config, data, fresh_cache, device),
+        },
         rounds,
         repeats=3,
-        device="cpu",
+        device=device,
     )
     return {
         "config": str(config_path),
@@ -244,6 +248,7 @@ def epoch_timings(config_path: Path, rounds: int, work_dir: Path) -> dict[str, A
         "window_size": config.window_size,
         "batch_size": config.batch_size,
         "windows": {split: len(index) for split, index in data.windows.items() if split != "test"},
+        "device": device,
         "epoch_seconds_cache_off": epoch["off"],
         "epoch_seconds_cache_on": epoch["on"],
         "graph_seconds_cache_off": graphs["off"],

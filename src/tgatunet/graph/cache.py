@@ -30,6 +30,7 @@ counts of the last run that saved them (``tgatunet cache info``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -158,6 +159,8 @@ class MemoryLRU:
 
 @dataclass(frozen=True)
 class DiskEntry:
+    """One entry file as a scan found it."""
+
     path: Path
     size: int
     mtime: float
@@ -189,10 +192,10 @@ class DiskGraphStore:
         except OSError as err:
             raise CorruptEntry(f"unreadable: {err}") from None
         graph = decode_entry(key, data)
-        try:
-            os.utime(path)  # recency for eviction
-        except FileNotFoundError:  # evicted by another process in between: the bytes read are still whole
-            pass
+        # Recency for eviction, best effort: the file may be evicted by another process by now
+        # (the bytes read are whole all the same) or sit on a read-only disk.
+        with contextlib.suppress(OSError):
+            os.utime(path)
         return graph
 
     def write(self, key: bytes, data: bytes) -> int:
@@ -228,16 +231,16 @@ class DiskGraphStore:
         found = []
         if not self.entries.is_dir():
             return found
+        # Other processes may delete files and folders while this one looks: skip what vanished.
         for folder in os.scandir(self.entries):
             if not folder.is_dir():
                 continue
-            for item in os.scandir(folder.path):
-                if item.name.endswith(ENTRY_SUFFIX) and not item.name.startswith("."):
-                    try:
-                        st = item.stat()
-                    except FileNotFoundError:
-                        continue
-                    found.append(DiskEntry(Path(item.path), st.st_size, st.st_mtime))
+            with contextlib.suppress(FileNotFoundError):
+                for item in os.scandir(folder.path):
+                    if item.name.endswith(ENTRY_SUFFIX) and not item.name.startswith("."):
+                        with contextlib.suppress(FileNotFoundError):
+                            st = item.stat()
+                            found.append(DiskEntry(Path(item.path), st.st_size, st.st_mtime))
         return found
 
     def enforce_limit(self) -> int:
