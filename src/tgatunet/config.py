@@ -159,6 +159,30 @@ class Config(_Strict):
     # --- model ---------------------------------------------------------------
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout in the model.")
     ff_multiplier: int = Field(default=2, ge=1, description="Transformer feed-forward width / hidden_channels.")
+    graph_type: Literal["temporal", "knn"] = Field(
+        default="temporal",
+        description="Graph over a window's time steps: 'temporal' links the steps within time_k; 'knn' also links "
+        "each step to its graph_knn most similar steps, by the values the model is allowed to see.",
+    )
+    graph_knn: int = Field(
+        default=4, ge=1, description="knn graph: similar steps linked to each step, besides its temporal neighbours."
+    )
+    use_graph_cache: bool = Field(
+        default=True,
+        description="knn graph: reuse the graphs of windows seen before (memory LRU + disk cache) instead of "
+        "rebuilding them.",
+    )
+    graph_cache_dir: str | None = Field(
+        default=None,
+        description="Disk cache of knn graphs (relative to the working directory); default <run_dir>/graph_cache. "
+        "Entries are keyed by content, so runs may share one.",
+    )
+    graph_cache_max_mb: float = Field(
+        default=1024.0, gt=0.0, description="Disk cache size limit; least recently used entries are evicted beyond it."
+    )
+    graph_memory_cache_mb: float = Field(
+        default=256.0, ge=0.0, description="In-process LRU of knn graphs in front of the disk cache; 0 disables it."
+    )
 
     # --- training --------------------------------------------------------------
     epochs: int = Field(default=60, ge=1, description="Maximum training epochs.")
@@ -251,6 +275,11 @@ class Config(_Strict):
                 )
         if not self.channels:
             raise ValueError("no modality configured: set common_modalities or a source's have/need")
+        if self.graph_type == "knn" and self.graph_knn > self.window_size - (2 * self.time_k + 1):
+            raise ValueError(
+                f"graph_knn ({self.graph_knn}) must leave room in the window: at most window_size - "
+                f"(2 * time_k + 1) = {self.window_size - 2 * self.time_k - 1} steps are not temporal neighbours already"
+            )
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave blocks for training (sum < 1)")
         return self

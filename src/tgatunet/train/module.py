@@ -8,6 +8,8 @@ import lightning.pytorch as pl
 import torch
 
 from tgatunet.config import Config, config_from_dict
+from tgatunet.graph.cache import GraphCache
+from tgatunet.graph.knn import KnnGraph
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
 from tgatunet.train.micro_batch import MicroBatches
 from tgatunet.train.objective import classification_loss, masked_loss, sample_hidden
@@ -27,6 +29,13 @@ class TGATUNetModule(pl.LightningModule):
         channels: channel names, in model order.
         class_names: class names, in logit order.
         need_patterns: ``[P][C]`` bool channel sets that some source needs; training hides them.
+        graph_cache: where knn graphs of repeated inputs are looked up (not saved in checkpoints).
+
+    With ``graph_type: knn`` each batch's graph is built from what the model sees,
+    ``observed & ~hidden``, so no hidden value shapes it. Training hides a fresh random
+    set every step: those graphs never repeat, so they are built on the fly (batched, on
+    the model's device) and never cached. Validation (the same hidden values every
+    epoch) and inference (nothing hidden) repeat their inputs and go through the cache.
     """
 
     def __init__(
@@ -35,9 +44,10 @@ class TGATUNetModule(pl.LightningModule):
         channels: list[str],
         class_names: list[str],
         need_patterns: list[list[bool]],
+        graph_cache: GraphCache | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["graph_cache"])
         self.config: Config = config_from_dict(config, origin="checkpoint")
         self.model = TGATUNet(ModelSpec.from_config(self.config, len(channels), len(class_names)))
         self.register_buffer(
@@ -45,9 +55,21 @@ class TGATUNetModule(pl.LightningModule):
         )
         self.automatic_optimization = False
         self.micro_batches = MicroBatches()
+        self.knn = KnnGraph.from_config(self.config) if self.config.graph_type == "knn" else None
+        self.graph_cache = graph_cache
+
+    def neighbors(
+        self, values: torch.Tensor, visible: torch.Tensor, repeated: bool
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The batch's full-resolution graph (None: temporal); ``repeated``: may these inputs come again?"""
+        if self.knn is None:
+            return None
+        if repeated and self.graph_cache is not None:
+            return self.graph_cache.get(values, visible)
+        return self.knn.build(values, visible)
 
     def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(values, visible)
+        return self.model(values, visible, self.neighbors(values, visible, repeated=True))
 
     def hide(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         """``[B, T, C]`` bool: the observed values this step hides and reconstructs."""
@@ -70,7 +92,9 @@ class TGATUNetModule(pl.LightningModule):
         cfg = self.config
         values, observed, labels = batch["values"][rows], batch["observed"][rows], batch["label"][rows]
         part_hidden = hidden[rows]
-        recon, logits = self(values, observed & ~part_hidden)
+        visible = observed & ~part_hidden
+        # Training hides values at random, so its graphs never repeat: only the rest is cached.
+        recon, logits = self.model(values, visible, self.neighbors(values, visible, repeated=not self.training))
         loss_recon = masked_loss(recon.float(), values, part_hidden, cfg.recon_loss, denominator=hidden.sum())
         loss_cls = classification_loss(logits.float(), labels, denominator=(batch["label"] >= 0).sum())
         return {

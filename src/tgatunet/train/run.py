@@ -17,6 +17,7 @@ from tgatunet.config import Config, config_to_dict, load_config
 from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, collate_windows, prepare_data
 from tgatunet.errors import RunError
 from tgatunet.hardware import trains_on_cuda
+from tgatunet.graph.cache import GraphCache, open_graph_cache
 from tgatunet.plots import plot_loss_curves
 from tgatunet.rundir import RunDir
 from tgatunet.train.callbacks import ThroughputMonitor
@@ -40,6 +41,10 @@ RESUMABLE_CHANGES = {
     "memory_budget_gb",
     # A profile that resolves to other model keys is caught by those keys.
     "hardware_profile",
+    "use_graph_cache",
+    "graph_cache_dir",
+    "graph_cache_max_mb",
+    "graph_memory_cache_mb",
 }
 
 
@@ -75,12 +80,13 @@ def make_loader(data: PreparedData, split: str, config: Config, shuffle: bool) -
     )
 
 
-def build_module(config: Config, data: PreparedData) -> TGATUNetModule:
+def build_module(config: Config, data: PreparedData, graph_cache: GraphCache | None = None) -> TGATUNetModule:
     return TGATUNetModule(
         config=config.model_dump(mode="json"),
         channels=data.channels,
         class_names=data.class_names,
         need_patterns=data.need_patterns().tolist(),
+        graph_cache=graph_cache,
     )
 
 
@@ -103,13 +109,20 @@ def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool)
         data = prepare_data(config, stats=stats, block_splits=splits)
         run.write_config(config)
         return data
-    if run.root.exists() and any(run.root.iterdir()):
+    # The graph cache is keyed by content, not by run: it may be built before training
+    # (tgatunet cache build) and stays valid for a new run in the same directory.
+    previous = [p for p in run.root.iterdir() if p != run.graph_cache] if run.root.exists() else []
+    if previous:
         if not overwrite:
             raise RunError(
                 f"run directory '{run.root}' already holds a run. Continue it with --resume, "
                 "start over with --overwrite, or set another run_dir."
             )
-        shutil.rmtree(run.root)
+        for path in previous:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     data = prepare_data(config)
     run.root.mkdir(parents=True, exist_ok=True)
     run.write_config(config)
@@ -141,7 +154,8 @@ def train(
         raise RunError("no validation window: raise val_fraction or mark blocks 'val' in split_col.")
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = build_module(config, data)
+    graph_cache = open_graph_cache(config, run.root)
+    module = build_module(config, data, graph_cache)
     throughput = ThroughputMonitor()
     resources = ResourceMonitor(target=config.memory_target)
     memory = MemoryOptimizer(config, BatchedWindowDataset(data, "train")) if config.use_memory_optimizer else None
@@ -206,5 +220,8 @@ def train(
         "memory",
         {**resources.summary(), "optimizer": memory.summary(module) if memory else {"enabled": False}},
     )
+    if graph_cache is not None:
+        graph_cache.save_stats("train")
+        run.update_metrics("graph_cache", {"location": str(graph_cache.directory), **graph_cache.stats.to_dict()})
     plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
     return run
