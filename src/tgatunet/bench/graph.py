@@ -168,7 +168,6 @@ def _fit_one_epoch(config: Config, data: PreparedData, cache: GraphCache | None)
         accelerator="gpu" if config.accelerator == "cuda" else config.accelerator,
         devices=1,
         precision=config.precision,
-        gradient_clip_val=config.grad_clip,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
