@@ -74,9 +74,9 @@ def window_keys(signature: str, values: torch.Tensor, visible: torch.Tensor) -> 
     """16-byte content keys of ``[B, T, C]`` windows: version, signature, shape, visible values and mask."""
     B, T, C = values.shape
     prefix = f"tgatunet-graph/v{FORMAT_VERSION}/{signature}/T={T}/C={C}".encode()
-    m = np.ascontiguousarray(visible.detach().cpu().numpy())
+    m = np.ascontiguousarray(visible.numpy(force=True))
     # +0.0 where hidden, so a hidden value, even -0.0, never changes the key.
-    x = np.where(m, values.detach().float().cpu().numpy(), np.float32(0.0))
+    x = np.where(m, values.float().numpy(force=True), np.float32(0.0))
     keys = []
     for b in range(B):
         h = hashlib.blake2b(prefix, digest_size=16)
@@ -94,8 +94,13 @@ def encode_entry(key: bytes, index: np.ndarray, valid: np.ndarray) -> bytes:
     return _HEADER.pack(_MAGIC, FORMAT_VERSION, np.dtype(dtype).itemsize, T, K, key, zlib.crc32(payload)) + payload
 
 
-def _entry_arrays(data: bytes) -> Graph:
-    _, _, width, T, K, _, _ = _HEADER.unpack_from(data)
+def entry_size(T: int, K: int) -> int:
+    """Bytes of the entry of a ``[T, K]`` table."""
+    width = 2 if T <= np.iinfo(np.int16).max else 4
+    return _HEADER.size + T * K * (width + 1)
+
+
+def _entry_arrays(data: bytes, width: int, T: int, K: int) -> Graph:
     index = np.frombuffer(data, np.int16 if width == 2 else np.int32, T * K, _HEADER.size).reshape(T, K)
     valid = np.frombuffer(data, np.bool_, T * K, _HEADER.size + T * K * width).reshape(T, K)
     return index, valid
@@ -109,10 +114,10 @@ def decode_entry(key: bytes, data: bytes) -> Graph:
     if magic != _MAGIC or version != FORMAT_VERSION or width not in (2, 4) or stored_key != key:
         raise CorruptEntry("header does not match")
     if len(data) != _HEADER.size + T * K * (width + 1):
-        raise CorruptEntry(f"truncated ({len(data)} bytes, expected {_HEADER.size + T * K * (width + 1)})")
+        raise CorruptEntry(f"wrong length ({len(data)} bytes, expected {_HEADER.size + T * K * (width + 1)})")
     if zlib.crc32(memoryview(data)[_HEADER.size :]) != crc:
         raise CorruptEntry("checksum mismatch")
-    return _entry_arrays(data)
+    return _entry_arrays(data, width, T, K)
 
 
 def _nbytes(graph: Graph) -> int:
@@ -181,22 +186,25 @@ class DiskGraphStore:
         name = key.hex()
         return os.path.join(self._entries, name[:2], name + ENTRY_SUFFIX)
 
-    def read(self, key: bytes) -> Graph | None:
-        """The entry of ``key``, None if absent; :class:`CorruptEntry` if it is there but damaged."""
-        path = self.path(key)
+    def read(self, key: bytes, size: int) -> Graph | None:
+        """The entry of ``key`` (``size`` bytes when whole), None if absent; :class:`CorruptEntry` if damaged."""
+        # Plain descriptors: on a hit, buffered file objects and path lookups cost more than the read.
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            fd = os.open(self.path(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as err:
             raise CorruptEntry(f"unreadable: {err}") from None
-        graph = decode_entry(key, data)
-        # Recency for eviction, best effort: the file may be evicted by another process by now
-        # (the bytes read are whole all the same) or sit on a read-only disk.
-        with contextlib.suppress(OSError):
-            os.utime(path)
-        return graph
+        try:
+            data = os.read(fd, size + 1)  # one byte more: a longer file is damaged too
+            # Recency for eviction, best effort (a read-only disk keeps the old time).
+            with contextlib.suppress(OSError):
+                os.utime(fd)
+        except OSError as err:
+            raise CorruptEntry(f"unreadable: {err}") from None
+        finally:
+            os.close(fd)
+        return decode_entry(key, data)
 
     def write(self, key: bytes, data: bytes) -> int:
         """Write an encoded entry atomically; returns the entries evicted for room. Failures are logged, not raised."""
@@ -306,7 +314,8 @@ class GraphCache:
     def get(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Neighbour tables ``index, valid [B, T, K]`` of ``values, visible [B, T, C]``, on ``values``' device."""
         keys = window_keys(self.graph.signature, values, visible)
-        found: list[Graph | None] = [self._lookup(key) for key in keys]
+        size = entry_size(values.shape[1], self.graph.degree)
+        found: list[Graph | None] = [self._lookup(key, size) for key in keys]
         missing = [b for b, item in enumerate(found) if item is None]
         if missing:
             index, valid = self.graph.build(values[missing], visible[missing])
@@ -314,20 +323,22 @@ class GraphCache:
             for j, b in enumerate(missing):
                 data = encode_entry(keys[b], index[j], valid[j])
                 self.stats.evicted += self.disk.write(keys[b], data)
-                found[b] = _entry_arrays(data)
+                found[b] = decode_entry(keys[b], data)
                 self.memory.put(keys[b], found[b])
             self.stats.built += len(missing)
         index = torch.from_numpy(np.stack([item[0] for item in found]).astype(np.int64))
         valid = torch.from_numpy(np.stack([item[1] for item in found]))
+        if values.device.type == "cpu":
+            return index, valid
         return index.to(values.device), valid.to(values.device)
 
-    def _lookup(self, key: bytes) -> Graph | None:
+    def _lookup(self, key: bytes, size: int) -> Graph | None:
         item = self.memory.get(key)
         if item is not None:
             self.stats.memory_hits += 1
             return item
         try:
-            item = self.disk.read(key)
+            item = self.disk.read(key, size)
         except CorruptEntry as err:
             log.warning("graph cache entry '%s' is damaged (%s); rebuilding it.", self.disk.path(key), err)
             self.stats.corrupt_rebuilt += 1
