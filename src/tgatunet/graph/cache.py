@@ -31,6 +31,7 @@ counts of the last run that saved them (``tgatunet cache info``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -60,6 +61,7 @@ _MAGIC = b"TGNB"
 # magic, format version, bytes per index, T, K, key, CRC32 of the payload
 _HEADER = struct.Struct("<4sHHII16sI")
 _EVICT_TO = 0.9
+_INT16_MAX = 32767  # step indices up to this fit in int16
 
 # One window's table as stored: index [T, K] int16 (int32 for T > 32767) and valid [T, K] bool,
 # read-only views of the entry's bytes, so a hit copies nothing until the batch is stacked.
@@ -70,13 +72,18 @@ class CorruptEntry(Exception):
     """A cache file that is not a whole, matching entry."""
 
 
+@functools.lru_cache(maxsize=64)
+def _key_prefix(version: int, signature: str, T: int, C: int) -> bytes:
+    return f"tgatunet-graph/v{version}/{signature}/T={T}/C={C}".encode()
+
+
 def window_keys(signature: str, values: torch.Tensor, visible: torch.Tensor) -> list[bytes]:
     """16-byte content keys of ``[B, T, C]`` windows: version, signature, shape, visible values and mask."""
     B, T, C = values.shape
-    prefix = f"tgatunet-graph/v{FORMAT_VERSION}/{signature}/T={T}/C={C}".encode()
+    prefix = _key_prefix(FORMAT_VERSION, signature, T, C)
     m = np.ascontiguousarray(visible.numpy(force=True))
     # +0.0 where hidden, so a hidden value, even -0.0, never changes the key.
-    x = np.where(m, values.float().numpy(force=True), np.float32(0.0))
+    x = np.where(m, values.numpy(force=True).astype(np.float32, copy=False), np.float32(0.0))
     keys = []
     for b in range(B):
         h = hashlib.blake2b(prefix, digest_size=16)
@@ -89,14 +96,14 @@ def window_keys(signature: str, values: torch.Tensor, visible: torch.Tensor) -> 
 def encode_entry(key: bytes, index: np.ndarray, valid: np.ndarray) -> bytes:
     """One window's table ``[T, K]`` as file bytes: header, index (int16 when it fits), valid (one byte each)."""
     T, K = index.shape
-    dtype = np.int16 if T <= np.iinfo(np.int16).max else np.int32
+    dtype = np.int16 if T <= _INT16_MAX else np.int32
     payload = np.asarray(index).astype(dtype).tobytes() + np.asarray(valid, dtype=np.bool_).tobytes()
     return _HEADER.pack(_MAGIC, FORMAT_VERSION, np.dtype(dtype).itemsize, T, K, key, zlib.crc32(payload)) + payload
 
 
 def entry_size(T: int, K: int) -> int:
     """Bytes of the entry of a ``[T, K]`` table."""
-    width = 2 if T <= np.iinfo(np.int16).max else 4
+    width = 2 if T <= _INT16_MAX else 4
     return _HEADER.size + T * K * (width + 1)
 
 
@@ -302,6 +309,11 @@ class GraphCache:
         directory: the disk cache's folder.
         max_disk_bytes: disk limit (None: this instance never evicts, e.g. a worker whose parent does).
         max_memory_bytes: in-process LRU limit (0: no memory level).
+
+    Cost per window looked up: a BLAKE2b hash of its ``T * C * 5`` bytes (values and mask);
+    then a dictionary lookup, or one file read of ``entry_size(T, K)`` bytes (about
+    ``3 * T * K``) with a CRC32 check; misses are built together in one batched call.
+    Memory: up to ``max_memory_bytes`` of tables, ``3 * T * K`` bytes each.
     """
 
     def __init__(self, graph: KnnGraph, directory: Path | str, max_disk_bytes: int | None, max_memory_bytes: int) -> None:
@@ -326,8 +338,9 @@ class GraphCache:
                 found[b] = decode_entry(keys[b], data)
                 self.memory.put(keys[b], found[b])
             self.stats.built += len(missing)
-        index = torch.from_numpy(np.stack([item[0] for item in found]).astype(np.int64))
-        valid = torch.from_numpy(np.stack([item[1] for item in found]))
+        # np.array stacks equal-shaped arrays in C, without np.stack's Python-level checks.
+        index = torch.from_numpy(np.array([item[0] for item in found], dtype=np.int64))
+        valid = torch.from_numpy(np.array([item[1] for item in found]))
         if values.device.type == "cpu":
             return index, valid
         return index.to(values.device), valid.to(values.device)
