@@ -18,6 +18,7 @@ from tgatunet.graph.cache import (
     clear_cache,
     decode_entry,
     encode_entry,
+    entry_size,
     window_keys,
 )
 from tgatunet.graph.knn import KnnGraph
@@ -108,7 +109,7 @@ def test_a_changed_parameter_misses_and_rebuilds(tmp_path):
     assert len(_entry_files(tmp_path)) == 12
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage", "append"])
 def test_a_damaged_entry_is_rebuilt_with_one_warning(tmp_path, caplog, damage):
     values, visible = _windows(B=2)
     _cache(tmp_path).get(values, visible)
@@ -120,6 +121,8 @@ def test_a_damaged_entry_is_rebuilt_with_one_warning(tmp_path, caplog, damage):
         data[-3] ^= 0xFF
     elif damage == "empty":
         data = bytearray()
+    elif damage == "append":
+        data += b"\0"
     else:
         data = bytearray(os.urandom(len(data)))
     path.write_bytes(bytes(data))
@@ -139,6 +142,7 @@ def test_a_damaged_entry_is_rebuilt_with_one_warning(tmp_path, caplog, damage):
 def test_an_entry_under_another_key_is_refused():
     index, valid = temporal_neighbors(10, 1)
     data = encode_entry(b"a" * 16, index, valid)
+    assert len(data) == entry_size(10, 3)
     assert np.array_equal(decode_entry(b"a" * 16, data)[0], index.numpy())
     with pytest.raises(cache_module.CorruptEntry):
         decode_entry(b"b" * 16, data)
@@ -153,14 +157,14 @@ def _hammer(path, barrier, entries, rounds):
             store.write(key, encode_entry(key, index, valid))
 
 
-def _read_while_written(path, barrier, keys, damaged):
+def _read_while_written(path, barrier, keys, size, damaged):
     """Reads the entries while they are being written: each read must find a whole entry or none."""
     store = DiskGraphStore(path, None)
     barrier.wait()
     for _ in range(40):
         for key in keys:
             try:
-                store.read(key)
+                store.read(key, size)
             except cache_module.CorruptEntry:
                 damaged.value += 1
 
@@ -174,7 +178,10 @@ def test_two_processes_writing_the_same_entries_leave_a_valid_cache(tmp_path):
     barrier = context.Barrier(3)
     damaged = context.Value("i", 0)
     workers = [context.Process(target=_hammer, args=(tmp_path, barrier, entries, 20)) for _ in range(2)]
-    workers.append(context.Process(target=_read_while_written, args=(tmp_path, barrier, [e[0] for e in entries], damaged)))
+    keys = [e[0] for e in entries]
+    workers.append(
+        context.Process(target=_read_while_written, args=(tmp_path, barrier, keys, entry_size(64, 6), damaged))
+    )
     for w in workers:
         w.start()
     for w in workers:
@@ -226,7 +233,7 @@ def test_disk_limit_evicts_the_least_recently_used_entries(tmp_path):
     for n, (key, i, v) in enumerate(zip(keys[:6], index, valid)):
         assert store.write(key, encode_entry(key, i, v)) == 0
         os.utime(store.path(key), (time.time() - 100 + n, time.time() - 100 + n))  # written in order
-    assert store.read(keys[0]) is not None  # entry 0 becomes the most recently used
+    assert store.read(keys[0], entry) is not None  # entry 0 becomes the most recently used
     assert store.write(keys[6], encode_entry(keys[6], index[6], valid[6])) == 2  # 7 > 6.5: evict to 90% (5)
     left = {key for key in keys[:7] if os.path.exists(store.path(key))}
     assert left == {keys[0], *keys[3:7]}

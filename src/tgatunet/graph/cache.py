@@ -31,6 +31,7 @@ counts of the last run that saved them (``tgatunet cache info``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -60,6 +61,7 @@ _MAGIC = b"TGNB"
 # magic, format version, bytes per index, T, K, key, CRC32 of the payload
 _HEADER = struct.Struct("<4sHHII16sI")
 _EVICT_TO = 0.9
+_INT16_MAX = 32767  # step indices up to this fit in int16
 
 # One window's table as stored: index [T, K] int16 (int32 for T > 32767) and valid [T, K] bool,
 # read-only views of the entry's bytes, so a hit copies nothing until the batch is stacked.
@@ -70,13 +72,18 @@ class CorruptEntry(Exception):
     """A cache file that is not a whole, matching entry."""
 
 
+@functools.lru_cache(maxsize=64)
+def _key_prefix(version: int, signature: str, T: int, C: int) -> bytes:
+    return f"tgatunet-graph/v{version}/{signature}/T={T}/C={C}".encode()
+
+
 def window_keys(signature: str, values: torch.Tensor, visible: torch.Tensor) -> list[bytes]:
     """16-byte content keys of ``[B, T, C]`` windows: version, signature, shape, visible values and mask."""
     B, T, C = values.shape
-    prefix = f"tgatunet-graph/v{FORMAT_VERSION}/{signature}/T={T}/C={C}".encode()
-    m = np.ascontiguousarray(visible.detach().cpu().numpy())
+    prefix = _key_prefix(FORMAT_VERSION, signature, T, C)
+    m = np.ascontiguousarray(visible.numpy(force=True))
     # +0.0 where hidden, so a hidden value, even -0.0, never changes the key.
-    x = np.where(m, values.detach().float().cpu().numpy(), np.float32(0.0))
+    x = np.where(m, values.numpy(force=True).astype(np.float32, copy=False), np.float32(0.0))
     keys = []
     for b in range(B):
         h = hashlib.blake2b(prefix, digest_size=16)
@@ -89,13 +96,18 @@ def window_keys(signature: str, values: torch.Tensor, visible: torch.Tensor) -> 
 def encode_entry(key: bytes, index: np.ndarray, valid: np.ndarray) -> bytes:
     """One window's table ``[T, K]`` as file bytes: header, index (int16 when it fits), valid (one byte each)."""
     T, K = index.shape
-    dtype = np.int16 if T <= np.iinfo(np.int16).max else np.int32
+    dtype = np.int16 if T <= _INT16_MAX else np.int32
     payload = np.asarray(index).astype(dtype).tobytes() + np.asarray(valid, dtype=np.bool_).tobytes()
     return _HEADER.pack(_MAGIC, FORMAT_VERSION, np.dtype(dtype).itemsize, T, K, key, zlib.crc32(payload)) + payload
 
 
-def _entry_arrays(data: bytes) -> Graph:
-    _, _, width, T, K, _, _ = _HEADER.unpack_from(data)
+def entry_size(T: int, K: int) -> int:
+    """Bytes of the entry of a ``[T, K]`` table."""
+    width = 2 if T <= _INT16_MAX else 4
+    return _HEADER.size + T * K * (width + 1)
+
+
+def _entry_arrays(data: bytes, width: int, T: int, K: int) -> Graph:
     index = np.frombuffer(data, np.int16 if width == 2 else np.int32, T * K, _HEADER.size).reshape(T, K)
     valid = np.frombuffer(data, np.bool_, T * K, _HEADER.size + T * K * width).reshape(T, K)
     return index, valid
@@ -109,10 +121,10 @@ def decode_entry(key: bytes, data: bytes) -> Graph:
     if magic != _MAGIC or version != FORMAT_VERSION or width not in (2, 4) or stored_key != key:
         raise CorruptEntry("header does not match")
     if len(data) != _HEADER.size + T * K * (width + 1):
-        raise CorruptEntry(f"truncated ({len(data)} bytes, expected {_HEADER.size + T * K * (width + 1)})")
+        raise CorruptEntry(f"wrong length ({len(data)} bytes, expected {_HEADER.size + T * K * (width + 1)})")
     if zlib.crc32(memoryview(data)[_HEADER.size :]) != crc:
         raise CorruptEntry("checksum mismatch")
-    return _entry_arrays(data)
+    return _entry_arrays(data, width, T, K)
 
 
 def _nbytes(graph: Graph) -> int:
@@ -181,22 +193,25 @@ class DiskGraphStore:
         name = key.hex()
         return os.path.join(self._entries, name[:2], name + ENTRY_SUFFIX)
 
-    def read(self, key: bytes) -> Graph | None:
-        """The entry of ``key``, None if absent; :class:`CorruptEntry` if it is there but damaged."""
-        path = self.path(key)
+    def read(self, key: bytes, size: int) -> Graph | None:
+        """The entry of ``key`` (``size`` bytes when whole), None if absent; :class:`CorruptEntry` if damaged."""
+        # Plain descriptors: on a hit, buffered file objects and path lookups cost more than the read.
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+            fd = os.open(self.path(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as err:
             raise CorruptEntry(f"unreadable: {err}") from None
-        graph = decode_entry(key, data)
-        # Recency for eviction, best effort: the file may be evicted by another process by now
-        # (the bytes read are whole all the same) or sit on a read-only disk.
-        with contextlib.suppress(OSError):
-            os.utime(path)
-        return graph
+        try:
+            data = os.read(fd, size + 1)  # one byte more: a longer file is damaged too
+            # Recency for eviction, best effort (a read-only disk keeps the old time).
+            with contextlib.suppress(OSError):
+                os.utime(fd)
+        except OSError as err:
+            raise CorruptEntry(f"unreadable: {err}") from None
+        finally:
+            os.close(fd)
+        return decode_entry(key, data)
 
     def write(self, key: bytes, data: bytes) -> int:
         """Write an encoded entry atomically; returns the entries evicted for room. Failures are logged, not raised."""
@@ -294,6 +309,11 @@ class GraphCache:
         directory: the disk cache's folder.
         max_disk_bytes: disk limit (None: this instance never evicts, e.g. a worker whose parent does).
         max_memory_bytes: in-process LRU limit (0: no memory level).
+
+    Cost per window looked up: a BLAKE2b hash of its ``T * C * 5`` bytes (values and mask);
+    then a dictionary lookup, or one file read of ``entry_size(T, K)`` bytes (about
+    ``3 * T * K``) with a CRC32 check; misses are built together in one batched call.
+    Memory: up to ``max_memory_bytes`` of tables, ``3 * T * K`` bytes each.
     """
 
     def __init__(self, graph: KnnGraph, directory: Path | str, max_disk_bytes: int | None, max_memory_bytes: int) -> None:
@@ -306,7 +326,8 @@ class GraphCache:
     def get(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Neighbour tables ``index, valid [B, T, K]`` of ``values, visible [B, T, C]``, on ``values``' device."""
         keys = window_keys(self.graph.signature, values, visible)
-        found: list[Graph | None] = [self._lookup(key) for key in keys]
+        size = entry_size(values.shape[1], self.graph.degree)
+        found: list[Graph | None] = [self._lookup(key, size) for key in keys]
         missing = [b for b, item in enumerate(found) if item is None]
         if missing:
             index, valid = self.graph.build(values[missing], visible[missing])
@@ -314,20 +335,23 @@ class GraphCache:
             for j, b in enumerate(missing):
                 data = encode_entry(keys[b], index[j], valid[j])
                 self.stats.evicted += self.disk.write(keys[b], data)
-                found[b] = _entry_arrays(data)
+                found[b] = decode_entry(keys[b], data)
                 self.memory.put(keys[b], found[b])
             self.stats.built += len(missing)
-        index = torch.from_numpy(np.stack([item[0] for item in found]).astype(np.int64))
-        valid = torch.from_numpy(np.stack([item[1] for item in found]))
+        # np.array stacks equal-shaped arrays in C, without np.stack's Python-level checks.
+        index = torch.from_numpy(np.array([item[0] for item in found], dtype=np.int64))
+        valid = torch.from_numpy(np.array([item[1] for item in found]))
+        if values.device.type == "cpu":
+            return index, valid
         return index.to(values.device), valid.to(values.device)
 
-    def _lookup(self, key: bytes) -> Graph | None:
+    def _lookup(self, key: bytes, size: int) -> Graph | None:
         item = self.memory.get(key)
         if item is not None:
             self.stats.memory_hits += 1
             return item
         try:
-            item = self.disk.read(key)
+            item = self.disk.read(key, size)
         except CorruptEntry as err:
             log.warning("graph cache entry '%s' is damaged (%s); rebuilding it.", self.disk.path(key), err)
             self.stats.corrupt_rebuilt += 1

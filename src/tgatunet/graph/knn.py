@@ -21,12 +21,12 @@ gathers from, ``index [B, T, K]`` with ``valid [B, T, K]``, ``K = 2 * time_k + 1
 the temporal slots first, then the ``k`` nearest steps, nearest first (slots
 with no candidate are invalid).
 
-Cost per window: time ``O(T^2 * C)`` for three ``[T, C] x [C, T]`` matrix
-products, plus an ``O(T^2)`` top-k; memory ``O(T^2)``: the ``[T, T]`` float32
-distance matrix and a few temporaries of its size (T = 128: 64 KiB each,
-T = 1024: 4 MiB each). Windows are processed in chunks of at most
-``chunk_elements / T^2`` windows, which bounds each temporary at
-``4 * chunk_elements`` bytes (64 MiB by default) whatever the batch size.
+Cost per window: time ``O(T^2 * C)`` for two matrix products (``[T, 3C] x
+[3C, T]`` and ``[T, C] x [C, T]``), then three in-place passes and a top-k over
+the ``[T, T]`` distances; memory ``O(T^2)``: two ``[T, T]`` float32 matrices
+(T = 128: 64 KiB each, T = 1024: 4 MiB each). Windows are processed in chunks
+of at most ``chunk_elements / T^2`` windows, which bounds each matrix at
+``4 * chunk_elements`` bytes (16 MiB by default) whatever the batch size.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class KnnGraph:
 
     k: int
     time_k: int
-    chunk_elements: int = 2**24
+    chunk_elements: int = 2**22
 
     @classmethod
     def from_config(cls, config) -> KnnGraph:
@@ -88,9 +88,12 @@ class KnnGraph:
         x = torch.where(visible, values.float(), 0.0)  # [B, T, C]
         sq = x * x
         shared = v @ v.mT  # [B, T, T] channels visible at both steps
-        # sum_c v_tc v_jc (x_tc - x_jc)^2, expanded into products (x is 0 where v is).
-        dist = sq @ v.mT + v @ sq.mT - 2.0 * (x @ x.mT)  # [B, T, T]
-        dist = (dist.clamp_min(0.0) / shared.clamp_min(1.0)).masked_fill(shared == 0, float("inf"))
+        # sum_c v_tc v_jc (x_tc - x_jc)^2 = sum_c (x_tc^2 v_jc + v_tc x_jc^2 - 2 x_tc x_jc), since x is 0
+        # where v is: one matrix product of [x^2, v, x] with [v, x^2, -2x] over 3C features.
+        dist = torch.cat([sq, v, x], dim=2) @ torch.cat([v, sq, -2.0 * x], dim=2).mT  # [B, T, T]
+        # Mean over shared channels; rounding can leave tiny negatives. A pair sharing nothing has
+        # every term exactly 0, so 0 / 0 = NaN marks it, and it becomes +inf: never a neighbour.
+        dist = dist.clamp_(min=0.0).div_(shared).nan_to_num_(nan=float("inf"))
         t_index, t_valid = temporal_neighbors(T, self.time_k, str(values.device))  # [T, K0]
         t_index, t_valid = t_index.expand(B, -1, -1), t_valid.expand(B, -1, -1)
         # Temporal neighbours are linked already; clamped slots point at steps inside the range too.
