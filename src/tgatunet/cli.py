@@ -13,7 +13,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from tgatunet.config import PRESETS, config_template, load_config
-from tgatunet.errors import TgatunetError
+from tgatunet.errors import ConfigError, TgatunetError
 from tgatunet.report import console, print_metrics
 
 app = typer.Typer(
@@ -64,10 +64,14 @@ def train(
     """Train a T-GAT-UNet; writes checkpoints, logs and metrics to the run directory."""
     from tgatunet.train.run import train as train_run
 
+    from lightning.pytorch.utilities import rank_zero_only
+
     try:
         run = train_run(config, resume=resume, overwrite=overwrite, run_dir=run_dir)
     except TgatunetError as err:
         _fail(err)
+    if rank_zero_only.rank != 0:  # the other DDP processes ran this command too
+        return
     print_metrics(run.read_metrics())
     console.print(f"run directory: [bold]{run.root}[/]  (next: tgatunet evaluate --run {run.root})")
 
@@ -153,3 +157,31 @@ def data_synth(
         raise typer.Exit(code=2) from None
     path = write_synthetic(spec, out)
     console.print(f"wrote {sources} source(s) and [bold]{path}[/]; train with: tgatunet train --config {path}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config naming the sources."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Store folder; default: the config's data_store."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even an up-to-date store."),
+) -> None:
+    """Convert the sources once into an on-disk store that training reads lazily (config key data_store)."""
+    from tgatunet.data.store import build_store
+
+    try:
+        cfg = load_config(config)
+        target = out or cfg.data_store_path()
+        if target is None:
+            raise ConfigError(f"{config}: give --out DIR, or set data_store in the config.")
+        store, built = build_store(cfg, target, force=force)
+    except TgatunetError as err:
+        _fail(err)
+    rows = sum(s.rows for s in store.sources)
+    size = sum(a.path.stat().st_size for s in store.sources for a in s.arrays.values())
+    state = "wrote" if built else "up to date:"
+    console.print(
+        f"{state} [bold]{store.root}[/]: {len(store.sources)} source(s), {rows} rows, "
+        f"{len(store.channels)} channels, {size / 2**20:.1f} MiB"
+    )
+    if cfg.data_store_path() is None or cfg.data_store_path().resolve() != store.root.resolve():
+        console.print(f"train from it: set 'data_store: {store.root.resolve()}' in {config}")

@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 
 from tgatunet.config import Config, config_from_dict
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
@@ -51,13 +52,18 @@ class TGATUNetModule(pl.LightningModule):
         loss_cls = classification_loss(logits.float(), batch["label"])
         loss = cfg.recon_weight * loss_recon + cfg.cls_weight * loss_cls
         size = len(values)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
-        self.log(f"{stage}/recon", loss_recon, batch_size=size, on_epoch=True, on_step=False)
-        self.log(f"{stage}/cls_loss", loss_cls, batch_size=size, on_epoch=True, on_step=False)
+        # Epoch means weighted by batch size; under DDP the weighted sums and the sizes are each
+        # summed over ranks (sync_dist), so the mean is over all windows, each counted once.
+        epoch = {"on_epoch": True, "on_step": False, "sync_dist": True}
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, **epoch)
+        self.log(f"{stage}/recon", loss_recon, batch_size=size, **epoch)
+        self.log(f"{stage}/cls_loss", loss_cls, batch_size=size, **epoch)
+        # Logged for every batch, weighted by its labelled windows (possibly none): a rank that
+        # skipped the key would leave the others waiting in the sync.
         labelled = batch["label"] >= 0
-        if labelled.any():
-            acc = (logits.argmax(-1)[labelled] == batch["label"][labelled]).float().mean()
-            self.log(f"{stage}/acc", acc, prog_bar=stage == "val", batch_size=int(labelled.sum()), on_epoch=True, on_step=False)
+        count = int(labelled.sum())
+        acc = (logits.argmax(-1)[labelled] == batch["label"][labelled]).float().sum() / max(count, 1)
+        self.log(f"{stage}/acc", acc, prog_bar=stage == "val", batch_size=count, **epoch)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -67,6 +73,15 @@ class TGATUNetModule(pl.LightningModule):
         # The same hidden values every epoch, so validation losses are comparable.
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 100_003 + batch_idx)
         self._step(batch, "val", generator)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Under FSDP each rank holds a shard of the gradients: the global norm must come from the
+        # sharded root module (torch's clip_grad_norm_ would see one shard), and Lightning refuses to
+        # clip by norm there, so the strategy's module clips.
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)

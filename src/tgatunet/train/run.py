@@ -12,11 +12,15 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
 from tgatunet.config import Config, config_to_dict, load_config
+from tgatunet.data.normalize import ChannelStats
 from tgatunet.data.prepared import PreparedData, WindowDataset, prepare_data
-from tgatunet.errors import RunError
+from tgatunet.data.store_windows import StoreData, StoreWindowDataset, store_data
+from tgatunet.errors import ConfigError, RunError
 from tgatunet.plots import plot_loss_curves
 from tgatunet.rundir import RunDir
 from tgatunet.train.callbacks import ThroughputMonitor
@@ -26,10 +30,19 @@ from tgatunet.train.module import TGATUNetModule
 log = logging.getLogger(__name__)
 
 # Keys that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"epochs", "patience", "num_workers", "accelerator", "run_dir"}
+RESUMABLE_CHANGES = {"epochs", "patience", "num_workers", "accelerator", "run_dir", "devices", "num_nodes", "data_store"}
 
 
-def data_info(data: PreparedData) -> dict[str, Any]:
+def load_data(
+    config: Config, stats: ChannelStats | None = None, block_splits: dict[str, str] | None = None
+) -> PreparedData | StoreData:
+    """The run's windows: read lazily from the config's ``data_store``, else from the sources into memory."""
+    if config.data_store is not None:
+        return store_data(config, stats=stats, block_splits=block_splits)
+    return prepare_data(config, stats=stats, block_splits=block_splits)
+
+
+def data_info(data: PreparedData | StoreData) -> dict[str, Any]:
     """What ``data.json`` records about the prepared data."""
     return {
         "channels": data.channels,
@@ -42,19 +55,33 @@ def data_info(data: PreparedData) -> dict[str, Any]:
     }
 
 
-def make_loader(data: PreparedData, split: str, config: Config, shuffle: bool) -> DataLoader:
+def make_loader(
+    data: PreparedData | StoreData, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None
+) -> DataLoader:
+    """Batches of one split's windows.
+
+    Args:
+        shard: ``(world_size, rank)``: only this process's share of the windows, none repeated, for
+            evaluation under DDP (each window then counts once in the synced metrics). Training
+            loaders are left to Lightning, which shards them with a padded ``DistributedSampler``.
+    """
     workers = config.num_workers
+    dataset = StoreWindowDataset(data, split) if isinstance(data, StoreData) else WindowDataset(data, split)
+    sampler = None
+    if shard is not None:
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=shard[0], rank=shard[1], shuffle=False)
     return DataLoader(
-        WindowDataset(data, split),
+        dataset,
         batch_size=config.batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
 
 
-def build_module(config: Config, data: PreparedData) -> TGATUNetModule:
+def build_module(config: Config, data: PreparedData | StoreData) -> TGATUNetModule:
     return TGATUNetModule(
         config=config.model_dump(mode="json"),
         channels=data.channels,
@@ -73,13 +100,19 @@ def _check_resumable(saved: Config, given: Config) -> None:
         )
 
 
-def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool) -> PreparedData:
+def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool, writer: bool) -> PreparedData | StoreData:
+    """Check and write the run directory (only the ``writer``, global rank 0, does), and load the data."""
+    if not writer:
+        if resume:
+            stats, splits, _ = run.read_data()
+            return load_data(config, stats=stats, block_splits=splits)
+        return load_data(config)
     if resume:
         if not run.last_checkpoint.is_file():
             raise RunError(f"nothing to resume: '{run.last_checkpoint}' does not exist. Train without --resume.")
         _check_resumable(run.read_config(), config)
         stats, splits, _ = run.read_data()
-        data = prepare_data(config, stats=stats, block_splits=splits)
+        data = load_data(config, stats=stats, block_splits=splits)
         run.write_config(config)
         return data
     if run.root.exists() and any(run.root.iterdir()):
@@ -89,11 +122,41 @@ def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool)
                 "start over with --overwrite, or set another run_dir."
             )
         shutil.rmtree(run.root)
-    data = prepare_data(config)
+    data = load_data(config)
     run.root.mkdir(parents=True, exist_ok=True)
     run.write_config(config)
     run.write_data(data_info(data))
     return data
+
+
+def _make_trainer(config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool) -> pl.Trainer:
+    try:
+        return pl.Trainer(
+            max_epochs=config.epochs,
+            accelerator="gpu" if config.accelerator == "cuda" else config.accelerator,
+            devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy=config.strategy,
+            precision=config.precision,
+            gradient_clip_val=config.grad_clip,
+            deterministic="warn",
+            callbacks=callbacks,
+            logger=[
+                TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
+                CSVLogger(run.root, name="logs", version="csv"),
+            ],
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=run.root,
+            log_every_n_steps=10,
+            num_sanity_val_steps=0,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,  # our summary prints the parameter count; Lightning's FLOPs column reads 0
+        )
+    except (MisconfigurationException, ValueError) as err:
+        raise ConfigError(
+            f"accelerator '{config.accelerator}', devices {config.devices!r}, num_nodes {config.num_nodes}, "
+            f"strategy '{config.strategy}': Lightning cannot train with these: {err}"
+        ) from None
 
 
 def train(
@@ -115,12 +178,6 @@ def train(
     config_path = Path(config_path)
     config = load_config(config_path)
     run = RunDir(Path(run_dir) if run_dir else config.resolved_run_dir(config_path.stem))
-    data = _prepare_run_dir(run, config, resume, overwrite)
-    if len(data.windows["val"]) == 0:
-        raise RunError("no validation window: raise val_fraction or mark blocks 'val' in split_col.")
-
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = build_module(config, data)
     throughput = ThroughputMonitor()
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
@@ -137,31 +194,26 @@ def train(
     ]
     if progress_bar:
         all_callbacks.append(RichProgressBar())
-    trainer = pl.Trainer(
-        max_epochs=config.epochs,
-        accelerator="gpu" if config.accelerator == "cuda" else config.accelerator,
-        devices=1,
-        precision=config.precision,
-        gradient_clip_val=config.grad_clip,
-        deterministic="warn",
-        callbacks=all_callbacks,
-        logger=[
-            TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
-            CSVLogger(run.root, name="logs", version="csv"),
-        ],
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=run.root,
-        log_every_n_steps=10,
-        num_sanity_val_steps=0,
-        enable_progress_bar=progress_bar,
-        enable_model_summary=False,  # our summary prints the parameter count; Lightning's FLOPs column reads 0
-    )
+    trainer = _make_trainer(config, run, all_callbacks, progress_bar)
+    # Under DDP every process runs this function; only global rank 0 checks and writes the run directory.
+    data = _prepare_run_dir(run, config, resume, overwrite, writer=trainer.is_global_zero)
+    if len(data.windows["val"]) < trainer.world_size:
+        raise RunError(
+            f"{len(data.windows['val'])} validation window(s) for {trainer.world_size} process(es): "
+            "raise val_fraction or mark blocks 'val' in split_col."
+        )
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    module = build_module(config, data)
+    shard = (trainer.world_size, trainer.global_rank) if trainer.world_size > 1 else None
     trainer.fit(
         module,
         train_dataloaders=make_loader(data, "train", config, shuffle=True),
-        val_dataloaders=make_loader(data, "val", config, shuffle=False),
+        val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard),
         ckpt_path=str(run.last_checkpoint) if resume else None,
     )
+    if not trainer.is_global_zero:
+        return run
 
     best = checkpoint.best_model_score
     run.update_metrics(
