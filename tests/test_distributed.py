@@ -19,6 +19,8 @@ import pytest
 
 import tgatunet
 from tgatunet.complete import complete_run
+from tgatunet.config import config_from_dict
+from tgatunet.errors import ConfigError
 from tgatunet.evaluate import evaluate_run
 from tgatunet.predict import load_run
 from tgatunet.rundir import RunDir
@@ -130,3 +132,21 @@ def test_two_process_ddp_on_cpu(dataset, tmp_path):
     assert evaluated["completion"]["model"]["mae"] > 0
     written = complete_run(run.root, output=tmp_path / "completed")
     assert written[0].filled["c"] > 0 and written[0].output.is_file()
+
+
+def test_parallel_keys_are_validated(dataset):
+    raw = dataset["config"]
+    config = config_from_dict({**raw, "devices": "auto", "num_nodes": 2, "strategy": "ddp"})
+    assert (config.devices, config.num_nodes, config.strategy) == ("auto", 2, "ddp")
+    with pytest.raises(ConfigError, match="strategy 'fsdp' .* accelerator: gpu"):
+        config_from_dict({**raw, "strategy": "fsdp", "accelerator": "cpu"})
+    with pytest.raises(ConfigError, match="devices must be a positive number"):
+        config_from_dict({**raw, "devices": 0})
+    with pytest.raises(ConfigError, match="strategy"):
+        config_from_dict({**raw, "strategy": "deepspeed"})
+
+
+def test_devices_lightning_cannot_provide_are_a_config_error(dataset):
+    path = dataset["write"]({**dataset["config"], "accelerator": "gpu", "devices": 64})
+    with pytest.raises(ConfigError, match="accelerator 'gpu', devices 64"):
+        train(path, progress_bar=False)

@@ -42,6 +42,7 @@ def _setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*deterministic.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.distributed").setLevel(logging.WARNING)  # one line per DDP rank
 
 
 def _fail(err: TgatunetError) -> None:
@@ -185,3 +186,20 @@ def data_prepare(
     )
     if cfg.data_store_path() is None or cfg.data_store_path().resolve() != store.root.resolve():
         console.print(f"train from it: set 'data_store: {store.root.resolve()}' in {config}")
+
+
+@bench_app.command("scale")
+def bench_scale(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder of results.json (section 'scale')."),
+    base_blocks: int = typer.Option(4, help="Recordings per source at 1x (3 sources, 2000 rows and 32 channels each)."),
+    repeats: int = typer.Option(3, help="Store / in-memory throughput pairs at 1x."),
+) -> None:
+    """Peak RSS of an epoch from the out-of-core store at 1x-8x a base size, and its throughput vs in memory."""
+    from tgatunet.bench.scale import TARGETS, run_scale_benchmark
+
+    values = run_scale_benchmark(out, base_blocks=base_blocks, repeats=repeats)
+    console.print(f"peak RSS from the store (MiB): {values['peak_rss_mib_from_store']}")
+    console.print(f"peak RSS in memory (MiB):      {values['peak_rss_mib_in_memory']}")
+    for key, target in TARGETS.items():
+        console.print(f"scale.{key} = [bold]{values[key]}[/] (target {target})")
+    console.print(f"written: {out / 'results.json'} ({values['seconds']} s)")

@@ -1,4 +1,4 @@
-"""Measuring what a piece of work costs: time (median of repeats) and peak tensor memory.
+"""Measuring what a piece of work costs: time (median of repeats), peak tensor memory, peak process memory.
 
 Peak memory counts every tensor allocated while the work runs (activations,
 gradients, temporaries), not the parameters that existed before it: on CUDA
@@ -10,9 +10,11 @@ after start-up is slower, so measure after a warm-up).
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,3 +85,22 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, dev
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far, in bytes.
+
+    On Linux the kernel's high-water mark of the process's memory (``VmHWM`` in
+    ``/proc/self/status``): exact, where polling RSS (psutil) would miss short
+    peaks, and unlike ``ru_maxrss`` it does not carry over the parent's peak into
+    a child started by fork/exec. Elsewhere ``ru_maxrss``.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
