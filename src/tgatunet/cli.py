@@ -27,6 +27,8 @@ data_app = typer.Typer(help="Make or convert datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 bench_app = typer.Typer(help="Measure what each optimisation buys; figures go to OUT/results.json.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+cache_app = typer.Typer(help="The knn graph cache: what it holds, build it ahead of training, clear it.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -63,9 +65,9 @@ def train(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Overrides the config's run_dir."),
 ) -> None:
     """Train a T-GAT-UNet; writes checkpoints, logs and metrics to the run directory."""
-    from tgatunet.train.run import train as train_run
-
     from lightning.pytorch.utilities import rank_zero_only
+
+    from tgatunet.train.run import train as train_run
 
     try:
         run = train_run(config, resume=resume, overwrite=overwrite, run_dir=run_dir)
@@ -106,6 +108,64 @@ def complete(
     for item in written:
         filled = ", ".join(f"{k} {v}" for k, v in item.filled.items())
         console.print(f"{item.name}: {item.rows} rows, filled {filled} -> [bold]{item.output}[/]")
+
+
+@app.command()
+def hardware(
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="Also measure this config's training step and show the batch choice."
+    ),
+) -> None:
+    """Show the devices and memory, the preset hardware_profile: auto picks, and the optimizer's batch choice."""
+    from tgatunet.hardware import auto_profile, detect_hardware
+    from tgatunet.report import print_hardware, print_memory_plan
+
+    try:
+        cfg = load_config(config) if config else None
+        accelerator, budget = (cfg.accelerator, cfg.memory_budget_gb) if cfg else ("auto", None)
+        print_hardware(detect_hardware(), auto_profile(accelerator, budget))
+        if cfg:
+            from tgatunet.train.memory_optimizer import plan_for_config
+
+            print_memory_plan(plan_for_config(cfg).summary())
+    except TgatunetError as err:
+        _fail(err)
+
+
+@bench_app.command("memory")
+def bench_memory(
+    out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json."),
+) -> None:
+    """Memory optimizer: peak memory at 1, 2 and 4 GB budgets and the saving vs no optimizer (a few minutes)."""
+    from tgatunet.bench.memory import run_memory_benchmark
+    from tgatunet.report import print_memory_bench
+
+    print_memory_bench(run_memory_benchmark(out))
+    console.print(f"written: {out / 'results.json'}")
+
+
+@bench_app.command("graph")
+def bench_graph(
+    out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json and graph_benchmark.png."),
+    config: Path = typer.Option(
+        Path("configs/basicmotions.yaml"), "--config", "-c", help="Config of the epoch timing (run with graph_type knn)."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Fewer windows, rounds and repeats (a few minutes less)."),
+) -> None:
+    """Graph construction and the graph cache: per-window times, cache speed-ups, one epoch cache on vs off."""
+    from tgatunet.bench.graph import run_graph_benchmark
+
+    try:
+        results = run_graph_benchmark(out, config_path=config, quick=quick)
+    except TgatunetError as err:
+        _fail(err)
+    console.print(
+        f"temporal, window 128, time_k 1: LRU hit {results['speedup_cache_vs_naive']:.0f}x faster than naive loops\n"
+        f"knn, window 128: disk cache {results['knn_speedup_disk_cache_vs_rebuild']:.1f}x faster than a rebuild\n"
+        f"one epoch on {config.name} with a knn graph: cache on {results['epoch_speedup_cache_on_vs_off']:.2f}x "
+        "the speed of cache off"
+    )
+    console.print(f"written: {out / 'results.json'}, {out / 'graph_benchmark.png'}")
 
 
 @config_app.command("template")
@@ -158,6 +218,85 @@ def data_synth(
         raise typer.Exit(code=2) from None
     path = write_synthetic(spec, out)
     console.print(f"wrote {sources} source(s) and [bold]{path}[/]; train with: tgatunet train --config {path}")
+
+
+def _cache_location(config: Optional[Path], directory: Optional[Path]) -> Path:
+    """The cache folder named by --dir, or the one of --config's run."""
+    from tgatunet.graph.cache import cache_dir
+
+    if (config is None) == (directory is None):
+        raise TgatunetError("name the cache with exactly one of --config FILE (its run's cache) or --dir DIR.")
+    if directory is not None:
+        return directory
+    cfg = load_config(config)
+    return cache_dir(cfg, cfg.resolved_run_dir(config.stem))
+
+
+_CACHE_CONFIG = typer.Option(None, "--config", "-c", help="Config file: the cache of its run.")
+_CACHE_DIR = typer.Option(None, "--dir", "-d", help="Cache folder.")
+
+
+@cache_app.command("info")
+def cache_info(config: Optional[Path] = _CACHE_CONFIG, directory: Optional[Path] = _CACHE_DIR) -> None:
+    """Location, entries, size and the hit rate of the last run that used the cache."""
+    from tgatunet.graph.cache import cache_summary
+
+    try:
+        summary = cache_summary(_cache_location(config, directory))
+    except TgatunetError as err:
+        _fail(err)
+    console.print(f"location: [bold]{summary['location']}[/]{'' if summary['exists'] else '  (not created yet)'}")
+    console.print(f"entries: {summary['entries']}, {summary['bytes'] / 2**20:.2f} MiB")
+    last = summary["last_run"]
+    if last is None:
+        console.print("last run: none recorded")
+    else:
+        console.print(
+            f"last run ({last['by']}, {last['finished']}): hit rate {last['hit_rate']:.1%} of {last['lookups']} lookups "
+            f"(memory {last['memory_hits']}, disk {last['disk_hits']}, built {last['built']}, "
+            f"damaged and rebuilt {last['corrupt_rebuilt']}, evicted {last['evicted']})"
+        )
+
+
+@cache_app.command("clear")
+def cache_clear(config: Optional[Path] = _CACHE_CONFIG, directory: Optional[Path] = _CACHE_DIR) -> None:
+    """Delete every cached graph (they are rebuilt when needed)."""
+    from tgatunet.graph.cache import clear_cache
+
+    try:
+        location = _cache_location(config, directory)
+    except TgatunetError as err:
+        _fail(err)
+    entries, size = clear_cache(location)
+    console.print(f"removed {entries} entries ({size / 2**20:.2f} MiB) from {location}")
+
+
+@cache_app.command("build")
+def cache_build(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config file (graph_type: knn)."),
+    workers: int = typer.Option(2, "--workers", "-w", min=0, help="Worker processes; 0 builds in this process."),
+) -> None:
+    """Build the knn graphs of every window of the config's data before training, in parallel."""
+    from rich.progress import Progress
+
+    from tgatunet.graph.precompute import precompute_graphs
+
+    try:
+        cfg = load_config(config)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("building graphs", total=None)
+            report = precompute_graphs(
+                cfg,
+                cfg.resolved_run_dir(config.stem),
+                workers,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except TgatunetError as err:
+        _fail(err)
+    console.print(
+        f"{report.windows} windows: built {report.built}, already cached {report.already_cached} "
+        f"in {report.seconds:.1f} s -> [bold]{report.directory}[/]"
+    )
 
 
 @data_app.command("prepare")

@@ -12,6 +12,7 @@ one.
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tgatunet.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # The performance guide's hardware presets (DESIGN section 1).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -93,7 +96,21 @@ class Config(_Strict):
     )
     use_memory_optimizer: bool = Field(
         default=False,
-        description="Choose the batch size from measured memory use and recover from out-of-memory errors.",
+        description="Run each training step in the largest micro-batches that keep memory under memory_target "
+        "(gradients accumulated, so the step is the same), lower them when memory runs high, "
+        "and retry a step that runs out of memory with half the micro-batch.",
+    )
+    memory_target: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="Memory optimizer: keep peak training memory below this fraction of the memory budget.",
+    )
+    memory_budget_gb: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Memory optimizer: memory training may use, in GB (2**30 bytes); "
+        "null: the GPU's free memory on CUDA, the available RAM on CPU.",
     )
     use_gradient_checkpoint: bool = Field(
         default=False,
@@ -107,6 +124,11 @@ class Config(_Strict):
     attention_heads: int = Field(default=2, ge=1, description="Heads of every GAT and attention layer.")
     time_k: int = Field(default=1, ge=1, description="Temporal graph: each step is linked to the steps within time_k.")
     window_size: int = Field(default=50, ge=4, description="Time steps per window.")
+    hardware_profile: Literal["auto", "low", "medium", "high"] | None = Field(
+        default=None,
+        description="Apply the guide's preset (low, medium, high) to the model and batch keys this file does "
+        "not set; auto picks it by the training device's memory (or memory_budget_gb). null: no preset.",
+    )
 
     # --- data --------------------------------------------------------------
     sources: list[SourceConfig] = Field(min_length=1, description="The data sources (see the example above).")
@@ -137,6 +159,30 @@ class Config(_Strict):
     # --- model ---------------------------------------------------------------
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout in the model.")
     ff_multiplier: int = Field(default=2, ge=1, description="Transformer feed-forward width / hidden_channels.")
+    graph_type: Literal["temporal", "knn"] = Field(
+        default="temporal",
+        description="Graph over a window's time steps: 'temporal' links the steps within time_k; 'knn' also links "
+        "each step to its graph_knn most similar steps, by the values the model is allowed to see.",
+    )
+    graph_knn: int = Field(
+        default=4, ge=1, description="knn graph: similar steps linked to each step, besides its temporal neighbours."
+    )
+    use_graph_cache: bool = Field(
+        default=True,
+        description="knn graph: reuse the graphs of windows seen before (memory LRU + disk cache) instead of "
+        "rebuilding them.",
+    )
+    graph_cache_dir: str | None = Field(
+        default=None,
+        description="Disk cache of knn graphs (relative to the working directory); default <run_dir>/graph_cache. "
+        "Entries are keyed by content, so runs may share one.",
+    )
+    graph_cache_max_mb: float = Field(
+        default=1024.0, gt=0.0, description="Disk cache size limit; least recently used entries are evicted beyond it."
+    )
+    graph_memory_cache_mb: float = Field(
+        default=256.0, ge=0.0, description="In-process LRU of knn graphs in front of the disk cache; 0 disables it."
+    )
 
     # --- training --------------------------------------------------------------
     epochs: int = Field(default=60, ge=1, description="Maximum training epochs.")
@@ -163,7 +209,12 @@ class Config(_Strict):
         description="Folder written by `tgatunet data prepare`: training reads windows from it lazily "
         "(relative to the config file); null reads the sources into memory.",
     )
-    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+    num_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="DataLoader worker processes; null: 2 when training on CUDA (batches prepared while the GPU "
+        "computes), 0 on CPU (workers would take the cores the model needs).",
+    )
     mask_pattern_prob: float = Field(
         default=0.5,
         ge=0.0,
@@ -192,6 +243,25 @@ class Config(_Strict):
     # Where the file was read from; relative source paths resolve against it.
     config_dir: str = Field(default=".", exclude=True, description="(set by load_config)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_hardware_profile(cls, raw: Any) -> Any:
+        # The preset fills only the keys the file does not set: explicit keys always win.
+        if not isinstance(raw, dict) or raw.get("hardware_profile") is None:
+            return raw
+        profile = raw["hardware_profile"]
+        if profile == "auto":
+            from tgatunet.hardware import auto_profile
+
+            budget = raw.get("memory_budget_gb")
+            budget = budget if isinstance(budget, (int, float)) and budget > 0 else None  # else: its own error
+            profile, memory_gb, by = auto_profile(str(raw.get("accelerator", "auto")), budget)
+            log.info("hardware_profile auto: %.1f GB (%s) -> preset '%s'", memory_gb, by, profile)
+        if profile not in PRESETS:
+            return raw  # the field's own validation names the allowed values
+        # The resolved preset is kept, so a run's saved config says which one was applied.
+        return {**PRESETS[profile], **raw, "hardware_profile": profile}
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
@@ -218,6 +288,11 @@ class Config(_Strict):
                 )
         if not self.channels:
             raise ValueError("no modality configured: set common_modalities or a source's have/need")
+        if self.graph_type == "knn" and self.graph_knn > self.window_size - (2 * self.time_k + 1):
+            raise ValueError(
+                f"graph_knn ({self.graph_knn}) must leave room in the window: at most window_size - "
+                f"(2 * time_k + 1) = {self.window_size - 2 * self.time_k - 1} steps are not temporal neighbours already"
+            )
         if isinstance(self.devices, int) and self.devices < 1:
             raise ValueError(f"devices must be a positive number or 'auto' (got {self.devices})")
         if self.strategy == "fsdp" and self.accelerator not in ("gpu", "cuda"):

@@ -1,4 +1,4 @@
-"""Measuring what a piece of work costs: time (median of repeats), peak tensor memory, peak process memory.
+"""Measuring what a piece of work costs: time (median of repeats), peak tensor memory, peak resident memory.
 
 Peak memory counts every tensor allocated while the work runs (activations,
 gradients, temporaries), not the parameters that existed before it: on CUDA
@@ -9,8 +9,8 @@ after start-up is slower, so measure after a warm-up).
 
 from __future__ import annotations
 
+import re
 import statistics
-import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -67,6 +67,28 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str = "cpu")
     return int(tracker.peak)
 
 
+def peak_rss_bytes(fn: Callable[[], Any]) -> int | None:
+    """Most resident memory of this process above its level at the start, while ``fn()`` runs.
+
+    Linux only (the kernel's high-water mark, reset through ``/proc/self/clear_refs``); None
+    elsewhere. Unlike :func:`peak_memory_bytes` it also counts memory that allocators keep cached
+    and everything that is not a tensor.
+    """
+    status, clear = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+    def read(field: str) -> int:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", status.read_text(), re.MULTILINE).group(1)) * 1024
+
+    try:
+        clear.write_text("5")  # resets the high-water mark to the current resident size
+        start = read("VmRSS")
+    except OSError:
+        fn()
+        return None
+    fn()
+    return read("VmHWM") - start
+
+
 def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu") -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
     device = torch.device(device)
@@ -85,22 +107,3 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, dev
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far, in bytes.
-
-    On Linux the kernel's high-water mark of the process's memory (``VmHWM`` in
-    ``/proc/self/status``): exact, where polling RSS (psutil) would miss short
-    peaks, and unlike ``ru_maxrss`` it does not carry over the parent's peak into
-    a child started by fork/exec. Elsewhere ``ru_maxrss``.
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from tgatunet.config import Config
 from tgatunet.data.normalize import ChannelStats
@@ -239,3 +239,36 @@ class WindowDataset(Dataset):
             "source": torch.tensor(int(self.index.sources[i])),
             "index": torch.tensor(i),
         }
+
+
+class BatchedWindowDataset(WindowDataset):
+    """A :class:`WindowDataset` that a DataLoader reads one batch at a time.
+
+    The DataLoader hands :meth:`__getitems__` a batch's indices: one gather per array instead
+    of one slice per window plus a stack, many times faster (``tgatunet bench memory`` measures
+    it). What it returns is already a batch: load with ``collate_fn=collate_windows``.
+    """
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of windows ``indices``: :class:`WindowDataset` items stacked, ``values [B, T, C]`` etc."""
+        index = np.asarray(indices, dtype=np.int64)  # [B]
+        rows = self.data.rows(self.index.starts[index]).reshape(-1)  # [B * T]
+        shape = (len(index), self.data.window_size, self.data.values.shape[1])
+
+        def gather(array: torch.Tensor) -> torch.Tensor:
+            # numpy's take runs on one thread; torch's parallel gather was seen waiting ~40 ms on a
+            # busy OpenMP pool for a copy that takes 0.1 ms.
+            return torch.from_numpy(array.numpy().take(rows, axis=0).reshape(shape))
+
+        return {
+            "values": gather(self.data.values),
+            "observed": gather(self.data.observed),
+            "label": torch.from_numpy(self.index.labels[index].astype(np.int64)),
+            "source": torch.from_numpy(self.index.sources[index].astype(np.int64)),
+            "index": torch.from_numpy(index),
+        }
+
+
+def collate_windows(batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """DataLoader ``collate_fn``: batches from :class:`BatchedWindowDataset` pass as they are, items are stacked."""
+    return batch if isinstance(batch, dict) else default_collate(batch)

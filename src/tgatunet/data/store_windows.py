@@ -165,18 +165,48 @@ class StoreWindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        source = int(self.index.sources[i])
-        first = int(self.index.starts[i]) - int(self.data.row_offsets[source])
+    def read(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``values [B, T, C]`` (normalised, 0 where not observed) and ``observed [B, T, C]`` of windows ``index``."""
+        store, channels = self.data.store, len(self.data.channels)
+        raw = np.empty((len(index), self.span, channels), dtype=np.float32)  # [B, span, C]
+        observed = np.empty((len(index), self.span, channels), dtype=bool)
+        for b, i in enumerate(index):
+            source = int(self.index.sources[i])
+            first = int(self.index.starts[i]) - int(self.data.row_offsets[source])
+            raw[b] = store.read_values(source, first, self.span)
+            observed[b] = store.read_observed(source, first, self.span)
         step = self.data.downsample
-        raw = self.data.store.read_values(source, first, self.span)[::step]  # [T, C]
-        observed = self.data.store.read_observed(source, first, self.span)[::step].copy()  # [T, C]
-        values = self.data.stats.apply(raw)
+        observed = np.ascontiguousarray(observed[:, ::step])  # [B, T, C]
+        values = self.data.stats.apply(raw[:, ::step])
         np.copyto(values, 0.0, where=~observed)
+        return values, observed
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        values, observed = self.read(np.array([i]))
+        return {
+            "values": torch.from_numpy(values[0]),
+            "observed": torch.from_numpy(observed[0]),
+            "label": torch.tensor(int(self.index.labels[i])),
+            "source": torch.tensor(int(self.index.sources[i])),
+            "index": torch.tensor(i),
+        }
+
+
+class BatchedStoreWindowDataset(StoreWindowDataset):
+    """A :class:`StoreWindowDataset` that a DataLoader reads one batch at a time.
+
+    The batch's rows are read into one buffer and normalised in one operation. What
+    :meth:`__getitems__` returns is already a batch: load with ``collate_fn=collate_windows``.
+    """
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of windows ``indices``: ``values [B, T, C]``, ``observed [B, T, C]``, ``label``, ``source``, ``index`` ``[B]``."""
+        index = np.asarray(indices, dtype=np.int64)  # [B]
+        values, observed = self.read(index)
         return {
             "values": torch.from_numpy(values),
             "observed": torch.from_numpy(observed),
-            "label": torch.tensor(int(self.index.labels[i])),
-            "source": torch.tensor(source),
-            "index": torch.tensor(i),
+            "label": torch.from_numpy(self.index.labels[index].astype(np.int64)),
+            "source": torch.from_numpy(self.index.sources[index].astype(np.int64)),
+            "index": torch.from_numpy(index),
         }

@@ -28,9 +28,11 @@ class ThroughputMonitor(pl.Callback):
         # Every rank steps through a batch of the same size (the distributed sampler pads the
         # shards to equal length), so all ranks together processed world_size times this one's.
         self.windows += len(batch["values"]) * trainer.world_size
+        pl_module.log("perf/windows_per_s", self.windows_per_second, prog_bar=True, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs += 1
+        pl_module.log("perf/epochs_per_min", 60.0 * self.epochs / self.seconds if self.seconds else 0.0)
 
     @property
     def windows_per_second(self) -> float:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -18,19 +17,43 @@ from torch.utils.data import DataLoader
 
 from tgatunet.config import Config, config_to_dict, load_config
 from tgatunet.data.normalize import ChannelStats
-from tgatunet.data.prepared import PreparedData, WindowDataset, prepare_data
-from tgatunet.data.store_windows import StoreData, StoreWindowDataset, store_data
+from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, collate_windows, prepare_data
+from tgatunet.data.store_windows import BatchedStoreWindowDataset, StoreData, store_data
 from tgatunet.errors import ConfigError, RunError
+from tgatunet.hardware import trains_on_cuda
+from tgatunet.graph.cache import GraphCache, open_graph_cache
 from tgatunet.plots import plot_loss_curves
 from tgatunet.rundir import RunDir
 from tgatunet.train.callbacks import ThroughputMonitor
 from tgatunet.train.checkpoint_io import AtomicCheckpointIO
+from tgatunet.train.memory_optimizer import MemoryOptimizer
 from tgatunet.train.module import TGATUNetModule
+from tgatunet.train.monitor import ResourceMonitor
 
 log = logging.getLogger(__name__)
 
 # Keys that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"epochs", "patience", "num_workers", "accelerator", "run_dir", "devices", "num_nodes", "data_store"}
+RESUMABLE_CHANGES = {
+    "epochs",
+    "patience",
+    "num_workers",
+    "accelerator",
+    "run_dir",
+    # Where the same windows are read from, and by how many processes.
+    "data_store",
+    "devices",
+    "num_nodes",
+    # How a step is computed, not what: the memory optimizer keeps each step's gradient.
+    "use_memory_optimizer",
+    "memory_target",
+    "memory_budget_gb",
+    # A profile that resolves to other model keys is caught by those keys.
+    "hardware_profile",
+    "use_graph_cache",
+    "graph_cache_dir",
+    "graph_cache_max_mb",
+    "graph_memory_cache_mb",
+}
 
 
 def load_data(
@@ -40,6 +63,11 @@ def load_data(
     if config.data_store is not None:
         return store_data(config, stats=stats, block_splits=block_splits)
     return prepare_data(config, stats=stats, block_splits=block_splits)
+
+
+def batched_dataset(data: PreparedData | StoreData, split: str) -> BatchedWindowDataset | BatchedStoreWindowDataset:
+    """The split's windows, fetched a batch at a time, from memory or from the store."""
+    return BatchedStoreWindowDataset(data, split) if isinstance(data, StoreData) else BatchedWindowDataset(data, split)
 
 
 def data_info(data: PreparedData | StoreData) -> dict[str, Any]:
@@ -58,15 +86,19 @@ def data_info(data: PreparedData | StoreData) -> dict[str, Any]:
 def make_loader(
     data: PreparedData | StoreData, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None
 ) -> DataLoader:
-    """Batches of one split's windows.
+    """Batches of ``batch_size`` windows, fetched a batch at a time.
+
+    On CUDA, batches go through pinned memory (so the copy to the GPU overlaps compute) and,
+    unless ``num_workers`` says otherwise, two worker processes prepare the next batches.
 
     Args:
         shard: ``(world_size, rank)``: only this process's share of the windows, none repeated, for
             evaluation under DDP (each window then counts once in the synced metrics). Training
             loaders are left to Lightning, which shards them with a padded ``DistributedSampler``.
     """
-    workers = config.num_workers
-    dataset = StoreWindowDataset(data, split) if isinstance(data, StoreData) else WindowDataset(data, split)
+    cuda = trains_on_cuda(config.accelerator)
+    workers = config.num_workers if config.num_workers is not None else (2 if cuda else 0)
+    dataset = batched_dataset(data, split)
     sampler = None
     if shard is not None:
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=shard[0], rank=shard[1], shuffle=False)
@@ -75,18 +107,20 @@ def make_loader(
         batch_size=config.batch_size,
         shuffle=shuffle,
         sampler=sampler,
+        collate_fn=collate_windows,
         num_workers=workers,
         persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=cuda,
     )
 
 
-def build_module(config: Config, data: PreparedData | StoreData) -> TGATUNetModule:
+def build_module(config: Config, data: PreparedData | StoreData, graph_cache: GraphCache | None = None) -> TGATUNetModule:
     return TGATUNetModule(
         config=config.model_dump(mode="json"),
         channels=data.channels,
         class_names=data.class_names,
         need_patterns=data.need_patterns().tolist(),
+        graph_cache=graph_cache,
     )
 
 
@@ -115,13 +149,20 @@ def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool,
         data = load_data(config, stats=stats, block_splits=splits)
         run.write_config(config)
         return data
-    if run.root.exists() and any(run.root.iterdir()):
+    # The graph cache is keyed by content, not by run: it may be built before training
+    # (tgatunet cache build) and stays valid for a new run in the same directory.
+    previous = [p for p in run.root.iterdir() if p != run.graph_cache] if run.root.exists() else []
+    if previous:
         if not overwrite:
             raise RunError(
                 f"run directory '{run.root}' already holds a run. Continue it with --resume, "
                 "start over with --overwrite, or set another run_dir."
             )
-        shutil.rmtree(run.root)
+        for path in previous:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     data = load_data(config)
     run.root.mkdir(parents=True, exist_ok=True)
     run.write_config(config)
@@ -138,7 +179,6 @@ def _make_trainer(config: Config, run: RunDir, callbacks: list[pl.Callback], pro
             num_nodes=config.num_nodes,
             strategy=config.strategy,
             precision=config.precision,
-            gradient_clip_val=config.grad_clip,
             deterministic="warn",
             callbacks=callbacks,
             logger=[
@@ -179,6 +219,7 @@ def train(
     config = load_config(config_path)
     run = RunDir(Path(run_dir) if run_dir else config.resolved_run_dir(config_path.stem))
     throughput = ThroughputMonitor()
+    resources = ResourceMonitor(target=config.memory_target)
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
     )
@@ -190,6 +231,7 @@ def train(
         latest,
         EarlyStopping(monitor="val/loss", mode="min", patience=config.patience),
         throughput,
+        resources,
         *callbacks,
     ]
     if progress_bar:
@@ -202,9 +244,13 @@ def train(
             f"{len(data.windows['val'])} validation window(s) for {trainer.world_size} process(es): "
             "raise val_fraction or mark blocks 'val' in split_col."
         )
+    memory = MemoryOptimizer(config, batched_dataset(data, "train")) if config.use_memory_optimizer else None
+    if memory is not None:
+        trainer.callbacks.append(memory)  # it probes with the training windows, loaded only now
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = build_module(config, data)
+    graph_cache = open_graph_cache(config, run.root)
+    module = build_module(config, data, graph_cache)
     shard = (trainer.world_size, trainer.global_rank) if trainer.world_size > 1 else None
     trainer.fit(
         module,
@@ -226,7 +272,16 @@ def train(
             "parameters": sum(p.numel() for p in module.model.parameters()),
             "device": str(module.device),
             "precision": config.precision,
+            "batch_size": config.batch_size,
+            "micro_batch_size": module.micro_batches.size or config.batch_size,
         },
     )
+    run.update_metrics(
+        "memory",
+        {**resources.summary(), "optimizer": memory.summary(module) if memory else {"enabled": False}},
+    )
+    if graph_cache is not None:
+        graph_cache.save_stats("train")
+        run.update_metrics("graph_cache", {"location": str(graph_cache.directory), **graph_cache.stats.to_dict()})
     plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
     return run
