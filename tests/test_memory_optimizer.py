@@ -188,10 +188,10 @@ class InjectOutOfMemory(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         original = pl_module.model.forward
 
-        def forward(values, visible):
+        def forward(values, visible, neighbors=None):
             if trainer.training and trainer.global_step >= self.at_step and len(values) > self.limit:
                 raise MemoryError("injected out of memory")
-            out = original(values, visible)
+            out = original(values, visible, neighbors)
             if trainer.training:
                 self._pending.append(values.detach().clone())
             return out
