@@ -331,12 +331,12 @@ def data_prepare(
 def bench_scale(
     out: Path = typer.Option(..., "--out", "-o", help="Folder of results.json (section 'scale')."),
     base_blocks: int = typer.Option(4, help="Recordings per source at 1x (3 sources, 2000 rows and 32 channels each)."),
-    repeats: int = typer.Option(3, help="Store / in-memory throughput pairs at 1x."),
+    steps: int = typer.Option(20, help="Timed training steps from each source for the throughput ratio."),
 ) -> None:
     """Peak RSS of an epoch from the out-of-core store at 1x-8x a base size, and its throughput vs in memory."""
     from tgatunet.bench.scale import TARGETS, run_scale_benchmark
 
-    values = run_scale_benchmark(out, base_blocks=base_blocks, repeats=repeats)
+    values = run_scale_benchmark(out, base_blocks=base_blocks, steps=steps)
     console.print(f"peak RSS from the store (MiB): {values['peak_rss_mib_from_store']}")
     console.print(f"peak RSS in memory (MiB):      {values['peak_rss_mib_in_memory']}")
     for key, target in TARGETS.items():

@@ -3,22 +3,28 @@
 How each figure is measured:
 
 * **Data.** Synthetic datasets from :mod:`tgatunet.data.synth` (3 Parquet
-  sources, ``channels`` modalities, recordings of ``block_length`` rows) at 1x,
-  2x, 4x and 8x ``base_blocks`` recordings per source, each converted into a
-  store by :func:`~tgatunet.data.store.build_store`. One size is on disk at a time.
+  sources, ``channels`` modalities, recordings of ``block_length`` rows) with
+  1x, 2x, 4x and 8x ``base_blocks`` recordings per source, each converted into
+  a store by :func:`~tgatunet.data.store.build_store`. One size is on disk at a
+  time. Windows do not overlap, so an epoch reads every row of the training
+  blocks once.
 * **Peak RSS of an epoch.** One training epoch (the real ``train()``: Lightning,
   validation, checkpoints, run directory) in a fresh Python process per
-  measurement (:mod:`tgatunet.bench.epoch_worker`), whose peak resident set
-  size (:func:`~tgatunet.profiling.peak_rss_bytes`, the kernel's high-water
-  mark) is the figure. From the store at every size; from memory (no
-  ``data_store``) at 1x and 8x, to show what the store saves. Windows do not
-  overlap, so an epoch reads every row of the training blocks once.
-  ``scale.rss_growth_8x_vs_1x`` = store peak at 8x / store peak at 1x.
-* **Throughput.** Training windows per second (ThroughputMonitor: training
-  batches, data loading included, validation excluded) of the same 1x epochs,
-  from the store and from memory, same model, batch and data, store and
-  memory alternating ``repeats`` times.
-  ``scale.store_vs_memory_throughput`` = median over the pairs of store / memory.
+  measurement (:mod:`tgatunet.bench.epoch_worker`): the process's resident
+  memory before training plus the most it grew while training
+  (:func:`~tgatunet.profiling.peak_rss_bytes`, the kernel's high-water mark).
+  From the store at every size; from memory (no ``data_store``) at 1x and 8x,
+  to show what the store saves. ``scale.rss_growth_8x_vs_1x`` = store peak at
+  8x / store peak at 1x.
+* **Throughput.** At 1x, in one process, one model and AdamW optimiser train
+  on batches taken alternately from the store's loader and the in-memory
+  loader (``train()``'s own loaders; the order flips every round, so both
+  sources share whatever else the machine does meanwhile). A step is timed
+  from fetching its batch to the end of the optimiser step.
+  ``scale.store_vs_memory_throughput`` = median over rounds of store windows/s /
+  in-memory windows/s (each round: one step from each, the same number of windows).
+  The store's files are in the page cache (just written): the figure is the
+  cost of reading through the store, not of a disk.
 """
 
 from __future__ import annotations
@@ -31,15 +37,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
+import torch
 import yaml
+from torch.utils.data import DataLoader
 
 from tgatunet.bench.results import write_section
 from tgatunet.config import load_config
+from tgatunet.data.prepared import prepare_data
 from tgatunet.data.store import build_store
+from tgatunet.data.store_windows import store_data
 from tgatunet.data.synth import SynthSpec, write_synthetic
+from tgatunet.train.run import build_module, make_loader
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +75,7 @@ MODEL = {
 
 
 def _dataset(folder: Path, blocks: int, channels: int, block_length: int) -> tuple[Path, Path]:
-    """Write a synthetic dataset and its store; returns (in-memory config, store config)."""
+    """Write a synthetic dataset and its store; returns the configs (in memory, from the store)."""
     spec = SynthSpec(
         sources=3,
         channels=channels,
@@ -72,7 +85,6 @@ def _dataset(folder: Path, blocks: int, channels: int, block_length: int) -> tup
         file_format="parquet",
     )
     base = yaml.safe_load(write_synthetic(spec, folder).read_text())
-    # Windows that do not overlap: each row is read once per epoch, windows per row stay few.
     base.update(MODEL, window_size=WINDOW, step_size=WINDOW)
     memory, store = folder / "memory.yaml", folder / "store.yaml"
     memory.write_text(yaml.safe_dump(base))
@@ -82,7 +94,7 @@ def _dataset(folder: Path, blocks: int, channels: int, block_length: int) -> tup
 
 
 def _epoch(config: Path, run_dir: Path) -> dict[str, Any]:
-    """One training epoch in a fresh process: its peak RSS and throughput."""
+    """One training epoch in a fresh process: its resident memory before training and at its peak."""
     done = subprocess.run(
         [sys.executable, "-m", "tgatunet.bench.epoch_worker", str(config), str(run_dir)],
         capture_output=True,
@@ -95,56 +107,85 @@ def _epoch(config: Path, run_dir: Path) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def _cycle(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
+    while True:
+        yield from loader
+
+
+def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> dict[str, Any]:
+    """Training windows/s from the store and from memory, batches alternating (see the module docstring).
+
+    Both loaders hold the same windows with the same batch size and advance together, so the
+    n-th batches of both are the same size and each round's two steps compare like with like.
+    """
+    config = load_config(store_config)
+    lazy = store_data(config)
+    eager = prepare_data(config, stats=lazy.stats, block_splits=lazy.block_splits)
+    pl.seed_everything(config.seed, verbose=False)
+    module = build_module(config, lazy).train()
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    batches = {
+        "store": _cycle(make_loader(lazy, "train", config, shuffle=True)),
+        "memory": _cycle(make_loader(eager, "train", config, shuffle=True)),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in batches}
+    windows = dict.fromkeys(batches, 0)
+    for step in range(warmup + steps):
+        for name in list(batches) if step % 2 == 0 else list(reversed(batches)):
+            start = time.perf_counter()
+            batch = next(batches[name])
+            loss = module.losses(batch, module.hide(batch))["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if step >= warmup:
+                seconds[name].append(time.perf_counter() - start)
+                windows[name] += len(batch["values"])
+    # Per round, store / memory throughput is memory time / store time (same windows); the median
+    # over rounds resists the moments when something else takes the CPU from one of the two.
+    ratios = [m / s for s, m in zip(seconds["store"], seconds["memory"])]
+    return {
+        "ratio": statistics.median(ratios),
+        "windows_per_second": {name: round(windows[name] / sum(seconds[name]), 2) for name in batches},
+        "round_ratios": [round(r, 3) for r in ratios],
+    }
+
+
 def _mib(n: float) -> float:
     return round(n / 2**20, 1)
 
 
 def run_scale_benchmark(
-    out_dir: Path, base_blocks: int = 4, channels: int = 32, block_length: int = 2000, repeats: int = 3
+    out_dir: Path, base_blocks: int = 4, channels: int = 32, block_length: int = 2000, steps: int = 20
 ) -> dict[str, Any]:
-    """Measure peak RSS per size and store/memory throughput; writes the ``scale`` section of ``OUT/results.json``.
-
-    At 1x, store and in-memory epochs alternate ``repeats`` times: each pair gives a throughput
-    ratio, and the 1x peak RSS is the median over the repeats.
-    """
+    """Measure peak RSS per size and store/memory throughput; writes the ``scale`` section of ``OUT/results.json``."""
     started = time.perf_counter()
     store_rss, memory_rss, sizes, windows = {}, {}, {}, {}
-    store_runs, memory_runs = [], []
+    throughput: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tgatunet-scale-") as work:
         for factor in FACTORS:
             key, folder = f"{factor}x", Path(work) / f"{factor}x"
             memory_config, store_config = _dataset(folder, base_blocks * factor, channels, block_length)
             sizes[key] = _mib(sum(p.stat().st_size for p in (folder / "store").rglob("*.npy")))
-            lazy, eager = [], []
-            for _ in range(repeats if factor == 1 else 1):
-                lazy.append(_epoch(store_config, folder / "run"))
-                if factor in (FACTORS[0], FACTORS[-1]):
-                    eager.append(_epoch(memory_config, folder / "run"))
-            store_rss[key] = _mib(statistics.median(r["peak_rss_bytes"] for r in lazy))
-            if eager:
-                memory_rss[key] = _mib(statistics.median(r["peak_rss_bytes"] for r in eager))
-            if factor == 1:
-                store_runs, memory_runs = lazy, eager
-            windows[key] = lazy[0]["train_windows"]
+            lazy = _epoch(store_config, folder / "run")
+            store_rss[key], windows[key] = _mib(lazy["peak_rss_bytes"]), lazy["train_windows"]
+            if factor in (FACTORS[0], FACTORS[-1]):
+                memory_rss[key] = _mib(_epoch(memory_config, folder / "run")["peak_rss_bytes"])
+            if factor == FACTORS[0]:
+                throughput = _interleaved_throughput(store_config, steps)
             log.info("%s: store %.1f MiB, peak RSS from store %.1f MiB", key, sizes[key], store_rss[key])
             shutil.rmtree(folder)
 
-    ratios = [a["windows_per_second"] / b["windows_per_second"] for a, b in zip(store_runs, memory_runs)]
-    throughput = {
-        "store": [r["windows_per_second"] for r in store_runs],
-        "memory": [r["windows_per_second"] for r in memory_runs],
-    }
-
     values = {
         "rss_growth_8x_vs_1x": round(store_rss["8x"] / store_rss["1x"], 3),
-        "store_vs_memory_throughput": round(statistics.median(ratios), 3),
+        "store_vs_memory_throughput": round(throughput["ratio"], 3),
         "rss_growth_in_memory_8x_vs_1x": round(memory_rss["8x"] / memory_rss["1x"], 3),
         "peak_rss_mib_from_store": store_rss,
         "peak_rss_mib_in_memory": memory_rss,
         "store_mib": sizes,
         "train_windows": windows,
-        "windows_per_second": throughput,
-        "throughput_ratios": [round(r, 3) for r in ratios],
+        "windows_per_second_1x": throughput["windows_per_second"],
+        "throughput_round_ratios": throughput["round_ratios"],
         "targets": TARGETS,
         "setup": {
             "base_blocks_per_source": base_blocks,
@@ -153,13 +194,14 @@ def run_scale_benchmark(
             "block_length": block_length,
             "window_size": WINDOW,
             "step_size": WINDOW,
-            "repeats": repeats,
+            "throughput_steps": steps,
             **MODEL,
         },
         "method": (
-            "one training epoch per fresh process (python -m tgatunet.bench.epoch_worker); peak RSS = the "
-            "process's VmHWM; throughput = training windows/s (ThroughputMonitor) at 1x, store vs in-memory "
-            "alternated, median of the per-pair ratios"
+            "peak RSS: one training epoch per fresh process (python -m tgatunet.bench.epoch_worker), resident "
+            "memory before training + its high-water mark while training (VmHWM, reset at the start); "
+            "throughput: one process, batches alternating between the store and the in-memory loader, timed "
+            "from fetch to the end of the AdamW step, median over rounds of the per-round ratio"
         ),
         "seconds": round(time.perf_counter() - started, 1),
     }
