@@ -13,7 +13,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from tgatunet.config import PRESETS, config_template, load_config
-from tgatunet.errors import TgatunetError
+from tgatunet.errors import ConfigError, TgatunetError
 from tgatunet.report import console, print_metrics
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ def _setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*deterministic.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.distributed").setLevel(logging.WARNING)  # one line per DDP rank
 
 
 def _fail(err: TgatunetError) -> None:
@@ -64,12 +65,16 @@ def train(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Overrides the config's run_dir."),
 ) -> None:
     """Train a T-GAT-UNet; writes checkpoints, logs and metrics to the run directory."""
+    from lightning.pytorch.utilities import rank_zero_only
+
     from tgatunet.train.run import train as train_run
 
     try:
         run = train_run(config, resume=resume, overwrite=overwrite, run_dir=run_dir)
     except TgatunetError as err:
         _fail(err)
+    if rank_zero_only.rank != 0:  # the other DDP processes ran this command too
+        return
     print_metrics(run.read_metrics())
     console.print(f"run directory: [bold]{run.root}[/]  (next: tgatunet evaluate --run {run.root})")
 
@@ -292,3 +297,48 @@ def cache_build(
         f"{report.windows} windows: built {report.built}, already cached {report.already_cached} "
         f"in {report.seconds:.1f} s -> [bold]{report.directory}[/]"
     )
+
+
+@data_app.command("prepare")
+def data_prepare(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config naming the sources."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Store folder; default: the config's data_store."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even an up-to-date store."),
+) -> None:
+    """Convert the sources once into an on-disk store that training reads lazily (config key data_store)."""
+    from tgatunet.data.store import build_store
+
+    try:
+        cfg = load_config(config)
+        target = out or cfg.data_store_path()
+        if target is None:
+            raise ConfigError(f"{config}: give --out DIR, or set data_store in the config.")
+        store, built = build_store(cfg, target, force=force)
+    except TgatunetError as err:
+        _fail(err)
+    rows = sum(s.rows for s in store.sources)
+    size = sum(a.path.stat().st_size for s in store.sources for a in s.arrays.values())
+    state = "wrote" if built else "up to date:"
+    console.print(
+        f"{state} [bold]{store.root}[/]: {len(store.sources)} source(s), {rows} rows, "
+        f"{len(store.channels)} channels, {size / 2**20:.1f} MiB"
+    )
+    if cfg.data_store_path() is None or cfg.data_store_path().resolve() != store.root.resolve():
+        console.print(f"train from it: set 'data_store: {store.root.resolve()}' in {config}")
+
+
+@bench_app.command("scale")
+def bench_scale(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder of results.json (section 'scale')."),
+    base_blocks: int = typer.Option(4, help="Recordings per source at 1x (3 sources, 2000 rows and 32 channels each)."),
+    steps: int = typer.Option(20, help="Timed training steps from each source for the throughput ratio."),
+) -> None:
+    """Peak RSS of an epoch from the out-of-core store at 1x-8x a base size, and its throughput vs in memory."""
+    from tgatunet.bench.scale import TARGETS, run_scale_benchmark
+
+    values = run_scale_benchmark(out, base_blocks=base_blocks, steps=steps)
+    console.print(f"peak RSS from the store (MiB): {values['peak_rss_mib_from_store']}")
+    console.print(f"peak RSS in memory (MiB):      {values['peak_rss_mib_in_memory']}")
+    for key, target in TARGETS.items():
+        console.print(f"scale.{key} = [bold]{values[key]}[/] (target {target})")
+    console.print(f"written: {out / 'results.json'} ({values['seconds']} s)")

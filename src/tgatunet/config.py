@@ -196,6 +196,19 @@ class Config(_Strict):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
         default="auto", description="Where to train; auto picks CUDA when it is there."
     )
+    devices: int | Literal["auto"] = Field(
+        default=1, description="Processes (GPUs, or CPU processes) per machine; more than 1 trains with DDP."
+    )
+    num_nodes: int = Field(default=1, ge=1, description="Machines taking part in one training (torchrun, SLURM).")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        default="auto",
+        description="Lightning strategy: auto (DDP when devices x num_nodes > 1), ddp, or fsdp (GPUs only).",
+    )
+    data_store: str | None = Field(
+        default=None,
+        description="Folder written by `tgatunet data prepare`: training reads windows from it lazily "
+        "(relative to the config file); null reads the sources into memory.",
+    )
     num_workers: int | None = Field(
         default=None,
         ge=0,
@@ -280,6 +293,13 @@ class Config(_Strict):
                 f"graph_knn ({self.graph_knn}) must leave room in the window: at most window_size - "
                 f"(2 * time_k + 1) = {self.window_size - 2 * self.time_k - 1} steps are not temporal neighbours already"
             )
+        if isinstance(self.devices, int) and self.devices < 1:
+            raise ValueError(f"devices must be a positive number or 'auto' (got {self.devices})")
+        if self.strategy == "fsdp" and self.accelerator not in ("gpu", "cuda"):
+            raise ValueError(
+                f"strategy 'fsdp' shards the model over CUDA GPUs and needs accelerator: gpu "
+                f"(got accelerator: {self.accelerator}); use strategy: ddp to train on several CPU processes"
+            )
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave blocks for training (sum < 1)")
         return self
@@ -305,6 +325,13 @@ class Config(_Strict):
         if source.path.startswith(BUNDLED_SCHEME):
             return resolve_bundled(source.path)
         path = Path(source.path).expanduser()
+        return path if path.is_absolute() else Path(self.config_dir) / path
+
+    def data_store_path(self) -> Path | None:
+        """The ``data_store`` folder (relative paths against the config file), or None."""
+        if self.data_store is None:
+            return None
+        path = Path(self.data_store).expanduser()
         return path if path.is_absolute() else Path(self.config_dir) / path
 
     def resolved_run_dir(self, config_name: str = "run") -> Path:
@@ -373,6 +400,8 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     for src, raw in zip(config.sources, data["sources"]):
         if not src.path.startswith("bundled:"):
             raw["path"] = str(config.source_path(src).resolve())
+    if config.data_store is not None:
+        data["data_store"] = str(config.data_store_path().resolve())
     return data
 
 

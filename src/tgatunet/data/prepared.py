@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,15 +77,75 @@ class PreparedData:
 
     def need_patterns(self) -> torch.Tensor:
         """``[P, C]`` bool: the distinct non-empty channel sets that some source needs."""
-        unique = {tuple(row.tolist()) for row in self.source_need if row.any()}
-        if not unique:
-            return torch.zeros(0, len(self.channels), dtype=torch.bool)
-        return torch.tensor(sorted(unique), dtype=torch.bool)
+        return need_patterns(self.source_need)
+
+
+def need_patterns(source_need: torch.Tensor) -> torch.Tensor:
+    """``[S, C]`` bool needs per source -> ``[P, C]`` bool distinct non-empty channel sets."""
+    unique = {tuple(row.tolist()) for row in source_need if row.any()}
+    if not unique:
+        return torch.zeros(0, source_need.shape[1], dtype=torch.bool)
+    return torch.tensor(sorted(unique), dtype=torch.bool)
+
+
+def source_need_mask(config: Config) -> torch.Tensor:
+    """``[S, C]`` bool: the channels each source of ``config`` needs."""
+    channels = config.channels
+    need = torch.zeros(len(config.sources), len(channels), dtype=torch.bool)
+    for i, src in enumerate(config.sources):
+        for ch in src.need:
+            need[i, channels.index(ch)] = True
+    return need
 
 
 def _majority(labels: np.ndarray) -> int:
     labelled = labels[labels >= 0]
     return int(np.bincount(labelled).argmax()) if len(labelled) else -1
+
+
+def index_windows(
+    config: Config,
+    bounds: np.ndarray,
+    seg_keys: np.ndarray,
+    seg_source: np.ndarray,
+    block_splits: dict[str, str],
+    label_windows: Callable[[np.ndarray], np.ndarray],
+) -> tuple[dict[str, WindowIndex], int]:
+    """The windows of each split, and how many segments were too short for one.
+
+    Args:
+        bounds: ``[S, 2]`` absolute ``[start, end)`` rows of every segment.
+        seg_keys: ``[S]`` block key (``source/block``) of each segment.
+        seg_source: ``[S]`` source index of each segment.
+        block_splits: block key -> split.
+        label_windows: window start rows ``[W]`` -> window labels ``[W]`` (-1 = none).
+    """
+    span = window_span(config.window_size, config.downsample)
+    starts, seg_of_window = window_starts(bounds, span, config.stride)
+    skipped = int(((bounds[:, 1] - bounds[:, 0]) < span).sum())
+    if skipped:
+        log.warning(
+            "%d block segment(s) shorter than one window (%d rows) were skipped for training and evaluation.",
+            skipped,
+            span,
+        )
+    if len(starts) == 0:
+        longest = int((bounds[:, 1] - bounds[:, 0]).max())
+        raise DataError(
+            f"no window left after windowing: a window spans {span} rows (window_size {config.window_size}, "
+            f"downsample {config.downsample}) but the longest block has {longest} rows. "
+            "Lower window_size or downsample, or check block_col."
+        )
+
+    win_blocks = seg_keys[seg_of_window]
+    win_split = np.array([block_splits[k] for k in win_blocks])
+    all_windows = WindowIndex(starts, label_windows(starts), seg_source[seg_of_window], win_blocks)
+    windows = {name: all_windows.subset(win_split == name) for name in SPLITS}
+    if len(windows["train"]) == 0:
+        raise DataError("no training window: every block went to val/test. Lower val_fraction/test_fraction.")
+    counts = Counter(win_split.tolist())
+    log.info("windows: %s", ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS))
+    return windows, skipped
 
 
 def prepare_data(
@@ -103,7 +164,6 @@ def prepare_data(
     tables = tables if tables is not None else [load_source(config, s) for s in config.sources]
     class_names, row_labels = encode_labels(tables)
     channels = config.channels
-    span = window_span(config.window_size, config.downsample)
 
     offsets = np.cumsum([0] + [len(t.values) for t in tables])
     raw = np.concatenate([t.values for t in tables])
@@ -120,29 +180,14 @@ def prepare_data(
         fixed = {f"{t.name}/{b}": s for t in tables for b, s in t.block_split.items()}
         block_splits = split_blocks(block_label, config.val_fraction, config.test_fraction, config.seed, fixed)
 
-    starts, seg_of_window = window_starts(bounds, span, config.stride)
-    skipped = int(((bounds[:, 1] - bounds[:, 0]) < span).sum())
-    if skipped:
-        log.warning(
-            "%d block segment(s) shorter than one window (%d rows) were skipped for training and evaluation.",
-            skipped,
-            span,
-        )
-    if len(starts) == 0:
-        longest = int((bounds[:, 1] - bounds[:, 0]).max())
-        raise DataError(
-            f"no window left after windowing: a window spans {span} rows (window_size {config.window_size}, "
-            f"downsample {config.downsample}) but the longest block has {longest} rows. "
-            "Lower window_size or downsample, or check block_col."
-        )
-
-    win_labels = window_labels(labels, row_index(starts, config.window_size, config.downsample), config.label_rule)
-    win_blocks = seg_keys[seg_of_window]
-    win_split = np.array([block_splits[k] for k in win_blocks])
-    all_windows = WindowIndex(starts, win_labels, seg_source[seg_of_window], win_blocks)
-    windows = {name: all_windows.subset(win_split == name) for name in SPLITS}
-    if len(windows["train"]) == 0:
-        raise DataError("no training window: every block went to val/test. Lower val_fraction/test_fraction.")
+    windows, skipped = index_windows(
+        config,
+        bounds,
+        seg_keys,
+        seg_source,
+        block_splits,
+        lambda starts: window_labels(labels, row_index(starts, config.window_size, config.downsample), config.label_rule),
+    )
 
     if stats is None:
         train_rows = np.concatenate(
@@ -151,14 +196,8 @@ def prepare_data(
         stats = ChannelStats.fit(raw[train_rows])
     normalised = stats.apply(raw)
     observed = ~np.isnan(normalised)
+    need = source_need_mask(config)
 
-    need = torch.zeros(len(tables), len(channels), dtype=torch.bool)
-    for i, src in enumerate(config.sources):
-        for ch in src.need:
-            need[i, channels.index(ch)] = True
-
-    counts = Counter(win_split.tolist())
-    log.info("windows: %s", ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS))
     return PreparedData(
         channels=channels,
         class_names=class_names,

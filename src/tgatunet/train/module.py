@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 
 from tgatunet.config import Config, config_from_dict
 from tgatunet.graph.cache import GraphCache
@@ -106,13 +107,17 @@ class TGATUNetModule(pl.LightningModule):
 
     def _log_losses(self, stage: str, totals: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
         size = len(batch["values"])
-        self.log(f"{stage}/loss", totals["loss"], prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
-        self.log(f"{stage}/recon", totals["recon"], batch_size=size, on_epoch=True, on_step=False)
-        self.log(f"{stage}/cls_loss", totals["cls_loss"], batch_size=size, on_epoch=True, on_step=False)
+        # Epoch means weighted by batch size; under DDP the weighted sums and the sizes are each
+        # summed over ranks (sync_dist), so the mean is over all windows, each counted once.
+        epoch = {"on_epoch": True, "on_step": False, "sync_dist": True}
+        self.log(f"{stage}/loss", totals["loss"], prog_bar=True, batch_size=size, **epoch)
+        self.log(f"{stage}/recon", totals["recon"], batch_size=size, **epoch)
+        self.log(f"{stage}/cls_loss", totals["cls_loss"], batch_size=size, **epoch)
+        # Logged for every batch, weighted by its labelled windows (possibly none): a rank that
+        # skipped the key would leave the others waiting in the sync.
         labelled = int((batch["label"] >= 0).sum())
-        if labelled:
-            acc = totals["correct"].float() / labelled
-            self.log(f"{stage}/acc", acc, prog_bar=stage == "val", batch_size=labelled, on_epoch=True, on_step=False)
+        acc = totals["correct"].float() / max(labelled, 1)
+        self.log(f"{stage}/acc", acc, prog_bar=stage == "val", batch_size=labelled, **epoch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
@@ -138,7 +143,13 @@ class TGATUNetModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Where Lightning clips in automatic mode: after the closure, after mixed-precision unscaling.
-        if self.config.grad_clip is not None:
+        if self.config.grad_clip is None:
+            return
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            # Each rank holds a shard of the gradients: the global norm must come from the sharded
+            # root module (torch's clip_grad_norm_ would see one shard; Lightning refuses to clip there).
+            self.trainer.strategy.model.clip_grad_norm_(self.config.grad_clip)
+        else:
             self.clip_gradients(optimizer, gradient_clip_val=self.config.grad_clip, gradient_clip_algorithm="norm")
 
     def on_train_epoch_end(self) -> None:

@@ -11,11 +11,15 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
 from tgatunet.config import Config, config_to_dict, load_config
+from tgatunet.data.normalize import ChannelStats
 from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, collate_windows, prepare_data
-from tgatunet.errors import RunError
+from tgatunet.data.store_windows import BatchedStoreWindowDataset, StoreData, store_data
+from tgatunet.errors import ConfigError, RunError
 from tgatunet.hardware import trains_on_cuda
 from tgatunet.graph.cache import GraphCache, open_graph_cache
 from tgatunet.plots import plot_loss_curves
@@ -35,6 +39,10 @@ RESUMABLE_CHANGES = {
     "num_workers",
     "accelerator",
     "run_dir",
+    # Where the same windows are read from, and by how many processes.
+    "data_store",
+    "devices",
+    "num_nodes",
     # How a step is computed, not what: the memory optimizer keeps each step's gradient.
     "use_memory_optimizer",
     "memory_target",
@@ -48,7 +56,21 @@ RESUMABLE_CHANGES = {
 }
 
 
-def data_info(data: PreparedData) -> dict[str, Any]:
+def load_data(
+    config: Config, stats: ChannelStats | None = None, block_splits: dict[str, str] | None = None
+) -> PreparedData | StoreData:
+    """The run's windows: read lazily from the config's ``data_store``, else from the sources into memory."""
+    if config.data_store is not None:
+        return store_data(config, stats=stats, block_splits=block_splits)
+    return prepare_data(config, stats=stats, block_splits=block_splits)
+
+
+def batched_dataset(data: PreparedData | StoreData, split: str) -> BatchedWindowDataset | BatchedStoreWindowDataset:
+    """The split's windows, fetched a batch at a time, from memory or from the store."""
+    return BatchedStoreWindowDataset(data, split) if isinstance(data, StoreData) else BatchedWindowDataset(data, split)
+
+
+def data_info(data: PreparedData | StoreData) -> dict[str, Any]:
     """What ``data.json`` records about the prepared data."""
     return {
         "channels": data.channels,
@@ -61,18 +83,30 @@ def data_info(data: PreparedData) -> dict[str, Any]:
     }
 
 
-def make_loader(data: PreparedData, split: str, config: Config, shuffle: bool) -> DataLoader:
-    """Batches of ``batch_size`` windows, gathered in one indexing operation per array.
+def make_loader(
+    data: PreparedData | StoreData, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None
+) -> DataLoader:
+    """Batches of ``batch_size`` windows, fetched a batch at a time.
 
     On CUDA, batches go through pinned memory (so the copy to the GPU overlaps compute) and,
     unless ``num_workers`` says otherwise, two worker processes prepare the next batches.
+
+    Args:
+        shard: ``(world_size, rank)``: only this process's share of the windows, none repeated, for
+            evaluation under DDP (each window then counts once in the synced metrics). Training
+            loaders are left to Lightning, which shards them with a padded ``DistributedSampler``.
     """
     cuda = trains_on_cuda(config.accelerator)
     workers = config.num_workers if config.num_workers is not None else (2 if cuda else 0)
+    dataset = batched_dataset(data, split)
+    sampler = None
+    if shard is not None:
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=shard[0], rank=shard[1], shuffle=False)
     return DataLoader(
-        BatchedWindowDataset(data, split),
+        dataset,
         batch_size=config.batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         collate_fn=collate_windows,
         num_workers=workers,
         persistent_workers=workers > 0,
@@ -80,7 +114,7 @@ def make_loader(data: PreparedData, split: str, config: Config, shuffle: bool) -
     )
 
 
-def build_module(config: Config, data: PreparedData, graph_cache: GraphCache | None = None) -> TGATUNetModule:
+def build_module(config: Config, data: PreparedData | StoreData, graph_cache: GraphCache | None = None) -> TGATUNetModule:
     return TGATUNetModule(
         config=config.model_dump(mode="json"),
         channels=data.channels,
@@ -100,13 +134,19 @@ def _check_resumable(saved: Config, given: Config) -> None:
         )
 
 
-def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool) -> PreparedData:
+def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool, writer: bool) -> PreparedData | StoreData:
+    """Check and write the run directory (only the ``writer``, global rank 0, does), and load the data."""
+    if not writer:
+        if resume:
+            stats, splits, _ = run.read_data()
+            return load_data(config, stats=stats, block_splits=splits)
+        return load_data(config)
     if resume:
         if not run.last_checkpoint.is_file():
             raise RunError(f"nothing to resume: '{run.last_checkpoint}' does not exist. Train without --resume.")
         _check_resumable(run.read_config(), config)
         stats, splits, _ = run.read_data()
-        data = prepare_data(config, stats=stats, block_splits=splits)
+        data = load_data(config, stats=stats, block_splits=splits)
         run.write_config(config)
         return data
     # The graph cache is keyed by content, not by run: it may be built before training
@@ -123,11 +163,40 @@ def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool)
                 shutil.rmtree(path)
             else:
                 path.unlink()
-    data = prepare_data(config)
+    data = load_data(config)
     run.root.mkdir(parents=True, exist_ok=True)
     run.write_config(config)
     run.write_data(data_info(data))
     return data
+
+
+def _make_trainer(config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool) -> pl.Trainer:
+    try:
+        return pl.Trainer(
+            max_epochs=config.epochs,
+            accelerator="gpu" if config.accelerator == "cuda" else config.accelerator,
+            devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy=config.strategy,
+            precision=config.precision,
+            deterministic="warn",
+            callbacks=callbacks,
+            logger=[
+                TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
+                CSVLogger(run.root, name="logs", version="csv"),
+            ],
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=run.root,
+            log_every_n_steps=10,
+            num_sanity_val_steps=0,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,  # our summary prints the parameter count; Lightning's FLOPs column reads 0
+        )
+    except (MisconfigurationException, ValueError) as err:
+        raise ConfigError(
+            f"accelerator '{config.accelerator}', devices {config.devices!r}, num_nodes {config.num_nodes}, "
+            f"strategy '{config.strategy}': Lightning cannot train with these: {err}"
+        ) from None
 
 
 def train(
@@ -149,16 +218,8 @@ def train(
     config_path = Path(config_path)
     config = load_config(config_path)
     run = RunDir(Path(run_dir) if run_dir else config.resolved_run_dir(config_path.stem))
-    data = _prepare_run_dir(run, config, resume, overwrite)
-    if len(data.windows["val"]) == 0:
-        raise RunError("no validation window: raise val_fraction or mark blocks 'val' in split_col.")
-
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    graph_cache = open_graph_cache(config, run.root)
-    module = build_module(config, data, graph_cache)
     throughput = ThroughputMonitor()
     resources = ResourceMonitor(target=config.memory_target)
-    memory = MemoryOptimizer(config, BatchedWindowDataset(data, "train")) if config.use_memory_optimizer else None
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
     )
@@ -171,35 +232,34 @@ def train(
         EarlyStopping(monitor="val/loss", mode="min", patience=config.patience),
         throughput,
         resources,
-        *([memory] if memory else []),
         *callbacks,
     ]
     if progress_bar:
         all_callbacks.append(RichProgressBar())
-    trainer = pl.Trainer(
-        max_epochs=config.epochs,
-        accelerator="gpu" if config.accelerator == "cuda" else config.accelerator,
-        devices=1,
-        precision=config.precision,
-        deterministic="warn",
-        callbacks=all_callbacks,
-        logger=[
-            TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
-            CSVLogger(run.root, name="logs", version="csv"),
-        ],
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=run.root,
-        log_every_n_steps=10,
-        num_sanity_val_steps=0,
-        enable_progress_bar=progress_bar,
-        enable_model_summary=False,  # our summary prints the parameter count; Lightning's FLOPs column reads 0
-    )
+    trainer = _make_trainer(config, run, all_callbacks, progress_bar)
+    # Under DDP every process runs this function; only global rank 0 checks and writes the run directory.
+    data = _prepare_run_dir(run, config, resume, overwrite, writer=trainer.is_global_zero)
+    if len(data.windows["val"]) < trainer.world_size:
+        raise RunError(
+            f"{len(data.windows['val'])} validation window(s) for {trainer.world_size} process(es): "
+            "raise val_fraction or mark blocks 'val' in split_col."
+        )
+    memory = MemoryOptimizer(config, batched_dataset(data, "train")) if config.use_memory_optimizer else None
+    if memory is not None:
+        trainer.callbacks.append(memory)  # it probes with the training windows, loaded only now
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    graph_cache = open_graph_cache(config, run.root)
+    module = build_module(config, data, graph_cache)
+    shard = (trainer.world_size, trainer.global_rank) if trainer.world_size > 1 else None
     trainer.fit(
         module,
         train_dataloaders=make_loader(data, "train", config, shuffle=True),
-        val_dataloaders=make_loader(data, "val", config, shuffle=False),
+        val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard),
         ckpt_path=str(run.last_checkpoint) if resume else None,
     )
+    if not trainer.is_global_zero:
+        return run
 
     best = checkpoint.best_model_score
     run.update_metrics(
