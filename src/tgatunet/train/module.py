@@ -8,12 +8,14 @@ import lightning.pytorch as pl
 import torch
 
 from tgatunet.config import Config, config_from_dict
-from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
+from tgatunet.model.compile import CompiledOrEager
+from tgatunet.model.factory import build_model
+from tgatunet.model.tgat_unet import ModelSpec
 from tgatunet.train.objective import classification_loss, masked_loss, sample_hidden
 
 
 class TGATUNetModule(pl.LightningModule):
-    """Wraps :class:`TGATUNet` with its objective and optimiser.
+    """Wraps the T-GAT-UNet (standard or lite, see :func:`build_model`) with its objective and optimiser.
 
     Args:
         config: the run's config as plain data (kept in checkpoints).
@@ -32,13 +34,14 @@ class TGATUNetModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.config: Config = config_from_dict(config, origin="checkpoint")
-        self.model = TGATUNet(ModelSpec.from_config(self.config, len(channels), len(class_names)))
+        self.model = build_model(ModelSpec.from_config(self.config, len(channels), len(class_names)))
+        self.compiled = CompiledOrEager(self.model) if self.config.compile else None
         self.register_buffer(
             "patterns", torch.tensor(need_patterns, dtype=torch.bool).reshape(-1, len(channels)), persistent=False
         )
 
     def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(values, visible)
+        return (self.compiled or self.model)(values, visible)
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str, generator: torch.Generator | None) -> torch.Tensor:
         cfg = self.config
