@@ -168,6 +168,40 @@ def bench_graph(
     console.print(f"written: {out / 'results.json'}, {out / 'graph_benchmark.png'}")
 
 
+@bench_app.command("model")
+def bench_model(
+    out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json."),
+    config: Path = typer.Option(
+        Path("configs/basicmotions.yaml"), "--config", "-c", help="Config of the two trainings behind lite_mae_ratio."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="5 timing rounds instead of 15, 4 training epochs instead of 20."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="CPU threads for torch (default: torch's choice); recorded in the results."
+    ),
+) -> None:
+    """Lite vs standard model, gradient checkpointing, bf16/fp16: parameters, step time, peak memory, MAE."""
+    from tgatunet.bench.model import PRESET_NAMES, run_model_benchmark
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        results = run_model_benchmark(out, config_path=config, rounds=5 if quick else 15, epochs=4 if quick else 20)
+    except TgatunetError as err:
+        _fail(err)
+    for preset in PRESET_NAMES:
+        r = results[preset]
+        console.print(
+            f"{preset}: lite {r['lite_param_reduction']:.0%} fewer parameters, {r['lite_step_speedup']:.2f}x step speed, "
+            f"{r['lite_peak_memory_reduction']:.0%} less peak memory; checkpointing {r['checkpoint_memory_reduction']:.0%} "
+            f"less memory at {r['checkpoint_step_time_ratio']:.2f}x step time; bf16 {r['bf16_step_speedup']:.2f}x speed, "
+            f"{r['bf16_memory_reduction']:.0%} less memory ({results['device']})"
+        )
+    console.print(f"lite / standard completion MAE after {results['epochs']} epochs: {results['lite_mae_ratio']:.3f}")
+    console.print(f"written: {out / 'results.json'}")
+
+
 @config_app.command("template")
 def config_template_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help=f"Hardware preset: {', '.join(PRESETS)}."),

@@ -193,6 +193,10 @@ class Config(_Strict):
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
         default="32", description="Numeric precision, through Lightning."
     )
+    compile: bool = Field(
+        default=False,
+        description="Wrap the model in torch.compile; where that is not supported, warn and run eagerly.",
+    )
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
         default="auto", description="Where to train; auto picks CUDA when it is there."
     )

@@ -11,13 +11,15 @@ from lightning.pytorch.strategies import FSDPStrategy
 from tgatunet.config import Config, config_from_dict
 from tgatunet.graph.cache import GraphCache
 from tgatunet.graph.knn import KnnGraph
-from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
+from tgatunet.model.compile import CompiledOrEager
+from tgatunet.model.factory import build_model
+from tgatunet.model.tgat_unet import ModelSpec
 from tgatunet.train.micro_batch import MicroBatches
 from tgatunet.train.objective import classification_loss, masked_loss, sample_hidden
 
 
 class TGATUNetModule(pl.LightningModule):
-    """Wraps :class:`TGATUNet` with its objective and optimiser.
+    """Wraps the T-GAT-UNet (standard or lite, see :func:`build_model`) with its objective and optimiser.
 
     Training uses Lightning's manual optimisation, because a step may run as several
     micro-batches (:class:`~tgatunet.train.micro_batch.MicroBatches`, set by the memory
@@ -50,7 +52,8 @@ class TGATUNetModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["graph_cache"])
         self.config: Config = config_from_dict(config, origin="checkpoint")
-        self.model = TGATUNet(ModelSpec.from_config(self.config, len(channels), len(class_names)))
+        self.model = build_model(ModelSpec.from_config(self.config, len(channels), len(class_names)))
+        self.compiled = CompiledOrEager(self.model) if self.config.compile else None
         self.register_buffer(
             "patterns", torch.tensor(need_patterns, dtype=torch.bool).reshape(-1, len(channels)), persistent=False
         )
@@ -70,7 +73,7 @@ class TGATUNetModule(pl.LightningModule):
         return self.knn.build(values, visible)
 
     def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(values, visible, self.neighbors(values, visible, repeated=True))
+        return (self.compiled or self.model)(values, visible, self.neighbors(values, visible, repeated=True))
 
     def hide(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         """``[B, T, C]`` bool: the observed values this step hides and reconstructs."""
@@ -95,7 +98,9 @@ class TGATUNetModule(pl.LightningModule):
         part_hidden = hidden[rows]
         visible = observed & ~part_hidden
         # Training hides values at random, so its graphs never repeat: only the rest is cached.
-        recon, logits = self.model(values, visible, self.neighbors(values, visible, repeated=not self.training))
+        recon, logits = (self.compiled or self.model)(
+            values, visible, self.neighbors(values, visible, repeated=not self.training)
+        )
         loss_recon = masked_loss(recon.float(), values, part_hidden, cfg.recon_loss, denominator=hidden.sum())
         loss_cls = classification_loss(logits.float(), labels, denominator=(batch["label"] >= 0).sum())
         return {
