@@ -140,7 +140,7 @@ def test_out_of_memory_propagates_without_the_optimizer():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_real_cuda_out_of_memory_is_recovered():
-    device = torch.device("cuda")
+    device = torch.device("cuda", torch.cuda.current_device())
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(device).total_memory
     weight = torch.ones(1, device=device, requires_grad=True)

@@ -270,7 +270,7 @@ def train(
             "best_val_loss": float(best) if best is not None else None,
             "windows": data_info(data)["windows"],
             "parameters": sum(p.numel() for p in module.model.parameters()),
-            "device": str(module.device),
+            "device": str(trainer.strategy.root_device),
             "precision": config.precision,
             "batch_size": config.batch_size,
             "micro_batch_size": module.micro_batches.size or config.batch_size,
