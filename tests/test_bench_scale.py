@@ -30,3 +30,4 @@ def test_interleaved_throughput_times_both_sources_alike(dataset):
     result = _interleaved_throughput(_store_config(dataset), steps=3, warmup=0)
     assert len(result["round_ratios"]) == 3 and result["ratio"] > 0
     assert result["windows_per_second"]["store"] > 0 and result["windows_per_second"]["memory"] > 0
+    assert set(result["loading_windows_per_second"]) == {"store", "memory"}

@@ -194,18 +194,23 @@ def test_cli_prepare(dataset):
 
 
 def test_training_from_the_store_end_to_end(dataset):
-    raw = _raw(dataset, run_dir=str(dataset["dir"] / "store_run"))
+    # The memory optimizer probes memory with a batch of the store's windows.
+    raw = _raw(dataset, run_dir=str(dataset["dir"] / "store_run"), use_memory_optimizer=True)
     config = config_from_dict(raw)
     build_store(config, config.data_store_path())
     run = train(dataset["write"](raw, "store.yaml"), progress_bar=False)
     in_memory = train(
-        dataset["write"]({**dataset["config"], "run_dir": str(dataset["dir"] / "memory_run")}, "memory.yaml"),
+        dataset["write"](
+            {**dataset["config"], "run_dir": str(dataset["dir"] / "memory_run"), "use_memory_optimizer": True},
+            "memory.yaml",
+        ),
         progress_bar=False,
     )
     stored, memory = run.read_metrics()["train"], in_memory.read_metrics()["train"]
     assert stored["windows"] == memory["windows"]
     assert stored["best_val_loss"] == pytest.approx(memory["best_val_loss"], rel=1e-4)
     assert run.read_data()[1] == in_memory.read_data()[1]
+    assert run.read_metrics()["memory"]["optimizer"]["enabled"]
     metrics = evaluate_run(run.root)
     assert metrics["completion"]["model"]["mae"] > 0
     written = complete_run(run.root)

@@ -24,7 +24,9 @@ How each figure is measured:
   ``scale.store_vs_memory_throughput`` = median over rounds of store windows/s /
   in-memory windows/s (each round: one step from each, the same number of windows).
   The store's files are in the page cache (just written): the figure is the
-  cost of reading through the store, not of a disk.
+  cost of reading through the store, not of a disk. For scale, the loaders
+  alone (no model) are timed too: what reading costs before a training step
+  hides it (on a GPU, where steps are short, ``num_workers`` hides it).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from tgatunet.bench.results import write_section
-from tgatunet.config import load_config
+from tgatunet.config import Config, load_config
 from tgatunet.data.prepared import prepare_data
 from tgatunet.data.store import build_store
 from tgatunet.data.store_windows import store_data
@@ -148,7 +150,23 @@ def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> 
         "ratio": statistics.median(ratios),
         "windows_per_second": {name: round(windows[name] / sum(seconds[name]), 2) for name in batches},
         "round_ratios": [round(r, 3) for r in ratios],
+        "loading_windows_per_second": _loading_throughput(config, {"store": lazy, "memory": eager}),
     }
+
+
+def _loading_throughput(config: Config, data: dict[str, Any], epochs: int = 3) -> dict[str, float]:
+    """Windows/s of the training loaders alone (no model): what reading costs, without the step that hides it.
+
+    Whole epochs, the sources alternating, median over ``epochs``.
+    """
+    rates: dict[str, list[float]] = {name: [] for name in data}
+    for _ in range(epochs):
+        for name, source in data.items():
+            start, count = time.perf_counter(), 0
+            for batch in make_loader(source, "train", config, shuffle=True):
+                count += len(batch["values"])
+            rates[name].append(count / (time.perf_counter() - start))
+    return {name: round(statistics.median(r), 1) for name, r in rates.items()}
 
 
 def _mib(n: float) -> float:
@@ -186,6 +204,7 @@ def run_scale_benchmark(
         "train_windows": windows,
         "windows_per_second_1x": throughput["windows_per_second"],
         "throughput_round_ratios": throughput["round_ratios"],
+        "loading_only_windows_per_second_1x": throughput["loading_windows_per_second"],
         "targets": TARGETS,
         "setup": {
             "base_blocks_per_source": base_blocks,

@@ -32,7 +32,8 @@ class ThroughputMonitor(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs += 1
-        pl_module.log("perf/epochs_per_min", 60.0 * self.epochs / self.seconds if self.seconds else 0.0)
+        rate = 60.0 * self.epochs / self.seconds if self.seconds else 0.0
+        pl_module.log("perf/epochs_per_min", rate, sync_dist=True)  # the mean over DDP ranks
 
     @property
     def windows_per_second(self) -> float:
