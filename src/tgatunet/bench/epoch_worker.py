@@ -36,4 +36,4 @@ def main(config: str, run_dir: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:3])))
+    sys.stdout.write(json.dumps(main(*sys.argv[1:3])) + "\n")  # the parent reads this one line

@@ -258,15 +258,17 @@ def plan_for_config(config: Config) -> MemoryPlan:
     return plan_memory(module, BatchedWindowDataset(data, "train"), config, device)
 
 
-def memory_in_use(device: torch.device, baseline_rss: int, baseline_tensors: int) -> int:
-    """Bytes training holds now: the CUDA allocator's reserved memory, or on CPU the growth of
-    the process's resident memory since ``baseline_rss`` plus the tensors that existed then.
+def memory_in_use(device: torch.device, plan: MemoryPlan, size: int, planned_rss: int) -> int:
+    """Bytes training holds now, with micro-batches of ``size`` windows.
 
-    Both err high (allocators keep freed memory for reuse), which is the safe side.
+    CUDA: what the caching allocator has reserved (every live tensor and the cache around them).
+    The CPU has no allocator statistics: the plan's prediction for ``size``, plus what the
+    process's resident memory grew since planning (``planned_rss``). The probes' memory stays with
+    the allocator and is reused by training, so growth beyond it is memory the prediction missed.
     """
     if device.type == "cuda":
         return int(torch.cuda.memory_reserved(device))
-    return int(psutil.Process(os.getpid()).memory_info().rss - baseline_rss + baseline_tensors)
+    return int(plan.model.peak(size) + psutil.Process(os.getpid()).memory_info().rss - planned_rss)
 
 
 class MemoryOptimizer(pl.Callback):
@@ -275,25 +277,26 @@ class MemoryOptimizer(pl.Callback):
     Args:
         config: the run's config (``batch_size``, ``memory_target``, ``memory_budget_gb``, ``precision``).
         dataset: the training windows (the probes use the first few).
-        usage: ``() -> bytes`` in use now; default :func:`memory_in_use` on the training device.
+        usage: ``micro-batch size -> bytes`` in use now; default :func:`memory_in_use`.
     """
 
-    def __init__(self, config: Config, dataset: BatchedWindowDataset, usage: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, config: Config, dataset: BatchedWindowDataset, usage: Callable[[int], int] | None = None
+    ) -> None:
         self.config = config
         self.dataset = dataset
         self.usage = usage
         self.plan: MemoryPlan | None = None
-        self._acted_at = 0  # CPU: memory in use when the size was last lowered
+        self._acted_at = 0  # CPU: the reading when the size was last lowered
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         device = pl_module.device
-        baseline_rss = psutil.Process(os.getpid()).memory_info().rss
         step_context = trainer.precision_plugin.train_step_context
         self.plan = plan_memory(pl_module, self.dataset, self.config, device, step_context)
         pl_module.micro_batches = MicroBatches(self.plan.micro_batch_size, recover_out_of_memory=True)
         if self.usage is None:
-            tensors = _tensor_bytes(pl_module.parameters())
-            self.usage = lambda: memory_in_use(device, baseline_rss, tensors)
+            plan, planned_rss = self.plan, psutil.Process(os.getpid()).memory_info().rss
+            self.usage = lambda size: memory_in_use(device, plan, size, planned_rss)
         p = self.plan
         log.info(
             "memory optimizer: micro-batches of %d of the %d windows per step (budget %.2f GB from %s, "
@@ -314,15 +317,16 @@ class MemoryOptimizer(pl.Callback):
         micro: MicroBatches = pl_module.micro_batches
         current = min(micro.size or len(batch["values"]), len(batch["values"]))
         pl_module.log("memory/micro_batch_size", float(current), on_step=True, on_epoch=False)
-        used = self.usage()
+        used = self.usage(current)
         # The CPU allocator keeps what it freed (no empty_cache there): a reading that has not
         # grown since the last lowering is that memory, not a new excess.
         if used <= self.plan.limit or used <= self._acted_at or current == 1:
             return
-        # The excess says how much a window really costs; keep the fitted fixed part.
+        # The excess says how much a window really costs (the fitted fixed part kept); at most
+        # halve at once, as part of an excess may not scale with the windows at all.
         per_window = max(used - self.plan.fixed, 1.0) / current
-        new = min(current - 1, math.floor((self.plan.limit - self.plan.fixed) / per_window))
-        micro.lower(current, new, trainer.global_step, "memory_target")
+        fits = math.floor((self.plan.limit - self.plan.fixed) / per_window)
+        micro.lower(current, min(current - 1, max(current // 2, fits)), trainer.global_step, "memory_target")
         log.warning(
             "memory in use %.2f GB crossed the target %.2f GB: micro-batches lowered from %d to %d windows",
             used / GB,
