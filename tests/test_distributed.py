@@ -122,8 +122,6 @@ def test_two_process_ddp_on_cpu(dataset, tmp_path):
     )
     single_metrics = single.read_metrics()["train"]
     assert ddp_metrics["best_val_loss"] == pytest.approx(single_metrics["best_val_loss"], rel=0.05)
-    # (Inference runs after training: the cached temporal graph tables must not be made in inference mode
-    # before a training step uses them.)
     assert ranks[0]["val_loss"] == pytest.approx(_validate_in_one_process(run), rel=1e-5)
 
     # Rank 0 wrote the run directory; one process evaluates and completes from its checkpoint.
