@@ -8,6 +8,10 @@ for a whole batch at once.
 
 Cost: ``O(T * K)`` time and memory, built once per (T, time_k, device) and
 reused, since it depends on nothing but those.
+
+A layer handed this table need not gather from it: neighbour slot ``j`` of
+every node is the sequence shifted by ``j - time_k``. :func:`band_radius`
+recognises the table, so layers can read shifted views instead.
 """
 
 from __future__ import annotations
@@ -33,6 +37,17 @@ def temporal_neighbors(num_steps: int, time_k: int, device: str = "cpu") -> tupl
         raw = steps + offsets[None, :]  # [T, K]
         valid = (raw >= 0) & (raw < num_steps)
         return raw.clamp(0, num_steps - 1), valid
+
+
+def band_radius(index: torch.Tensor, valid: torch.Tensor) -> int | None:
+    """``time_k`` if ``(index, valid)`` is the temporal table of its length (shared by the batch), else None."""
+    if index.dim() != 2 or index.shape[1] % 2 == 0:
+        return None
+    radius = index.shape[1] // 2
+    band_index, band_valid = temporal_neighbors(index.shape[0], radius, str(index.device))
+    if index is band_index and valid is band_valid:  # the cached table itself: no comparison needed
+        return radius
+    return radius if torch.equal(index, band_index) and torch.equal(valid, band_valid) else None
 
 
 def neighbors_to_edge_index(index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,20 @@ samples or edges:
 (heads concatenated, or averaged with ``concat=False``). ``N(i)`` is row ``i``
 of a neighbour table ``[T, K]`` shared by the batch, or ``[B, T, K]`` per
 window, with a validity mask of the same shape.
+
+How it is computed (the same function, in fewer and cheaper operations; on CPU
+the step is bound by memory traffic and per-operation overhead, not by FLOPs):
+
+* **scores from the projection**: ``a^T (W x)`` is linear in ``x``, so the
+  per-head source and destination scores are ``2H`` extra output columns of the
+  projection (``[a^T W] x``), not a product and a sum over ``[B, T, H, F]``;
+* **no gather on the temporal graph**: for the temporal table
+  (:func:`~tgatunet.graph.temporal.band_radius`), neighbour slot ``j`` of every
+  node is the feature sequence shifted by ``j - time_k``: a view of the padded
+  features. Slots beyond the window hold zeros with score ``-inf`` (weight 0),
+  exactly as invalid slots of the table do. Other tables are gathered.
+* **aggregation as ``K`` multiply-adds** ``sum_j alpha_j * h_j`` on ``[B, T, H, F]``
+  instead of ``B * T * H`` matrix products of shape ``[1, K] x [K, F]``.
 """
 
 from __future__ import annotations
@@ -21,6 +35,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tgatunet.graph.temporal import band_radius
+from tgatunet.model.dropout import dropout
 
 
 class BatchedGATConv(nn.Module):
@@ -69,25 +86,74 @@ class BatchedGATConv(nn.Module):
     def forward(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         H, Fh = self.heads, self.out_channels
-        h = self.lin(x).view(B, T, H, Fh)  # [B, T, H, F]
-        score_src = (h * self.att_src).sum(-1)  # [B, T, H]
-        score_dst = (h * self.att_dst).sum(-1)  # [B, T, H]
+        W = self.lin.weight  # [H*F, F_in]
+        att = torch.cat([self.att_src, self.att_dst])  # [2, H, F]
+        score_weight = (att[..., None] * W.view(1, H, Fh, -1)).sum(2).reshape(2 * H, -1)  # [2H, F_in]: a^T W_h
+        h, score_src, score_dst = F.linear(x, torch.cat([W, score_weight])).split([H * Fh, H, H], dim=-1)
+        h = h.view(B, T, H, Fh)  # [B, T, H, F]; scores [B, T, H]
 
-        if index.dim() == 2:  # one table for the batch: plain indexing along time
-            h_nb = h[:, index]  # [B, T, K, H, F]
-            src_nb = score_src[:, index]  # [B, T, K, H]
-            mask = valid[None, :, :, None]  # [1, T, K, 1]
-        else:  # per-window tables: gather from the flattened batch
+        radius = band_radius(index, valid)
+        if radius is not None:
+            src_pad = F.pad(score_src, (0, 0, radius, radius), value=float("-inf"))  # [B, T+2r, H]
+            src_nb = torch.stack([src_pad[:, j : j + T] for j in range(2 * radius + 1)], dim=2)  # [B, T, K, H]
+        else:
+            if index.dim() == 2:  # one table for the batch
+                index, valid = index.expand(B, -1, -1), valid.expand(B, -1, -1)
             offset = (torch.arange(B, device=x.device) * T)[:, None, None]
             flat = (index + offset).reshape(-1)  # [B*T*K]
-            h_nb = h.reshape(B * T, H, Fh)[flat].view(B, T, -1, H, Fh)
-            src_nb = score_src.reshape(B * T, H)[flat].view(B, T, -1, H)
-            mask = valid[..., None]  # [B, T, K, 1]
+            src_nb = score_src.reshape(B * T, H)[flat].view(B, T, -1, H)  # [B, T, K, H]
+            src_nb = src_nb.masked_fill(~valid[..., None], float("-inf"))
 
         e = F.leaky_relu(src_nb + score_dst[:, :, None, :], self.negative_slope)  # [B, T, K, H]
-        e = e.masked_fill(~mask, float("-inf"))
         alpha = torch.softmax(e, dim=2)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = torch.einsum("btkh,btkhf->bthf", alpha, h_nb)  # [B, T, H, F]
+        alpha = dropout(alpha, self.dropout, self.training)
+        if radius is not None:
+            out = BandedSum.apply(alpha, h)  # [B, T, H, F]
+        else:
+            h_nb = h.reshape(B * T, H, Fh)[flat].view(B, T, -1, H, Fh)  # [B, T, K, H, F]
+            out = (alpha[..., None] * h_nb).sum(dim=2)  # [B, T, H, F]
         out = out.reshape(B, T, H * Fh) if self.concat else out.mean(dim=2)
         return out if self.bias is None else out + self.bias
+
+
+class BandedSum(torch.autograd.Function):
+    """``out[b, t] = sum_j alpha[b, t, j] * h[b, t + j - r]`` over the slots ``j`` whose step is in the window.
+
+    ``alpha [B, T, K, H]`` (``K = 2r + 1``, weight 0 on slots beyond the window, as the
+    temporal graph's softmax gives them), ``h [B, T, H, F]`` -> ``[B, T, H, F]``.
+
+    Written with its own backward because autograd of the plain expression keeps a padded copy
+    of ``h`` and one product per slot, and its backward zero-fills and adds a padded gradient
+    per slot; here forward and backward are ``K`` multiply-adds on shifted slices each.
+    """
+
+    @staticmethod
+    def _shifts(steps: int, radius: int):
+        """``(slot, out_steps, h_steps)`` of every off-centre slot whose shifted range is not empty."""
+        for j in range(2 * radius + 1):
+            shift = j - radius
+            lo, hi = max(0, -shift), steps - max(0, shift)
+            if shift != 0 and lo < hi:
+                yield j, slice(lo, hi), slice(lo + shift, hi + shift)
+
+    @staticmethod
+    def forward(ctx, alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(alpha, h)
+        radius = alpha.shape[2] // 2
+        out = alpha[:, :, radius, :, None] * h
+        for j, dst, src in BandedSum._shifts(h.shape[1], radius):
+            out[:, dst].addcmul_(alpha[:, dst, j, :, None], h[:, src])
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha, h = ctx.saved_tensors
+        radius = alpha.shape[2] // 2
+        grad_alpha = torch.zeros_like(alpha)
+        grad_alpha[:, :, radius] = (grad * h).sum(-1)
+        grad_h = alpha[:, :, radius, :, None] * grad
+        for j, dst, src in BandedSum._shifts(h.shape[1], radius):
+            grad_alpha[:, dst, j] = (grad[:, dst] * h[:, src]).sum(-1)
+            grad_h[:, src].addcmul_(alpha[:, dst, j, :, None], grad[:, dst])
+        return grad_alpha, grad_h

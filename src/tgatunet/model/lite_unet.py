@@ -43,6 +43,7 @@ from torch import nn
 
 from tgatunet.model.lite_gat import LiteGATConv
 from tgatunet.model.mqa_transformer import MultiQueryTransformerLayer
+from tgatunet.model.resample import pool_pairs, upsample_to
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet, sinusoidal_positions
 
 Neighbors = tuple[torch.Tensor, torch.Tensor]
@@ -63,23 +64,6 @@ class LiteGATBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, time_k: int, neighbors: Neighbors | None = None) -> torch.Tensor:
         return self.norm(x + F.elu(self.gat(x, time_k, neighbors)))
-
-
-def pool_pairs(h: torch.Tensor) -> torch.Tensor:
-    """``[B, T, D] -> [B, ceil(T/2), D]``: mean of steps ``2t, 2t+1`` (an odd last step stays as it is)."""
-    if h.shape[1] % 2:
-        h = torch.cat([h, h[:, -1:]], dim=1)
-    B, T, D = h.shape
-    return h.view(B, T // 2, 2, D).mean(dim=2)
-
-
-def upsample_to(h: torch.Tensor, steps: int) -> torch.Tensor:
-    """``[B, T, D] -> [B, steps, D]`` by nearest neighbour; the inverse of :func:`pool_pairs` when ``steps <= 2T``."""
-    if steps == h.shape[1]:
-        return h
-    if (steps + 1) // 2 == h.shape[1]:
-        return h.repeat_interleave(2, dim=1)[:, :steps]
-    return F.interpolate(h.transpose(1, 2), size=steps, mode="nearest").transpose(1, 2)
 
 
 class LiteTGATUNet(nn.Module):

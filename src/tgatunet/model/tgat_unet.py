@@ -24,6 +24,7 @@ attention already relates every pair of steps.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -33,7 +34,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tgatunet.graph import temporal_neighbors
+from tgatunet.model.dropout import Dropout
 from tgatunet.model.gat import BatchedGATConv
+from tgatunet.model.resample import pool_pairs, upsample_to
+from tgatunet.model.transformer import TransformerLayer
 
 
 @dataclass(frozen=True)
@@ -72,14 +76,32 @@ class ModelSpec:
         )
 
 
+@functools.lru_cache(maxsize=64)
 def sinusoidal_positions(steps: int, dim: int, device: torch.device) -> torch.Tensor:
-    """``[T, D]`` fixed sinusoidal position encoding (Vaswani et al., 2017)."""
-    pos = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(steps, dim, device=device)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return table
+    """``[T, D]`` fixed sinusoidal position encoding (Vaswani et al., 2017); built once per shape and device."""
+    # Cached and shared: built outside inference mode, so training can use a table first built in evaluation.
+    with torch.inference_mode(False):
+        pos = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
+        freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+        table = torch.zeros(steps, dim, device=device)
+        table[:, 0::2] = torch.sin(pos * freq)
+        table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+        return table
+
+
+def local_linear(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` (odd kernel ``k``, replicate padding, stride 1) applied along time to ``x [B, T, C_in]``: ``[B, T, C_out]``.
+
+    The same function as ``conv(x.transpose(1, 2)).transpose(1, 2)``, as one matrix product of
+    each step's ``[C_in * k]`` window with the ``[C_out, C_in * k]`` kernel. Convolution kernels
+    are slow for so few channels (``2C -> C``), and ``x`` (inputs) needs no gradient, so the
+    backward pass is the kernel's gradient alone, one more matrix product.
+    """
+    k = conv.kernel_size[0]
+    T = x.shape[1]
+    padded = x[:, torch.arange(-(k // 2), T + k // 2, device=x.device).clamp_(0, T - 1)]  # replicate: [B, T+k-1, C_in]
+    windows = torch.cat([padded[:, j : j + T] for j in range(k)], dim=-1)  # [B, T, k * C_in], tap-major
+    return F.linear(windows, conv.weight.transpose(1, 2).flatten(1), conv.bias)  # kernel as [C_out, k * C_in]
 
 
 class GATBlock(nn.Module):
@@ -89,7 +111,7 @@ class GATBlock(nn.Module):
         super().__init__()
         self.gat = BatchedGATConv(dim, dim // heads, heads=heads, concat=True, dropout=dropout)
         self.norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``x [B, T, D]``; ``index, valid``: neighbour table ``[T, K]`` or ``[B, T, K]``."""
@@ -110,15 +132,7 @@ class TGATUNet(nn.Module):
         self.input = nn.Linear(2 * spec.in_channels, D)
         self.encoder = nn.ModuleList(GATBlock(D, spec.attention_heads, spec.dropout) for _ in range(spec.encoder_layers))
         self.bottleneck = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                D,
-                spec.attention_heads,
-                dim_feedforward=spec.ff_multiplier * D,
-                dropout=spec.dropout,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
+            TransformerLayer(D, spec.attention_heads, spec.ff_multiplier * D, spec.dropout)
             for _ in range(spec.transformer_layers)
         )
         self.fuse = nn.ModuleList(nn.Linear(2 * D, D) for _ in range(spec.decoder_layers))
@@ -129,7 +143,7 @@ class TGATUNet(nn.Module):
         self.local = nn.Conv1d(
             2 * spec.in_channels, spec.in_channels, spec.local_kernel, padding=spec.local_kernel // 2, padding_mode="replicate"
         )
-        self.classify = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), nn.Dropout(spec.dropout), nn.Linear(D, spec.num_classes))
+        self.classify = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), Dropout(spec.dropout), nn.Linear(D, spec.num_classes))
 
     def _run(self, module: nn.Module, *args) -> torch.Tensor:
         # The last two decoder blocks keep their activations: backward uses and frees them first,
@@ -162,7 +176,7 @@ class TGATUNet(nn.Module):
         for block in self.encoder:
             h = self._run(block, h, *self._graph(h.shape[1], T, neighbors, h.device))  # [B, T_l, D]
             skips.append(h)
-            h = F.avg_pool1d(h.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2)  # [B, ceil(T_l/2), D]
+            h = pool_pairs(h)  # [B, ceil(T_l/2), D]
 
         for layer in self.bottleneck:
             h = self._run(layer, h)  # [B, T_E, D]
@@ -171,10 +185,9 @@ class TGATUNet(nn.Module):
         for i, (fuse, block) in enumerate(zip(self.fuse, self.decoder)):
             # Decoder level i pairs with encoder level E-1-i; extra levels reuse full resolution.
             skip = skips[len(skips) - 1 - i] if i < len(skips) else skips[0]
-            h = F.interpolate(h.transpose(1, 2), size=skip.shape[1], mode="nearest").transpose(1, 2)
+            h = upsample_to(h, skip.shape[1])
             graph = self._graph(skip.shape[1], T, neighbors, h.device)
             h = self._run(block, fuse(torch.cat([h, skip], dim=-1)), *graph)  # [B, T_l, D]
-        if h.shape[1] != T:
-            h = F.interpolate(h.transpose(1, 2), size=T, mode="nearest").transpose(1, 2)
-        local = self.local(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
+        h = upsample_to(h, T)
+        local = local_linear(self.local, x)  # [B, T, C]
         return self.reconstruct(h) + local, logits
