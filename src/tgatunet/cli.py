@@ -361,6 +361,44 @@ def data_prepare(
         console.print(f"train from it: set 'data_store: {store.root.resolve()}' in {config}")
 
 
+@bench_app.command("compute")
+def bench_compute(
+    out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json and compute_breakdown.png."),
+    quick: bool = typer.Option(True, "--quick/--full", help="3 timing rounds (about a minute) or 9 and larger peak sizes."),
+    preset: str = typer.Option("medium", "--preset", help=f"Guide preset of model and batch: {', '.join(PRESETS)}."),
+    window: int = typer.Option(128, "--window", min=4, help="window_size of the synthetic data."),
+    channels: int = typer.Option(9, "--channels", min=2, help="Channels of the synthetic data."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads of the step and the latency (2 is measured too)."),
+) -> None:
+    """Model-FLOPs utilisation of training and inference, single-window latency, where a step's time goes."""
+    from tgatunet.bench.compute import Setting, measure_compute
+
+    if preset not in PRESETS:
+        _fail(ConfigError(f"--preset '{preset}' is not a preset; choose one of {', '.join(PRESETS)}"))
+    try:
+        results = measure_compute(
+            out, quick=quick, setting=Setting(preset=preset, window_size=window, channels=channels, threads=threads)
+        )
+    except TgatunetError as err:
+        _fail(err)
+    mfu, latency, breakdown = results["mfu"], results["infer_latency"], results["breakdown"]
+    s = mfu["setting"]
+    console.print(
+        f"{s['preset']} preset, window {s['window_size']}, {s['channels']} channels, batch {s['batch_size']}, "
+        f"{s['dtype']}, {s['threads']} thread(s); peak {mfu['peak_flops_per_second'] / 1e9:.1f} GFLOP/s "
+        f"(n={mfu['peak_size']} matrix products)"
+    )
+    line = f"MFU: training [bold]{mfu['train']:.3f}[/] ({mfu['train_step_ms']:.1f} ms/step)"
+    if "train_2threads" in mfu:
+        line += f", training with 2 threads [bold]{mfu['train_2threads']:.3f}[/]"
+    console.print(f"{line}, inference [bold]{mfu['infer']:.3f}[/]")
+    console.print(
+        f"single-window latency: p50 [bold]{latency['latency_ms_p50']:.3f}[/] ms, p95 {latency['latency_ms_p95']:.3f} ms"
+    )
+    console.print(f"breakdown: {breakdown['verdict']}")
+    console.print(f"written: {out / 'results.json'} (mfu, infer_latency, breakdown), {out / 'compute_breakdown.png'}")
+
+
 @bench_app.command("scale")
 def bench_scale(
     out: Path = typer.Option(..., "--out", "-o", help="Folder of results.json (section 'scale')."),

@@ -46,9 +46,10 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     # random_(int64 min, None) fills the full 64-bit range; each int16 view is then uniform on [-2^15, 2^15).
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
     shares = words.view(torch.int16)[:n].view(x.shape)
-    keep = shares.ge(dropped_levels - _LEVELS // 2)
-    scale = _LEVELS / (_LEVELS - dropped_levels)
-    return x * keep.to(x.dtype).mul_(scale)
+    # Compared in x's dtype, in place: int16 -> float and float >= float are vectorised on CPU,
+    # while a bool result and its conversion to float cost several times more.
+    mask = shares.to(x.dtype).ge_(dropped_levels - _LEVELS // 2).mul_(_LEVELS / (_LEVELS - dropped_levels))
+    return x * mask
 
 
 class Dropout(nn.Module):

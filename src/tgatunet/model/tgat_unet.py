@@ -115,7 +115,9 @@ class GATBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``x [B, T, D]``; ``index, valid``: neighbour table ``[T, K]`` or ``[B, T, K]``."""
-        return self.norm(x + self.dropout(F.elu(self.gat(x, index, valid))))
+        # In place on the GAT's fresh output, so autograd keeps ELU's result and its backward needs
+        # no exponential (the out-of-place ELU recomputes one from its input).
+        return self.norm(x + self.dropout(F.elu(self.gat(x, index, valid), inplace=True)))
 
 
 class TGATUNet(nn.Module):

@@ -166,6 +166,10 @@ class TGATUNetModule(pl.LightningModule):
         self._log_losses("val", self.losses(batch, self.hide(batch, generator)), batch)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        # Fused: one kernel for all parameters instead of a dozen small ops each (same update rule).
+        fused = self.device.type in ("cpu", "cuda")
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay, fused=fused
+        )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.config.epochs, eta_min=self.config.lr * 0.05)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,463 @@
+"""How much of the machine the model's step uses: ``tgatunet bench compute --out DIR [--quick|--full]``.
+
+**Setting** (:class:`Setting`, recorded with every figure): a hardware preset of
+the performance guide (:data:`tgatunet.config.PRESETS`, ``medium`` by default:
+batch 16, hidden 64, 2/2 GAT levels, one transformer layer, 2 heads, gradient
+checkpointing on), window 128, 9 channels of synthetic data
+(:mod:`tgatunet.data.synth`, 3 sources, each lacking some channels), float32,
+one torch thread. The data go through the real pipeline (``prepare_data``,
+``make_loader``: the training DataLoader over ``BatchedWindowDataset``) and the
+model and optimiser are the real ones (``build_module``: ``build_model`` and
+``configure_optimizers``).
+
+**The training step** (:class:`TrainStep`) is what ``TGATUNetModule.training_step``
+computes for one batch: the module's own ``hide`` (random hiding) and ``losses``
+(graph, forward, masked reconstruction plus classification loss), backward,
+gradient-norm clipping (``grad_clip``, as Lightning clips) and the optimiser
+step. Lightning's loop around it (hooks, logging) is not part of the step.
+
+**Model FLOPs** are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one
+step (matrix products, attention, convolutions): forward + backward for
+training, forward for inference. With gradient checkpointing the backward pass
+recomputes blocks; those FLOPs are counted apart (``hardware_flops_per_window_train``)
+and left out of the model FLOPs, as model-FLOPs utilisation defines them.
+Element-wise and reduction work (not FLOPs to ``FlopCounterMode``) is estimated at one
+FLOP per output element (per input element for reductions), only for
+``matmul_share_of_flops``.
+
+**Peak** (:func:`sustained_matmul_flops`): the median rate of square float32 matrix
+products ``n x n`` for n = 64 and 128 (the model's width and window) up to 1024
+(2048 with ``--full``), each timed on its own; the peak is the fastest size's
+rate. It is measured with the step's thread count, in the same rounds as the
+step, so a utilisation is a ratio of rates measured at the same moment.
+
+**MFU**: in each round, peak (one thread), training step, inference forward (batch
+of the preset's size, eval mode, ``torch.inference_mode``), then peak and training step with two
+threads; ``mfu.train = model FLOPs of a step / step seconds / peak``, the median
+over rounds (and likewise ``infer``, ``train_2threads``). Times come from
+:func:`tgatunet.profiling.median_seconds`.
+
+**Latency** (``infer_latency``): one window (batch 1), one thread, eval mode,
+``torch.inference_mode``, after a warm-up; each call timed on its own; median and 95th
+percentile.
+
+**Breakdown** (:mod:`tgatunet.bench.breakdown`): where a step's time goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import statistics
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backward_flop_count, sdpa_flop_count
+
+from tgatunet.bench.breakdown import measure_breakdown, plot_breakdown
+from tgatunet.bench.results import write_section
+from tgatunet.config import PRESETS, Config, load_config
+from tgatunet.data.synth import SynthSpec, write_synthetic
+from tgatunet.predict import pick_device
+from tgatunet.profiling import median_seconds
+from tgatunet.train.module import TGATUNetModule
+from tgatunet.train.run import build_module, load_data, make_loader
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the figures are measured on.
+
+    Attributes:
+        preset: a key of :data:`tgatunet.config.PRESETS` (batch size, model sizes, checkpointing).
+        window_size: time steps per window.
+        channels: modality channels of the synthetic data.
+        threads: torch threads of the step, the inference and the single-window latency.
+        dtype: of the model and the peak matrix products (float32).
+        config: further config keys (e.g. ``{"graph_type": "knn"}``); they override the preset.
+    """
+
+    preset: str = "medium"
+    window_size: int = 128
+    channels: int = 9
+    threads: int = 1
+    dtype: str = "float32"
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self, config: Config) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "window_size": self.window_size,
+            "channels": self.channels,
+            "batch_size": config.batch_size,
+            "hidden_channels": config.hidden_channels,
+            "gradient_checkpoint": config.use_gradient_checkpoint,
+            "lite_model": config.use_optimized_model,
+            "graph_type": config.graph_type,
+            "dtype": self.dtype,
+            "threads": self.threads,
+            **({"config": self.config} if self.config else {}),
+        }
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def synthetic_config(setting: Setting, folder: Path) -> Config:
+    """Write the setting's synthetic sources to ``folder``; their config with the preset applied."""
+    if setting.preset not in PRESETS:
+        raise ValueError(f"unknown preset '{setting.preset}'; choose one of {sorted(PRESETS)}")
+    rows = 4 * setting.window_size  # windows overlap by half: 7 per recording
+    spec = SynthSpec(channels=setting.channels, missing_per_source=min(2, setting.channels - 1), block_length=rows)
+    path = write_synthetic(spec, folder)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw.update(
+        window_size=setting.window_size,
+        step_size=setting.window_size // 2,
+        hardware_profile=setting.preset,
+        accelerator="cpu",
+        **setting.config,
+    )
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return load_config(path)
+
+
+class TrainStep:
+    """One training step of ``module`` in the phases the breakdown times; calling it runs them all.
+
+    Phases: :meth:`hide` (the objective's random hiding), :meth:`graph` (the batch's
+    full-resolution neighbour tables, None for the temporal graph), :meth:`forward` (the
+    module's ``losses``), :meth:`backward`, :meth:`optimize` (clipping, optimiser step, zeroed
+    gradients).
+    """
+
+    def __init__(self, module: TGATUNetModule, batch: dict[str, torch.Tensor]) -> None:
+        self.module = module.train()
+        self.batch = batch
+        self.optimizer = module.configure_optimizers()["optimizer"]
+        self._hidden: torch.Tensor | None = None
+        self._loss: torch.Tensor | None = None
+
+    def set_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        self.batch = batch
+
+    def hide(self) -> None:
+        self._hidden = self.module.hide(self.batch)
+
+    def graph(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        visible = self.batch["observed"] & ~self._hidden
+        return self.module.neighbors(self.batch["values"], visible, repeated=False)
+
+    def forward(self) -> None:
+        self._loss = self.module.losses(self.batch, self._hidden)["loss"]
+
+    def backward(self) -> None:
+        self._loss.backward()
+        self._loss = None
+
+    def optimize(self) -> None:
+        if self.module.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.module.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def __call__(self) -> None:
+        self.hide()
+        self.forward()
+        self.backward()
+        self.optimize()
+
+
+class _ElementwiseFlops(TorchDispatchMode):
+    """Estimated FLOPs of the ops ``FlopCounterMode`` does not count: one per output element of a
+    pointwise op, one per input element of a reduction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func._overloadpacket not in flop_registry and func._overloadpacket not in _CPU_ATTENTION:
+            if torch.Tag.pointwise in func.tags:
+                self.flops += sum(t.numel() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+            elif torch.Tag.reduction in func.tags:
+                self.flops += sum(t.numel() for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor))
+        return out
+
+
+# FlopCounterMode knows the attention kernels of CUDA; the CPU one gets torch's own attention formulas.
+_CPU_ATTENTION = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *args, out_shape=None, **kwargs: (
+        sdpa_flop_count(q, k, v)
+    ),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        lambda grad, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(grad, q, k, v)
+    ),
+}
+
+
+def count_flops(fn: Callable[[], Any]) -> dict[str, int]:
+    """FLOPs of one ``fn()``: ``model`` (``FlopCounterMode``'s count) and ``elementwise`` (estimated)."""
+    elementwise = _ElementwiseFlops()
+    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter, elementwise:
+        fn()
+    return {"model": int(counter.get_total_flops()), "elementwise": int(elementwise.flops)}
+
+
+def sustained_matmul_flops(
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    threads: int = 1,
+    sizes: tuple[int, ...] = (64, 128, 256, 512, 1024),
+    repeats: int = 5,
+) -> dict[str, Any]:
+    """Sustained FLOP/s of square ``n x n`` matrix products with ``threads`` torch threads.
+
+    Returns:
+        ``peak_flops_per_second`` (the fastest size's median rate), ``peak_size`` (that ``n``) and
+        ``by_size`` (``n -> median FLOP/s`` of ``repeats`` products after one warm-up product).
+    """
+    device = torch.device(device)
+    by_size = {}
+    with torch_threads(threads):
+        for n in sizes:
+            a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+            # Products of small matrices take microseconds: time a batch of them as one repeat.
+            inner = max(1, 2**24 // n**3)
+
+            def products() -> None:
+                for _ in range(inner):
+                    torch.mm(a, b)
+
+            by_size[n] = 2 * n**3 * inner / median_seconds(products, repeats=repeats, warmup=1, device=device)
+    best = max(by_size, key=by_size.get)
+    return {"peak_flops_per_second": by_size[best], "peak_size": best, "by_size": by_size}
+
+
+def inference_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
+    """The model's forward on ``batch`` under ``torch.inference_mode`` (nothing hidden); the caller sets eval mode."""
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(batch["values"], batch["observed"])
+
+    return forward
+
+
+def in_eval_mode(model: torch.nn.Module, fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` run with ``model`` in eval mode, training mode restored after."""
+
+    def run() -> None:
+        model.eval()
+        try:
+            fn()
+        finally:
+            model.train()
+
+    return run
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _utilisation(flops: float, seconds: list[float], peaks: list[float]) -> float:
+    """Median over rounds of ``flops / seconds / peak``, each round's step against its own peak."""
+    return _median([flops / t / p for t, p in zip(seconds, peaks)])
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Something timed in the utilisation rounds: ``run()`` does ``flops`` model FLOPs with ``threads`` threads."""
+
+    run: Callable[[], None]
+    flops: float
+    threads: int
+
+
+def utilisation_rounds(
+    workloads: dict[str, Workload], rounds: int, sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> dict[str, Any]:
+    """Per round and thread count: the matmul peak, then each workload of that thread count.
+
+    Returns:
+        per workload: its utilisation (median over rounds of ``flops / seconds / that round's peak``)
+        and ``<name>_ms`` (median seconds, in ms); per thread count ``n``: ``peak_<n>`` (median over
+        rounds of the round's peak, FLOP/s) and ``peak_by_size_<n>`` (median FLOP/s of each size).
+    """
+    thread_counts = sorted({w.threads for w in workloads.values()})
+    peaks: dict[int, list[float]] = {n: [] for n in thread_counts}
+    by_size: dict[int, dict[int, list[float]]] = {n: {size: [] for size in sizes} for n in thread_counts}
+    seconds: dict[str, list[float]] = {name: [] for name in workloads}
+    for r in range(rounds):
+        log.info("compute benchmark: utilisation round %d of %d", r + 1, rounds)
+        for n in thread_counts:
+            peak = sustained_matmul_flops(dtype, device, n, sizes)
+            peaks[n].append(peak["peak_flops_per_second"])
+            for size, rate in peak["by_size"].items():
+                by_size[n][size].append(rate)
+            with torch_threads(n):
+                for name, w in workloads.items():
+                    if w.threads == n:
+                        seconds[name].append(median_seconds(w.run, repeats=3, warmup=1, device=device))
+    figures: dict[str, Any] = {f"peak_{n}": _median(peaks[n]) for n in thread_counts}
+    for n in thread_counts:
+        figures[f"peak_by_size_{n}"] = {str(size): _median(rates) for size, rates in by_size[n].items()}
+    for name, w in workloads.items():
+        figures[name] = _median([w.flops / t / p for t, p in zip(seconds[name], peaks[w.threads])])
+        figures[f"{name}_ms"] = 1e3 * _median(seconds[name])
+    return figures
+
+
+def single_window_latency(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], calls: int, threads: int, device: torch.device
+) -> dict[str, Any]:
+    """Milliseconds of the eval-mode forward of one window (the batch's first), call by call."""
+    window = {key: batch[key][:1] for key in ("values", "observed")}
+    forward = inference_forward(model, window)
+    model.eval()
+    with torch_threads(threads):
+        median_seconds(forward, repeats=1, warmup=max(20, calls // 10), device=device)
+        ms = sorted(1e3 * median_seconds(forward, repeats=1, warmup=0, device=device) for _ in range(calls))
+    model.train()
+    return {
+        "latency_ms_p50": statistics.median(ms),
+        "latency_ms_p95": ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))],
+        "latency_ms_min": ms[0],
+        "windows": calls,
+        "batch_size": 1,
+        "threads": threads,
+    }
+
+
+def _without_checkpointing(module: TGATUNetModule, config: Config, data: Any) -> TGATUNetModule:
+    """A twin of ``module`` (same weights) that does not checkpoint: its step runs the model FLOPs once each."""
+    twin = build_module(config.model_copy(update={"use_gradient_checkpoint": False}), data)
+    twin.load_state_dict(module.state_dict())
+    return twin.to(module.device)
+
+
+def _prepare(setting: Setting, folder: Path, device: torch.device) -> tuple[Config, Any, TGATUNetModule, DataLoader]:
+    """The setting's config, prepared data, module (on ``device``) and training DataLoader."""
+    config = synthetic_config(setting, folder)
+    data = load_data(config)
+    torch.manual_seed(config.seed)
+    module = build_module(config, data).to(device)
+    return config, data, module, make_loader(data, "train", config, shuffle=True)
+
+
+def measure_compute(
+    out_dir: Path,
+    *,
+    quick: bool = True,
+    device: torch.device | str | None = None,
+    setting: Setting | None = None,
+) -> dict[str, Any]:
+    """Measure MFU, single-window latency and the step breakdown; write sections ``mfu``,
+    ``infer_latency`` and ``breakdown`` of ``out_dir/results.json`` and ``out_dir/compute_breakdown.png``.
+
+    Args:
+        quick: 3 timing rounds, peak sizes up to 1024, 200 latency calls, 10 breakdown rounds
+            (about a minute on a 2-core CPU); else 9 rounds, up to 2048, 1000 calls, 30 rounds.
+        device: where to run (default: CUDA if there, else CPU). On CUDA there is no 2-thread figure.
+        setting: what to measure on (default: :class:`Setting`'s, the medium preset).
+    """
+    out_dir = Path(out_dir)
+    setting = setting or Setting()
+    device = torch.device(device) if device is not None else pick_device()
+    rounds, sizes, calls, breakdown_rounds = (
+        (3, (64, 128, 256, 512, 1024), 200, 10) if quick else (9, (64, 128, 256, 512, 1024, 2048), 1000, 30)
+    )
+    with tempfile.TemporaryDirectory(prefix="tgatunet_compute_") as tmp, torch_threads(setting.threads):
+        config, data, module, loader = _prepare(setting, Path(tmp), device)
+        B = config.batch_size
+        batch = {k: v.to(device) for k, v in next(iter(loader)).items()}
+        step = TrainStep(module, batch)
+        plain = TrainStep(_without_checkpointing(module, config, data), batch) if config.use_gradient_checkpoint else step
+        infer = in_eval_mode(module.model, inference_forward(module.model, batch))
+        for _ in range(2):  # optimiser state exists, caches are warm
+            step()
+            plain()
+        hardware = count_flops(step)
+        train_flops = count_flops(plain)
+        infer_flops = count_flops(infer)
+
+        workloads = {
+            "train": Workload(step, train_flops["model"], setting.threads),
+            "infer": Workload(infer, infer_flops["model"], setting.threads),
+        }
+        if plain is not step:
+            workloads["train_no_checkpoint"] = Workload(plain, train_flops["model"], setting.threads)
+        if device.type == "cpu":
+            workloads["train_2threads"] = Workload(step, train_flops["model"], 2)
+        figures = utilisation_rounds(workloads, rounds, sizes, DTYPES[setting.dtype], device)
+        latency = single_window_latency(module.model, batch, calls, setting.threads, device)
+        breakdown = measure_breakdown(step, loader, breakdown_rounds, device)
+
+    described = setting.describe(config)
+    mfu = {
+        **{name: figures[name] for name in workloads},
+        "peak_flops_per_second": figures[f"peak_{setting.threads}"],
+        "peak_by_size": figures[f"peak_by_size_{setting.threads}"],
+        "peak_size": int(max(figures[f"peak_by_size_{setting.threads}"].items(), key=lambda kv: kv[1])[0]),
+        "train_step_ms": figures["train_ms"],
+        "infer_batch_ms": figures["infer_ms"],
+        "model_flops_per_window_train": train_flops["model"] / B,
+        "model_flops_per_window_infer": infer_flops["model"] / B,
+        "hardware_flops_per_window_train": hardware["model"] / B,
+        "matmul_share_of_flops": train_flops["model"] / (train_flops["model"] + train_flops["elementwise"]),
+        "elementwise_flops_per_window_train": train_flops["elementwise"] / B,
+        "rounds": rounds,
+        "setting": described,
+        "method": METHOD,
+    }
+    if "train_no_checkpoint" in workloads:
+        mfu["train_no_checkpoint_step_ms"] = figures["train_no_checkpoint_ms"]
+    if "train_2threads" in workloads:
+        mfu.update(
+            peak_flops_per_second_2threads=figures["peak_2"],
+            peak_by_size_2threads=figures["peak_by_size_2"],
+            train_step_ms_2threads=figures["train_2threads_ms"],
+        )
+    write_section(out_dir, "mfu", mfu)
+    write_section(out_dir, "infer_latency", {**latency, "setting": described, "method": METHOD["latency"]})
+    write_section(out_dir, "breakdown", {**breakdown, "setting": described})
+    plot_breakdown(breakdown, out_dir / "compute_breakdown.png")
+    return {"mfu": mfu, "infer_latency": latency, "breakdown": breakdown}
+
+
+METHOD = {
+    "step": "TGATUNetModule.hide + losses (graph, forward, masked reconstruction + classification loss), backward, "
+    "grad-norm clipping, optimiser step (configure_optimizers) on a batch of the training DataLoader",
+    "model_flops": "torch.utils.flop_counter.FlopCounterMode over one step (forward + backward; forward only for "
+    "inference), without gradient checkpointing's recomputation (hardware_flops_per_window_train includes it)",
+    "peak": "median FLOP/s of square float32 matrix products per size, the fastest size; same thread count, "
+    "measured in the same rounds as the step",
+    "mfu": "per round: model FLOPs / step seconds (tgatunet.profiling.median_seconds, 3 repeats) / that round's "
+    "peak; median over rounds",
+    "latency": "one window, batch 1, eval mode, torch.inference_mode, each call timed on its own after a warm-up",
+    "matmul_share": "FlopCounterMode FLOPs / (those + element-wise estimate: 1 FLOP per output element of "
+    "pointwise ops, per input element of reductions)",
+}
