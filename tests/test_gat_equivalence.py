@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from tgatunet.graph.temporal import neighbors_to_edge_index, temporal_neighbors
-from tgatunet.model.gat import BatchedGATConv
+from tgatunet.graph.temporal import band_radius, neighbors_to_edge_index, temporal_neighbors
+from tgatunet.model.gat import BandedSum, BatchedGATConv
 
 pyg = pytest.importorskip("torch_geometric.nn")
 
@@ -58,3 +58,52 @@ def test_matches_pyg_with_per_window_neighbours_in_float32():
     got = ours(x, index, valid)
     want = twin(x.reshape(B * T, F_in), _batch_edge_index(index, valid, B, T)).view(B, T, -1)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("heads,time_k", [(1, 1), (2, 2)])
+def test_gradients_match_pyg_on_temporal_graph(heads, time_k):
+    torch.manual_seed(2)
+    B, T, F_in, F_out = 2, 9, 5, 3
+    ours = BatchedGATConv(F_in, F_out, heads=heads).double()
+    twin = _pyg_twin(ours, F_in)
+    x = torch.randn(B, T, F_in, dtype=torch.float64, requires_grad=True)
+    x_twin = x.detach().clone().requires_grad_()
+    index, valid = temporal_neighbors(T, time_k)
+    g = torch.randn(B, T, heads * F_out, dtype=torch.float64)
+    (ours(x, index, valid) * g).sum().backward()
+    (twin(x_twin.reshape(B * T, F_in), _batch_edge_index(index, valid, B, T)).view(B, T, -1) * g).sum().backward()
+    torch.testing.assert_close(x.grad, x_twin.grad, atol=1e-10, rtol=0)
+    for name in ("att_src", "att_dst", "bias"):
+        torch.testing.assert_close(getattr(ours, name).grad, getattr(twin, name).grad, atol=1e-10, rtol=0)
+    torch.testing.assert_close(ours.lin.weight.grad, twin.lin.weight.grad, atol=1e-10, rtol=0)
+
+
+def test_banded_and_gathered_paths_agree():
+    # The temporal table given per window (B, T, K) takes the gather path; shared, the banded one.
+    torch.manual_seed(3)
+    B, T = 3, 10
+    layer = BatchedGATConv(4, 3, heads=2).double()
+    x = torch.randn(B, T, 4, dtype=torch.float64)
+    index, valid = temporal_neighbors(T, 2)
+    banded = layer(x, index, valid)
+    gathered = layer(x, index.expand(B, -1, -1), valid.expand(B, -1, -1))
+    torch.testing.assert_close(banded, gathered, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("T,radius", [(7, 1), (5, 2), (2, 3)])
+def test_banded_sum_gradients(T, radius):
+    torch.manual_seed(4)
+    alpha = torch.rand(2, T, 2 * radius + 1, 3, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, T, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(BandedSum.apply, (alpha, h))
+
+
+def test_band_radius_recognises_the_temporal_table_only():
+    index, valid = temporal_neighbors(12, 2)
+    assert band_radius(index, valid) == 2
+    assert band_radius(index.clone(), valid.clone()) == 2  # equal values, not the cached tensors
+    other = index.clone()
+    other[3, 0] = 7
+    assert band_radius(other, valid) is None
+    assert band_radius(index.expand(2, -1, -1), valid.expand(2, -1, -1)) is None  # per-window tables
+    assert band_radius(index[:, :4], valid[:, :4]) is None  # even degree

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
+from tgatunet.model.tgat_unet import ModelSpec, TGATUNet, local_linear
+from tgatunet.model.transformer import TransformerLayer
 
 
 def _model(**kw):
@@ -66,3 +67,49 @@ def test_training_after_inference_with_a_new_window_length():
         model.eval()(values, visible)
     recon, logits = model.train()(values, visible)
     (recon.sum() + logits.sum()).backward()
+
+
+@pytest.mark.parametrize("T,kernel", [(20, 7), (5, 7), (9, 3)])
+def test_local_path_is_the_replicate_padded_convolution(T, kernel):
+    torch.manual_seed(1)
+    conv = torch.nn.Conv1d(6, 3, kernel, padding=kernel // 2, padding_mode="replicate").double()
+    x = torch.randn(2, T, 6, dtype=torch.float64)
+    want = conv(x.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(local_linear(conv, x), want, atol=1e-12, rtol=0)
+
+
+def test_transformer_layer_is_torchs_pre_norm_layer():
+    torch.manual_seed(2)
+    D, H, ff = 16, 4, 24
+    ref = torch.nn.TransformerEncoderLayer(D, H, ff, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+    ours = TransformerLayer(D, H, ff, dropout=0.0)
+    ours.load_state_dict(ref.state_dict())  # the same parameter names
+    x = torch.randn(3, 10, D, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out, want = ours(x), ref(x_ref)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    out.square().sum().backward()
+    want.square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-5, msg=name)
+    with torch.no_grad():  # eval: torch's fused fast path
+        torch.testing.assert_close(ours.eval()(x), ref.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_with_dropout_gives_the_same_gradients():
+    # Checkpointing restores the RNG state before recomputing, so the dropout masks repeat.
+    values = torch.randn(3, 24, 5)
+    visible = torch.rand(3, 24, 5) > 0.2
+    grads = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        spec = ModelSpec(in_channels=5, num_classes=3, hidden_channels=16, attention_heads=2, dropout=0.2,
+                         gradient_checkpoint=checkpointed)
+        model = TGATUNet(spec)
+        torch.manual_seed(1)
+        recon, logits = model(values, visible)
+        (recon.pow(2).mean() + logits.logsumexp(-1).mean()).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for plain, ckpt in zip(*grads):
+        torch.testing.assert_close(plain, ckpt, atol=1e-6, rtol=0)

@@ -1,0 +1,116 @@
+"""bench compute: FLOP counting, peak, MFU, latency and the step breakdown (tiny settings; no timing targets)."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from tgatunet.bench.breakdown import LABELS, PARTS, level_lengths, plot_breakdown, verdict
+from tgatunet.bench.compute import count_flops, sustained_matmul_flops
+from tgatunet.cli import app
+
+TINY = ["--preset", "low", "--window", "16", "--channels", "3"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """One quick run of the CLI on a tiny setting, shared by the tests below."""
+    out = tmp_path_factory.mktemp("compute")
+    result = CliRunner().invoke(app, ["bench", "compute", "--out", str(out), "--quick", *TINY])
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_flops_of_a_linear_layer_are_counted_by_hand():
+    M, K, N = 32, 24, 16
+    layer = torch.nn.Linear(K, N)
+    x = torch.randn(M, K, requires_grad=True)
+    forward = count_flops(lambda: layer(x))
+    assert forward["model"] == 2 * M * K * N
+    # backward: the input's and the weight's gradient, one product each
+    step = count_flops(lambda: layer(x).sum().backward())
+    assert step["model"] == 3 * 2 * M * K * N
+
+
+def test_cpu_attention_is_counted_like_two_matrix_products():
+    B, H, T, d = 2, 3, 8, 4
+    q, k, v = (torch.randn(B, H, T, d) for _ in range(3))
+    flops = count_flops(lambda: F.scaled_dot_product_attention(q, k, v))["model"]
+    assert flops == 2 * (2 * B * H * T * T * d)  # Q K^T and P V
+
+
+def test_matmul_share_counts_elementwise_work():
+    x, w = torch.randn(64, 32), torch.randn(32, 32)
+    flops = count_flops(lambda: torch.relu(x @ w))
+    assert flops["model"] == 2 * 64 * 32 * 32
+    assert flops["elementwise"] == 64 * 32  # one per relu output
+
+
+def test_peak_is_the_fastest_size():
+    peak = sustained_matmul_flops(sizes=(32, 64), repeats=2)
+    assert set(peak["by_size"]) == {32, 64}
+    assert all(rate > 0 for rate in peak["by_size"].values())
+    assert peak["peak_flops_per_second"] == max(peak["by_size"].values())
+    assert peak["by_size"][peak["peak_size"]] == peak["peak_flops_per_second"]
+
+
+def test_cli_writes_the_three_sections_and_the_plot(results):
+    out, r = results
+    assert {"mfu", "infer_latency", "breakdown"} <= set(r)
+    assert (out / "compute_breakdown.png").stat().st_size > 0
+    setting = r["mfu"]["setting"]
+    assert (setting["preset"], setting["window_size"], setting["channels"]) == ("low", 16, 3)
+    assert setting["batch_size"] == 8 and setting["threads"] == 1
+
+
+def test_utilisation_figures_are_plausible(results):
+    mfu = results[1]["mfu"]
+    for key in ("train", "infer", "train_2threads", "train_no_checkpoint"):
+        assert 0 < mfu[key] < 1.5, key
+    assert mfu["peak_flops_per_second"] > 0 and mfu["peak_flops_per_second_2threads"] > 0
+    assert mfu["model_flops_per_window_train"] > 2 * mfu["model_flops_per_window_infer"]  # backward ~ 2x forward
+    # the low preset checkpoints: the recomputation is counted apart, on top of the model FLOPs
+    assert mfu["hardware_flops_per_window_train"] > mfu["model_flops_per_window_train"]
+    assert 0.5 < mfu["matmul_share_of_flops"] < 1.0
+
+
+def test_latency_percentiles(results):
+    latency = results[1]["infer_latency"]
+    assert latency["batch_size"] == 1 and latency["windows"] > 0
+    assert 0 < latency["latency_ms_min"] <= latency["latency_ms_p50"] <= latency["latency_ms_p95"]
+
+
+def test_breakdown_shares_sum_to_one_and_the_verdict_names_the_largest(results):
+    breakdown = results[1]["breakdown"]
+    share = breakdown["share"]
+    assert set(share) == set(PARTS)
+    assert sum(share.values()) == pytest.approx(1.0)
+    assert all(s >= 0 for s in share.values())
+    assert LABELS[max(share, key=share.get)] in breakdown["verdict"]
+    assert breakdown["step_ms"] == pytest.approx(sum(breakdown["ms"].values()))
+
+
+@pytest.mark.parametrize("largest", PARTS)
+def test_verdict_names_the_largest_part_and_says_what_to_do(largest):
+    share = dict.fromkeys(PARTS, 0.05)
+    share[largest] = 0.8
+    text = verdict(share)
+    assert LABELS[largest] in text and "80%" in text
+    if largest == "data_loading":
+        assert "num_workers" in text
+    if largest in ("forward", "backward"):
+        assert "compute-bound" in text
+
+
+def test_plot_breakdown_writes_a_png(tmp_path):
+    share = dict(zip(PARTS, (0.1, 0.05, 0.35, 0.45, 0.05)))
+    results = {"share": share, "ms": {p: 10 * s for p, s in share.items()}, "step_ms": 10.0, "verdict": verdict(share)}
+    path = plot_breakdown(results, tmp_path / "b.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_level_lengths_halve_rounding_up():
+    assert level_lengths(128, 3) == [128, 64, 32]
+    assert level_lengths(25, 3) == [25, 13, 7]
