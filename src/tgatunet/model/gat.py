@@ -108,7 +108,8 @@ class BatchedGATConv(nn.Module):
         alpha = torch.softmax(e, dim=2)
         alpha = dropout(alpha, self.dropout, self.training)
         if radius is not None:
-            out = BandedSum.apply(alpha, h)  # [B, T, H, F]
+            differentiable = torch.is_grad_enabled() and (alpha.requires_grad or h.requires_grad)
+            out = BandedSum.apply(alpha, h) if differentiable else banded_sum(alpha, h)  # [B, T, H, F]
         else:
             h_nb = h.reshape(B * T, H, Fh)[flat].view(B, T, -1, H, Fh)  # [B, T, K, H, F]
             out = (alpha[..., None] * h_nb).sum(dim=2)  # [B, T, H, F]
@@ -116,34 +117,42 @@ class BatchedGATConv(nn.Module):
         return out if self.bias is None else out + self.bias
 
 
-class BandedSum(torch.autograd.Function):
+def _shifts(steps: int, radius: int):
+    """``(slot, out_steps, h_steps)`` of every off-centre slot whose shifted range is not empty."""
+    for j in range(2 * radius + 1):
+        shift = j - radius
+        lo, hi = max(0, -shift), steps - max(0, shift)
+        if shift != 0 and lo < hi:
+            yield j, slice(lo, hi), slice(lo + shift, hi + shift)
+
+
+def banded_sum(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """``out[b, t] = sum_j alpha[b, t, j] * h[b, t + j - r]`` over the slots ``j`` whose step is in the window.
 
     ``alpha [B, T, K, H]`` (``K = 2r + 1``, weight 0 on slots beyond the window, as the
-    temporal graph's softmax gives them), ``h [B, T, H, F]`` -> ``[B, T, H, F]``.
-
-    Written with its own backward because autograd of the plain expression keeps a padded copy
-    of ``h`` and one product per slot, and its backward zero-fills and adds a padded gradient
-    per slot; here forward and backward are ``K`` multiply-adds on shifted slices each.
+    temporal graph's softmax gives them), ``h [B, T, H, F]`` -> ``[B, T, H, F]``: ``K``
+    multiply-adds on shifted slices. Differentiable through :class:`BandedSum`.
     """
+    radius = alpha.shape[2] // 2
+    out = alpha[:, :, radius, :, None] * h
+    for j, dst, src in _shifts(h.shape[1], radius):
+        out[:, dst].addcmul_(alpha[:, dst, j, :, None], h[:, src])
+    return out
 
-    @staticmethod
-    def _shifts(steps: int, radius: int):
-        """``(slot, out_steps, h_steps)`` of every off-centre slot whose shifted range is not empty."""
-        for j in range(2 * radius + 1):
-            shift = j - radius
-            lo, hi = max(0, -shift), steps - max(0, shift)
-            if shift != 0 and lo < hi:
-                yield j, slice(lo, hi), slice(lo + shift, hi + shift)
+
+class BandedSum(torch.autograd.Function):
+    """:func:`banded_sum` with its own backward.
+
+    Autograd of the plain expression would keep a padded copy of ``h`` and one product per
+    slot, and its backward would zero-fill and add a padded gradient per slot; here the
+    backward is, like the forward, ``K`` multiply-adds on shifted slices (and ``K`` dot
+    products over ``F`` for the weights).
+    """
 
     @staticmethod
     def forward(ctx, alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(alpha, h)
-        radius = alpha.shape[2] // 2
-        out = alpha[:, :, radius, :, None] * h
-        for j, dst, src in BandedSum._shifts(h.shape[1], radius):
-            out[:, dst].addcmul_(alpha[:, dst, j, :, None], h[:, src])
-        return out
+        return banded_sum(alpha, h)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -153,7 +162,7 @@ class BandedSum(torch.autograd.Function):
         grad_alpha = torch.zeros_like(alpha)
         grad_alpha[:, :, radius] = (grad * h).sum(-1)
         grad_h = alpha[:, :, radius, :, None] * grad
-        for j, dst, src in BandedSum._shifts(h.shape[1], radius):
+        for j, dst, src in _shifts(h.shape[1], radius):
             grad_alpha[:, dst, j] = (grad[:, dst] * h[:, src]).sum(-1)
             grad_h[:, src].addcmul_(alpha[:, dst, j, :, None], grad[:, dst])
         return grad_alpha, grad_h

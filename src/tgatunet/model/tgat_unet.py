@@ -98,9 +98,11 @@ def local_linear(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     backward pass is the kernel's gradient alone, one more matrix product.
     """
     k = conv.kernel_size[0]
-    T = x.shape[1]
-    padded = x[:, torch.arange(-(k // 2), T + k // 2, device=x.device).clamp_(0, T - 1)]  # replicate: [B, T+k-1, C_in]
-    windows = torch.cat([padded[:, j : j + T] for j in range(k)], dim=-1)  # [B, T, k * C_in], tap-major
+    B, T, C = x.shape
+    edge = k // 2
+    padded = torch.cat([x[:, :1].expand(B, edge, C), x, x[:, -1:].expand(B, edge, C)], dim=1)  # replicate: [B, T+k-1, C]
+    # Step t's window, rows t .. t+k-1 of ``padded``, is k * C consecutive values: a strided view, tap-major.
+    windows = padded.as_strided((B, T, k * C), (padded.stride(0), C, 1))
     return F.linear(windows, conv.weight.transpose(1, 2).flatten(1), conv.bias)  # kernel as [C_out, k * C_in]
 
 
