@@ -90,6 +90,10 @@ def test_breakdown_shares_sum_to_one_and_the_verdict_names_the_largest(results):
     assert all(s >= 0 for s in share.values())
     assert LABELS[max(share, key=share.get)] in breakdown["verdict"]
     assert breakdown["step_ms"] == pytest.approx(sum(breakdown["ms"].values()))
+    ops = breakdown["op_time_share"]
+    assert set(ops) == {"matrix_products", "elementwise", "overhead"}
+    assert sum(ops.values()) == pytest.approx(1.0)
+    assert all(0 < v < 1 for v in ops.values())
 
 
 @pytest.mark.parametrize("largest", PARTS)
@@ -104,9 +108,19 @@ def test_verdict_names_the_largest_part_and_says_what_to_do(largest):
         assert "compute-bound" in text
 
 
+def test_verdict_says_what_bounds_a_compute_bound_step():
+    share = dict(zip(PARTS, (0.01, 0.0, 0.4, 0.55, 0.04)))
+    bound = verdict(share, {"matrix_products": 0.3, "elementwise": 0.45, "overhead": 0.25})
+    assert "30%" in bound and "memory traffic" in bound
+    arithmetic = verdict(share, {"matrix_products": 0.8, "elementwise": 0.15, "overhead": 0.05})
+    assert "80%" in arithmetic and "memory traffic" not in arithmetic
+
+
 def test_plot_breakdown_writes_a_png(tmp_path):
     share = dict(zip(PARTS, (0.1, 0.05, 0.35, 0.45, 0.05)))
-    results = {"share": share, "ms": {p: 10 * s for p, s in share.items()}, "step_ms": 10.0, "verdict": verdict(share)}
+    ops = {"matrix_products": 0.3, "elementwise": 0.5, "overhead": 0.2}
+    results = {"share": share, "ms": {p: 10 * s for p, s in share.items()}, "step_ms": 10.0, "verdict": verdict(share),
+               "op_time_share": ops}  # fmt: skip
     path = plot_breakdown(results, tmp_path / "b.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
 

@@ -61,7 +61,9 @@ METHOD = (
     "each round times, one call each (tgatunet.profiling.median_seconds): fetching the next batch from the "
     "training DataLoader and moving it to the device; the batch's neighbour tables (knn build, temporal LRU "
     "lookups); hiding + TGATUNetModule.losses less the graph time; loss.backward(); clipping + optimiser step + "
-    "zero_grad. Per part the median over rounds; share = median / sum of medians"
+    "zero_grad. Per part the median over rounds; share = median / sum of medians. op_time_share: torch.profiler "
+    "self CPU time of 3 steps by kind of operator (matrix products; other aten ops: element-wise, reductions, "
+    "copies; overhead: shape-only ops, autograd engine, Python)"
 )
 
 
@@ -78,18 +80,72 @@ def level_lengths(steps: int, levels: int) -> list[int]:
     return lengths
 
 
-def verdict(share: dict[str, float]) -> str:
-    """One sentence: the largest part of the step, its share, and what to do about it."""
+# Operator kinds in a torch.profiler table (self CPU time): matrix products do the model's FLOPs;
+# shape-only ops move no data; every other aten op is element-wise work, reductions or copies;
+# what is not an aten op (autograd engine nodes, Python functions, the optimiser's wrapper) is overhead.
+MATMUL_OPS = {
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+    "aten::mkldnn_convolution",
+    "aten::convolution_backward",
+}
+SHAPE_OPS = {
+    "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::_reshape_alias", "aten::slice", "aten::select",
+    "aten::as_strided", "aten::unsqueeze", "aten::squeeze", "aten::transpose", "aten::t", "aten::permute",
+    "aten::expand", "aten::detach", "aten::alias", "aten::split", "aten::split_with_sizes", "aten::unbind",
+    "aten::narrow", "aten::unfold", "aten::empty", "aten::empty_strided", "aten::empty_like", "aten::resize_",
+    "aten::lift_fresh", "aten::view_as", "aten::contiguous", "aten::to", "aten::linear", "aten::matmul",
+}  # fmt: skip
+
+
+def op_time_shares(step: TrainStep, steps: int = 3) -> dict[str, float]:
+    """Shares of a training step's self CPU time (torch.profiler, ``steps`` steps) by kind of operator:
+    ``matrix_products``, ``elementwise`` (element-wise ops, reductions, copies) and ``overhead``
+    (shape-only ops, autograd engine, Python)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    kinds = dict.fromkeys(("matrix_products", "elementwise", "overhead"), 0.0)
+    for event in prof.key_averages():
+        if event.key in MATMUL_OPS:
+            kind = "matrix_products"
+        elif event.key.startswith("aten::") and event.key not in SHAPE_OPS:
+            kind = "elementwise"
+        else:
+            kind = "overhead"
+        kinds[kind] += event.self_cpu_time_total
+    total = sum(kinds.values())
+    return {kind: t / total for kind, t in kinds.items()}
+
+
+def verdict(share: dict[str, float], ops: dict[str, float] | None = None) -> str:
+    """One sentence: the largest part of the step, its share, and what to do about it.
+
+    ``ops``: :func:`op_time_shares`, which says what a compute-bound step spends its time on.
+    """
     largest = max(share, key=share.get)
-    compute = share["forward"] + share["backward"]
-    if largest in ("forward", "backward"):
-        rest = ", ".join(f"{LABELS[p]} {share[p]:.0%}" for p in ("data_loading", "graph_construction", "optimizer"))
-        return (
-            f"forward + backward take {compute:.0%} of each step (forward {share['forward']:.0%}, backward "
-            f"{share['backward']:.0%}): the step is compute-bound, the rest is small ({rest}); "
-            "model-FLOPs utilisation says how well that compute uses the hardware"
-        )
-    return f"{LABELS[largest]} takes {share[largest]:.0%} of each step: {ADVICE[largest]}"
+    if largest not in ("forward", "backward"):
+        return f"{LABELS[largest]} takes {share[largest]:.0%} of each step: {ADVICE[largest]}"
+    rest = ", ".join(f"{LABELS[p]} {share[p]:.0%}" for p in ("data_loading", "graph_construction", "optimizer"))
+    text = (
+        f"forward + backward take {share['forward'] + share['backward']:.0%} of each step (forward "
+        f"{share['forward']:.0%}, backward {share['backward']:.0%}): the step is compute-bound, the rest is "
+        f"small ({rest})"
+    )
+    if ops is None:
+        return text
+    if ops["matrix_products"] >= 0.5:
+        return f"{text}; matrix products, the model's FLOPs, take {ops['matrix_products']:.0%} of the step's time"
+    return (
+        f"{text}; but matrix products, the model's FLOPs, take only {ops['matrix_products']:.0%} of its time: "
+        f"element-wise work, reductions and copies take {ops['elementwise']:.0%} and per-operation overhead "
+        f"(views, autograd, Python) {ops['overhead']:.0%}, so the step is bound by memory traffic and operation "
+        "count at these sizes, not by arithmetic"
+    )
 
 
 def measure_breakdown(step: TrainStep, loader: DataLoader, rounds: int, device: torch.device) -> dict[str, Any]:
@@ -107,10 +163,6 @@ def measure_breakdown(step: TrainStep, loader: DataLoader, rounds: int, device: 
         for length in lengths:
             temporal_neighbors(length, time_k, str(device))
 
-    def forward() -> None:
-        step.hide()
-        step.forward()
-
     def timed(fn) -> float:
         return median_seconds(fn, repeats=1, warmup=0, device=device)
 
@@ -119,20 +171,24 @@ def measure_breakdown(step: TrainStep, loader: DataLoader, rounds: int, device: 
     step()  # warm-up on the loader's batches
     for _ in range(rounds):
         seconds["data_loading"].append(timed(fetch))
+        hide_s = timed(step.hide)
         graph_s = timed(graph)
         seconds["graph_construction"].append(graph_s)
         # losses() builds the graph itself: what it spent there is graph construction, not forward.
-        seconds["forward"].append(max(timed(forward) - graph_s, 0.0))
+        seconds["forward"].append(hide_s + max(timed(step.forward) - graph_s, 0.0))
         seconds["backward"].append(timed(step.backward))
         seconds["optimizer"].append(timed(step.optimize))
     median = {part: sorted(v)[len(v) // 2] for part, v in seconds.items()}
     total = sum(median.values())
     share = {part: median[part] / total for part in PARTS}
+    # CPU time says what the step computes; on a GPU it would only show the launches.
+    ops = op_time_shares(step) if device.type == "cpu" else None
     return {
         "share": share,
         "ms": {part: 1e3 * median[part] for part in PARTS},
         "step_ms": 1e3 * total,
-        "verdict": verdict(share),
+        "op_time_share": ops,
+        "verdict": verdict(share, ops),
         "rounds": rounds,
         "num_workers": loader.num_workers,
         "method": METHOD,
@@ -140,22 +196,29 @@ def measure_breakdown(step: TrainStep, loader: DataLoader, rounds: int, device: 
 
 
 def plot_breakdown(results: dict[str, Any], path: Path) -> Path:
-    """A stacked bar of the step's parts (share and milliseconds) with the verdict as title; saved to ``path``."""
+    """Stacked bars of the step's parts and, when measured, of its operator kinds; the verdict as title."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(9, 2.8))
-    left = 0.0
-    colours = plt.get_cmap("tab10").colors
-    for part, colour in zip(PARTS, colours):
-        share = results["share"][part]
-        ax.barh(0, share, left=left, color=colour, label=f"{LABELS[part]}: {share:.0%} ({results['ms'][part]:.2f} ms)")
-        left += share
+    bars = [("step parts", {LABELS[p]: (results["share"][p], results["ms"][p]) for p in PARTS})]
+    if results.get("op_time_share"):
+        ops = results["op_time_share"]
+        kinds = {"matrix products": "matrix_products", "element-wise, reductions, copies": "elementwise",
+                 "overhead (views, autograd, Python)": "overhead"}  # fmt: skip
+        bars.append(("operator kinds", {name: (ops[key], None) for name, key in kinds.items()}))  # profiled: no ms
+    fig, ax = plt.subplots(figsize=(9, 2.2 + 0.9 * len(bars)))
+    colours = iter(plt.get_cmap("tab10").colors)
+    for y, (_, parts) in enumerate(reversed(bars)):
+        left = 0.0
+        for name, (share, ms) in parts.items():
+            label = f"{name}: {share:.0%}" + (f" ({ms:.2f} ms)" if ms is not None else "")
+            ax.barh(y, share, left=left, color=next(colours), label=label)
+            left += share
     ax.set_xlim(0, 1)
-    ax.set_yticks([])
+    ax.set_yticks(range(len(bars)), [name for name, _ in reversed(bars)])
     ax.set_xlabel(f"share of a training step ({results['step_ms']:.1f} ms)")
-    ax.set_title("\n".join(textwrap.wrap(results["verdict"], 110)), fontsize=8)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout()
+    ax.set_title("\n".join(textwrap.wrap(results["verdict"], 120)), fontsize=8)
+    fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.13, right=0.97, top=0.72, bottom=0.38)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
