@@ -17,29 +17,35 @@ gradient-norm clipping (``grad_clip``, as Lightning clips) and the optimiser
 step. Lightning's loop around it (hooks, logging) is not part of the step.
 
 **Model FLOPs** are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one
-step (matrix products, attention, convolutions): forward + backward for
-training, forward for inference. With gradient checkpointing the backward pass
-recomputes blocks; those FLOPs are counted apart (``hardware_flops_per_window_train``)
-and left out of the model FLOPs, as model-FLOPs utilisation defines them.
-Element-wise and reduction work (not FLOPs to ``FlopCounterMode``) is estimated at one
-FLOP per output element (per input element for reductions), only for
+step (matrix products, attention, convolutions; the CPU attention kernel with
+torch's own attention formula): forward + backward for training, the forward
+for inference. With gradient checkpointing the backward pass recomputes blocks;
+those FLOPs are counted apart (``hardware_flops_per_window_train``) and left out
+of the model FLOPs, as model-FLOPs utilisation defines them: the model FLOPs are
+counted on a twin module (same weights) that does not checkpoint. With
+``graph_type: knn`` the knn graph's distance products are in the count too.
+Element-wise and reduction work (no FLOPs to ``FlopCounterMode``) is estimated
+at one FLOP per output element (per input element for reductions), only for
 ``matmul_share_of_flops``.
 
 **Peak** (:func:`sustained_matmul_flops`): the median rate of square float32 matrix
 products ``n x n`` for n = 64 and 128 (the model's width and window) up to 1024
-(2048 with ``--full``), each timed on its own; the peak is the fastest size's
-rate. It is measured with the step's thread count, in the same rounds as the
-step, so a utilisation is a ratio of rates measured at the same moment.
+(2048 with ``--full``), each size timed on its own; the peak is the fastest
+size's rate. It is measured with the step's thread count, in the same rounds as
+the step, so a utilisation is a ratio of rates measured at the same moment.
 
-**MFU**: in each round, peak (one thread), training step, inference forward (batch
-of the preset's size, eval mode, ``torch.inference_mode``), then peak and training step with two
-threads; ``mfu.train = model FLOPs of a step / step seconds / peak``, the median
-over rounds (and likewise ``infer``, ``train_2threads``). Times come from
-:func:`tgatunet.profiling.median_seconds`.
+**MFU**: each round measures the peak with one thread, then the training step
+(``train``), the twin's step without checkpointing (``train_no_checkpoint``, when
+the preset checkpoints) and inference (``infer``: ``module(values, observed)``,
+what prediction runs, on a batch of the preset's size, eval mode,
+``torch.inference_mode``); then the peak and the training step with two threads
+(``train_2threads``). ``mfu.X = model FLOPs / seconds / that round's peak``, the
+median over rounds; each time is :func:`tgatunet.profiling.median_seconds` of 3
+calls after one warm-up call.
 
-**Latency** (``infer_latency``): one window (batch 1), one thread, eval mode,
-``torch.inference_mode``, after a warm-up; each call timed on its own; median and 95th
-percentile.
+**Latency** (``infer_latency``): ``module(values, observed)`` on one window (batch
+1), one thread, eval mode, ``torch.inference_mode``, after a warm-up; each call
+timed on its own; median and 95th percentile.
 
 **Breakdown** (:mod:`tgatunet.bench.breakdown`): where a step's time goes.
 """
@@ -47,7 +53,6 @@ percentile.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import statistics
 import tempfile
@@ -66,6 +71,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backwa
 from tgatunet.bench.breakdown import measure_breakdown, plot_breakdown
 from tgatunet.bench.results import write_section
 from tgatunet.config import PRESETS, Config, load_config
+from tgatunet.errors import ConfigError
 from tgatunet.data.synth import SynthSpec, write_synthetic
 from tgatunet.predict import pick_device
 from tgatunet.profiling import median_seconds
@@ -124,10 +130,10 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def synthetic_config(setting: Setting, folder: Path) -> Config:
-    """Write the setting's synthetic sources to ``folder``; their config with the preset applied."""
+def synthetic_config(setting: Setting, folder: Path, device: torch.device) -> Config:
+    """Write the setting's synthetic sources to ``folder``; their config with the preset applied, for ``device``."""
     if setting.preset not in PRESETS:
-        raise ValueError(f"unknown preset '{setting.preset}'; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"bench compute: unknown preset '{setting.preset}'; choose one of {', '.join(PRESETS)}")
     rows = 4 * setting.window_size  # windows overlap by half: 7 per recording
     spec = SynthSpec(channels=setting.channels, missing_per_source=min(2, setting.channels - 1), block_length=rows)
     path = write_synthetic(spec, folder)
@@ -136,7 +142,7 @@ def synthetic_config(setting: Setting, folder: Path) -> Config:
         window_size=setting.window_size,
         step_size=setting.window_size // 2,
         hardware_profile=setting.preset,
-        accelerator="cpu",
+        accelerator="cuda" if device.type == "cuda" else "cpu",
         **setting.config,
     )
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
@@ -256,12 +262,13 @@ def sustained_matmul_flops(
     return {"peak_flops_per_second": by_size[best], "peak_size": best, "by_size": by_size}
 
 
-def inference_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
-    """The model's forward on ``batch`` under ``torch.inference_mode`` (nothing hidden); the caller sets eval mode."""
+def inference_forward(module: TGATUNetModule, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
+    """What prediction runs on ``batch`` (``module(values, observed)``: graph and model, nothing hidden)
+    under ``torch.inference_mode``; the caller sets eval mode."""
 
     def forward() -> None:
         with torch.inference_mode():
-            model(batch["values"], batch["observed"])
+            module(batch["values"], batch["observed"])
 
     return forward
 
@@ -279,13 +286,9 @@ def in_eval_mode(model: torch.nn.Module, fn: Callable[[], None]) -> Callable[[],
     return run
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def _utilisation(flops: float, seconds: list[float], peaks: list[float]) -> float:
     """Median over rounds of ``flops / seconds / peak``, each round's step against its own peak."""
-    return _median([flops / t / p for t, p in zip(seconds, peaks)])
+    return statistics.median([flops / t / p for t, p in zip(seconds, peaks)])
 
 
 @dataclass(frozen=True)
@@ -322,26 +325,26 @@ def utilisation_rounds(
                 for name, w in workloads.items():
                     if w.threads == n:
                         seconds[name].append(median_seconds(w.run, repeats=3, warmup=1, device=device))
-    figures: dict[str, Any] = {f"peak_{n}": _median(peaks[n]) for n in thread_counts}
+    figures: dict[str, Any] = {f"peak_{n}": statistics.median(peaks[n]) for n in thread_counts}
     for n in thread_counts:
-        figures[f"peak_by_size_{n}"] = {str(size): _median(rates) for size, rates in by_size[n].items()}
+        figures[f"peak_by_size_{n}"] = {str(size): statistics.median(rates) for size, rates in by_size[n].items()}
     for name, w in workloads.items():
-        figures[name] = _median([w.flops / t / p for t, p in zip(seconds[name], peaks[w.threads])])
-        figures[f"{name}_ms"] = 1e3 * _median(seconds[name])
+        figures[name] = statistics.median([w.flops / t / p for t, p in zip(seconds[name], peaks[w.threads])])
+        figures[f"{name}_ms"] = 1e3 * statistics.median(seconds[name])
     return figures
 
 
 def single_window_latency(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], calls: int, threads: int, device: torch.device
+    module: TGATUNetModule, batch: dict[str, torch.Tensor], calls: int, threads: int, device: torch.device
 ) -> dict[str, Any]:
     """Milliseconds of the eval-mode forward of one window (the batch's first), call by call."""
     window = {key: batch[key][:1] for key in ("values", "observed")}
-    forward = inference_forward(model, window)
-    model.eval()
+    forward = inference_forward(module, window)
+    module.eval()
     with torch_threads(threads):
         median_seconds(forward, repeats=1, warmup=max(20, calls // 10), device=device)
         ms = sorted(1e3 * median_seconds(forward, repeats=1, warmup=0, device=device) for _ in range(calls))
-    model.train()
+    module.train()
     return {
         "latency_ms_p50": statistics.median(ms),
         "latency_ms_p95": ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))],
@@ -361,7 +364,7 @@ def _without_checkpointing(module: TGATUNetModule, config: Config, data: Any) ->
 
 def _prepare(setting: Setting, folder: Path, device: torch.device) -> tuple[Config, Any, TGATUNetModule, DataLoader]:
     """The setting's config, prepared data, module (on ``device``) and training DataLoader."""
-    config = synthetic_config(setting, folder)
+    config = synthetic_config(setting, folder, device)
     data = load_data(config)
     torch.manual_seed(config.seed)
     module = build_module(config, data).to(device)
@@ -396,7 +399,7 @@ def measure_compute(
         batch = {k: v.to(device) for k, v in next(iter(loader)).items()}
         step = TrainStep(module, batch)
         plain = TrainStep(_without_checkpointing(module, config, data), batch) if config.use_gradient_checkpoint else step
-        infer = in_eval_mode(module.model, inference_forward(module.model, batch))
+        infer = in_eval_mode(module, inference_forward(module, batch))
         for _ in range(2):  # optimiser state exists, caches are warm
             step()
             plain()
@@ -413,7 +416,7 @@ def measure_compute(
         if device.type == "cpu":
             workloads["train_2threads"] = Workload(step, train_flops["model"], 2)
         figures = utilisation_rounds(workloads, rounds, sizes, DTYPES[setting.dtype], device)
-        latency = single_window_latency(module.model, batch, calls, setting.threads, device)
+        latency = single_window_latency(module, batch, calls, setting.threads, device)
         breakdown = measure_breakdown(step, loader, breakdown_rounds, device)
 
     described = setting.describe(config)
@@ -452,12 +455,14 @@ METHOD = {
     "step": "TGATUNetModule.hide + losses (graph, forward, masked reconstruction + classification loss), backward, "
     "grad-norm clipping, optimiser step (configure_optimizers) on a batch of the training DataLoader",
     "model_flops": "torch.utils.flop_counter.FlopCounterMode over one step (forward + backward; forward only for "
-    "inference), without gradient checkpointing's recomputation (hardware_flops_per_window_train includes it)",
+    "inference), counted without gradient checkpointing's recomputation (hardware_flops_per_window_train "
+    "includes it)",
     "peak": "median FLOP/s of square float32 matrix products per size, the fastest size; same thread count, "
     "measured in the same rounds as the step",
-    "mfu": "per round: model FLOPs / step seconds (tgatunet.profiling.median_seconds, 3 repeats) / that round's "
-    "peak; median over rounds",
-    "latency": "one window, batch 1, eval mode, torch.inference_mode, each call timed on its own after a warm-up",
+    "mfu": "per round: model FLOPs / seconds (tgatunet.profiling.median_seconds, 3 calls after 1 warm-up) / that "
+    "round's peak; median over rounds",
+    "latency": "module(values, observed) on one window, batch 1, eval mode, torch.inference_mode, each call timed "
+    "on its own after a warm-up",
     "matmul_share": "FlopCounterMode FLOPs / (those + element-wise estimate: 1 FLOP per output element of "
     "pointwise ops, per input element of reductions)",
 }
