@@ -102,8 +102,9 @@ def local_linear(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     edge = k // 2
     padded = torch.cat([x[:, :1].expand(B, edge, C), x, x[:, -1:].expand(B, edge, C)], dim=1)  # replicate: [B, T+k-1, C]
     # Step t's window, rows t .. t+k-1 of ``padded``, is k * C consecutive values: a strided view, tap-major.
-    windows = padded.as_strided((B, T, k * C), (padded.stride(0), C, 1))
-    return F.linear(windows, conv.weight.transpose(1, 2).flatten(1), conv.bias)  # kernel as [C_out, k * C_in]
+    windows = padded.as_strided((B, T, k * C), (padded.stride(0), C, 1)).reshape(B * T, k * C)  # one row copy each
+    out = F.linear(windows, conv.weight.transpose(1, 2).flatten(1), conv.bias)  # kernel as [C_out, k * C_in]
+    return out.view(B, T, -1)
 
 
 class GATBlock(nn.Module):
