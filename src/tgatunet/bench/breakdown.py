@@ -17,12 +17,19 @@ every round, in the order training runs them:
 * ``optimizer``: gradient-norm clipping, the optimiser step, zeroing gradients.
 
 Each part's figure is its median over the rounds; ``share`` is each median over
-the sum of the medians. The verdict names the largest part and what to do
-about it.
+the sum of the medians.
+
+When forward and backward dominate, what they spend their time on decides what
+helps: ``op_time_share`` splits the self CPU time of three profiled steps
+(``torch.profiler``) into matrix products (the model's FLOPs), other aten ops
+(element-wise work, reductions, copies: memory traffic) and overhead
+(shape-only ops, the autograd engine, Python). The verdict names the largest
+part and what to do about it.
 """
 
 from __future__ import annotations
 
+import statistics
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,7 +185,7 @@ def measure_breakdown(step: TrainStep, loader: DataLoader, rounds: int, device: 
         seconds["forward"].append(hide_s + max(timed(step.forward) - graph_s, 0.0))
         seconds["backward"].append(timed(step.backward))
         seconds["optimizer"].append(timed(step.optimize))
-    median = {part: sorted(v)[len(v) // 2] for part, v in seconds.items()}
+    median = {part: statistics.median(v) for part, v in seconds.items()}
     total = sum(median.values())
     share = {part: median[part] / total for part in PARTS}
     # CPU time says what the step computes; on a GPU it would only show the launches.
