@@ -383,7 +383,7 @@ def measure_compute(
 
     Args:
         quick: 3 timing rounds, peak sizes up to 1024, 200 latency calls, 10 breakdown rounds
-            (about a minute on a 2-core CPU); else 9 rounds, up to 2048, 1000 calls, 30 rounds.
+            (20-30 s on a 2-core CPU); else 9 rounds, up to 2048, 1000 calls, 30 rounds (about a minute).
         device: where to run (default: CUDA if there, else CPU). On CUDA there is no 2-thread figure.
         setting: what to measure on (default: :class:`Setting`'s, the medium preset).
     """
