@@ -364,7 +364,9 @@ def data_prepare(
 @bench_app.command("compute")
 def bench_compute(
     out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json and compute_breakdown.png."),
-    quick: bool = typer.Option(True, "--quick/--full", help="3 timing rounds (under a minute on 2 CPU cores) or 9, peak sizes up to 2048, more latency calls."),
+    quick: bool = typer.Option(
+        True, "--quick/--full", help="3 timing rounds (under a minute on 2 CPU cores) or 9, peak sizes up to 2048."
+    ),
     preset: str = typer.Option("medium", "--preset", help=f"Guide preset of model and batch: {', '.join(PRESETS)}."),
     window: int = typer.Option(128, "--window", min=4, help="window_size of the synthetic data."),
     channels: int = typer.Option(9, "--channels", min=2, help="Channels of the synthetic data."),
