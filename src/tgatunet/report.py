@@ -152,3 +152,30 @@ def print_metrics(metrics: dict[str, Any]) -> None:
         print_completion(metrics["completion"])
     if "classification" in metrics:
         print_classification(metrics["classification"])
+
+
+def print_suite_summary(results: dict[str, Any]) -> None:
+    """The benchmark suite's headline figures and the guide's promises, met or not (``tgatunet bench``)."""
+    from tgatunet.bench.guide_report import guide_comparison, headline_figures
+
+    figures = Table(title="Benchmark: headline figures")
+    figures.add_column("figure")
+    figures.add_column("value", justify="right")
+    for name, value, _ in headline_figures(results):
+        figures.add_row(name, value)
+    console.print(figures)
+    guide = Table(title="The performance guide's promises")
+    for column in ("optimisation", "promise", "promised", "measured", "verdict"):
+        guide.add_column(column, justify="right" if column in ("promised", "measured") else "left")
+    for row in guide_comparison(results):
+        colour = {"met": "green", "not met": "red"}.get(row["verdict"], "yellow")
+        guide.add_row(
+            row["optimisation"],
+            f"{row['column']}: {row['figure']}",
+            row["promised"],
+            row["measured"],
+            f"[{colour}]{row['verdict']}[/]",
+        )
+    console.print(guide)
+    for name, reason in results.get("suite", {}).get("skipped", {}).items():
+        console.print(f"[yellow]section {name} skipped:[/] {reason}")
