@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -156,7 +157,7 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 
 def print_suite_summary(results: dict[str, Any]) -> None:
     """The benchmark suite's headline figures and the guide's promises, met or not (``tgatunet bench``)."""
-    from tgatunet.bench.guide_report import guide_comparison, headline_figures
+    from tgatunet.bench.guide_report import COLUMNS, guide_comparison, guide_summary, headline_figures
 
     figures = Table(title="Benchmark: headline figures")
     figures.add_column("figure")
@@ -164,18 +165,18 @@ def print_suite_summary(results: dict[str, Any]) -> None:
     for name, value, _ in headline_figures(results):
         figures.add_row(name, value)
     console.print(figures)
-    guide = Table(title="The performance guide's promises")
-    for column in ("optimisation", "promise", "promised", "measured", "verdict"):
-        guide.add_column(column, justify="right" if column in ("promised", "measured") else "left")
+    details = Table(title="Figures behind the guide's promises")
+    for column in ("figure", "promised", "measured", "verdict"):
+        details.add_column(column, justify="left" if column in ("figure", "verdict") else "right")
     for row in guide_comparison(results):
-        colour = {"met": "green", "not met": "red"}.get(row["verdict"], "yellow")
-        guide.add_row(
-            row["optimisation"],
-            f"{row['column']}: {row['figure']}",
-            row["promised"],
-            row["measured"],
-            f"[{colour}]{row['verdict']}[/]",
-        )
+        if row["key"] != "-":
+            details.add_row(row["key"], row["promised"], row["measured"], row["verdict"])
+    console.print(details)
+    guide = Table(title="The performance guide's promises (details in report.md)")
+    for column in ("optimisation", *COLUMNS):
+        guide.add_column(column)
+    for row in guide_summary(results):
+        guide.add_row(row["optimisation"], *(row[c] for c in COLUMNS))
     console.print(guide)
     for name, reason in results.get("suite", {}).get("skipped", {}).items():
-        console.print(f"[yellow]section {name} skipped:[/] {reason}")
+        console.print(f"[yellow]section {name} skipped:[/] {escape(reason)}")

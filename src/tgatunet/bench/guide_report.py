@@ -169,6 +169,39 @@ def guide_comparison(results: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+COLUMNS = ("speed-up", "memory saved", "fewer parameters")
+
+
+def guide_summary(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The guide's table with verdicts: per optimisation, per column, ``promised: verdict``.
+
+    A cell measured by several figures is ``met`` when all of them meet the promise, ``not met`` when
+    none does, else ``partly met (k of n figures)``; ``-`` where the guide promised nothing.
+    """
+    rows = guide_comparison(results)
+    table = []
+    for optimisation in dict.fromkeys(p.optimisation for p in GUIDE):
+        line = {"optimisation": optimisation}
+        for column in COLUMNS:
+            cell = [r for r in rows if r["optimisation"] == optimisation and r["column"] == column]
+            measured = [r for r in cell if r["verdict"] != "not measured"]
+            met = sum(r["verdict"] == "met" for r in measured)
+            if not cell:
+                line[column] = "-"
+                continue
+            if not measured:
+                verdict = "not measured"
+            elif met == len(measured):
+                verdict = "met"
+            elif met == 0:
+                verdict = "not met"
+            else:
+                verdict = f"partly met ({met} of {len(measured)} figures)"
+            line[column] = f"{cell[0]['promised']}: {verdict}"
+        table.append(line)
+    return table
+
+
 HEADLINE: tuple[tuple[str, str], ...] = (
     ("training throughput", "train.samples_per_second"),
     ("training speed", "train.epochs_per_minute"),
@@ -240,9 +273,14 @@ def render_report(results: dict[str, Any]) -> str:
         "",
         "## The performance guide's promises",
         "",
-        "met: inside the promised range or beyond it on the good side; not met: short of it.",
+        "met: inside the promised range or beyond it on the good side; not met: short of it. Each cell below is "
+        "judged by the figures in the next table.",
         "",
     ]
+    lines += _table(
+        ["optimisation", *COLUMNS], [[r["optimisation"], *(r[c] for c in COLUMNS)] for r in guide_summary(results)]
+    )
+    lines += ["", "Each figure behind the cells:", ""]
     rows = guide_comparison(results)
     lines += _table(
         ["optimisation", "promise", "promised", "measured by", "measured", "verdict", "note"],

@@ -39,6 +39,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first: no display on servers)
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import torch  # noqa: E402
 
 from tgatunet.bench.setting import WINDOW_SIZE, setting_keys, write_setting_data  # noqa: E402
@@ -222,24 +223,25 @@ def plot_axis(axis: str, summary: dict[str, Any], path: Path) -> Path:
     """Time and peak memory against size, log-log, each with its fitted line and exponent."""
     points = summary["points"]
     sizes = np.array([p["size"] for p in points], float)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     panels = [
-        (axes[0], [p["seconds"] for p in points], "time_exponent", f"time of {summary['cost']} (s)"),
-        (axes[1], [p["peak_bytes"] / 2**20 for p in points], "memory_exponent", f"{summary['memory']} (MiB)"),
+        (axes[0], [p["seconds"] for p in points], f"time of {summary['cost']}", "seconds"),
+        (axes[1], [p["peak_bytes"] / 2**20 for p in points], summary["memory"], "MiB"),
     ]
-    for ax, costs, key, label in panels:
+    for ax, costs, what, unit in panels:
         exponent, log_factor = fit_exponent(sizes, costs)
         ax.plot(sizes, costs, "o", label="measured")
-        ax.plot(sizes, np.exp(log_factor) * sizes**exponent, "--", label=f"fit: cost ~ size^{exponent:.2f}")
+        ax.plot(sizes, np.exp(log_factor) * sizes**exponent, "--", label=f"least-squares fit: size^{exponent:.2f}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # only the measured sizes are labelled
         ax.set_xticks(sizes, [str(int(s)) for s in sizes])
         ax.set_xlabel(f"{axis} ({SIZE_UNITS[axis]})")
-        ax.set_ylabel(label, fontsize=8)
-        ax.set_title(f"exponent {exponent:.2f}")
+        ax.set_ylabel(unit)
+        ax.set_title(f"{what}\nexponent {exponent:.2f}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"scaling with {axis}")
+    fig.suptitle(f"scaling with {axis} (log-log)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

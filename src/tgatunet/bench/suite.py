@@ -83,7 +83,10 @@ QUICK = SuiteSettings(
     block_length=512,
     infer_repeats=3,
     scaling=ScalingSizes(
-        window_sizes=(32, 64, 128, 256), batch_sizes=(4, 8, 16, 32, 64), dataset_windows=(64, 128, 256, 512)
+        window_sizes=(32, 64, 128, 256),
+        batch_sizes=(4, 8, 16, 32, 64),
+        dataset_windows=(64, 128, 256, 512),
+        epoch_repeats=2,
     ),
     model_rounds=5,
     model_epochs=4,
