@@ -52,6 +52,7 @@ from tgatunet.train.run import build_module, make_loader  # noqa: E402
 log = logging.getLogger(__name__)
 
 AXES = ("window_size", "batch_size", "dataset_size")
+BATCH = setting_keys()["batch_size"]
 SIZE_UNITS = {"window_size": "time steps", "batch_size": "windows", "dataset_size": "training windows"}
 
 
@@ -119,13 +120,12 @@ def _blocks_for(train_windows: int, block_length: int, window_size: int, step_si
 def window_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[dict[str, float]]:
     """Step cost against window_size, at the setting's batch size."""
     longest = max(sizes.window_sizes)
-    batch = setting_keys()["batch_size"]
-    blocks = _blocks_for(2 * batch, 2 * longest, longest, longest // 2)  # twice the windows: the split draws blocks
+    blocks = _blocks_for(2 * BATCH, 2 * longest, longest, longest // 2)  # twice the windows: the split draws blocks
     base = load_config(write_setting_data(folder / "windows", blocks, 2 * longest))
     points = []
     for T in sorted(sizes.window_sizes):
         config = base.model_copy(update={"window_size": T, "step_size": T // 2})
-        points.append({"size": T, **_step_point(config, batch, sizes.repeats, device)})
+        points.append({"size": T, **_step_point(config, BATCH, sizes.repeats, device)})
         log.info("scaling: window_size %d: %.1f ms per step", T, 1e3 * points[-1]["seconds"])
     return points
 
@@ -159,18 +159,21 @@ def dataset_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> lis
     module, optimizer = _trainable(*datasets[0], device)  # same channels and classes at every size
 
     def epoch(config: Config, data: PreparedData) -> Callable[[], None]:
+        loader = make_loader(data, "train", config, shuffle=True)  # workers (on CUDA) persist across epochs
+
         def run() -> None:
-            for batch in make_loader(data, "train", config, shuffle=True):
+            for batch in loader:
                 training_step(module, optimizer, _to(batch, device))
 
         return run
 
-    epoch(*datasets[0])()  # warm-up
+    epochs = [epoch(config, data) for config, data in datasets]
+    epochs[0]()  # warm-up
     points = []
-    for config, data in datasets:
-        seconds = median_seconds(epoch(config, data), repeats=sizes.epoch_repeats, warmup=0, device=device)
+    for (_, data), run in zip(datasets, epochs):
+        seconds = median_seconds(run, repeats=sizes.epoch_repeats, warmup=0, device=device)
         data_bytes = data.values.nbytes + data.observed.nbytes
-        peak = peak_memory_bytes(epoch(config, data), device)
+        peak = peak_memory_bytes(run, device)
         points.append(
             {
                 "size": len(data.windows["train"]),
@@ -185,14 +188,14 @@ def dataset_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> lis
 
 
 COSTS = {
-    "window_size": "one training step (batch 16)",
+    "window_size": f"one training step (batch {BATCH})",
     "batch_size": f"one training step (window_size {WINDOW_SIZE})",
-    "dataset_size": f"one training epoch (batch 16, window_size {WINDOW_SIZE})",
+    "dataset_size": f"one training epoch (batch {BATCH}, window_size {WINDOW_SIZE})",
 }
 MEMORY = {
     "window_size": "peak tensor memory of the step",
     "batch_size": "peak tensor memory of the step",
-    "dataset_size": "peak tensor memory of the epoch + the dataset's in-memory arrays",
+    "dataset_size": "peak tensor memory of the epoch + the dataset's in-memory (host) arrays",
 }
 
 
