@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from tgatunet.bench.guide_report import guide_comparison, guide_summary, headlin
 from tgatunet.bench.results import read_results, write_section
 from tgatunet.bench.scaling import ScalingSizes, fit_exponent
 from tgatunet.cli import app
+from tgatunet.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +180,7 @@ def test_suite_measures_its_sections_and_skips_a_missing_compute_module(tmp_path
     assert "## Sections not run" in report and "scaling_dataset_size.png" in report
 
 
-def test_suite_runs_the_reused_benchmarks_and_the_compute_section(tmp_path, monkeypatch):
+def test_suite_runs_the_reused_benchmarks_and_the_compute_section(dataset, tmp_path, monkeypatch):
     """Wiring: each reused benchmark gets the mode's settings; their figures reach report.md."""
     from tgatunet.bench import graph, memory, model
 
@@ -206,23 +208,30 @@ def test_suite_runs_the_reused_benchmarks_and_the_compute_section(tmp_path, monk
     compute.measure_compute = measure_compute
     compute.plot_breakdown = lambda results, path: path.write_bytes(b"png")
     monkeypatch.setitem(sys.modules, "tgatunet.bench.compute", compute)
-    settings = suite.dataclasses.replace(
+    settings = replace(
         TINY, sections=("graph", "model", "memory", "compute"), graph={"rounds": 1}, memory={"batch_size": 64}
     )
 
-    results = suite.run_suite(tmp_path, settings, config_path=tmp_path / "config.yaml")
+    config = dataset["write"]()
+    results = suite.run_suite(tmp_path / "out", settings, config_path=config)
 
-    assert calls["graph"] == {"config_path": tmp_path / "config.yaml", "quick": True, "rounds": 1}
-    assert calls["model"] == {"config_path": tmp_path / "config.yaml", "rounds": 1, "epochs": 1}
+    assert calls["graph"] == {"config_path": config, "quick": True, "rounds": 1}
+    assert calls["model"] == {"config_path": config, "rounds": 1, "epochs": 1}
     assert calls["memory"] == {"batch_size": 64}
     assert calls["compute"]["quick"] is True
     assert results["suite"]["skipped"] == {} and results["mfu"]["train"] == 0.1
-    assert str(tmp_path / "breakdown.png") in results["suite"]["plots"]
+    assert str(tmp_path / "out" / "breakdown.png") in results["suite"]["plots"]
     rows = {r["key"]: r["verdict"] for r in guide_comparison(results)}
     assert rows["graph.speedup_cache_vs_naive"] == "met"
     assert rows["model.medium.lite_param_reduction"] == "met"
     assert rows["memory.saving_vs_off"] == "met"
-    assert "| MFU, training (1 thread) | 0.1 |" in (tmp_path / "report.md").read_text()
+    assert "| MFU, training (1 thread) | 0.1 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_missing_config_fails_before_any_section_runs(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        suite.run_suite(tmp_path, replace(TINY, sections=("model",)), config_path=tmp_path / "missing.yaml")
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_bench_without_subcommand_runs_the_suite_and_prints_the_summary(tmp_path, monkeypatch):

@@ -143,7 +143,7 @@ def bench(
         "bigger sizes, for real hardware."
     ),
     out: Path = typer.Option(
-        Path("bench_results"), "--out", "-o", help="Folder of results.json, report.md and the plots (both replaced)."
+        Path("bench_results"), "--out", "-o", help="Folder of results.json, report.md and the plots (replaced by each run)."
     ),
     config: Path = typer.Option(
         Path("configs/basicmotions.yaml"), "--config", "-c", help="Config of the graph and model benchmarks' trainings."

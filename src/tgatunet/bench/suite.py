@@ -36,6 +36,7 @@ from tgatunet.bench.guide_report import write_report
 from tgatunet.bench.results import read_results, write_section
 from tgatunet.bench.scaling import AXES, ScalingSizes, measure_scaling
 from tgatunet.bench.setting import write_setting_data
+from tgatunet.config import load_config
 from tgatunet.predict import pick_device
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,8 @@ def run_suite(
     unknown = sorted(set(settings.sections) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown benchmark sections {unknown}; choose from {list(SECTIONS)}")
+    if {"graph", "model"} & set(settings.sections):
+        load_config(config_path)  # a bad config fails now, not after minutes of other sections
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # A new results.json and plots: figures left by an earlier run must not pass for this run's.
