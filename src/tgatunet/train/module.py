@@ -9,7 +9,7 @@ import torch
 
 from tgatunet.config import Config, config_from_dict
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
-from tgatunet.train.objective import classification_loss, masked_loss, sample_hidden
+from tgatunet.train.objective import classification_loss, masked_loss, sample_inputs
 
 
 class TGATUNetModule(pl.LightningModule):
@@ -42,12 +42,18 @@ class TGATUNetModule(pl.LightningModule):
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str, generator: torch.Generator | None) -> torch.Tensor:
         cfg = self.config
-        values, observed = batch["values"], batch["observed"]
-        hidden = sample_hidden(
-            observed, self.patterns, cfg.mask_pattern_prob, cfg.mask_channel_prob, cfg.mask_step_prob, generator
+        values = batch["values"]
+        visible, targets = sample_inputs(
+            batch["observed"],
+            batch.get("filled"),
+            self.patterns,
+            cfg.mask_pattern_prob,
+            cfg.mask_channel_prob,
+            cfg.mask_step_prob,
+            generator,
         )
-        recon, logits = self(values, observed & ~hidden)
-        loss_recon = masked_loss(recon.float(), values, hidden, cfg.recon_loss)
+        recon, logits = self(values, visible)
+        loss_recon = masked_loss(recon.float(), values, targets, cfg.recon_loss)
         loss_cls = classification_loss(logits.float(), batch["label"])
         loss = cfg.recon_weight * loss_recon + cfg.cls_weight * loss_cls
         size = len(values)

@@ -16,12 +16,15 @@ from torch.utils.data import DataLoader
 
 from tgatunet.config import Config, config_to_dict, load_config
 from tgatunet.data.prepared import PreparedData, WindowDataset, prepare_data
+from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
 from tgatunet.errors import RunError
 from tgatunet.plots import plot_loss_curves
 from tgatunet.rundir import RunDir
 from tgatunet.train.callbacks import ThroughputMonitor
 from tgatunet.train.checkpoint_io import AtomicCheckpointIO
+from tgatunet.train.leakage_guard import LeakageGuard
 from tgatunet.train.module import TGATUNetModule
+from tgatunet.train.need_update import NeedUpdate
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,15 @@ def data_info(data: PreparedData) -> dict[str, Any]:
     }
 
 
-def make_loader(data: PreparedData, split: str, config: Config, shuffle: bool) -> DataLoader:
+def make_loader(
+    data: PreparedData, split: str, config: Config, shuffle: bool, inputs: TrainingInputs | None = None
+) -> DataLoader:
+    """Batches of ``split``; training windows read ``inputs`` (the need-update buffer) when given."""
+    if inputs is not None and split != "train":
+        raise ValueError(f"only the training split has an input buffer, not '{split}'")
     workers = config.num_workers
     return DataLoader(
-        WindowDataset(data, split),
+        WindowDataset(data, split) if inputs is None else TrainingWindowDataset(data, inputs),
         batch_size=config.batch_size,
         shuffle=shuffle,
         num_workers=workers,
@@ -122,6 +130,13 @@ def train(
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = build_module(config, data)
     throughput = ThroughputMonitor()
+    guard = LeakageGuard(data)
+    inputs = TrainingInputs(data) if config.dynamic_need_update else None
+    need_update = (
+        NeedUpdate(inputs, config.need_update_every, config.need_update_start, config.batch_size)
+        if inputs is not None
+        else None
+    )
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
     )
@@ -133,6 +148,8 @@ def train(
         latest,
         EarlyStopping(monitor="val/loss", mode="min", patience=config.patience),
         throughput,
+        guard,
+        *([need_update] if need_update is not None else []),
         *callbacks,
     ]
     if progress_bar:
@@ -158,7 +175,7 @@ def train(
     )
     trainer.fit(
         module,
-        train_dataloaders=make_loader(data, "train", config, shuffle=True),
+        train_dataloaders=make_loader(data, "train", config, shuffle=True, inputs=inputs),
         val_dataloaders=make_loader(data, "val", config, shuffle=False),
         ckpt_path=str(run.last_checkpoint) if resume else None,
     )
@@ -174,7 +191,9 @@ def train(
             "parameters": sum(p.numel() for p in module.model.parameters()),
             "device": str(module.device),
             "precision": config.precision,
+            **({"need_update": need_update.summary()} if need_update is not None else {}),
         },
     )
+    run.update_metrics("leakage_guard", guard.summary())
     plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
     return run
