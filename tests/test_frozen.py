@@ -36,6 +36,7 @@ WRITES = {
     "out=": lambda t: torch.add(t, 1, out=t),
     "functional inplace=True": lambda t: F.relu(t, inplace=True),
     "functional inplace positional": lambda t: F.dropout(t, 0.5, True, True),
+    "aten operator": lambda t: torch.ops.aten.add_.Tensor(t, torch.ones(4, 3)),
 }
 
 
@@ -48,8 +49,22 @@ def test_every_kind_of_write_raises_and_changes_nothing(write):
     assert torch.equal(t, before)
 
 
+def _unforeseen_write(t):
+    """An operation whose name gives no hint that it writes (a stand-in for any the rules miss)."""
+    if torch.overrides.has_torch_function_unary(t):
+        return torch.overrides.handle_torch_function(_unforeseen_write, (t,), t)
+    t.add_(1.0)
+
+
+def test_a_write_no_rule_foresaw_still_raises():
+    with pytest.raises(ReadOnlyError, match="wrote read-only data"):
+        _unforeseen_write(_frozen())
+
+
 @pytest.mark.parametrize(
-    "numpy_view", [lambda t: t.numpy(), lambda t: np.asarray(t), lambda t: t[1:].numpy()], ids=["numpy", "asarray", "slice"]
+    "numpy_view",
+    [lambda t: t.numpy(), lambda t: np.asarray(t), lambda t: t[1:].numpy()],
+    ids=["numpy", "asarray", "slice"],
 )
 def test_numpy_views_are_read_only(numpy_view):
     t = _frozen()

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
+from conftest import base_config, make_frames
 from tgatunet.config import config_from_dict
 from tgatunet.data.prepared import prepare_data
 from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
@@ -60,18 +63,33 @@ class Snapshots(pl.Callback):
         self.buffer[trainer.current_epoch] = (update.inputs.values.clone(), update.inputs.filled.clone())
 
 
-@pytest.fixture
-def updated_run(dataset):
+@pytest.fixture(scope="module")
+def updated_run(tmp_path_factory):
+    """One 4-epoch run with updates at epochs 1 and 3, shared by the tests that inspect it."""
+    folder = tmp_path_factory.mktemp("updated")
+    paths = {}
+    for name, frame in make_frames().items():
+        paths[name] = folder / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    cfg = {
+        **base_config(paths),
+        "dynamic_need_update": True,
+        "need_update_start": 1,
+        "need_update_every": 2,
+        "epochs": 4,
+        "run_dir": str(folder / "run"),
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     snapshots = Snapshots()
-    run = train(dataset["write"](_update_config(dataset, epochs=4)), callbacks=[snapshots], progress_bar=False)
-    return run, snapshots
+    run = train(folder / "config.yaml", callbacks=[snapshots], progress_bar=False)
+    return run, snapshots, config_from_dict(cfg)
 
 
 # --- leakage: validation and test inputs -----------------------------------------------
 
 
-def test_validation_and_test_inputs_are_bit_identical_after_a_run_with_the_update(updated_run, dataset):
-    run, snap = updated_run
+def test_validation_and_test_inputs_are_bit_identical_after_a_run_with_the_update(updated_run):
+    run, snap, config = updated_run
     assert snap.update.epochs == [1, 3]  # the update did run
     for split in ("val", "test"):
         before_values, before_observed = snap.inputs_at_start[split]
@@ -80,7 +98,7 @@ def test_validation_and_test_inputs_are_bit_identical_after_a_run_with_the_updat
         assert torch.equal(before_observed, after_observed)
         # ... and equal to the data prepared afresh from the files, with the run's stats and splits
         stats, splits, _ = run.read_data()
-        fresh = prepare_data(config_from_dict(dataset["config"]), stats=stats, block_splits=splits)
+        fresh = prepare_data(config, stats=stats, block_splits=splits)
         fresh_values, fresh_observed = _split_inputs(fresh, split)
         assert torch.equal(fresh_values.view(torch.int32), after_values.view(torch.int32))
         assert torch.equal(fresh_observed, after_observed)
@@ -129,7 +147,8 @@ class WriteThroughTheStorage(pl.Callback):
 
 def test_guard_reports_a_write_it_could_not_prevent(dataset, caplog):
     with caplog.at_level(logging.ERROR, logger="tgatunet"):
-        run = train(dataset["write"](), callbacks=[WriteThroughTheStorage()], progress_bar=False)
+        path = dataset["write"]({**dataset["config"], "epochs": 1})
+        run = train(path, callbacks=[WriteThroughTheStorage()], progress_bar=False)
     guard = run.read_metrics()["leakage_guard"]
     assert guard["held"] is False
     assert guard["start"]["test"] != guard["end"]["test"] and guard["start"]["val"] == guard["end"]["val"]
@@ -138,7 +157,7 @@ def test_guard_reports_a_write_it_could_not_prevent(dataset, caplog):
 
 def test_normalisation_early_stopping_and_model_selection_never_see_test_data(dataset):
     """Changing every test value changes nothing a run learns or selects (update on)."""
-    cfg = _update_config(dataset, epochs=3, patience=1, need_update_start=0, need_update_every=1)
+    cfg = _update_config(dataset, epochs=2, patience=1, need_update_start=0, need_update_every=1)
     first = train(dataset["write"]({**cfg, "run_dir": str(dataset["dir"] / "a")}, "a.yaml"), progress_bar=False)
     _, splits, _ = first.read_data()
     for name, path in dataset["paths"].items():
@@ -199,7 +218,7 @@ def test_fill_writes_only_fillable_positions(dataset):
 
 
 def test_update_runs_only_at_configured_epochs_and_touches_only_need_channels(updated_run):
-    _, snap = updated_run
+    _, snap, _ = updated_run
     inputs = snap.update.inputs
     assert snap.update.epochs == [1, 3]
     initial = snap.data.values[torch.from_numpy(inputs.rows)]
@@ -251,6 +270,19 @@ def test_resume_restores_the_completed_values(dataset):
     assert snapshots.update.epochs == [1]
     assert torch.equal(filled, state["filled"]) and torch.equal(values[filled], state["values"])
     assert run.read_metrics()["train"]["need_update"]["epochs"] == [1]
+
+
+def test_persistent_loader_workers_see_the_updates(dataset):
+    data = prepare_data(config_from_dict(dataset["config"]))
+    inputs = TrainingInputs(data)
+    loader = torch.utils.data.DataLoader(
+        TrainingWindowDataset(data, inputs), batch_size=64, num_workers=1, persistent_workers=True
+    )
+    assert not any(batch["filled"].any() for batch in loader)
+    inputs.fill(torch.full((len(inputs), 3), 5.0), torch.ones(len(inputs), dtype=torch.bool))
+    batches = list(loader)
+    assert sum(int(b["filled"].sum()) for b in batches) > 0
+    assert all((b["values"][b["filled"]] == 5.0).all() for b in batches)
 
 
 # --- completed values are inputs, never targets ---------------------------------------------
@@ -315,3 +347,43 @@ def test_update_without_need_channels_is_a_config_error(dataset):
 def test_update_starting_after_the_last_epoch_is_a_config_error(dataset):
     with pytest.raises(ConfigError, match="need_update_start"):
         config_from_dict(_update_config(dataset, epochs=3, need_update_start=3))
+
+
+# --- the ablation ------------------------------------------------------------------------------
+
+
+def test_evaluate_ablation_trains_the_counterpart_and_compares(dataset):
+    from typer.testing import CliRunner
+
+    from tgatunet.cli import app
+
+    cfg = {**dataset["config"], "epochs": 1, "need_update_start": 0, "need_update_every": 1}
+    run = train(dataset["write"](cfg), progress_bar=False)
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(run.root), "--ablation", "need-update"])
+    assert result.exit_code == 0, result.output
+
+    ablation = run.read_metrics()["need_update"]
+    counterpart = RunDir(run.root / "ablation" / "need_update_on")
+    assert counterpart.read_config().dynamic_need_update and not run.read_config().dynamic_need_update
+    assert counterpart.read_metrics()["train"]["need_update"]["epochs"] == [0]
+    assert counterpart.read_metrics()["leakage_guard"]["held"] is True
+    assert ablation["without"]["run"] == str(run.root) and ablation["with"]["run"] == str(counterpart.root)
+    for name in ("with", "without"):
+        assert isinstance(ablation[name]["completion_mae"], float) and 0.0 <= ablation[name]["accuracy"] <= 1.0
+    metrics = {name: RunDir(Path(ablation[name]["run"])).read_metrics() for name in ("with", "without")}
+    for name in ("with", "without"):
+        assert ablation[name]["completion_mae"] == metrics[name]["completion"]["model"]["mae"]
+        assert ablation[name]["accuracy"] == metrics[name]["classification"]["accuracy"]
+    lower = "with" if ablation["with"]["completion_mae"] < ablation["without"]["completion_mae"] else "without"
+    assert ablation["better"]["completion_mae"] in (lower, "tie")
+    assert "Dynamic need update" in result.output
+
+
+def test_evaluate_rejects_an_unknown_ablation(dataset):
+    from typer.testing import CliRunner
+
+    from tgatunet.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(dataset["dir"]), "--ablation", "dropout"])
+    assert result.exit_code != 0 and "need-update" in result.output
+

@@ -51,7 +51,7 @@ def _inplace_position(func: Any) -> int | None:
 
 
 def _is_inplace(func: Any, args: tuple, kwargs: dict) -> bool:
-    name = getattr(func, "__name__", "")
+    name = getattr(func, "__name__", "").split(".")[0]  # "add_.Tensor" for torch.ops.aten.add_.Tensor
     if name in _INPLACE_DUNDERS or (name.endswith("_") and not name.startswith("__")):
         return True
     at = _inplace_position(func)

@@ -131,12 +131,10 @@ def train(
     module = build_module(config, data)
     throughput = ThroughputMonitor()
     guard = LeakageGuard(data)
-    inputs = TrainingInputs(data) if config.dynamic_need_update else None
-    need_update = (
-        NeedUpdate(inputs, config.need_update_every, config.need_update_start, config.batch_size)
-        if inputs is not None
-        else None
-    )
+    inputs, need_update = None, None
+    if config.dynamic_need_update:
+        inputs = TrainingInputs(data)
+        need_update = NeedUpdate(inputs, config.need_update_every, config.need_update_start, config.batch_size)
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
     )
