@@ -387,3 +387,17 @@ def test_evaluate_rejects_an_unknown_ablation(dataset):
     result = CliRunner().invoke(app, ["evaluate", "--run", str(dataset["dir"]), "--ablation", "dropout"])
     assert result.exit_code != 0 and "need-update" in result.output
 
+
+
+def test_an_update_before_the_first_training_step_leaves_the_model_trainable():
+    """Tables cached while the update runs under inference mode must serve autograd afterwards."""
+    from tgatunet.graph import temporal_neighbors
+    from tgatunet.model.gat import BatchedGATConv
+
+    temporal_neighbors.cache_clear()
+    layer = BatchedGATConv(4, 2, heads=2)
+    x = torch.randn(3, 7, 4)
+    with torch.inference_mode():
+        layer(x, *temporal_neighbors(7, 1))  # first use of T=7: inside the update's inference
+    layer(x.requires_grad_(), *temporal_neighbors(7, 1)).sum().backward()
+    assert x.grad is not None

@@ -25,11 +25,14 @@ def temporal_neighbors(num_steps: int, time_k: int, device: str = "cpu") -> tupl
         ``index [T, K]`` long: neighbour step of each slot (clamped into range),
         ``valid [T, K]`` bool: whether the slot is a real edge.
     """
-    offsets = torch.arange(-time_k, time_k + 1, device=device)  # [K]
-    steps = torch.arange(num_steps, device=device)[:, None]  # [T, 1]
-    raw = steps + offsets[None, :]  # [T, K]
-    valid = (raw >= 0) & (raw < num_steps)
-    return raw.clamp(0, num_steps - 1), valid
+    # Cached tables outlive their first caller: build ordinary tensors even under inference mode
+    # (evaluation, the dynamic need update), or a later training step could not use them in autograd.
+    with torch.inference_mode(False):
+        offsets = torch.arange(-time_k, time_k + 1, device=device)  # [K]
+        steps = torch.arange(num_steps, device=device)[:, None]  # [T, 1]
+        raw = steps + offsets[None, :]  # [T, K]
+        valid = (raw >= 0) & (raw < num_steps)
+        return raw.clamp(0, num_steps - 1), valid
 
 
 def neighbors_to_edge_index(index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,6 @@ class NeedUpdate(pl.Callback):
         self.start = start
         self.batch_size = batch_size
         self.epochs: list[int] = []
-        self.written = 0
 
     def due(self, epoch: int) -> bool:
         return epoch >= self.start and (epoch - self.start) % self.every == 0
@@ -63,9 +62,9 @@ class NeedUpdate(pl.Callback):
         finally:
             pl_module.train(was_training)
         mean, count = average_overlaps(rows, recon, len(self.inputs))
-        self.written = self.inputs.fill(torch.from_numpy(mean), torch.from_numpy(count > 0))
+        written = self.inputs.fill(torch.from_numpy(mean), torch.from_numpy(count > 0))
         self.epochs.append(epoch)
-        log.info("epoch %d: need update completed %d values in %d training windows", epoch, self.written, len(rows))
+        log.info("epoch %d: need update completed %d values in %d training windows", epoch, written, len(rows))
 
     def summary(self) -> dict[str, Any]:
         return {
