@@ -54,3 +54,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in model.parameters()])
     for plain, ckpt in zip(*grads):
         torch.testing.assert_close(plain, ckpt, atol=1e-6, rtol=0)
+
+
+def test_training_after_inference_with_a_new_window_length():
+    # The temporal graph of a length first seen under inference mode is cached; training
+    # on that length afterwards must still be able to save it for backward.
+    model = _model()
+    values = torch.randn(2, 37, 5)
+    visible = torch.ones(2, 37, 5, dtype=torch.bool)
+    with torch.inference_mode():
+        model.eval()(values, visible)
+    recon, logits = model.train()(values, visible)
+    (recon.sum() + logits.sum()).backward()

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import base_config, make_frames
 from tgatunet.config import config_from_dict
-from tgatunet.data.prepared import prepare_data
+from tgatunet.data.prepared import collate_windows, prepare_data
 from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
 from tgatunet.errors import ConfigError
 from tgatunet.rundir import RunDir
@@ -276,7 +276,11 @@ def test_persistent_loader_workers_see_the_updates(dataset):
     data = prepare_data(config_from_dict(dataset["config"]))
     inputs = TrainingInputs(data)
     loader = torch.utils.data.DataLoader(
-        TrainingWindowDataset(data, inputs), batch_size=64, num_workers=1, persistent_workers=True
+        TrainingWindowDataset(data, inputs),
+        batch_size=64,
+        num_workers=1,
+        persistent_workers=True,
+        collate_fn=collate_windows,
     )
     assert not any(batch["filled"].any() for batch in loader)
     inputs.fill(torch.full((len(inputs), 3), 5.0), torch.ones(len(inputs), dtype=torch.bool))
@@ -319,17 +323,17 @@ def test_training_loss_has_no_gradient_at_completed_values(dataset, monkeypatch)
     inputs = TrainingInputs(data)
     inputs.fill(torch.randn(len(inputs), 3) * 1e3, torch.ones(len(inputs), dtype=torch.bool))
     train_set = TrainingWindowDataset(data, inputs)
-    batch = torch.utils.data.default_collate([train_set[i] for i in range(len(train_set))])
+    batch = train_set.__getitems__(list(range(len(train_set))))
     assert batch["filled"].any()
 
     module = build_module(config, data)
     recon = torch.zeros_like(batch["values"], requires_grad=True)
     logits = torch.zeros(len(recon), len(data.class_names))
-    monkeypatch.setattr(module, "forward", lambda values, visible: (recon, logits))
+    monkeypatch.setattr(module, "compiled", lambda values, visible, graph: (recon, logits))
     for seed in range(5):
-        torch.manual_seed(seed)
         recon.grad = None
-        module.training_step(batch, 0).backward()
+        visible, targets = module.inputs(batch, torch.Generator().manual_seed(seed))
+        module.losses(batch, visible, targets)["loss"].backward()
         assert (recon.grad[batch["filled"]] == 0).all()
         assert (recon.grad[batch["observed"]] != 0).any()
 

@@ -12,6 +12,7 @@ one.
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tgatunet.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # The performance guide's hardware presets (DESIGN section 1).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -93,7 +96,21 @@ class Config(_Strict):
     )
     use_memory_optimizer: bool = Field(
         default=False,
-        description="Choose the batch size from measured memory use and recover from out-of-memory errors.",
+        description="Run each training step in the largest micro-batches that keep memory under memory_target "
+        "(gradients accumulated, so the step is the same), lower them when memory runs high, "
+        "and retry a step that runs out of memory with half the micro-batch.",
+    )
+    memory_target: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="Memory optimizer: keep peak training memory below this fraction of the memory budget.",
+    )
+    memory_budget_gb: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Memory optimizer: memory training may use, in GB (2**30 bytes); "
+        "null: the GPU's free memory on CUDA, the available RAM on CPU.",
     )
     use_gradient_checkpoint: bool = Field(
         default=False,
@@ -107,6 +124,11 @@ class Config(_Strict):
     attention_heads: int = Field(default=2, ge=1, description="Heads of every GAT and attention layer.")
     time_k: int = Field(default=1, ge=1, description="Temporal graph: each step is linked to the steps within time_k.")
     window_size: int = Field(default=50, ge=4, description="Time steps per window.")
+    hardware_profile: Literal["auto", "low", "medium", "high"] | None = Field(
+        default=None,
+        description="Apply the guide's preset (low, medium, high) to the model and batch keys this file does "
+        "not set; auto picks it by the training device's memory (or memory_budget_gb). null: no preset.",
+    )
 
     # --- data --------------------------------------------------------------
     sources: list[SourceConfig] = Field(min_length=1, description="The data sources (see the example above).")
@@ -137,6 +159,30 @@ class Config(_Strict):
     # --- model ---------------------------------------------------------------
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout in the model.")
     ff_multiplier: int = Field(default=2, ge=1, description="Transformer feed-forward width / hidden_channels.")
+    graph_type: Literal["temporal", "knn"] = Field(
+        default="temporal",
+        description="Graph over a window's time steps: 'temporal' links the steps within time_k; 'knn' also links "
+        "each step to its graph_knn most similar steps, by the values the model is allowed to see.",
+    )
+    graph_knn: int = Field(
+        default=4, ge=1, description="knn graph: similar steps linked to each step, besides its temporal neighbours."
+    )
+    use_graph_cache: bool = Field(
+        default=True,
+        description="knn graph: reuse the graphs of windows seen before (memory LRU + disk cache) instead of "
+        "rebuilding them.",
+    )
+    graph_cache_dir: str | None = Field(
+        default=None,
+        description="Disk cache of knn graphs (relative to the working directory); default <run_dir>/graph_cache. "
+        "Entries are keyed by content, so runs may share one.",
+    )
+    graph_cache_max_mb: float = Field(
+        default=1024.0, gt=0.0, description="Disk cache size limit; least recently used entries are evicted beyond it."
+    )
+    graph_memory_cache_mb: float = Field(
+        default=256.0, ge=0.0, description="In-process LRU of knn graphs in front of the disk cache; 0 disables it."
+    )
 
     # --- training --------------------------------------------------------------
     epochs: int = Field(default=60, ge=1, description="Maximum training epochs.")
@@ -147,10 +193,32 @@ class Config(_Strict):
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
         default="32", description="Numeric precision, through Lightning."
     )
+    compile: bool = Field(
+        default=False,
+        description="Wrap the model in torch.compile; where that is not supported, warn and run eagerly.",
+    )
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
         default="auto", description="Where to train; auto picks CUDA when it is there."
     )
-    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+    devices: int | Literal["auto"] = Field(
+        default=1, description="Processes (GPUs, or CPU processes) per machine; more than 1 trains with DDP."
+    )
+    num_nodes: int = Field(default=1, ge=1, description="Machines taking part in one training (torchrun, SLURM).")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        default="auto",
+        description="Lightning strategy: auto (DDP when devices x num_nodes > 1), ddp, or fsdp (GPUs only).",
+    )
+    data_store: str | None = Field(
+        default=None,
+        description="Folder written by `tgatunet data prepare`: training reads windows from it lazily "
+        "(relative to the config file); null reads the sources into memory.",
+    )
+    num_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="DataLoader worker processes; null: 2 when training on CUDA (batches prepared while the GPU "
+        "computes), 0 on CPU (workers would take the cores the model needs).",
+    )
     mask_pattern_prob: float = Field(
         default=0.5,
         ge=0.0,
@@ -188,6 +256,25 @@ class Config(_Strict):
     # Where the file was read from; relative source paths resolve against it.
     config_dir: str = Field(default=".", exclude=True, description="(set by load_config)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_hardware_profile(cls, raw: Any) -> Any:
+        # The preset fills only the keys the file does not set: explicit keys always win.
+        if not isinstance(raw, dict) or raw.get("hardware_profile") is None:
+            return raw
+        profile = raw["hardware_profile"]
+        if profile == "auto":
+            from tgatunet.hardware import auto_profile
+
+            budget = raw.get("memory_budget_gb")
+            budget = budget if isinstance(budget, (int, float)) and budget > 0 else None  # else: its own error
+            profile, memory_gb, by = auto_profile(str(raw.get("accelerator", "auto")), budget)
+            log.info("hardware_profile auto: %.1f GB (%s) -> preset '%s'", memory_gb, by, profile)
+        if profile not in PRESETS:
+            return raw  # the field's own validation names the allowed values
+        # The resolved preset is kept, so a run's saved config says which one was applied.
+        return {**PRESETS[profile], **raw, "hardware_profile": profile}
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
@@ -222,6 +309,23 @@ class Config(_Strict):
                     f"need_update_start ({self.need_update_start}) must be below epochs ({self.epochs}), "
                     "or the dynamic need update never runs"
                 )
+            if self.data_store is not None:
+                raise ValueError(
+                    "dynamic_need_update keeps a writable copy of the training rows in memory and cannot "
+                    "run on a data_store: unset data_store (the sources are read into memory) or the update"
+                )
+        if self.graph_type == "knn" and self.graph_knn > self.window_size - (2 * self.time_k + 1):
+            raise ValueError(
+                f"graph_knn ({self.graph_knn}) must leave room in the window: at most window_size - "
+                f"(2 * time_k + 1) = {self.window_size - 2 * self.time_k - 1} steps are not temporal neighbours already"
+            )
+        if isinstance(self.devices, int) and self.devices < 1:
+            raise ValueError(f"devices must be a positive number or 'auto' (got {self.devices})")
+        if self.strategy == "fsdp" and self.accelerator not in ("gpu", "cuda"):
+            raise ValueError(
+                f"strategy 'fsdp' shards the model over CUDA GPUs and needs accelerator: gpu "
+                f"(got accelerator: {self.accelerator}); use strategy: ddp to train on several CPU processes"
+            )
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave blocks for training (sum < 1)")
         return self
@@ -247,6 +351,13 @@ class Config(_Strict):
         if source.path.startswith(BUNDLED_SCHEME):
             return resolve_bundled(source.path)
         path = Path(source.path).expanduser()
+        return path if path.is_absolute() else Path(self.config_dir) / path
+
+    def data_store_path(self) -> Path | None:
+        """The ``data_store`` folder (relative paths against the config file), or None."""
+        if self.data_store is None:
+            return None
+        path = Path(self.data_store).expanduser()
         return path if path.is_absolute() else Path(self.config_dir) / path
 
     def resolved_run_dir(self, config_name: str = "run") -> Path:
@@ -315,6 +426,8 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     for src, raw in zip(config.sources, data["sources"]):
         if not src.path.startswith("bundled:"):
             raw["path"] = str(config.source_path(src).resolve())
+    if config.data_store is not None:
+        data["data_store"] = str(config.data_store_path().resolve())
     return data
 
 

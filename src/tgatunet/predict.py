@@ -10,6 +10,7 @@ import torch
 from tgatunet.config import Config
 from tgatunet.data.prepared import PreparedData, prepare_data
 from tgatunet.errors import RunError
+from tgatunet.graph.cache import open_graph_cache
 from tgatunet.rundir import RunDir
 from tgatunet.train.module import TGATUNetModule
 
@@ -41,7 +42,11 @@ def load_run(run: RunDir, device: torch.device | None = None) -> TrainedRun:
                 f"the sources changed since run '{run.root}' was trained: {key} were {info[key]}, now {now}. "
                 "Retrain on the current data."
             )
-    module = TGATUNetModule.load_from_checkpoint(run.checkpoint_for_inference(), map_location=device or pick_device())
+    module = TGATUNetModule.load_from_checkpoint(
+        run.checkpoint_for_inference(),
+        map_location=device or pick_device(),
+        graph_cache=open_graph_cache(config, run.root),
+    )
     module.eval()
     return TrainedRun(run, config, data, module)
 

@@ -1,4 +1,4 @@
-"""Measuring what a piece of work costs: time (median of repeats) and peak tensor memory.
+"""Measuring what a piece of work costs: time (median of repeats), peak tensor memory, peak resident memory.
 
 Peak memory counts every tensor allocated while the work runs (activations,
 gradients, temporaries), not the parameters that existed before it: on CUDA
@@ -9,10 +9,12 @@ after start-up is slower, so measure after a warm-up).
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,6 +65,28 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str = "cpu")
     with _StoragePeak() as tracker:
         fn()
     return int(tracker.peak)
+
+
+def peak_rss_bytes(fn: Callable[[], Any]) -> int | None:
+    """Most resident memory of this process above its level at the start, while ``fn()`` runs.
+
+    Linux only (the kernel's high-water mark, reset through ``/proc/self/clear_refs``); None
+    elsewhere. Unlike :func:`peak_memory_bytes` it also counts memory that allocators keep cached
+    and everything that is not a tensor.
+    """
+    status, clear = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+    def read(field: str) -> int:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", status.read_text(), re.MULTILINE).group(1)) * 1024
+
+    try:
+        clear.write_text("5")  # resets the high-water mark to the current resident size
+        start = read("VmRSS")
+    except OSError:
+        fn()
+        return None
+    fn()
+    return read("VmHWM") - start
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, device: torch.device | str = "cpu") -> float:

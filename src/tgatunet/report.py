@@ -101,6 +101,75 @@ def print_leakage_guard(guard: dict[str, Any]) -> None:
         console.print("leakage guard: validation and test inputs unchanged by training ([green]held[/])")
     else:
         console.print("[bold red]leakage guard: validation or test inputs changed during training[/]")
+def print_memory(memory: dict[str, Any]) -> None:
+    parts = [f"peak RSS {memory['peak_rss_gb']:.2f} GB"] if "peak_rss_gb" in memory else []
+    if "peak_system_memory_percent" in memory:
+        parts.append(f"system memory peak {memory['peak_system_memory_percent']:.0f}%")
+    if "cuda_peak_allocated_gb" in memory:
+        parts.append(f"CUDA peak {memory['cuda_peak_allocated_gb']:.2f} GB allocated")
+    if "mean_gpu_utilization_percent" in memory:
+        parts.append(f"GPU busy {memory['mean_gpu_utilization_percent']:.0f}%")
+    optimizer = memory.get("optimizer", {})
+    if optimizer.get("enabled") and optimizer.get("plan"):
+        plan = optimizer["plan"]
+        used = ", ".join(f"{k} windows x {v} steps" for k, v in optimizer["steps_by_micro_batch_size"].items())
+        parts.append(
+            f"memory optimizer: batch {plan['batch_size']} in micro-batches ({used}), "
+            f"{len(optimizer['changes'])} change(s)"
+        )
+    if parts:
+        console.print("memory: " + ", ".join(parts))
+
+
+def print_hardware(hardware: Any, auto: tuple[str, float, str]) -> None:
+    """The machine's devices and the preset ``hardware_profile: auto`` picks."""
+    table = Table(title=f"Hardware ({hardware.cpu_cores} CPU cores)")
+    for column in ("device", "name", "total GB", "available GB"):
+        table.add_column(column, justify="right" if "GB" in column else "left")
+    for device in [hardware.ram, *hardware.gpus]:
+        label = "cpu" if device.kind == "cpu" else f"{device.kind}:{device.index}"
+        table.add_row(label, device.name, f"{device.total_bytes / 2**30:.1f}", f"{device.available_bytes / 2**30:.1f}")
+    if hardware.mps:
+        table.add_row("mps", "Apple MPS (shares the RAM)", "", "")
+    console.print(table)
+    preset, memory_gb, by = auto
+    console.print(f"hardware_profile: auto -> [bold]{preset}[/] (by {memory_gb:.1f} GB: {by})")
+
+
+def print_memory_plan(plan: dict[str, Any]) -> None:
+    """The memory optimizer's choice for a config (``tgatunet hardware --config``)."""
+    console.print(
+        f"memory optimizer on {plan['device']}: budget {plan['budget_gb']:.2f} GB ({plan['budget_from']}), "
+        f"target {100 * plan['target_fraction']:.0f}% = {plan['limit_gb']:.2f} GB; measured peak = "
+        f"{plan['fixed_gb']:.3f} GB + {plan['per_window_mb']:.2f} MB per window; batch_size {plan['batch_size']} "
+        f"-> micro-batches of [bold]{plan['micro_batch_size']}[/] windows "
+        f"(predicted peak {plan['predicted_peak_gb']:.3f} GB; up to {plan['largest_fitting_micro_batch']} would fit)"
+    )
+
+
+def print_memory_bench(results: dict[str, Any]) -> None:
+    table = Table(title="Memory optimizer: one training step, peak tensor memory")
+    for column in ("budget GB", "target GB", "micro-batch", "peak GB", "saving vs off"):
+        table.add_column(column, justify="right")
+    for row in results["budgets"]:
+        table.add_row(
+            f"{row['budget_gb']:g}",
+            f"{row['target_fraction'] * row['budget_gb']:.2f}",
+            str(row["chosen_batch_size"]),
+            f"{row['peak_gb']:.3f}",
+            f"{row['saving_vs_off']:.1%}",
+        )
+    off = results["off"]
+    table.add_row("off", "", str(off["batch_size"]), f"{off['peak_gb']:.3f}", "", style="bold")
+    console.print(table)
+    saving = results["saving_vs_off"]
+    console.print(f"saving_vs_off: {saving:.1%}" if saving is not None else "saving_vs_off: none")
+    console.print(results["saving_vs_off_compares"])
+    path = results["data_path"]
+    console.print(
+        f"data path: a batch of {path['batch_size']} windows in {path['batched_ms']:.2f} ms gathered vs "
+        f"{path['per_window_ms']:.2f} ms window by window ({path['speedup']:.0f}x)"
+    )
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
@@ -108,6 +177,8 @@ def print_metrics(metrics: dict[str, Any]) -> None:
         print_train(metrics["train"])
     if "leakage_guard" in metrics:
         print_leakage_guard(metrics["leakage_guard"])
+    if "memory" in metrics:
+        print_memory(metrics["memory"])
     if "completion" in metrics:
         print_completion(metrics["completion"])
     if "classification" in metrics:

@@ -11,6 +11,7 @@ Layout::
       metrics.json           training, completion and classification figures
       plots/                 loss curves, completed vs true signals, confusion matrix
       completed/             completed copies of the sources (tgatunet complete)
+      graph_cache/           knn graphs by content (default location; kept by --overwrite)
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class RunDir:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def graph_cache(self) -> Path:
+        return self.root / "graph_cache"
 
     def require_trained(self) -> None:
         """Fail with a clear message unless the run has a config and a checkpoint."""

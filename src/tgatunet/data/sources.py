@@ -170,14 +170,20 @@ def encode_labels(tables: list[SourceTable]) -> tuple[list[str], list[np.ndarray
 
     Classes are sorted numerically when every label is a number, else as text.
     """
-    raw = [lab for t in tables for lab in t.labels if lab is not None]
-    unique = set(raw)
-    if all(isinstance(v, (int, float, np.integer, np.floating)) for v in unique):
-        ordered = sorted(unique)
-        names = [str(int(v)) if float(v).is_integer() else str(v) for v in ordered]
-    else:
-        ordered = sorted(unique, key=str)
-        names = [str(v) for v in ordered]
-    index = {v: i for i, v in enumerate(ordered)}
+    names, index = order_classes({lab for t in tables for lab in t.labels if lab is not None})
     coded = [np.array([index.get(v, -1) if v is not None else -1 for v in t.labels], dtype=np.int64) for t in tables]
     return names, coded
+
+
+def order_classes(labels: set) -> tuple[list[str], dict]:
+    """Class names and the class index of each raw label value, for the distinct ``labels``.
+
+    Classes are sorted numerically when every label is a number, else as text.
+    """
+    if all(isinstance(v, (int, float, np.integer, np.floating)) for v in labels):
+        ordered = sorted(labels)
+        names = [str(int(v)) if float(v).is_integer() else str(v) for v in ordered]
+    else:
+        ordered = sorted(labels, key=str)
+        names = [str(v) for v in ordered]
+    return names, {v: i for i, v in enumerate(ordered)}

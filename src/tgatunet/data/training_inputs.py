@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from tgatunet.data.prepared import PreparedData, WindowDataset
+from tgatunet.data.prepared import BatchedWindowDataset, PreparedData
 from tgatunet.data.windows import window_span
 
 
@@ -80,28 +79,28 @@ class TrainingInputs:
         return int(write.sum())
 
 
-class TrainingWindowDataset(Dataset):
+class TrainingWindowDataset(BatchedWindowDataset):
     """The training windows, read through a :class:`TrainingInputs` buffer.
 
-    Item: as :class:`~tgatunet.data.prepared.WindowDataset`, plus ``filled [T, C]`` bool
-    (completed values in ``values``: model inputs, never loss targets).
+    Item or batch: as :class:`~tgatunet.data.prepared.BatchedWindowDataset`, plus ``filled``
+    (``[T, C]`` or ``[B, T, C]`` bool): completed values in ``values``, model inputs, never loss targets.
     """
 
     def __init__(self, data: PreparedData, inputs: TrainingInputs) -> None:
-        self.windows = WindowDataset(data, "train")
+        super().__init__(data, "train")
         self.inputs = inputs
-        self.offsets = torch.arange(data.window_size) * data.downsample  # [T]
-
-    def __len__(self) -> int:
-        return len(self.windows)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = self.windows[i]
-        start = int(self.inputs.window_start[i])
-        if start < 0:
-            item["filled"] = torch.zeros_like(item["observed"])
-        else:
-            rows = start + self.offsets
-            item["values"] = self.inputs.values[rows]
-            item["filled"] = self.inputs.filled[rows]
-        return item
+        return {key: value[0] for key, value in self.__getitems__([i]).items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        batch = super().__getitems__(indices)
+        starts = self.inputs.window_start[np.asarray(indices, dtype=np.int64)]  # [B]
+        buffered = torch.from_numpy(starts >= 0)  # [B]
+        filled = torch.zeros_like(batch["observed"])  # [B, T, C]
+        if buffered.any():
+            rows = torch.from_numpy(starts[starts >= 0][:, None] + self.offsets)  # [B_b, T]
+            batch["values"][buffered] = self.inputs.values[rows]
+            filled[buffered] = self.inputs.filled[rows]
+        batch["filled"] = filled
+        return batch

@@ -25,8 +25,8 @@ def temporal_neighbors(num_steps: int, time_k: int, device: str = "cpu") -> tupl
         ``index [T, K]`` long: neighbour step of each slot (clamped into range),
         ``valid [T, K]`` bool: whether the slot is a real edge.
     """
-    # Cached tables outlive their first caller: build ordinary tensors even under inference mode
-    # (evaluation, the dynamic need update), or a later training step could not use them in autograd.
+    # The tables are cached and shared: one first built under inference mode (evaluation)
+    # would be an inference tensor, which a later training step could not save for backward.
     with torch.inference_mode(False):
         offsets = torch.arange(-time_k, time_k + 1, device=device)  # [K]
         steps = torch.arange(num_steps, device=device)[:, None]  # [T, 1]

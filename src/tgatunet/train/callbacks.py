@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 
 
 class ThroughputMonitor(pl.Callback):
-    """Measures training throughput: windows per second over training batches only (no validation)."""
+    """Measures training throughput: windows per second over training batches only (no validation), all ranks together."""
 
     def __init__(self) -> None:
         self.windows = 0
@@ -25,10 +25,15 @@ class ThroughputMonitor(pl.Callback):
         now = time.perf_counter()
         self.seconds += now - self._mark
         self._mark = now
-        self.windows += len(batch["values"])
+        # Every rank steps through a batch of the same size (the distributed sampler pads the
+        # shards to equal length), so all ranks together processed world_size times this one's.
+        self.windows += len(batch["values"]) * trainer.world_size
+        pl_module.log("perf/windows_per_s", self.windows_per_second, prog_bar=True, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs += 1
+        rate = 60.0 * self.epochs / self.seconds if self.seconds else 0.0
+        pl_module.log("perf/epochs_per_min", rate, sync_dist=True)  # the mean over DDP ranks
 
     @property
     def windows_per_second(self) -> float:

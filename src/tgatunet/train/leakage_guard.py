@@ -3,8 +3,8 @@
 Validation and test inputs are read-only by construction
 (:class:`~tgatunet.data.frozen.ReadOnlyTensor`); the guard checks the result,
 whatever path a write might have taken. At the start and at the end of
-fitting it hashes (SHA-256) each split's window start rows and the values and
-observation mask of every row its windows read; ``held`` is True when both
+fitting it hashes (SHA-256) the values and observation mask of each split's
+windows, in order, as the model reads them (from memory or from a data store); ``held`` is True when both
 hashes of both splits are equal.
 """
 
@@ -19,26 +19,28 @@ import numpy as np
 import torch
 
 from tgatunet.data.prepared import PreparedData
+from tgatunet.data.store_windows import StoreData, batched_dataset
 
 log = logging.getLogger(__name__)
 
 GUARDED_SPLITS = ("val", "test")
 
 
-def split_fingerprint(data: PreparedData, split: str) -> str:
-    """SHA-256 hex digest of the inputs of ``split``'s windows: start rows, then values and mask of the rows read."""
-    starts = data.windows[split].starts
-    rows = torch.from_numpy(np.unique(data.rows(starts)))
+def split_fingerprint(data: PreparedData | StoreData, split: str, chunk: int = 4096) -> str:
+    """SHA-256 hex digest of what ``split``'s windows feed the model: each window's values and mask, in order."""
+    dataset = batched_dataset(data, split)
     digest = hashlib.sha256()
-    for array in (starts, rows.numpy(), data.values[rows].numpy(), data.observed[rows].numpy()):
-        digest.update(np.ascontiguousarray(array).tobytes())
+    for first in range(0, len(dataset), chunk):
+        batch = dataset.__getitems__(list(range(first, min(first + chunk, len(dataset)))))
+        for key in ("values", "observed"):
+            digest.update(np.ascontiguousarray(batch[key].numpy()).tobytes())
     return digest.hexdigest()
 
 
 class LeakageGuard(pl.Callback):
     """Fingerprints the validation and test inputs when fitting starts and ends."""
 
-    def __init__(self, data: PreparedData) -> None:
+    def __init__(self, data: PreparedData | StoreData) -> None:
         self.data = data
         self.start: dict[str, str] = {}
         self.end: dict[str, str] = {}

@@ -6,20 +6,39 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 
 from tgatunet.config import Config, config_from_dict
-from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
+from tgatunet.graph.cache import GraphCache
+from tgatunet.graph.knn import KnnGraph
+from tgatunet.model.compile import CompiledOrEager
+from tgatunet.model.factory import build_model
+from tgatunet.model.tgat_unet import ModelSpec
+from tgatunet.train.micro_batch import MicroBatches
 from tgatunet.train.objective import classification_loss, masked_loss, sample_inputs
 
 
 class TGATUNetModule(pl.LightningModule):
-    """Wraps :class:`TGATUNet` with its objective and optimiser.
+    """Wraps the T-GAT-UNet (standard or lite, see :func:`build_model`) with its objective and optimiser.
+
+    Training uses Lightning's manual optimisation, because a step may run as several
+    micro-batches (:class:`~tgatunet.train.micro_batch.MicroBatches`, set by the memory
+    optimizer), which automatic optimisation cannot express: it zeroes the gradients between
+    ``training_step`` and the backward pass. What Lightning does itself in automatic mode,
+    gradient clipping and the per-epoch learning-rate schedule, is therefore done here.
 
     Args:
         config: the run's config as plain data (kept in checkpoints).
         channels: channel names, in model order.
         class_names: class names, in logit order.
         need_patterns: ``[P][C]`` bool channel sets that some source needs; training hides them.
+        graph_cache: where knn graphs of repeated inputs are looked up (not saved in checkpoints).
+
+    With ``graph_type: knn`` each batch's graph is built from what the model sees,
+    ``observed & ~hidden``, so no hidden value shapes it. Training hides a fresh random
+    set every step: those graphs never repeat, so they are built on the fly (batched, on
+    the model's device) and never cached. Validation (the same hidden values every
+    epoch) and inference (nothing hidden) repeat their inputs and go through the cache.
     """
 
     def __init__(
@@ -28,51 +47,131 @@ class TGATUNetModule(pl.LightningModule):
         channels: list[str],
         class_names: list[str],
         need_patterns: list[list[bool]],
+        graph_cache: GraphCache | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["graph_cache"])
         self.config: Config = config_from_dict(config, origin="checkpoint")
-        self.model = TGATUNet(ModelSpec.from_config(self.config, len(channels), len(class_names)))
+        self.model = build_model(ModelSpec.from_config(self.config, len(channels), len(class_names)))
+        self.compiled = CompiledOrEager(self.model) if self.config.compile else None
         self.register_buffer(
             "patterns", torch.tensor(need_patterns, dtype=torch.bool).reshape(-1, len(channels)), persistent=False
         )
+        self.automatic_optimization = False
+        self.micro_batches = MicroBatches()
+        self.knn = KnnGraph.from_config(self.config) if self.config.graph_type == "knn" else None
+        self.graph_cache = graph_cache
+
+    def neighbors(
+        self, values: torch.Tensor, visible: torch.Tensor, repeated: bool
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The batch's full-resolution graph (None: temporal); ``repeated``: may these inputs come again?"""
+        if self.knn is None:
+            return None
+        if repeated and self.graph_cache is not None:
+            return self.graph_cache.get(values, visible)
+        return self.knn.build(values, visible)
 
     def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(values, visible)
+        return (self.compiled or self.model)(values, visible, self.neighbors(values, visible, repeated=True))
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str, generator: torch.Generator | None) -> torch.Tensor:
+    def inputs(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``visible [B, T, C]`` and ``targets [B, T, C]`` bool: what this step shows and reconstructs.
+
+        Values completed by the dynamic need update (``batch["filled"]``) may be shown, never targets.
+        """
         cfg = self.config
-        values = batch["values"]
-        visible, targets = sample_inputs(
-            batch["observed"],
-            batch.get("filled"),
-            self.patterns,
-            cfg.mask_pattern_prob,
-            cfg.mask_channel_prob,
-            cfg.mask_step_prob,
-            generator,
+        probs = cfg.mask_pattern_prob, cfg.mask_channel_prob, cfg.mask_step_prob
+        return sample_inputs(batch["observed"], batch.get("filled"), self.patterns, *probs, generator)
+
+    def losses(
+        self,
+        batch: dict[str, torch.Tensor],
+        visible: torch.Tensor,
+        targets: torch.Tensor,
+        rows: slice = slice(None),
+    ) -> dict[str, torch.Tensor]:
+        """The share of windows ``rows`` in the batch's losses, for the inputs of :meth:`inputs`.
+
+        Sums over ``rows`` are divided by the whole batch's counts (target values, labelled
+        windows), so the shares of disjoint rows add up to the batch's losses, gradients included.
+
+        Returns:
+            ``loss``, ``recon``, ``cls_loss`` (scalars) and ``correct`` (labelled windows of ``rows``
+            classified right).
+        """
+        cfg = self.config
+        values, labels = batch["values"][rows], batch["label"][rows]
+        part_visible, part_targets = visible[rows], targets[rows]
+        # Training hides values at random, so its graphs never repeat: only the rest is cached.
+        recon, logits = (self.compiled or self.model)(
+            values, part_visible, self.neighbors(values, part_visible, repeated=not self.training)
         )
-        recon, logits = self(values, visible)
-        loss_recon = masked_loss(recon.float(), values, targets, cfg.recon_loss)
-        loss_cls = classification_loss(logits.float(), batch["label"])
-        loss = cfg.recon_weight * loss_recon + cfg.cls_weight * loss_cls
-        size = len(values)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
-        self.log(f"{stage}/recon", loss_recon, batch_size=size, on_epoch=True, on_step=False)
-        self.log(f"{stage}/cls_loss", loss_cls, batch_size=size, on_epoch=True, on_step=False)
-        labelled = batch["label"] >= 0
-        if labelled.any():
-            acc = (logits.argmax(-1)[labelled] == batch["label"][labelled]).float().mean()
-            self.log(f"{stage}/acc", acc, prog_bar=stage == "val", batch_size=int(labelled.sum()), on_epoch=True, on_step=False)
-        return loss
+        loss_recon = masked_loss(recon.float(), values, part_targets, cfg.recon_loss, denominator=targets.sum())
+        loss_cls = classification_loss(logits.float(), labels, denominator=(batch["label"] >= 0).sum())
+        return {
+            "loss": cfg.recon_weight * loss_recon + cfg.cls_weight * loss_cls,
+            "recon": loss_recon,
+            "cls_loss": loss_cls,
+            "correct": ((logits.argmax(-1) == labels) & (labels >= 0)).sum(),
+        }
+
+    def _log_losses(self, stage: str, totals: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+        size = len(batch["values"])
+        # Epoch means weighted by batch size; under DDP the weighted sums and the sizes are each
+        # summed over ranks (sync_dist), so the mean is over all windows, each counted once.
+        epoch = {"on_epoch": True, "on_step": False, "sync_dist": True}
+        self.log(f"{stage}/loss", totals["loss"], prog_bar=True, batch_size=size, **epoch)
+        self.log(f"{stage}/recon", totals["recon"], batch_size=size, **epoch)
+        self.log(f"{stage}/cls_loss", totals["cls_loss"], batch_size=size, **epoch)
+        # Logged for every batch, weighted by its labelled windows (possibly none): a rank that
+        # skipped the key would leave the others waiting in the sync.
+        labelled = int((batch["label"] >= 0).sum())
+        acc = totals["correct"].float() / max(labelled, 1)
+        self.log(f"{stage}/acc", acc, prog_bar=stage == "val", batch_size=labelled, **epoch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train", None)
+        optimizer = self.optimizers()
+        visible, targets = self.inputs(batch)  # drawn once for the whole batch: micro-batches share it
+        totals: dict[str, torch.Tensor] = {}
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            totals.update(
+                self.micro_batches.accumulate(
+                    len(batch["values"]),
+                    lambda rows: self.losses(batch, visible, targets, rows),
+                    self.manual_backward,
+                    optimizer.zero_grad,
+                    self.global_step,
+                )
+            )
+            return totals["loss"]
+
+        optimizer.step(closure=closure)
+        self._log_losses("train", totals, batch)
+        return totals["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Where Lightning clips in automatic mode: after the closure, after mixed-precision unscaling.
+        if self.config.grad_clip is None:
+            return
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            # Each rank holds a shard of the gradients: the global norm must come from the sharded
+            # root module (torch's clip_grad_norm_ would see one shard; Lightning refuses to clip there).
+            self.trainer.strategy.model.clip_grad_norm_(self.config.grad_clip)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=self.config.grad_clip, gradient_clip_algorithm="norm")
+
+    def on_train_epoch_end(self) -> None:
+        self.lr_schedulers().step()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # The same hidden values every epoch, so validation losses are comparable.
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 100_003 + batch_idx)
-        self._step(batch, "val", generator)
+        self._log_losses("val", self.losses(batch, *self.inputs(batch, generator)), batch)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)

@@ -85,9 +85,19 @@ def sample_inputs(
     return available & ~hidden, hidden & observed
 
 
-def masked_loss(prediction: torch.Tensor, target: torch.Tensor, where: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Mean ``mse``, ``l1`` or ``huber`` error over the positions ``where`` is True (0, graph kept, if none)."""
-    weight = where.to(prediction.dtype)
+def masked_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    where: torch.Tensor,
+    kind: str = "mse",
+    denominator: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean ``mse``, ``l1`` or ``huber`` error over the positions ``where`` is True (0, graph kept, if none).
+
+    ``denominator`` replaces the count of ``where``: micro-batches of one step divide by the
+    whole batch's count, so that their losses add up to the batch's.
+    """
+    count = where.sum() if denominator is None else denominator
     err = prediction - target
     if kind == "mse":
         per_value = err**2
@@ -97,11 +107,16 @@ def masked_loss(prediction: torch.Tensor, target: torch.Tensor, where: torch.Ten
         per_value = F.huber_loss(prediction, target, reduction="none", delta=1.0)
     # Unobserved targets hold arbitrary fill values: zero their error before summing.
     per_value = torch.where(where, per_value, torch.zeros_like(per_value))
-    return per_value.sum() / weight.sum().clamp_min(1.0)
+    return per_value.sum() / count.to(per_value.dtype).clamp_min(1.0)
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over labelled windows (label -1 = none)."""
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, denominator: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy over labelled windows (label -1 = none); ``denominator`` as in :func:`masked_loss`."""
     if not (labels >= 0).any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, labels, ignore_index=-1)
+    if denominator is None:
+        return F.cross_entropy(logits, labels, ignore_index=-1)
+    total = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
+    return total / denominator.to(logits.dtype).clamp_min(1.0)

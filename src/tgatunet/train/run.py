@@ -9,30 +9,66 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
 from tgatunet.config import Config, config_to_dict, load_config
-from tgatunet.data.prepared import PreparedData, WindowDataset, prepare_data
+from tgatunet.data.normalize import ChannelStats
+from tgatunet.data.prepared import PreparedData, collate_windows, prepare_data
+from tgatunet.data.store_windows import StoreData, batched_dataset, store_data
 from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
-from tgatunet.errors import RunError
+from tgatunet.errors import ConfigError, RunError
+from tgatunet.hardware import trains_on_cuda
+from tgatunet.graph.cache import GraphCache, open_graph_cache
 from tgatunet.plots import plot_loss_curves
 from tgatunet.rundir import RunDir
 from tgatunet.train.callbacks import ThroughputMonitor
 from tgatunet.train.checkpoint_io import AtomicCheckpointIO
 from tgatunet.train.leakage_guard import LeakageGuard
+from tgatunet.train.memory_optimizer import MemoryOptimizer
 from tgatunet.train.module import TGATUNetModule
+from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.need_update import NeedUpdate
 
 log = logging.getLogger(__name__)
 
 # Keys that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"epochs", "patience", "num_workers", "accelerator", "run_dir"}
+RESUMABLE_CHANGES = {
+    "epochs",
+    "patience",
+    "num_workers",
+    "accelerator",
+    "run_dir",
+    # Where the same windows are read from, and by how many processes.
+    "data_store",
+    "devices",
+    "num_nodes",
+    # How a step is computed, not what: the memory optimizer keeps each step's gradient.
+    "use_memory_optimizer",
+    "memory_target",
+    "memory_budget_gb",
+    # A profile that resolves to other model keys is caught by those keys.
+    "hardware_profile",
+    "use_graph_cache",
+    "graph_cache_dir",
+    "graph_cache_max_mb",
+    "graph_memory_cache_mb",
+}
 
 
-def data_info(data: PreparedData) -> dict[str, Any]:
+def load_data(
+    config: Config, stats: ChannelStats | None = None, block_splits: dict[str, str] | None = None
+) -> PreparedData | StoreData:
+    """The run's windows: read lazily from the config's ``data_store``, else from the sources into memory."""
+    if config.data_store is not None:
+        return store_data(config, stats=stats, block_splits=block_splits)
+    return prepare_data(config, stats=stats, block_splits=block_splits)
+
+
+def data_info(data: PreparedData | StoreData) -> dict[str, Any]:
     """What ``data.json`` records about the prepared data."""
     return {
         "channels": data.channels,
@@ -46,28 +82,47 @@ def data_info(data: PreparedData) -> dict[str, Any]:
 
 
 def make_loader(
-    data: PreparedData, split: str, config: Config, shuffle: bool, inputs: TrainingInputs | None = None
+    data: PreparedData | StoreData, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None,
+    inputs: TrainingInputs | None = None,
 ) -> DataLoader:
-    """Batches of ``split``; training windows read ``inputs`` (the need-update buffer) when given."""
+    """Batches of ``batch_size`` windows, fetched a batch at a time.
+
+    On CUDA, batches go through pinned memory (so the copy to the GPU overlaps compute) and,
+    unless ``num_workers`` says otherwise, two worker processes prepare the next batches.
+
+    Args:
+        shard: ``(world_size, rank)``: only this process's share of the windows, none repeated, for
+            evaluation under DDP (each window then counts once in the synced metrics). Training
+            loaders are left to Lightning, which shards them with a padded ``DistributedSampler``.
+        inputs: the dynamic need update's buffer, read by the training windows instead of ``data``.
+    """
     if inputs is not None and split != "train":
         raise ValueError(f"only the training split has an input buffer, not '{split}'")
-    workers = config.num_workers
+    cuda = trains_on_cuda(config.accelerator)
+    workers = config.num_workers if config.num_workers is not None else (2 if cuda else 0)
+    dataset = batched_dataset(data, split) if inputs is None else TrainingWindowDataset(data, inputs)
+    sampler = None
+    if shard is not None:
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=shard[0], rank=shard[1], shuffle=False)
     return DataLoader(
-        WindowDataset(data, split) if inputs is None else TrainingWindowDataset(data, inputs),
+        dataset,
         batch_size=config.batch_size,
         shuffle=shuffle,
+        sampler=sampler,
+        collate_fn=collate_windows,
         num_workers=workers,
         persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=cuda,
     )
 
 
-def build_module(config: Config, data: PreparedData) -> TGATUNetModule:
+def build_module(config: Config, data: PreparedData | StoreData, graph_cache: GraphCache | None = None) -> TGATUNetModule:
     return TGATUNetModule(
         config=config.model_dump(mode="json"),
         channels=data.channels,
         class_names=data.class_names,
         need_patterns=data.need_patterns().tolist(),
+        graph_cache=graph_cache,
     )
 
 
@@ -81,27 +136,69 @@ def _check_resumable(saved: Config, given: Config) -> None:
         )
 
 
-def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool) -> PreparedData:
+def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool, writer: bool) -> PreparedData | StoreData:
+    """Check and write the run directory (only the ``writer``, global rank 0, does), and load the data."""
+    if not writer:
+        if resume:
+            stats, splits, _ = run.read_data()
+            return load_data(config, stats=stats, block_splits=splits)
+        return load_data(config)
     if resume:
         if not run.last_checkpoint.is_file():
             raise RunError(f"nothing to resume: '{run.last_checkpoint}' does not exist. Train without --resume.")
         _check_resumable(run.read_config(), config)
         stats, splits, _ = run.read_data()
-        data = prepare_data(config, stats=stats, block_splits=splits)
+        data = load_data(config, stats=stats, block_splits=splits)
         run.write_config(config)
         return data
-    if run.root.exists() and any(run.root.iterdir()):
+    # The graph cache is keyed by content, not by run: it may be built before training
+    # (tgatunet cache build) and stays valid for a new run in the same directory.
+    previous = [p for p in run.root.iterdir() if p != run.graph_cache] if run.root.exists() else []
+    if previous:
         if not overwrite:
             raise RunError(
                 f"run directory '{run.root}' already holds a run. Continue it with --resume, "
                 "start over with --overwrite, or set another run_dir."
             )
-        shutil.rmtree(run.root)
-    data = prepare_data(config)
+        for path in previous:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    data = load_data(config)
     run.root.mkdir(parents=True, exist_ok=True)
     run.write_config(config)
     run.write_data(data_info(data))
     return data
+
+
+def _make_trainer(config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool) -> pl.Trainer:
+    try:
+        return pl.Trainer(
+            max_epochs=config.epochs,
+            accelerator="gpu" if config.accelerator == "cuda" else config.accelerator,
+            devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy=config.strategy,
+            precision=config.precision,
+            deterministic="warn",
+            callbacks=callbacks,
+            logger=[
+                TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
+                CSVLogger(run.root, name="logs", version="csv"),
+            ],
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=run.root,
+            log_every_n_steps=10,
+            num_sanity_val_steps=0,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,  # our summary prints the parameter count; Lightning's FLOPs column reads 0
+        )
+    except (MisconfigurationException, ValueError) as err:
+        raise ConfigError(
+            f"accelerator '{config.accelerator}', devices {config.devices!r}, num_nodes {config.num_nodes}, "
+            f"strategy '{config.strategy}': Lightning cannot train with these: {err}"
+        ) from None
 
 
 def train(
@@ -123,18 +220,8 @@ def train(
     config_path = Path(config_path)
     config = load_config(config_path)
     run = RunDir(Path(run_dir) if run_dir else config.resolved_run_dir(config_path.stem))
-    data = _prepare_run_dir(run, config, resume, overwrite)
-    if len(data.windows["val"]) == 0:
-        raise RunError("no validation window: raise val_fraction or mark blocks 'val' in split_col.")
-
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = build_module(config, data)
     throughput = ThroughputMonitor()
-    guard = LeakageGuard(data)
-    inputs, need_update = None, None
-    if config.dynamic_need_update:
-        inputs = TrainingInputs(data)
-        need_update = NeedUpdate(inputs, config.need_update_every, config.need_update_start, config.batch_size)
+    resources = ResourceMonitor(target=config.memory_target)
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
     )
@@ -146,37 +233,42 @@ def train(
         latest,
         EarlyStopping(monitor="val/loss", mode="min", patience=config.patience),
         throughput,
-        guard,
-        *([need_update] if need_update is not None else []),
+        resources,
         *callbacks,
     ]
     if progress_bar:
         all_callbacks.append(RichProgressBar())
-    trainer = pl.Trainer(
-        max_epochs=config.epochs,
-        accelerator="gpu" if config.accelerator == "cuda" else config.accelerator,
-        devices=1,
-        precision=config.precision,
-        gradient_clip_val=config.grad_clip,
-        deterministic="warn",
-        callbacks=all_callbacks,
-        logger=[
-            TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
-            CSVLogger(run.root, name="logs", version="csv"),
-        ],
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=run.root,
-        log_every_n_steps=10,
-        num_sanity_val_steps=0,
-        enable_progress_bar=progress_bar,
-        enable_model_summary=progress_bar,
-    )
+    trainer = _make_trainer(config, run, all_callbacks, progress_bar)
+    # Under DDP every process runs this function; only global rank 0 checks and writes the run directory.
+    data = _prepare_run_dir(run, config, resume, overwrite, writer=trainer.is_global_zero)
+    if len(data.windows["val"]) < trainer.world_size:
+        raise RunError(
+            f"{len(data.windows['val'])} validation window(s) for {trainer.world_size} process(es): "
+            "raise val_fraction or mark blocks 'val' in split_col."
+        )
+    # Callbacks that need the data join the trainer now that it is loaded, ahead of the caller's
+    # callbacks (which then see each epoch's inputs as training will).
+    guard = LeakageGuard(data)
+    inputs, need_update = None, None
+    if config.dynamic_need_update:
+        inputs = TrainingInputs(data)
+        need_update = NeedUpdate(inputs, config.need_update_every, config.need_update_start, config.batch_size)
+    memory = MemoryOptimizer(config, batched_dataset(data, "train")) if config.use_memory_optimizer else None
+    at = trainer.callbacks.index(resources) + 1
+    trainer.callbacks[at:at] = [c for c in (guard, need_update, memory) if c is not None]
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    graph_cache = open_graph_cache(config, run.root)
+    module = build_module(config, data, graph_cache)
+    shard = (trainer.world_size, trainer.global_rank) if trainer.world_size > 1 else None
     trainer.fit(
         module,
         train_dataloaders=make_loader(data, "train", config, shuffle=True, inputs=inputs),
-        val_dataloaders=make_loader(data, "val", config, shuffle=False),
+        val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard),
         ckpt_path=str(run.last_checkpoint) if resume else None,
     )
+    if not trainer.is_global_zero:
+        return run
 
     best = checkpoint.best_model_score
     run.update_metrics(
@@ -187,11 +279,20 @@ def train(
             "best_val_loss": float(best) if best is not None else None,
             "windows": data_info(data)["windows"],
             "parameters": sum(p.numel() for p in module.model.parameters()),
-            "device": str(module.device),
+            "device": str(trainer.strategy.root_device),
             "precision": config.precision,
+            "batch_size": config.batch_size,
+            "micro_batch_size": module.micro_batches.size or config.batch_size,
             **({"need_update": need_update.summary()} if need_update is not None else {}),
         },
     )
     run.update_metrics("leakage_guard", guard.summary())
+    run.update_metrics(
+        "memory",
+        {**resources.summary(), "optimizer": memory.summary(module) if memory else {"enabled": False}},
+    )
+    if graph_cache is not None:
+        graph_cache.save_stats("train")
+        run.update_metrics("graph_cache", {"location": str(graph_cache.directory), **graph_cache.stats.to_dict()})
     plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
     return run

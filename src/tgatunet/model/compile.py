@@ -1,0 +1,49 @@
+"""``torch.compile`` with a fallback to eager execution where compilation is not supported.
+
+Compilation can fail in two places: when the model is wrapped (``torch.compile``
+refuses an unsupported Python or platform) and on the first call (tracing or
+the backend's code generation fails, e.g. without a working C++ compiler).
+Either way the run continues eagerly, with one warning that says why.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _fall_back(reason: str) -> None:
+    warnings.warn(f"torch.compile is not available here ({reason}); running the model eagerly.", RuntimeWarning, stacklevel=3)
+
+
+class CompiledOrEager:
+    """Calls ``torch.compile(module)``; after a compilation failure, ``module`` itself.
+
+    Not an ``nn.Module``: it holds no parameters of its own, so a module that keeps
+    one as an attribute saves the same state dict with or without compilation.
+
+    Attributes:
+        module: the eager module.
+        compiled: the compiled module, or None once compilation has failed.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.compiled: Any = None
+        try:
+            self.compiled = torch.compile(module)
+        except RuntimeError as err:  # unsupported Python version or platform
+            _fall_back(str(err))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as err:
+                # A genuine error in the model raises again from the eager call below.
+                _fall_back(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                self.compiled = None
+        return self.module(*args, **kwargs)

@@ -1,0 +1,33 @@
+"""The scale benchmark's measuring parts, on the tiny fixture dataset (the figures come from `tgatunet bench scale`)."""
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from tgatunet.bench import epoch_worker
+from tgatunet.bench.scale import _interleaved_throughput
+from tgatunet.config import load_config
+from tgatunet.data.store import build_store
+
+
+def _store_config(dataset) -> Path:
+    raw = copy.deepcopy(dataset["config"])
+    raw.update(data_store=str(dataset["dir"] / "store"), epochs=1, accelerator="cpu")
+    path = dataset["write"](raw, "store.yaml")
+    build_store(load_config(path), dataset["dir"] / "store")
+    return path
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS is read from /proc (Linux)")
+def test_epoch_worker_reports_the_peak_of_a_training(dataset):
+    result = epoch_worker.main(str(_store_config(dataset)), str(dataset["dir"] / "run"))
+    assert result["peak_rss_bytes"] >= result["rss_before_bytes"] > 0
+    assert result["train_windows"] == 64 and result["windows_per_second"] > 0
+
+
+def test_interleaved_throughput_times_both_sources_alike(dataset):
+    result = _interleaved_throughput(_store_config(dataset), steps=3, warmup=0)
+    assert result["ratio"] > 0 and result["step_ms_per_batch"] > 0
+    assert result["fetch_ms_per_batch"]["store"] > 0 and result["direct_windows_per_second"]["memory"] > 0
+    assert set(result["loading_windows_per_second"]) == {"store", "memory"}

@@ -1,0 +1,92 @@
+"""Config-selected model options: the lite variant, torch.compile with its eager fallback, training with both."""
+
+import pytest
+import torch
+
+from tgatunet.config import load_config
+from tgatunet.evaluate import evaluate_run
+from tgatunet.model.compile import CompiledOrEager
+from tgatunet.model.lite_unet import LiteTGATUNet
+from tgatunet.model.tgat_unet import TGATUNet
+from tgatunet.train.module import TGATUNetModule
+from tgatunet.train.run import train
+
+
+def _module(dataset, **overrides) -> TGATUNetModule:
+    config = load_config(dataset["write"]({**dataset["config"], **overrides}))
+    return TGATUNetModule(config.model_dump(mode="json"), ["a", "b", "c"], ["slow", "fast"], [[False, False, True]])
+
+
+def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.randn(2, 16, 3), torch.rand(2, 16, 3) > 0.3
+
+
+@pytest.mark.parametrize("optimized,model_cls", [(False, TGATUNet), (True, LiteTGATUNet)])
+def test_use_optimized_model_selects_the_variant(dataset, optimized, model_cls):
+    module = _module(dataset, use_optimized_model=optimized)
+    assert type(module.model) is model_cls
+    assert module.compiled is None
+
+
+def test_compile_key_wraps_the_model_and_keeps_the_state_dict(dataset):
+    plain = _module(dataset)
+    compiled = _module(dataset, compile=True)
+    assert isinstance(compiled.compiled, CompiledOrEager)
+    assert compiled.compiled.module is compiled.model
+    assert compiled.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_compile_unsupported_at_wrap_time_falls_back_to_eager(dataset, monkeypatch):
+    def refuse(model, **kwargs):
+        raise RuntimeError("torch.compile is not supported on this platform")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    with pytest.warns(RuntimeWarning, match="not supported on this platform"):
+        module = _module(dataset, compile=True).eval()
+    assert module.compiled.compiled is None
+    values, visible = _inputs()
+    torch.testing.assert_close(module(values, visible)[0], module.model(values, visible)[0])
+
+
+def test_compile_failing_on_first_call_falls_back_to_eager_once(dataset, monkeypatch):
+    calls = []
+
+    def broken_compile(model, **kwargs):
+        def run(*args, **kw):
+            calls.append(1)
+            raise torch._dynamo.exc.InternalTorchDynamoError("simulated backend failure")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    module = _module(dataset, compile=True).eval()
+    values, visible = _inputs()
+    with pytest.warns(RuntimeWarning, match="simulated backend failure"):
+        recon, logits = module(values, visible)
+    torch.testing.assert_close(recon, module.model(values, visible)[0])
+    module(values, visible)  # eager from now on: the compiled path is not tried again
+    assert calls == [1]
+
+
+def test_a_genuine_model_error_is_not_hidden_by_the_fallback(dataset, monkeypatch):
+    def tracing_compile(model, **kwargs):
+        def run(*args, **kw):
+            raise torch._dynamo.exc.TorchRuntimeError("shape mismatch while tracing")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", tracing_compile)
+    module = _module(dataset, compile=True)
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError):
+        module(torch.randn(2, 16, 4), torch.ones(2, 16, 3, dtype=torch.bool))  # 4 channels for a 3-channel model
+
+
+def test_training_the_lite_model_end_to_end(dataset):
+    cfg = {**dataset["config"], "use_optimized_model": True, "use_gradient_checkpoint": True}
+    run = train(dataset["write"](cfg), progress_bar=False)
+    state = torch.load(run.last_checkpoint, weights_only=False)
+    assert any(key.startswith("model.bottleneck.0.qkv") for key in state["state_dict"])  # the lite layers were trained
+    metrics = evaluate_run(run.root)
+    assert metrics["train"]["parameters"] == sum(v.numel() for k, v in state["state_dict"].items() if k.startswith("model."))
+    assert isinstance(metrics["completion"]["model"]["mae"], float)

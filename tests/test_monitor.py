@@ -1,0 +1,117 @@
+"""Resource monitoring in logs and metrics.json, the batched data path, and the memory benchmark."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from tgatunet.bench.memory import run_memory_benchmark
+from tgatunet.config import config_from_dict
+from tgatunet.data.prepared import BatchedWindowDataset, prepare_data
+from tgatunet.profiling import peak_rss_bytes
+from tgatunet.report import console, print_metrics
+from tgatunet.train.monitor import ResourceMonitor
+from tgatunet.train.run import make_loader, train
+
+
+def test_monitor_figures_appear_in_logs_and_metrics(dataset, caplog):
+    # A target of 1% is crossed at once: the warning must show too.
+    path = dataset["write"]({**dataset["config"], "epochs": 2, "use_memory_optimizer": True, "memory_target": 0.01})
+    with caplog.at_level(logging.WARNING, logger="tgatunet"):
+        run = train(path, progress_bar=False)
+    assert any("above the 1% target" in r.getMessage() for r in caplog.records)
+
+    frame = pd.read_csv(run.logs / "csv" / "metrics.csv")
+    for column in ("monitor/rss_gb", "monitor/system_memory_percent", "perf/windows_per_s", "perf/epochs_per_min"):
+        assert column in frame and frame[column].notna().any(), column
+    assert (frame["monitor/rss_gb"].dropna() > 0).all()
+    assert frame["memory/micro_batch_size"].dropna().eq(8).all()
+
+    metrics = json.loads(run.metrics_path.read_text())
+    memory = metrics["memory"]
+    assert memory["samples"] >= 3  # steps 1 and 11 (every 10), and the end of training
+    assert memory["peak_rss_gb"] >= frame["monitor/rss_gb"].max() - 1e-4
+    assert 0 < memory["peak_system_memory_percent"] <= 100
+    assert memory["optimizer"]["enabled"] and memory["optimizer"]["plan"]["micro_batch_size"] == 8
+    assert metrics["train"]["windows_per_second"] > 0 and metrics["train"]["micro_batch_size"] == 8
+
+    with console.capture() as shown:
+        print_metrics(metrics)  # what `tgatunet train` prints at the end
+    assert "memory: peak RSS" in " ".join(shown.get().split())
+
+
+def test_monitor_samples_this_process():
+    figures = ResourceMonitor().sample(torch.device("cpu"))
+    assert set(figures) == {"rss_gb", "system_memory_percent"}
+    assert figures["rss_gb"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_monitor_samples_cuda_memory():
+    device = torch.device("cuda")
+    held = torch.empty(64 * 2**20, dtype=torch.uint8, device=device)
+    figures = ResourceMonitor().sample(device)
+    assert figures["cuda_allocated_gb"] >= held.numel() / 2**30
+    assert figures["cuda_reserved_gb"] >= figures["cuda_allocated_gb"]
+    assert figures["cuda_peak_gb"] >= figures["cuda_allocated_gb"]
+    assert 0 < figures["cuda_memory_percent"] <= 100
+
+
+def test_batched_fetch_equals_window_by_window(dataset):
+    data = prepare_data(config_from_dict(dataset["config"]))
+    windows = BatchedWindowDataset(data, "train")
+    indices = np.random.default_rng(0).permutation(len(windows))[:7].tolist()
+    batch = windows.__getitems__(indices)
+    expected = default_collate([windows[i] for i in indices])
+    assert batch.keys() == expected.keys()
+    for key in batch:
+        assert batch[key].dtype == expected[key].dtype, key
+        assert torch.equal(batch[key], expected[key]), key
+
+
+def test_loader_gives_every_window_once_in_batches(dataset):
+    cfg = config_from_dict(dataset["config"])
+    data = prepare_data(cfg)
+    batches = list(make_loader(data, "train", cfg, shuffle=True))
+    assert all(len(b["values"]) <= cfg.batch_size for b in batches)
+    assert batches[0]["values"].shape[1:] == (cfg.window_size, len(data.channels))
+    assert sorted(torch.cat([b["index"] for b in batches]).tolist()) == list(range(len(data.windows["train"])))
+
+
+def test_peak_rss_counts_memory_touched_meanwhile():
+    def work():
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, written
+        return float(block[-1])
+
+    peak = peak_rss_bytes(work)
+    if peak is None:
+        pytest.skip("no /proc high-water mark on this system")
+    assert peak >= 48 * 2**20
+
+
+def test_memory_benchmark_writes_its_figures(tmp_path):
+    # Budgets scaled down with the data, so that the same code paths run in seconds.
+    budgets = (0.002, 0.004, 0.008)
+    results = run_memory_benchmark(
+        tmp_path,
+        budgets_gb=budgets,
+        batch_size=64,
+        window_size=32,
+        model={"hidden_channels": 16, "encoder_layers": 1, "decoder_layers": 1, "attention_heads": 2, "time_k": 2},
+    )
+    written = json.loads((tmp_path / "results.json").read_text())["memory"]
+    assert written["budgets"] == results["budgets"]
+    assert [row["budget_gb"] for row in written["budgets"]] == list(budgets)
+    for row in written["budgets"]:
+        assert row["peak_gb"] <= row["target_fraction"] * row["budget_gb"]
+        assert 1 <= row["chosen_batch_size"] <= 64
+    sizes = [row["chosen_batch_size"] for row in written["budgets"]]
+    assert sizes == sorted(sizes) and sizes[0] < 64  # more budget, larger micro-batches; the smallest must split
+    assert written["saving_vs_off"] > 0 and "same" in written["saving_vs_off_compares"]
+    assert written["data_path"]["batched_ms"] > 0 and "environment" in written
