@@ -148,9 +148,13 @@ def run_memory_benchmark(
     model: dict[str, Any] | None = None,
     target: float = 0.8,
     steps: int = 1,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark and write the ``memory`` section of ``out/results.json``."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Run the benchmark and write the ``memory`` section of ``out/results.json``.
+
+    ``device``: where to train; None picks CUDA when it is there, else the CPU.
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     base = {
         "window_size": window_size,
         "step_size": window_size // 2,
