@@ -172,6 +172,27 @@ def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool,
     return data
 
 
+def quiet_trainer(
+    config: Config, callbacks: Sequence[pl.Callback] = (), accelerator: str | None = None, **limits: Any
+) -> pl.Trainer:
+    """A one-device Trainer that writes nothing (no logs, checkpoints, bars): for benchmarks.
+
+    ``limits`` are Trainer stopping arguments (``max_epochs``, ``max_steps``, ``limit_val_batches``).
+    """
+    return pl.Trainer(
+        accelerator=accelerator or ("gpu" if config.accelerator == "cuda" else config.accelerator),
+        devices=1,
+        precision=config.precision,
+        callbacks=list(callbacks),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **limits,
+    )
+
+
 def _make_trainer(config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool) -> pl.Trainer:
     try:
         return pl.Trainer(
