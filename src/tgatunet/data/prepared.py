@@ -46,19 +46,12 @@ class WindowIndex:
 
 
 @dataclass(frozen=True)
-class PreparedData:
-    """All sources as one normalised array, plus the windows of each split.
-
-    ``values`` and ``observed`` are read-only (:class:`~tgatunet.data.frozen.ReadOnlyTensor`):
-    validation and test windows read them, so nothing may write them. Training inputs that
-    change during a run (the dynamic need update) live in their own buffer
-    (:class:`~tgatunet.data.training_inputs.TrainingInputs`).
+class WindowedData:
+    """The windows of each split and what describes them, wherever their rows are kept.
 
     Attributes:
-        values: ``[N, C]`` float32, normalised, 0 where not observed; read-only.
-        observed: ``[N, C]`` bool observation mask; read-only.
         source_need: ``[S, C]`` bool, the channels each source needs.
-        row_offsets: ``[S + 1]`` first row of each source in ``values``.
+        row_offsets: ``[S + 1]`` first row of each source, in the row numbering of the windows' starts.
         block_splits: block key (``source/block``) -> split.
         skipped_blocks: segments shorter than one window, left out.
     """
@@ -67,8 +60,6 @@ class PreparedData:
     class_names: list[str]
     source_names: list[str]
     stats: ChannelStats
-    values: torch.Tensor
-    observed: torch.Tensor
     source_need: torch.Tensor
     row_offsets: np.ndarray
     windows: dict[str, WindowIndex]
@@ -84,6 +75,24 @@ class PreparedData:
     def need_patterns(self) -> torch.Tensor:
         """``[P, C]`` bool: the distinct non-empty channel sets that some source needs."""
         return need_patterns(self.source_need)
+
+
+@dataclass(frozen=True)
+class PreparedData(WindowedData):
+    """All sources as one normalised array in memory, plus the windows of each split.
+
+    ``values`` and ``observed`` are read-only (:class:`~tgatunet.data.frozen.ReadOnlyTensor`):
+    validation and test windows read them, so nothing may write them. Training inputs that
+    change during a run (the dynamic need update) live in their own buffer
+    (:class:`~tgatunet.data.training_inputs.TrainingInputs`).
+
+    Attributes:
+        values: ``[N, C]`` float32, normalised, 0 where not observed; read-only.
+        observed: ``[N, C]`` bool observation mask; read-only.
+    """
+
+    values: torch.Tensor
+    observed: torch.Tensor
 
 
 def need_patterns(source_need: torch.Tensor) -> torch.Tensor:
