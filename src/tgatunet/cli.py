@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -82,13 +83,29 @@ def train(
     console.print(f"run directory: [bold]{run.root}[/]  (next: tgatunet evaluate --run {run.root})")
 
 
+class Ablation(str, Enum):
+    need_update = "need-update"
+
+
 @app.command()
-def evaluate(run: Path = typer.Option(..., "--run", "-r", help="Run directory of a trained model.")) -> None:
+def evaluate(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory of a trained model."),
+    ablation: Optional[Ablation] = typer.Option(
+        None,
+        "--ablation",
+        help="need-update: also train the same config with dynamic_need_update flipped (in RUN/ablation/) "
+        "and compare both runs.",
+    ),
+) -> None:
     """Score completion (vs mean fill and ridge baselines) and classification on the test blocks."""
     from tgatunet.evaluate import evaluate_run
 
     try:
         metrics = evaluate_run(run)
+        if ablation is Ablation.need_update:
+            from tgatunet.ablation import need_update_ablation
+
+            metrics["need_update"] = need_update_ablation(run)
     except TgatunetError as err:
         _fail(err)
     print_metrics(metrics)

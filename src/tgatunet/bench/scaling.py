@@ -81,7 +81,7 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 def training_step(module: TGATUNetModule, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
     """One step of the training objective on ``batch`` (``values, observed [B, T, C]``, ``label [B]``)."""
-    loss = module.losses(batch, module.hide(batch))["loss"]
+    loss = module.losses(batch, *module.inputs(batch))["loss"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
