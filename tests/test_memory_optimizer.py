@@ -82,8 +82,8 @@ def module_and_batch(dataset):
     torch.manual_seed(0)
     module = build_module(cfg, data)
     batch = BatchedWindowDataset(data, "train").__getitems__(list(range(10)))
-    hidden = module.hide(batch, torch.Generator().manual_seed(1))
-    return module, batch, hidden
+    visible, targets = module.inputs(batch, torch.Generator().manual_seed(1))
+    return module, batch, (visible, targets)
 
 
 def _grads(module) -> list[torch.Tensor]:
@@ -91,14 +91,14 @@ def _grads(module) -> list[torch.Tensor]:
 
 
 def test_micro_batches_give_the_whole_batch_gradient(module_and_batch):
-    module, batch, hidden = module_and_batch
-    whole = module.losses(batch, hidden)
+    module, batch, inputs = module_and_batch
+    whole = module.losses(batch, *inputs)
     whole["loss"].backward()
     expected = _grads(module)
     module.zero_grad(set_to_none=True)
 
     totals = MicroBatches(3).accumulate(
-        10, lambda rows: module.losses(batch, hidden, rows), lambda loss: loss.backward(), module.zero_grad, step=0
+        10, lambda rows: module.losses(batch, *inputs, rows), lambda loss: loss.backward(), module.zero_grad, step=0
     )
     for got, want in zip(_grads(module), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ from tgatunet.data import store_windows
 from tgatunet.data.prepared import WindowDataset, prepare_data
 from tgatunet.data.store import MANIFEST, build_store, open_store
 from tgatunet.data.store_windows import StoreWindowDataset, store_data
-from tgatunet.errors import DataError
+from tgatunet.errors import ConfigError, DataError
 from tgatunet.evaluate import evaluate_run
 from tgatunet.train.run import train
 
@@ -211,7 +211,15 @@ def test_training_from_the_store_end_to_end(dataset):
     assert stored["best_val_loss"] == pytest.approx(memory["best_val_loss"], rel=1e-4)
     assert run.read_data()[1] == in_memory.read_data()[1]
     assert run.read_metrics()["memory"]["optimizer"]["enabled"]
+    # The leakage guard fingerprints the same validation and test inputs, whichever way they are read.
+    guard, memory_guard = run.read_metrics()["leakage_guard"], in_memory.read_metrics()["leakage_guard"]
+    assert guard["held"] and guard["start"] == memory_guard["start"]
     metrics = evaluate_run(run.root)
     assert metrics["completion"]["model"]["mae"] > 0
     written = complete_run(run.root)
     assert written and written[0].filled["c"] > 0
+
+
+def test_dynamic_need_update_on_a_store_is_a_config_error(dataset):
+    with pytest.raises(ConfigError, match="data_store"):
+        config_from_dict(_raw(dataset, dynamic_need_update=True, need_update_start=0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -25,13 +26,16 @@ config_app = typer.Typer(help="Write or check a config file.", no_args_is_help=T
 app.add_typer(config_app, name="config")
 data_app = typer.Typer(help="Make or convert datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-bench_app = typer.Typer(help="Measure what each optimisation buys; figures go to OUT/results.json.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Measure what each optimisation buys; figures go to OUT/results.json. Without a subcommand: the whole "
+    "suite (same as python performance_test.py)."
+)
 app.add_typer(bench_app, name="bench")
 cache_app = typer.Typer(help="The knn graph cache: what it holds, build it ahead of training, clear it.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
@@ -54,7 +58,7 @@ def _fail(err: TgatunetError) -> None:
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Lightning's own messages too.")) -> None:
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
 
 @app.command()
@@ -79,13 +83,29 @@ def train(
     console.print(f"run directory: [bold]{run.root}[/]  (next: tgatunet evaluate --run {run.root})")
 
 
+class Ablation(str, Enum):
+    need_update = "need-update"
+
+
 @app.command()
-def evaluate(run: Path = typer.Option(..., "--run", "-r", help="Run directory of a trained model.")) -> None:
+def evaluate(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory of a trained model."),
+    ablation: Optional[Ablation] = typer.Option(
+        None,
+        "--ablation",
+        help="need-update: also train the same config with dynamic_need_update flipped (in RUN/ablation/) "
+        "and compare both runs.",
+    ),
+) -> None:
     """Score completion (vs mean fill and ridge baselines) and classification on the test blocks."""
     from tgatunet.evaluate import evaluate_run
 
     try:
         metrics = evaluate_run(run)
+        if ablation is Ablation.need_update:
+            from tgatunet.ablation import need_update_ablation
+
+            metrics["need_update"] = need_update_ablation(run)
     except TgatunetError as err:
         _fail(err)
     print_metrics(metrics)
@@ -130,6 +150,51 @@ def hardware(
             print_memory_plan(plan_for_config(cfg).summary())
     except TgatunetError as err:
         _fail(err)
+
+
+@bench_app.callback(invoke_without_command=True)
+def bench(
+    ctx: typer.Context,
+    quick: bool = typer.Option(
+        True, "--quick/--full", help="--quick (default): about 5 minutes on a 2-core CPU; --full: more rounds and "
+        "bigger sizes, for real hardware."
+    ),
+    out: Path = typer.Option(
+        Path("bench_results"), "--out", "-o", help="Folder of results.json, report.md and the plots (replaced by each run)."
+    ),
+    config: Path = typer.Option(
+        Path("configs/basicmotions.yaml"), "--config", "-c", help="Config of the graph and model benchmarks' trainings."
+    ),
+    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch while the suite runs."),
+) -> None:
+    """The whole suite: every section, results.json, report.md (the guide's promises met or not) and the plots."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import dataclasses
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tgatunet.bench.suite import FULL, QUICK, run_suite
+    from tgatunet.report import print_suite_summary
+
+    settings = dataclasses.replace(QUICK if quick else FULL, threads=threads)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
+    try:
+        with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("benchmark suite", total=len(settings.sections))
+
+            def on_section(name: str, state: str) -> None:
+                if state == "start":
+                    progress.update(task, description=f"section [bold]{name}[/]")
+                else:
+                    progress.advance(task)
+                    progress.console.print(f"{name}: {escape(state)}")
+
+            results = run_suite(out, settings, config_path=config, on_section=on_section)
+    except TgatunetError as err:
+        _fail(err)
+    print_suite_summary(results)
+    console.print(f"written: {out / 'results.json'}, {out / 'report.md'}, plots: {len(results['suite']['plots'])}")
 
 
 @bench_app.command("memory")

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from tgatunet.data.sources import load_source, read_table
-from tgatunet.data.windows import covering_starts, row_index
+from tgatunet.data.windows import average_overlaps, covering_starts, row_index
 from tgatunet.errors import DataError, RunError
 from tgatunet.predict import TrainedRun, load_run, run_model
 from tgatunet.rundir import RunDir
@@ -77,11 +77,8 @@ def complete_source(trained: TrainedRun, index: int) -> tuple[pd.DataFrame, dict
     visible = torch.from_numpy(observed[rows] & inside[..., None])  # [W, T, C]
     recon, _ = run_model(trained.module, values, visible)
 
-    total = np.zeros_like(normalised, dtype=np.float64)
-    count = np.zeros(len(normalised), dtype=np.int64)
-    np.add.at(total, rows[inside], recon[inside])
-    np.add.at(count, rows[inside], 1)
-    completed = data.stats.invert(total / np.maximum(count, 1)[:, None])  # [N, C] raw units
+    mean, _ = average_overlaps(rows, recon, len(normalised), inside)
+    completed = data.stats.invert(mean)  # [N, C] raw units
 
     filled = {}
     for channel in source.need:

@@ -236,6 +236,15 @@ class Config(_Strict):
     )
     recon_weight: float = Field(default=1.0, ge=0.0, description="Weight of the reconstruction loss.")
     cls_weight: float = Field(default=0.5, ge=0.0, description="Weight of the classification loss.")
+    dynamic_need_update: bool = Field(
+        default=False,
+        description="Every need_update_every epochs from need_update_start, complete the need channels of "
+        "the training windows and feed them as inputs (never as targets; validation/test are never written).",
+    )
+    need_update_every: int = Field(default=5, ge=1, description="Epochs between two dynamic need updates.")
+    need_update_start: int = Field(
+        default=10, ge=0, description="First epoch (counted from 0) of the dynamic need update."
+    )
     run_dir: str | None = Field(
         default=None, description="Run directory (relative to the working directory); default runs/<config name>."
     )
@@ -292,6 +301,19 @@ class Config(_Strict):
                 )
         if not self.channels:
             raise ValueError("no modality configured: set common_modalities or a source's have/need")
+        if self.dynamic_need_update:
+            if not any(s.need for s in self.sources):
+                raise ValueError("dynamic_need_update is on but no source lists 'need' channels: nothing to update")
+            if self.need_update_start >= self.epochs:
+                raise ValueError(
+                    f"need_update_start ({self.need_update_start}) must be below epochs ({self.epochs}), "
+                    "or the dynamic need update never runs"
+                )
+            if self.data_store is not None:
+                raise ValueError(
+                    "dynamic_need_update keeps a writable copy of the training rows in memory and cannot "
+                    "run on a data_store: unset data_store (the sources are read into memory) or the update"
+                )
         if self.graph_type == "knn" and self.graph_knn > self.window_size - (2 * self.time_k + 1):
             raise ValueError(
                 f"graph_knn ({self.graph_knn}) must leave room in the window: at most window_size - "

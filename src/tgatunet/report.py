@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -72,6 +73,35 @@ def print_train(train: dict[str, Any]) -> None:
     )
 
 
+def print_need_update(ablation: dict[str, Any]) -> None:
+    table = Table(title="Dynamic need update, ablation (same config, seed and budget; test blocks)")
+    table.add_column("")
+    for column in ("completion MAE", "accuracy", "macro-F1", "epochs", "best val loss"):
+        table.add_column(column, justify="right")
+    for name in ("with", "without"):
+        f = ablation[name]
+        table.add_row(
+            name,
+            f"{f['completion_mae']:.4f}",
+            f"{f['accuracy']:.3f}",
+            f"{f['macro_f1']:.3f}",
+            str(f["epochs_completed"]),
+            f"{f['best_val_loss']:.4f}",
+        )
+    console.print(table)
+    said = {"with": "with the update", "without": "without the update", "tie": "a tie"}
+    better = ablation["better"]
+    console.print(
+        f"lower completion MAE: [bold]{said[better['completion_mae']]}[/]; "
+        f"higher accuracy: [bold]{said[better['accuracy']]}[/]"
+    )
+
+
+def print_leakage_guard(guard: dict[str, Any]) -> None:
+    if guard["held"]:
+        console.print("leakage guard: validation and test inputs unchanged by training ([green]held[/])")
+    else:
+        console.print("[bold red]leakage guard: validation or test inputs changed during training[/]")
 def print_memory(memory: dict[str, Any]) -> None:
     parts = [f"peak RSS {memory['peak_rss_gb']:.2f} GB"] if "peak_rss_gb" in memory else []
     if "peak_system_memory_percent" in memory:
@@ -146,9 +176,40 @@ def print_memory_bench(results: dict[str, Any]) -> None:
 def print_metrics(metrics: dict[str, Any]) -> None:
     if "train" in metrics:
         print_train(metrics["train"])
+    if "leakage_guard" in metrics:
+        print_leakage_guard(metrics["leakage_guard"])
     if "memory" in metrics:
         print_memory(metrics["memory"])
     if "completion" in metrics:
         print_completion(metrics["completion"])
     if "classification" in metrics:
         print_classification(metrics["classification"])
+    if "need_update" in metrics:
+        print_need_update(metrics["need_update"])
+
+
+def print_suite_summary(results: dict[str, Any]) -> None:
+    """The benchmark suite's headline figures and the guide's promises, met or not (``tgatunet bench``)."""
+    from tgatunet.bench.guide_report import COLUMNS, guide_comparison, guide_summary, headline_figures
+
+    figures = Table(title="Benchmark: headline figures")
+    figures.add_column("figure")
+    figures.add_column("value", justify="right")
+    for name, value, _ in headline_figures(results):
+        figures.add_row(name, value)
+    console.print(figures)
+    details = Table(title="Figures behind the guide's promises")
+    for column in ("figure", "promised", "measured", "verdict"):
+        details.add_column(column, justify="left" if column in ("figure", "verdict") else "right")
+    for row in guide_comparison(results):
+        if row["key"] != "-":
+            details.add_row(row["key"], row["promised"], row["measured"], row["verdict"])
+    console.print(details)
+    guide = Table(title="The performance guide's promises (details in report.md)")
+    for column in ("optimisation", *COLUMNS):
+        guide.add_column(column)
+    for row in guide_summary(results):
+        guide.add_row(row["optimisation"], *(row[c] for c in COLUMNS))
+    console.print(guide)
+    for name, reason in results.get("suite", {}).get("skipped", {}).items():
+        console.print(f"[yellow]section {name} skipped:[/] {escape(reason)}")

@@ -52,7 +52,7 @@ from tgatunet.graph.cache import GraphCache  # noqa: E402
 from tgatunet.graph.knn import KnnGraph  # noqa: E402
 from tgatunet.graph.temporal import temporal_neighbors  # noqa: E402
 from tgatunet.profiling import median_seconds  # noqa: E402
-from tgatunet.train.run import build_module, make_loader  # noqa: E402
+from tgatunet.train.run import build_module, make_loader, quiet_trainer  # noqa: E402
 
 WINDOW_SIZES = (50, 128, 256, 512, 1024)
 TIME_KS = (1, 3)
@@ -163,17 +163,7 @@ def knn_timings(sizes, time_ks, graph_knn: int, windows: int, rounds: int, repea
 def _fit_one_epoch(config: Config, data: PreparedData, cache: GraphCache | None) -> None:
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = build_module(config, data, cache)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="gpu" if config.accelerator == "cuda" else config.accelerator,
-        devices=1,
-        precision=config.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(config, max_epochs=1)
     trainer.fit(
         module,
         train_dataloaders=make_loader(data, "train", config, shuffle=True),

@@ -41,7 +41,7 @@ from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, prepare_d
 from tgatunet.hardware import GB
 from tgatunet.profiling import median_seconds, peak_memory_bytes, peak_rss_bytes
 from tgatunet.train.memory_optimizer import MemoryOptimizer
-from tgatunet.train.run import build_module, make_loader
+from tgatunet.train.run import build_module, make_loader, quiet_trainer
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +99,8 @@ def measure_training(config: Config, data: PreparedData, device: torch.device, s
         pl.seed_everything(config.seed, verbose=False)
         module = build_module(config, data)
         memory = MemoryOptimizer(config, BatchedWindowDataset(data, "train")) if config.use_memory_optimizer else None
-        trainer = pl.Trainer(
-            accelerator=device.type,
-            devices=1,
-            precision=config.precision,
-            max_steps=steps,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[memory] if memory else [],
+        trainer = quiet_trainer(
+            config, [memory] if memory else [], accelerator=device.type, max_steps=steps, limit_val_batches=0
         )
         trainer.fit(module, train_dataloaders=make_loader(data, "train", config, shuffle=True))
         outcome["micro_batches"] = module.micro_batches.summary()
@@ -148,9 +138,13 @@ def run_memory_benchmark(
     model: dict[str, Any] | None = None,
     target: float = 0.8,
     steps: int = 1,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark and write the ``memory`` section of ``out/results.json``."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Run the benchmark and write the ``memory`` section of ``out/results.json``.
+
+    ``device``: where to train; None picks CUDA when it is there, else the CPU.
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     base = {
         "window_size": window_size,
         "step_size": window_size // 2,

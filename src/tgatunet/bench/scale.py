@@ -144,7 +144,7 @@ def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> 
             start = time.perf_counter()
             batch = next(batches[name])
             fetched = time.perf_counter()
-            loss = module.losses(batch, module.hide(batch))["loss"]
+            loss = module.losses(batch, *module.inputs(batch))["loss"]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from tgatunet.config import Config
+from tgatunet.data.frozen import freeze
 from tgatunet.data.normalize import ChannelStats
 from tgatunet.data.sources import SourceTable, encode_labels, load_source
 from tgatunet.data.splits import SPLITS, split_blocks
@@ -45,14 +46,12 @@ class WindowIndex:
 
 
 @dataclass(frozen=True)
-class PreparedData:
-    """All sources as one normalised array, plus the windows of each split.
+class WindowedData:
+    """The windows of each split and what describes them, wherever their rows are kept.
 
     Attributes:
-        values: ``[N, C]`` float32, normalised, 0 where not observed.
-        observed: ``[N, C]`` bool observation mask.
         source_need: ``[S, C]`` bool, the channels each source needs.
-        row_offsets: ``[S + 1]`` first row of each source in ``values``.
+        row_offsets: ``[S + 1]`` first row of each source, in the row numbering of the windows' starts.
         block_splits: block key (``source/block``) -> split.
         skipped_blocks: segments shorter than one window, left out.
     """
@@ -61,8 +60,6 @@ class PreparedData:
     class_names: list[str]
     source_names: list[str]
     stats: ChannelStats
-    values: torch.Tensor
-    observed: torch.Tensor
     source_need: torch.Tensor
     row_offsets: np.ndarray
     windows: dict[str, WindowIndex]
@@ -78,6 +75,24 @@ class PreparedData:
     def need_patterns(self) -> torch.Tensor:
         """``[P, C]`` bool: the distinct non-empty channel sets that some source needs."""
         return need_patterns(self.source_need)
+
+
+@dataclass(frozen=True)
+class PreparedData(WindowedData):
+    """All sources as one normalised array in memory, plus the windows of each split.
+
+    ``values`` and ``observed`` are read-only (:class:`~tgatunet.data.frozen.ReadOnlyTensor`):
+    validation and test windows read them, so nothing may write them. Training inputs that
+    change during a run (the dynamic need update) live in their own buffer
+    (:class:`~tgatunet.data.training_inputs.TrainingInputs`).
+
+    Attributes:
+        values: ``[N, C]`` float32, normalised, 0 where not observed; read-only.
+        observed: ``[N, C]`` bool observation mask; read-only.
+    """
+
+    values: torch.Tensor
+    observed: torch.Tensor
 
 
 def need_patterns(source_need: torch.Tensor) -> torch.Tensor:
@@ -203,8 +218,8 @@ def prepare_data(
         class_names=class_names,
         source_names=[t.name for t in tables],
         stats=stats,
-        values=torch.from_numpy(np.nan_to_num(normalised, nan=0.0)),
-        observed=torch.from_numpy(observed),
+        values=freeze(torch.from_numpy(np.nan_to_num(normalised, nan=0.0))),
+        observed=freeze(torch.from_numpy(observed)),
         source_need=need,
         row_offsets=offsets,
         windows=windows,
@@ -225,7 +240,10 @@ class WindowDataset(Dataset):
     def __init__(self, data: PreparedData, split: str) -> None:
         self.data = data
         self.index = data.windows[split]
-        self.offsets = torch.arange(data.window_size) * data.downsample  # [T]
+        self.offsets = np.arange(data.window_size) * data.downsample  # [T]
+        # Read-only NumPy views of the frozen arrays: indexing them is cheaper than going through
+        # the read-only tensor, and gives fresh, writable copies just the same.
+        self.values, self.observed = data.values.numpy(), data.observed.numpy()
 
     def __len__(self) -> int:
         return len(self.index)
@@ -233,8 +251,8 @@ class WindowDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rows = int(self.index.starts[i]) + self.offsets
         return {
-            "values": self.data.values[rows],
-            "observed": self.data.observed[rows],
+            "values": torch.from_numpy(self.values[rows]),
+            "observed": torch.from_numpy(self.observed[rows]),
             "label": torch.tensor(int(self.index.labels[i])),
             "source": torch.tensor(int(self.index.sources[i])),
             "index": torch.tensor(i),

@@ -20,7 +20,14 @@ from torch.utils.data import Dataset
 
 from tgatunet.config import Config
 from tgatunet.data.normalize import ChannelStats
-from tgatunet.data.prepared import WindowIndex, index_windows, need_patterns, source_need_mask
+from tgatunet.data.prepared import (
+    BatchedWindowDataset,
+    PreparedData,
+    WindowedData,
+    WindowIndex,
+    index_windows,
+    source_need_mask,
+)
 from tgatunet.data.splits import split_blocks
 from tgatunet.data.store import DataStore, open_store
 from tgatunet.data.windows import row_index, window_labels, window_span
@@ -30,30 +37,14 @@ CHUNK_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
-class StoreData:
-    """A store's windows: the fields of ``PreparedData`` but ``values``/``observed``, which stay on disk.
+class StoreData(WindowedData):
+    """A store's windows: the rows stay on disk and are read when a window is asked for.
 
     Attributes:
-        row_offsets: ``[S + 1]`` first row of each source, in the row numbering of the windows' starts.
         store: the opened store the rows are read from.
     """
 
-    channels: list[str]
-    class_names: list[str]
-    source_names: list[str]
-    stats: ChannelStats
-    source_need: torch.Tensor
-    row_offsets: np.ndarray
-    windows: dict[str, WindowIndex]
-    block_splits: dict[str, str]
-    window_size: int
-    downsample: int
-    skipped_blocks: int
     store: DataStore
-
-    def need_patterns(self) -> torch.Tensor:
-        """``[P, C]`` bool: the distinct non-empty channel sets that some source needs."""
-        return need_patterns(self.source_need)
 
 
 def _source_of(rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -210,3 +201,8 @@ class BatchedStoreWindowDataset(StoreWindowDataset):
             "source": torch.from_numpy(self.index.sources[index].astype(np.int64)),
             "index": torch.from_numpy(index),
         }
+
+
+def batched_dataset(data: PreparedData | StoreData, split: str) -> BatchedWindowDataset | BatchedStoreWindowDataset:
+    """The split's windows, fetched a batch at a time, from memory or from the store."""
+    return BatchedStoreWindowDataset(data, split) if isinstance(data, StoreData) else BatchedWindowDataset(data, split)

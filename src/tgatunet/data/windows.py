@@ -75,3 +75,24 @@ def window_labels(row_labels: np.ndarray, rows: np.ndarray, rule: str) -> np.nda
     result = counts.argmax(axis=1)
     result[counts.sum(axis=1) == 0] = -1
     return result
+
+
+def average_overlaps(
+    rows: np.ndarray, predictions: np.ndarray, n_rows: int, where: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean of overlapping window predictions.
+
+    Args:
+        rows: ``[W, T]`` row (in an array of ``n_rows``) of each window step.
+        predictions: ``[W, T, C]`` per-step predictions.
+        where: ``[W, T]`` bool, the steps that count (e.g. False on padding); all if None.
+
+    Returns:
+        ``mean [n_rows, C]`` float64 (0 where no step landed) and ``count [n_rows]``.
+    """
+    where = np.ones(rows.shape, dtype=bool) if where is None else where
+    total = np.zeros((n_rows, predictions.shape[-1]), dtype=np.float64)
+    count = np.zeros(n_rows, dtype=np.int64)
+    np.add.at(total, rows[where], predictions[where])
+    np.add.at(count, rows[where], 1)
+    return total / np.maximum(count, 1)[:, None], count

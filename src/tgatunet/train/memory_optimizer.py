@@ -221,7 +221,7 @@ def plan_memory(
 
         def step() -> None:
             with context():
-                module.losses(batch, module.hide(batch))["loss"].backward()
+                module.losses(batch, *module.inputs(batch))["loss"].backward()
 
         module.zero_grad(set_to_none=True)
         peak = peak_memory_bytes(step, device)

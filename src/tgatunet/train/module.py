@@ -15,7 +15,7 @@ from tgatunet.model.compile import CompiledOrEager
 from tgatunet.model.factory import build_model
 from tgatunet.model.tgat_unet import ModelSpec
 from tgatunet.train.micro_batch import MicroBatches
-from tgatunet.train.objective import classification_loss, masked_loss, sample_hidden
+from tgatunet.train.objective import classification_loss, masked_loss, sample_inputs
 
 
 class TGATUNetModule(pl.LightningModule):
@@ -75,18 +75,27 @@ class TGATUNetModule(pl.LightningModule):
     def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.compiled or self.model)(values, visible, self.neighbors(values, visible, repeated=True))
 
-    def hide(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
-        """``[B, T, C]`` bool: the observed values this step hides and reconstructs."""
+    def inputs(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``visible [B, T, C]`` and ``targets [B, T, C]`` bool: what this step shows and reconstructs.
+
+        Values completed by the dynamic need update (``batch["filled"]``) may be shown, never targets.
+        """
         cfg = self.config
         probs = cfg.mask_pattern_prob, cfg.mask_channel_prob, cfg.mask_step_prob
-        return sample_hidden(batch["observed"], self.patterns, *probs, generator)
+        return sample_inputs(batch["observed"], batch.get("filled"), self.patterns, *probs, generator)
 
     def losses(
-        self, batch: dict[str, torch.Tensor], hidden: torch.Tensor, rows: slice = slice(None)
+        self,
+        batch: dict[str, torch.Tensor],
+        visible: torch.Tensor,
+        targets: torch.Tensor,
+        rows: slice = slice(None),
     ) -> dict[str, torch.Tensor]:
-        """The share of windows ``rows`` in the batch's losses.
+        """The share of windows ``rows`` in the batch's losses, for the inputs of :meth:`inputs`.
 
-        Sums over ``rows`` are divided by the whole batch's counts (hidden values, labelled
+        Sums over ``rows`` are divided by the whole batch's counts (target values, labelled
         windows), so the shares of disjoint rows add up to the batch's losses, gradients included.
 
         Returns:
@@ -94,14 +103,13 @@ class TGATUNetModule(pl.LightningModule):
             classified right).
         """
         cfg = self.config
-        values, observed, labels = batch["values"][rows], batch["observed"][rows], batch["label"][rows]
-        part_hidden = hidden[rows]
-        visible = observed & ~part_hidden
+        values, labels = batch["values"][rows], batch["label"][rows]
+        part_visible, part_targets = visible[rows], targets[rows]
         # Training hides values at random, so its graphs never repeat: only the rest is cached.
         recon, logits = (self.compiled or self.model)(
-            values, visible, self.neighbors(values, visible, repeated=not self.training)
+            values, part_visible, self.neighbors(values, part_visible, repeated=not self.training)
         )
-        loss_recon = masked_loss(recon.float(), values, part_hidden, cfg.recon_loss, denominator=hidden.sum())
+        loss_recon = masked_loss(recon.float(), values, part_targets, cfg.recon_loss, denominator=targets.sum())
         loss_cls = classification_loss(logits.float(), labels, denominator=(batch["label"] >= 0).sum())
         return {
             "loss": cfg.recon_weight * loss_recon + cfg.cls_weight * loss_cls,
@@ -126,7 +134,7 @@ class TGATUNetModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
-        hidden = self.hide(batch)  # drawn once for the whole batch: micro-batches share it
+        visible, targets = self.inputs(batch)  # drawn once for the whole batch: micro-batches share it
         totals: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
@@ -134,7 +142,7 @@ class TGATUNetModule(pl.LightningModule):
             totals.update(
                 self.micro_batches.accumulate(
                     len(batch["values"]),
-                    lambda rows: self.losses(batch, hidden, rows),
+                    lambda rows: self.losses(batch, visible, targets, rows),
                     self.manual_backward,
                     optimizer.zero_grad,
                     self.global_step,
@@ -163,7 +171,7 @@ class TGATUNetModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # The same hidden values every epoch, so validation losses are comparable.
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 100_003 + batch_idx)
-        self._log_losses("val", self.losses(batch, self.hide(batch, generator)), batch)
+        self._log_losses("val", self.losses(batch, *self.inputs(batch, generator)), batch)
 
     def configure_optimizers(self):
         # Fused: one kernel for all parameters instead of a dozen small ops each (same update rule).

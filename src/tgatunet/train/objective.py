@@ -11,6 +11,10 @@ Three kinds of hiding, combined:
 
 Only hidden *observed* values are targets: a value that was never measured (a
 ``need`` channel of a source that lacks it, or a NaN) is never in a loss.
+
+Values completed by the dynamic need update (``filled``) are inputs like
+observed ones (visible unless hidden), but never targets: the model is not
+trained to reproduce its own earlier guesses.
 """
 
 from __future__ import annotations
@@ -52,6 +56,33 @@ def sample_hidden(
     hide = hide & observed
     nothing_visible = ~(observed & ~hide).flatten(1).any(dim=1)  # [B]
     return hide & ~nothing_visible[:, None, None]
+
+
+def sample_inputs(
+    observed: torch.Tensor,
+    filled: torch.Tensor | None,
+    patterns: torch.Tensor,
+    pattern_prob: float,
+    channel_prob: float,
+    step_prob: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the model sees and what it must reconstruct.
+
+    With ``available = observed | filled``, ``hidden = sample_hidden(available, ...)``:
+    ``visible = available & ~hidden`` and ``targets = hidden & observed``.
+
+    Args:
+        observed: ``[B, T, C]`` bool observation mask.
+        filled: ``[B, T, C]`` bool completed (not observed) values, or None.
+
+    Returns:
+        ``visible [B, T, C]`` (the model's ``visible`` input) and ``targets [B, T, C]``
+        (where the reconstruction loss applies; always a subset of ``observed``).
+    """
+    available = observed if filled is None else observed | filled
+    hidden = sample_hidden(available, patterns, pattern_prob, channel_prob, step_prob, generator)
+    return available & ~hidden, hidden & observed
 
 
 def masked_loss(

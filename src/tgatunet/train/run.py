@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 
 from tgatunet.config import Config, config_to_dict, load_config
 from tgatunet.data.normalize import ChannelStats
-from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, collate_windows, prepare_data
-from tgatunet.data.store_windows import BatchedStoreWindowDataset, StoreData, store_data
+from tgatunet.data.prepared import PreparedData, collate_windows, prepare_data
+from tgatunet.data.store_windows import StoreData, batched_dataset, store_data
+from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
 from tgatunet.errors import ConfigError, RunError
 from tgatunet.hardware import trains_on_cuda
 from tgatunet.graph.cache import GraphCache, open_graph_cache
@@ -26,9 +27,11 @@ from tgatunet.plots import plot_loss_curves
 from tgatunet.rundir import RunDir
 from tgatunet.train.callbacks import ThroughputMonitor
 from tgatunet.train.checkpoint_io import AtomicCheckpointIO
+from tgatunet.train.leakage_guard import LeakageGuard
 from tgatunet.train.memory_optimizer import MemoryOptimizer
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.monitor import ResourceMonitor
+from tgatunet.train.need_update import NeedUpdate
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +68,6 @@ def load_data(
     return prepare_data(config, stats=stats, block_splits=block_splits)
 
 
-def batched_dataset(data: PreparedData | StoreData, split: str) -> BatchedWindowDataset | BatchedStoreWindowDataset:
-    """The split's windows, fetched a batch at a time, from memory or from the store."""
-    return BatchedStoreWindowDataset(data, split) if isinstance(data, StoreData) else BatchedWindowDataset(data, split)
-
-
 def data_info(data: PreparedData | StoreData) -> dict[str, Any]:
     """What ``data.json`` records about the prepared data."""
     return {
@@ -84,7 +82,8 @@ def data_info(data: PreparedData | StoreData) -> dict[str, Any]:
 
 
 def make_loader(
-    data: PreparedData | StoreData, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None
+    data: PreparedData | StoreData, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None,
+    inputs: TrainingInputs | None = None,
 ) -> DataLoader:
     """Batches of ``batch_size`` windows, fetched a batch at a time.
 
@@ -95,10 +94,13 @@ def make_loader(
         shard: ``(world_size, rank)``: only this process's share of the windows, none repeated, for
             evaluation under DDP (each window then counts once in the synced metrics). Training
             loaders are left to Lightning, which shards them with a padded ``DistributedSampler``.
+        inputs: the dynamic need update's buffer, read by the training windows instead of ``data``.
     """
+    if inputs is not None and split != "train":
+        raise ValueError(f"only the training split has an input buffer, not '{split}'")
     cuda = trains_on_cuda(config.accelerator)
     workers = config.num_workers if config.num_workers is not None else (2 if cuda else 0)
-    dataset = batched_dataset(data, split)
+    dataset = batched_dataset(data, split) if inputs is None else TrainingWindowDataset(data, inputs)
     sampler = None
     if shard is not None:
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=shard[0], rank=shard[1], shuffle=False)
@@ -168,6 +170,27 @@ def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool,
     run.write_config(config)
     run.write_data(data_info(data))
     return data
+
+
+def quiet_trainer(
+    config: Config, callbacks: Sequence[pl.Callback] = (), accelerator: str | None = None, **limits: Any
+) -> pl.Trainer:
+    """A one-device Trainer that writes nothing (no logs, checkpoints, bars): for benchmarks.
+
+    ``limits`` are Trainer stopping arguments (``max_epochs``, ``max_steps``, ``limit_val_batches``).
+    """
+    return pl.Trainer(
+        accelerator=accelerator or ("gpu" if config.accelerator == "cuda" else config.accelerator),
+        devices=1,
+        precision=config.precision,
+        callbacks=list(callbacks),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **limits,
+    )
 
 
 def _make_trainer(config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool) -> pl.Trainer:
@@ -244,9 +267,16 @@ def train(
             f"{len(data.windows['val'])} validation window(s) for {trainer.world_size} process(es): "
             "raise val_fraction or mark blocks 'val' in split_col."
         )
+    # Callbacks that need the data join the trainer now that it is loaded, ahead of the caller's
+    # callbacks (which then see each epoch's inputs as training will).
+    guard = LeakageGuard(data)
+    inputs, need_update = None, None
+    if config.dynamic_need_update:
+        inputs = TrainingInputs(data)
+        need_update = NeedUpdate(inputs, config.need_update_every, config.need_update_start, config.batch_size)
     memory = MemoryOptimizer(config, batched_dataset(data, "train")) if config.use_memory_optimizer else None
-    if memory is not None:
-        trainer.callbacks.append(memory)  # it probes with the training windows, loaded only now
+    at = trainer.callbacks.index(resources) + 1
+    trainer.callbacks[at:at] = [c for c in (guard, need_update, memory) if c is not None]
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     graph_cache = open_graph_cache(config, run.root)
@@ -254,7 +284,7 @@ def train(
     shard = (trainer.world_size, trainer.global_rank) if trainer.world_size > 1 else None
     trainer.fit(
         module,
-        train_dataloaders=make_loader(data, "train", config, shuffle=True),
+        train_dataloaders=make_loader(data, "train", config, shuffle=True, inputs=inputs),
         val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard),
         ckpt_path=str(run.last_checkpoint) if resume else None,
     )
@@ -274,8 +304,10 @@ def train(
             "precision": config.precision,
             "batch_size": config.batch_size,
             "micro_batch_size": module.micro_batches.size or config.batch_size,
+            **({"need_update": need_update.summary()} if need_update is not None else {}),
         },
     )
+    run.update_metrics("leakage_guard", guard.summary())
     run.update_metrics(
         "memory",
         {**resources.summary(), "optimizer": memory.summary(module) if memory else {"enabled": False}},

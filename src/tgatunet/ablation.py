@@ -1,0 +1,98 @@
+"""Ablation of the dynamic need update: the same run with the update flipped, scored the same way.
+
+``tgatunet evaluate --run RUN --ablation need-update`` trains the counterpart
+of ``RUN``: the same config (same data, splits, seed, epochs, patience) with
+``dynamic_need_update`` flipped, in ``RUN/ablation/need_update_on`` or
+``RUN/ablation/need_update_off``; evaluates both runs on the same test
+windows; and writes both sets of figures to ``RUN/metrics.json`` as
+``need_update.with`` and ``need_update.without``, with which one is better on
+each figure, whichever that is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tgatunet.config import config_to_dict
+from tgatunet.errors import RunError
+from tgatunet.evaluate import evaluate_run
+from tgatunet.rundir import RunDir, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def _figures(run: RunDir, metrics: dict[str, Any]) -> dict[str, Any]:
+    completion, classification = metrics.get("completion", {}), metrics.get("classification", {})
+    if "model" not in completion or "accuracy" not in classification:
+        raise RunError(
+            f"run '{run.root}' has no completion or classification score to compare "
+            f"({completion.get('note') or classification.get('note')})."
+        )
+    train = metrics.get("train", {})
+    return {
+        "completion_mae": completion["model"]["mae"],
+        "accuracy": classification["accuracy"],
+        "macro_f1": classification["macro_f1"],
+        "epochs_completed": train.get("epochs_completed"),
+        "best_val_loss": train.get("best_val_loss"),
+        "run": str(run.root),
+    }
+
+
+def _better(with_: float, without: float, lower_is_better: bool) -> str:
+    if with_ == without:
+        return "tie"
+    return "with" if (with_ < without) == lower_is_better else "without"
+
+
+def need_update_ablation(run_dir: str | Path, progress_bar: bool = False) -> dict[str, Any]:
+    """Train and evaluate the counterpart of ``run_dir`` with ``dynamic_need_update`` flipped; compare.
+
+    ``run_dir`` must be trained; its own scores are read from its ``metrics.json`` (it is
+    evaluated first if they are missing). Returns the ``need_update`` section written there.
+    """
+    from tgatunet.train.run import train
+
+    run = RunDir(Path(run_dir))
+    run.require_trained()
+    config = run.read_config()
+    flipped = not config.dynamic_need_update
+    counterpart_dir = run.root / "ablation" / f"need_update_{'on' if flipped else 'off'}"
+    raw = {**config_to_dict(config), "dynamic_need_update": flipped, "run_dir": str(counterpart_dir)}
+    config_path = counterpart_dir.with_suffix(".yaml")
+    atomic_write_text(config_path, yaml.safe_dump(raw, sort_keys=False))
+
+    log.info("ablation: training the counterpart run with dynamic_need_update=%s in %s", flipped, counterpart_dir)
+    counterpart = train(config_path, overwrite=True, run_dir=counterpart_dir, progress_bar=progress_bar)
+    _, splits, info = run.read_data()
+    _, other_splits, other_info = counterpart.read_data()
+    if other_splits != splits or other_info["stats"] != info["stats"]:
+        raise RunError(
+            f"the counterpart run '{counterpart.root}' drew other splits or normalisation than '{run.root}': "
+            "the source files changed since the run was trained. Retrain the run first."
+        )
+
+    metrics = run.read_metrics()
+    if "completion" not in metrics or "classification" not in metrics:
+        metrics = evaluate_run(run.root)
+    figures = {
+        config.dynamic_need_update: _figures(run, metrics),
+        flipped: _figures(counterpart, evaluate_run(counterpart.root)),
+    }
+    result = {
+        "with": figures[True],
+        "without": figures[False],
+        "better": {
+            "completion_mae": _better(figures[True]["completion_mae"], figures[False]["completion_mae"], True),
+            "accuracy": _better(figures[True]["accuracy"], figures[False]["accuracy"], False),
+        },
+        "same": {"seed": config.seed, "epochs": config.epochs, "patience": config.patience},
+        "need_update": {"every": config.need_update_every, "start": config.need_update_start},
+        "units": "completion_mae in normalised units (z-score of the training split), test blocks",
+    }
+    run.update_metrics("need_update", result)
+    return result

@@ -1,0 +1,276 @@
+"""How the training cost grows with the work: ``window_size``, batch size and dataset size.
+
+Every measurement runs at the reference setting (:mod:`tgatunet.bench.setting`:
+medium preset, 9 channels, fp32) with one size changed; the rest stays at the
+setting (window_size 128, batch 16). One **training step** is the module's own
+objective (:meth:`TGATUNetModule.losses` on the values it hides with
+:meth:`~TGATUNetModule.hide`), backward and an AdamW step, as in training
+(without Lightning's loop around it).
+
+* ``window_size`` and ``batch_size``: the cost of one training step on a batch
+  of the training split (read by :class:`BatchedWindowDataset`, as the training
+  DataLoader reads it). **Time**: :func:`tgatunet.profiling.median_seconds` of
+  ``repeats`` steps after one warm-up step. **Peak memory**:
+  :func:`tgatunet.profiling.peak_memory_bytes` of one more step: the tensors it
+  allocates (activations kept for backward, gradients, temporaries), not the
+  parameters and optimiser state that existed before.
+* ``dataset_size`` (training windows): the cost of one training epoch over
+  :func:`tgatunet.train.run.make_loader`'s training loader. **Time**: median
+  of ``epoch_repeats`` epochs (one model and optimiser for every size, warmed up
+  by one epoch at the smallest size). **Peak memory**: the peak tensor memory of
+  one epoch plus the bytes of the dataset's in-memory arrays
+  (``PreparedData.values`` and ``observed``), which training holds all along.
+
+The **exponent** is the least-squares slope of log(cost) against log(size)
+(:func:`fit_exponent`): cost grows as size**exponent, 1 being linear.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend first: no display on servers)
+import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+import torch  # noqa: E402
+
+from tgatunet.bench.setting import WINDOW_SIZE, setting_keys, write_setting_data  # noqa: E402
+from tgatunet.config import Config, load_config  # noqa: E402
+from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, prepare_data  # noqa: E402
+from tgatunet.profiling import median_seconds, peak_memory_bytes  # noqa: E402
+from tgatunet.train.module import TGATUNetModule  # noqa: E402
+from tgatunet.train.run import build_module, make_loader  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+AXES = ("window_size", "batch_size", "dataset_size")
+BATCH = setting_keys()["batch_size"]
+SIZE_UNITS = {"window_size": "time steps", "batch_size": "windows", "dataset_size": "training windows"}
+
+
+@dataclass(frozen=True)
+class ScalingSizes:
+    """The sizes measured on each axis, and how often each is repeated."""
+
+    window_sizes: Sequence[int]
+    batch_sizes: Sequence[int]
+    dataset_windows: Sequence[int]
+    repeats: int = 3
+    epoch_repeats: int = 1
+
+
+def fit_exponent(sizes: Sequence[float], costs: Sequence[float]) -> tuple[float, float]:
+    """``(exponent, log_factor)`` of the least-squares line log(cost) = exponent * log(size) + log_factor."""
+    if len(sizes) < 2 or len(set(sizes)) < 2:
+        raise ValueError("fitting an exponent needs at least two different sizes")
+    exponent, log_factor = np.polyfit(np.log(np.asarray(sizes, float)), np.log(np.asarray(costs, float)), 1)
+    return float(exponent), float(log_factor)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def training_step(module: TGATUNetModule, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
+    """One step of the training objective on ``batch`` (``values, observed [B, T, C]``, ``label [B]``)."""
+    loss = module.losses(batch, *module.inputs(batch))["loss"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _trainable(config: Config, data: PreparedData, device: torch.device) -> tuple[TGATUNetModule, torch.optim.Optimizer]:
+    torch.manual_seed(config.seed)
+    module = build_module(config, data).to(device).train()
+    return module, torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _step_point(config: Config, batch_size: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """Seconds and peak bytes of one training step of ``batch_size`` windows under ``config``."""
+    data = prepare_data(config)
+    if len(data.windows["train"]) < batch_size:
+        raise RuntimeError(
+            f"scaling benchmark: {len(data.windows['train'])} training windows at window_size "
+            f"{config.window_size}, fewer than the batch of {batch_size}: generate more blocks"
+        )
+    module, optimizer = _trainable(config, data, device)
+    batch = _to(BatchedWindowDataset(data, "train").__getitems__(list(range(batch_size))), device)
+
+    def step() -> None:
+        training_step(module, optimizer, batch)
+
+    seconds = median_seconds(step, repeats=repeats, warmup=1, device=device)
+    return {"seconds": seconds, "peak_bytes": peak_memory_bytes(step, device)}
+
+
+def _blocks_for(train_windows: int, block_length: int, window_size: int, step_size: int) -> int:
+    """Recordings per source that give about ``train_windows`` training windows (70% of the blocks train)."""
+    per_block = (block_length - window_size) // step_size + 1
+    return max(3, math.ceil(train_windows / (0.7 * 3 * per_block)))
+
+
+def window_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[dict[str, float]]:
+    """Step cost against window_size, at the setting's batch size."""
+    longest = max(sizes.window_sizes)
+    blocks = _blocks_for(2 * BATCH, 2 * longest, longest, longest // 2)  # twice the windows: the split draws blocks
+    base = load_config(write_setting_data(folder / "windows", blocks, 2 * longest))
+    points = []
+    for T in sorted(sizes.window_sizes):
+        config = base.model_copy(update={"window_size": T, "step_size": T // 2})
+        points.append({"size": T, **_step_point(config, BATCH, sizes.repeats, device)})
+        log.info("scaling: window_size %d: %.1f ms per step", T, 1e3 * points[-1]["seconds"])
+    return points
+
+
+def batch_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[dict[str, float]]:
+    """Step cost against batch size, at the setting's window_size."""
+    step = setting_keys()["step_size"]
+    blocks = _blocks_for(2 * max(sizes.batch_sizes), 4 * WINDOW_SIZE, WINDOW_SIZE, step)
+    config = load_config(write_setting_data(folder / "batches", blocks, 4 * WINDOW_SIZE))
+    points = []
+    for B in sorted(sizes.batch_sizes):
+        points.append({"size": B, **_step_point(config.model_copy(update={"batch_size": B}), B, sizes.repeats, device)})
+        log.info("scaling: batch %d: %.1f ms per step", B, 1e3 * points[-1]["seconds"])
+    return points
+
+
+def dataset_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[dict[str, float]]:
+    """Epoch cost against the number of training windows."""
+    step = setting_keys()["step_size"]
+    datasets = []
+    for target in sorted(sizes.dataset_windows):
+        blocks = _blocks_for(target, 4 * WINDOW_SIZE, WINDOW_SIZE, step)
+        config = load_config(write_setting_data(folder / f"windows_{target}", blocks, 4 * WINDOW_SIZE))
+        datasets.append((config, prepare_data(config)))
+    counts = [len(data.windows["train"]) for _, data in datasets]
+    if len(set(counts)) < len(counts):
+        raise ValueError(
+            f"dataset sizes {list(sizes.dataset_windows)} give {counts} training windows: some coincide; "
+            "choose sizes further apart"
+        )
+    module, optimizer = _trainable(*datasets[0], device)  # same channels and classes at every size
+
+    def epoch(config: Config, data: PreparedData) -> Callable[[], None]:
+        loader = make_loader(data, "train", config, shuffle=True)  # workers (on CUDA) persist across epochs
+
+        def run() -> None:
+            for batch in loader:
+                training_step(module, optimizer, _to(batch, device))
+
+        return run
+
+    epochs = [epoch(config, data) for config, data in datasets]
+    epochs[0]()  # warm-up
+    points = []
+    for (_, data), run in zip(datasets, epochs):
+        seconds = median_seconds(run, repeats=sizes.epoch_repeats, warmup=0, device=device)
+        data_bytes = data.values.nbytes + data.observed.nbytes
+        peak = peak_memory_bytes(run, device)
+        points.append(
+            {
+                "size": len(data.windows["train"]),
+                "seconds": seconds,
+                "peak_bytes": peak + data_bytes,
+                "epoch_peak_bytes": peak,
+                "data_bytes": data_bytes,
+            }
+        )
+        log.info("scaling: %d training windows: %.2f s per epoch", points[-1]["size"], seconds)
+    return points
+
+
+COSTS = {
+    "window_size": f"one training step (batch {BATCH})",
+    "batch_size": f"one training step (window_size {WINDOW_SIZE})",
+    "dataset_size": f"one training epoch (batch {BATCH}, window_size {WINDOW_SIZE})",
+}
+MEMORY = {
+    "window_size": "peak tensor memory of the step",
+    "batch_size": "peak tensor memory of the step",
+    "dataset_size": "peak tensor memory of the epoch + the dataset's in-memory (host) arrays",
+}
+
+
+def summarise(axis: str, points: list[dict[str, float]]) -> dict[str, Any]:
+    """An axis's points with the fitted time and memory exponents."""
+    sizes = [p["size"] for p in points]
+    time_exponent, _ = fit_exponent(sizes, [p["seconds"] for p in points])
+    memory_exponent, _ = fit_exponent(sizes, [p["peak_bytes"] for p in points])
+    return {
+        "time_exponent": time_exponent,
+        "memory_exponent": memory_exponent,
+        "cost": COSTS[axis],
+        "memory": MEMORY[axis],
+        "points": points,
+        "units": {
+            "size": SIZE_UNITS[axis],
+            "seconds": "s",
+            "peak_bytes": "bytes",
+            "epoch_peak_bytes": "bytes",
+            "data_bytes": "bytes",
+            "time_exponent": "dimensionless: seconds ~ size**time_exponent",
+            "memory_exponent": "dimensionless: peak_bytes ~ size**memory_exponent",
+        },
+    }
+
+
+def plot_axis(axis: str, summary: dict[str, Any], path: Path) -> Path:
+    """Time and peak memory against size, log-log, each with its fitted line and exponent."""
+    points = summary["points"]
+    sizes = np.array([p["size"] for p in points], float)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = [
+        (axes[0], [p["seconds"] for p in points], f"time of {summary['cost']}", "seconds"),
+        (axes[1], [p["peak_bytes"] / 2**20 for p in points], summary["memory"], "MiB"),
+    ]
+    for ax, costs, what, unit in panels:
+        exponent, log_factor = fit_exponent(sizes, costs)
+        ax.plot(sizes, costs, "o", label="measured")
+        ax.plot(sizes, np.exp(log_factor) * sizes**exponent, "--", label=f"least-squares fit: size^{exponent:.2f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # only the measured sizes are labelled
+        ax.set_xticks(sizes, [str(int(s)) for s in sizes])
+        ax.set_xlabel(f"{axis} ({SIZE_UNITS[axis]})")
+        ax.set_ylabel(unit)
+        ax.set_title(f"{what}\nexponent {exponent:.2f}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"scaling with {axis} (log-log)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+METHOD = (
+    "Reference setting (medium preset, 9 channels, fp32) with one size changed. Step axes (window_size, "
+    "batch_size): TGATUNetModule.losses on the values its hide() draws, backward, AdamW step, on a batch of the "
+    "training split; time = profiling.median_seconds of the steps after one warm-up; memory = "
+    "profiling.peak_memory_bytes of one step (activations, gradients, temporaries; not parameters and optimiser "
+    "state). dataset_size: one epoch of the same step over train()'s training DataLoader; time = median of the "
+    "epochs after a warm-up epoch; memory = peak tensor memory of an epoch + bytes of the in-memory dataset "
+    "arrays. Exponent: least-squares slope of log(cost) against log(size)."
+)
+MEASURE = {"window_size": window_axis, "batch_size": batch_axis, "dataset_size": dataset_axis}
+
+
+def measure_scaling(out_dir: Path, work_dir: Path, sizes: ScalingSizes, device: torch.device) -> dict[str, Any]:
+    """Measure every axis, draw ``out_dir/scaling_<axis>.png``; returns the ``scaling`` section."""
+    section: dict[str, Any] = {}
+    for axis in AXES:
+        summary = summarise(axis, MEASURE[axis](work_dir, sizes, device))
+        summary["plot"] = str(plot_axis(axis, summary, Path(out_dir) / f"scaling_{axis}.png"))
+        section[axis] = summary
+    section["method"] = METHOD
+    section["device"] = str(device)
+    return section

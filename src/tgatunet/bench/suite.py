@@ -1,0 +1,273 @@
+"""The whole benchmark suite: ``tgatunet bench [--quick | --full] [--out DIR]`` (= ``python performance_test.py``).
+
+Sections, in order; each writes its part of ``OUT/results.json``:
+
+* ``runtime``: training and inference at the reference setting
+  (:mod:`tgatunet.bench.throughput`): sections ``train``, ``infer``,
+  ``peak_memory_gb``, ``memory_use_percent``, ``accelerator_utilization_percent``;
+* ``compute``: MFU, single-window latency and the step breakdown
+  (``tgatunet.bench.compute``, sections ``mfu``, ``infer_latency``,
+  ``breakdown`` and ``breakdown.png``); its latency figures are copied into
+  ``infer`` (``latency_ms_p50``, ``latency_ms_p95``). Where that module is not
+  installed, the section is skipped and the report says so;
+* ``scaling``: time and peak memory against window_size, batch size and
+  dataset size (:mod:`tgatunet.bench.scaling`, ``scaling_<axis>.png``);
+* ``graph``, ``model``, ``memory``: the benchmarks of ``tgatunet bench graph``,
+  ``bench model`` and ``bench memory``, with the mode's settings.
+
+Then the ``suite`` section (mode, settings, sections skipped and why, seconds
+per section, plots) and ``report.md`` (:mod:`tgatunet.bench.guide_report`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tgatunet.bench.guide_report import write_report
+from tgatunet.bench.results import read_results, write_section
+from tgatunet.bench.scaling import AXES, ScalingSizes, measure_scaling
+from tgatunet.bench.setting import write_setting_data
+from tgatunet.config import load_config
+from tgatunet.predict import pick_device
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("runtime", "compute", "scaling", "graph", "model", "memory")
+LATENCY_KEYS = ("latency_ms_p50", "latency_ms_p95")
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    """Sizes, repeats and rounds of every section (:data:`QUICK`, :data:`FULL`).
+
+    Attributes:
+        quick: the mode, also handed to the graph and compute benchmarks.
+        threads: torch CPU threads while the suite runs (the issue's setting: 1); None keeps torch's choice.
+        train_epochs: epochs of the training-throughput run.
+        blocks_per_source, block_length: size of its synthetic data (3 sources).
+        infer_repeats: timed inference passes over that data.
+        scaling: sizes of the scaling axes.
+        graph: keyword arguments of :func:`tgatunet.bench.graph.run_graph_benchmark` besides out, config and quick.
+        model_rounds, model_epochs: of :func:`tgatunet.bench.model.run_model_benchmark`.
+        memory: keyword arguments of :func:`tgatunet.bench.memory.run_memory_benchmark` besides out.
+        sections: the sections to run, from :data:`SECTIONS`.
+    """
+
+    quick: bool
+    train_epochs: int
+    blocks_per_source: int
+    block_length: int
+    infer_repeats: int
+    scaling: ScalingSizes
+    model_rounds: int
+    model_epochs: int
+    graph: Mapping[str, Any] = field(default_factory=dict)
+    memory: Mapping[str, Any] = field(default_factory=dict)
+    threads: int | None = 1
+    sections: tuple[str, ...] = SECTIONS
+
+
+# Sized for 5 minutes on a 2-core CPU, every section included.
+QUICK = SuiteSettings(
+    quick=True,
+    train_epochs=3,
+    blocks_per_source=10,
+    block_length=512,
+    infer_repeats=3,
+    scaling=ScalingSizes(
+        window_sizes=(32, 64, 128, 256),
+        batch_sizes=(4, 8, 16, 32, 64),
+        dataset_windows=(64, 128, 256, 512),
+        epoch_repeats=2,
+    ),
+    model_rounds=5,
+    model_epochs=4,
+)
+FULL = SuiteSettings(
+    quick=False,
+    train_epochs=10,
+    blocks_per_source=40,
+    block_length=1024,
+    infer_repeats=10,
+    scaling=ScalingSizes(
+        window_sizes=(32, 64, 128, 256, 512, 1024),
+        batch_sizes=(4, 8, 16, 32, 64, 128, 256),
+        dataset_windows=(256, 512, 1024, 2048, 4096, 8192),
+        repeats=7,
+        epoch_repeats=3,
+    ),
+    model_rounds=15,
+    model_epochs=20,
+)
+
+
+class SectionSkipped(Exception):
+    """A section cannot run here; the message says why."""
+
+
+@dataclass
+class _Context:
+    out: Path
+    work: Path
+    settings: SuiteSettings
+    config_path: Path
+    device: torch.device
+
+
+def _runtime(ctx: _Context) -> None:
+    from tgatunet.bench.throughput import measure_runtime
+
+    s = ctx.settings
+    config = write_setting_data(
+        ctx.work / "runtime", s.blocks_per_source, s.block_length, epochs=s.train_epochs, patience=s.train_epochs
+    )
+    for name, values in measure_runtime(config, ctx.work / "runtime_run", s.infer_repeats, ctx.device).items():
+        write_section(ctx.out, name, values)
+
+
+def _compute(ctx: _Context) -> None:
+    try:
+        from tgatunet.bench import compute
+    except ImportError as err:
+        raise SectionSkipped(
+            f"MFU, single-window latency and the step breakdown not measured: tgatunet.bench.compute cannot be "
+            f"imported ({err})"
+        ) from None
+    measured = compute.measure_compute(ctx.out, quick=ctx.settings.quick, device=ctx.device)
+    compute.plot_breakdown(measured, ctx.out / "breakdown.png")
+
+
+def _scaling(ctx: _Context) -> None:
+    write_section(ctx.out, "scaling", measure_scaling(ctx.out, ctx.work / "scaling", ctx.settings.scaling, ctx.device))
+
+
+def _graph(ctx: _Context) -> None:
+    from tgatunet.bench.graph import run_graph_benchmark
+
+    run_graph_benchmark(ctx.out, config_path=ctx.config_path, quick=ctx.settings.quick, **ctx.settings.graph)
+
+
+def _model(ctx: _Context) -> None:
+    from tgatunet.bench.model import run_model_benchmark
+
+    s = ctx.settings
+    run_model_benchmark(ctx.out, config_path=ctx.config_path, rounds=s.model_rounds, epochs=s.model_epochs)
+
+
+def _memory(ctx: _Context) -> None:
+    from tgatunet.bench.memory import run_memory_benchmark
+
+    run_memory_benchmark(ctx.out, **ctx.settings.memory)
+
+
+RUNNERS: dict[str, Callable[[_Context], None]] = {
+    "runtime": _runtime,
+    "compute": _compute,
+    "scaling": _scaling,
+    "graph": _graph,
+    "model": _model,
+    "memory": _memory,
+}
+
+
+def copy_latency(out: Path, missing: str) -> None:
+    """Put the single-window latency of section ``infer_latency`` into section ``infer``.
+
+    Where it was not measured, the keys are null and ``<key>_reason`` is ``missing``.
+    """
+    results = read_results(out)
+    if "infer" not in results:
+        return
+    infer = {k: v for k, v in results["infer"].items() if k != "environment"}
+    latency = results.get("infer_latency", {})
+    for key in LATENCY_KEYS:
+        infer[key] = latency.get(key)
+        infer.pop(f"{key}_reason", None)
+        if infer[key] is None:
+            infer[f"{key}_reason"] = missing
+    infer["latency_source"] = "section infer_latency (tgatunet.bench.compute)"
+    write_section(out, "infer", infer)
+
+
+OUTPUT_PLOTS = ("graph_benchmark.png", *(f"scaling_{axis}.png" for axis in AXES), "breakdown.png")
+
+
+def _plots(out: Path) -> list[str]:
+    return [str(out / name) for name in OUTPUT_PLOTS if (out / name).is_file()]
+
+
+def run_suite(
+    out: Path,
+    settings: SuiteSettings = QUICK,
+    config_path: Path = Path("configs/basicmotions.yaml"),
+    on_section: Callable[[str, str], None] = lambda name, state: None,
+) -> dict[str, Any]:
+    """Run ``settings.sections`` (in :data:`SECTIONS` order); write ``out/results.json``, ``out/report.md`` and the plots; return the results.
+
+    Args:
+        config_path: the config of the graph benchmark's epoch and the model benchmark's trainings.
+        on_section: told ``(name, "start")`` before each section and ``(name, "done" | "skipped: why")`` after.
+    """
+    unknown = sorted(set(settings.sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown benchmark sections {unknown}; choose from {list(SECTIONS)}")
+    if {"graph", "model"} & set(settings.sections):
+        load_config(config_path)  # a bad config fails now, not after minutes of other sections
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # A new results.json and plots: figures left by an earlier run must not pass for this run's.
+    for stale in ["results.json", "report.md", *OUTPUT_PLOTS]:
+        (out / stale).unlink(missing_ok=True)
+    threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    device = pick_device()
+    skipped: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="tgatunet-suite-") as work:
+            ctx = _Context(out, Path(work), settings, Path(config_path), device)
+            for name in [n for n in SECTIONS if n in settings.sections]:
+                on_section(name, "start")
+                started = time.perf_counter()
+                try:
+                    RUNNERS[name](ctx)
+                    state = "done"
+                except SectionSkipped as reason:
+                    skipped[name] = str(reason)
+                    state = f"skipped: {reason}"
+                    log.warning("benchmark section %s skipped: %s", name, reason)
+                seconds[name] = time.perf_counter() - started
+                on_section(name, state)
+    finally:
+        torch.set_num_threads(threads)
+    if "compute" not in settings.sections:
+        copy_latency(out, "the compute section was not run")
+    else:
+        copy_latency(out, "compute section skipped" if "compute" in skipped else "no infer_latency section")
+    write_section(
+        out,
+        "suite",
+        {
+            "quick": settings.quick,
+            "settings": dataclasses.asdict(settings),
+            "sections": list(settings.sections),
+            "skipped": skipped,
+            "seconds": seconds,
+            "total_seconds": sum(seconds.values()),
+            "plots": _plots(out),
+            "device": str(device),
+        },
+    )
+    results = read_results(out)
+    write_report(results, out / "report.md")
+    return results
