@@ -59,7 +59,7 @@ def test_peak_is_the_fastest_size():
 def test_cli_writes_the_three_sections_and_the_plot(results):
     out, r = results
     assert {"mfu", "infer_latency", "breakdown"} <= set(r)
-    assert (out / "compute_breakdown.png").stat().st_size > 0
+    assert (out / "breakdown.png").stat().st_size > 0
     setting = r["mfu"]["setting"]
     assert (setting["preset"], setting["window_size"], setting["channels"]) == ("low", 16, 3)
     assert setting["batch_size"] == 8 and setting["threads"] == 1

@@ -178,11 +178,11 @@ def measure_breakdown(step: TrainStep, loader: DataLoader, rounds: int, device: 
     step()  # warm-up on the loader's batches
     for _ in range(rounds):
         seconds["data_loading"].append(timed(fetch))
-        hide_s = timed(step.hide)
+        inputs_s = timed(step.inputs)
         graph_s = timed(graph)
         seconds["graph_construction"].append(graph_s)
         # losses() builds the graph itself: what it spent there is graph construction, not forward.
-        seconds["forward"].append(hide_s + max(timed(step.forward) - graph_s, 0.0))
+        seconds["forward"].append(inputs_s + max(timed(step.forward) - graph_s, 0.0))
         seconds["backward"].append(timed(step.backward))
         seconds["optimizer"].append(timed(step.optimize))
     median = {part: statistics.median(v) for part, v in seconds.items()}

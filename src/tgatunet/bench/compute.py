@@ -11,7 +11,7 @@ model and optimiser are the real ones (``build_module``: ``build_model`` and
 ``configure_optimizers``).
 
 **The training step** (:class:`TrainStep`) is what ``TGATUNetModule.training_step``
-computes for one batch: the module's own ``hide`` (random hiding) and ``losses``
+computes for one batch: the module's own ``inputs`` (random hiding) and ``losses``
 (graph, forward, masked reconstruction plus classification loss), backward,
 gradient-norm clipping (``grad_clip``, as Lightning clips) and the optimiser
 step. Lightning's loop around it (hooks, logging) is not part of the step.
@@ -152,7 +152,7 @@ def synthetic_config(setting: Setting, folder: Path, device: torch.device) -> Co
 class TrainStep:
     """One training step of ``module`` in the phases the breakdown times; calling it runs them all.
 
-    Phases: :meth:`hide` (the objective's random hiding), :meth:`graph` (the batch's
+    Phases: :meth:`inputs` (the objective's random hiding), :meth:`graph` (the batch's
     full-resolution neighbour tables, None for the temporal graph), :meth:`forward` (the
     module's ``losses``), :meth:`backward`, :meth:`optimize` (clipping, optimiser step, zeroed
     gradients).
@@ -162,21 +162,20 @@ class TrainStep:
         self.module = module.train()
         self.batch = batch
         self.optimizer = module.configure_optimizers()["optimizer"]
-        self._hidden: torch.Tensor | None = None
+        self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None  # visible, targets [B, T, C]
         self._loss: torch.Tensor | None = None
 
     def set_batch(self, batch: dict[str, torch.Tensor]) -> None:
         self.batch = batch
 
-    def hide(self) -> None:
-        self._hidden = self.module.hide(self.batch)
+    def inputs(self) -> None:
+        self._inputs = self.module.inputs(self.batch)
 
     def graph(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        visible = self.batch["observed"] & ~self._hidden
-        return self.module.neighbors(self.batch["values"], visible, repeated=False)
+        return self.module.neighbors(self.batch["values"], self._inputs[0], repeated=False)
 
     def forward(self) -> None:
-        self._loss = self.module.losses(self.batch, self._hidden)["loss"]
+        self._loss = self.module.losses(self.batch, *self._inputs)["loss"]
 
     def backward(self) -> None:
         self._loss.backward()
@@ -189,7 +188,7 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
 
     def __call__(self) -> None:
-        self.hide()
+        self.inputs()
         self.forward()
         self.backward()
         self.optimize()
@@ -379,7 +378,7 @@ def measure_compute(
     setting: Setting | None = None,
 ) -> dict[str, Any]:
     """Measure MFU, single-window latency and the step breakdown; write sections ``mfu``,
-    ``infer_latency`` and ``breakdown`` of ``out_dir/results.json`` and ``out_dir/compute_breakdown.png``.
+    ``infer_latency`` and ``breakdown`` of ``out_dir/results.json`` and ``out_dir/breakdown.png``.
 
     Args:
         quick: 3 timing rounds, peak sizes up to 1024, 200 latency calls, 10 breakdown rounds
@@ -447,12 +446,12 @@ def measure_compute(
     write_section(out_dir, "mfu", mfu)
     write_section(out_dir, "infer_latency", {**latency, "setting": described, "method": METHOD["latency"]})
     write_section(out_dir, "breakdown", {**breakdown, "setting": described})
-    plot_breakdown(breakdown, out_dir / "compute_breakdown.png")
+    plot_breakdown(breakdown, out_dir / "breakdown.png")
     return {"mfu": mfu, "infer_latency": latency, "breakdown": breakdown}
 
 
 METHOD = {
-    "step": "TGATUNetModule.hide + losses (graph, forward, masked reconstruction + classification loss), backward, "
+    "step": "TGATUNetModule.inputs + losses (graph, forward, masked reconstruction + classification loss), backward, "
     "grad-norm clipping, optimiser step (configure_optimizers) on a batch of the training DataLoader",
     "model_flops": "torch.utils.flop_counter.FlopCounterMode over one step (forward + backward; forward only for "
     "inference), counted without gradient checkpointing's recomputation (hardware_flops_per_window_train "

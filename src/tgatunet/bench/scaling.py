@@ -3,8 +3,8 @@
 Every measurement runs at the reference setting (:mod:`tgatunet.bench.setting`:
 medium preset, 9 channels, fp32) with one size changed; the rest stays at the
 setting (window_size 128, batch 16). One **training step** is the module's own
-objective (:meth:`TGATUNetModule.losses` on the values it hides with
-:meth:`~TGATUNetModule.hide`), backward and an AdamW step, as in training
+objective (:meth:`TGATUNetModule.losses` on the inputs drawn by
+:meth:`~TGATUNetModule.inputs`), backward and an AdamW step, as in training
 (without Lightning's loop around it).
 
 * ``window_size`` and ``batch_size``: the cost of one training step on a batch
@@ -254,7 +254,7 @@ def plot_axis(axis: str, summary: dict[str, Any], path: Path) -> Path:
 
 METHOD = (
     "Reference setting (medium preset, 9 channels, fp32) with one size changed. Step axes (window_size, "
-    "batch_size): TGATUNetModule.losses on the values its hide() draws, backward, AdamW step, on a batch of the "
+    "batch_size): TGATUNetModule.losses on the inputs its inputs() draws, backward, AdamW step, on a batch of the "
     "training split; time = profiling.median_seconds of the steps after one warm-up; memory = "
     "profiling.peak_memory_bytes of one step (activations, gradients, temporaries; not parameters and optimiser "
     "state). dataset_size: one epoch of the same step over train()'s training DataLoader; time = median of the "

@@ -142,8 +142,7 @@ def _compute(ctx: _Context) -> None:
             f"MFU, single-window latency and the step breakdown not measured: tgatunet.bench.compute cannot be "
             f"imported ({err})"
         ) from None
-    measured = compute.measure_compute(ctx.out, quick=ctx.settings.quick, device=ctx.device)
-    compute.plot_breakdown(measured, ctx.out / "breakdown.png")
+    compute.measure_compute(ctx.out, quick=ctx.settings.quick, device=ctx.device)  # plots breakdown.png too
 
 
 def _scaling(ctx: _Context) -> None:
