@@ -212,4 +212,4 @@ def print_suite_summary(results: dict[str, Any]) -> None:
         guide.add_row(row["optimisation"], *(row[c] for c in COLUMNS))
     console.print(guide)
     for name, reason in results.get("suite", {}).get("skipped", {}).items():
-        console.print(f"[yellow]section {name} skipped:[/] {escape(reason)}")
+        console.print(f"[yellow]section {name} not run:[/] {escape(reason)}")

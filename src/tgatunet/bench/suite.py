@@ -8,14 +8,13 @@ Sections, in order; each writes its part of ``OUT/results.json``:
 * ``compute``: MFU, single-window latency and the step breakdown
   (``tgatunet.bench.compute``, sections ``mfu``, ``infer_latency``,
   ``breakdown`` and ``breakdown.png``); its latency figures are copied into
-  ``infer`` (``latency_ms_p50``, ``latency_ms_p95``). Where that module is not
-  installed, the section is skipped and the report says so;
+  ``infer`` (``latency_ms_p50``, ``latency_ms_p95``);
 * ``scaling``: time and peak memory against window_size, batch size and
   dataset size (:mod:`tgatunet.bench.scaling`, ``scaling_<axis>.png``);
 * ``graph``, ``model``, ``memory``: the benchmarks of ``tgatunet bench graph``,
   ``bench model`` and ``bench memory``, with the mode's settings.
 
-Then the ``suite`` section (mode, settings, sections skipped and why, seconds
+Then the ``suite`` section (mode, settings, sections not run, seconds
 per section, plots) and ``report.md`` (:mod:`tgatunet.bench.guide_report`).
 """
 
@@ -110,10 +109,6 @@ FULL = SuiteSettings(
 )
 
 
-class SectionSkipped(Exception):
-    """A section cannot run here; the message says why."""
-
-
 @dataclass
 class _Context:
     out: Path
@@ -135,14 +130,9 @@ def _runtime(ctx: _Context) -> None:
 
 
 def _compute(ctx: _Context) -> None:
-    try:
-        from tgatunet.bench import compute
-    except ImportError as err:
-        raise SectionSkipped(
-            f"MFU, single-window latency and the step breakdown not measured: tgatunet.bench.compute cannot be "
-            f"imported ({err})"
-        ) from None
-    compute.measure_compute(ctx.out, quick=ctx.settings.quick, device=ctx.device)  # plots breakdown.png too
+    from tgatunet.bench.compute import measure_compute
+
+    measure_compute(ctx.out, quick=ctx.settings.quick, device=ctx.device)  # plots breakdown.png too
 
 
 def _scaling(ctx: _Context) -> None:
@@ -214,7 +204,7 @@ def run_suite(
 
     Args:
         config_path: the config of the graph benchmark's epoch and the model benchmark's trainings.
-        on_section: told ``(name, "start")`` before each section and ``(name, "done" | "skipped: why")`` after.
+        on_section: told ``(name, "start")`` before each section and ``(name, "done")`` after.
     """
     unknown = sorted(set(settings.sections) - set(SECTIONS))
     if unknown:
@@ -230,7 +220,7 @@ def run_suite(
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     device = pick_device()
-    skipped: dict[str, str] = {}
+    skipped = {name: "not among this run's sections" for name in SECTIONS if name not in settings.sections}
     seconds: dict[str, float] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="tgatunet-suite-") as work:
@@ -238,21 +228,12 @@ def run_suite(
             for name in [n for n in SECTIONS if n in settings.sections]:
                 on_section(name, "start")
                 started = time.perf_counter()
-                try:
-                    RUNNERS[name](ctx)
-                    state = "done"
-                except SectionSkipped as reason:
-                    skipped[name] = str(reason)
-                    state = f"skipped: {reason}"
-                    log.warning("benchmark section %s skipped: %s", name, reason)
+                RUNNERS[name](ctx)
                 seconds[name] = time.perf_counter() - started
-                on_section(name, state)
+                on_section(name, "done")
     finally:
         torch.set_num_threads(threads)
-    if "compute" not in settings.sections:
-        copy_latency(out, "the compute section was not run")
-    else:
-        copy_latency(out, "compute section skipped" if "compute" in skipped else "no infer_latency section")
+    copy_latency(out, "the compute section was not run")
     write_section(
         out,
         "suite",
