@@ -133,7 +133,7 @@ def data_path_timing(data: PreparedData, batch_size: int, repeats: int = 20) -> 
 def run_memory_benchmark(
     out: Path,
     budgets_gb: Sequence[float] = (1.0, 2.0, 4.0),
-    batch_size: int = 768,
+    batch_size: int = 2048,
     window_size: int = 128,
     model: dict[str, Any] | None = None,
     target: float = 0.8,

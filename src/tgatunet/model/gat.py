@@ -108,8 +108,7 @@ class BatchedGATConv(nn.Module):
         alpha = torch.softmax(e, dim=2)
         alpha = dropout(alpha, self.dropout, self.training)
         if radius is not None:
-            differentiable = torch.is_grad_enabled() and (alpha.requires_grad or h.requires_grad)
-            out = BandedSum.apply(alpha, h) if differentiable else banded_sum(alpha, h)  # [B, T, H, F]
+            out = banded_aggregate(alpha, h)  # [B, T, H, F]
         else:
             h_nb = h.reshape(B * T, H, Fh)[flat].view(B, T, -1, H, Fh)  # [B, T, K, H, F]
             out = (alpha[..., None] * h_nb).sum(dim=2)  # [B, T, H, F]
@@ -138,6 +137,13 @@ def banded_sum(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     for j, dst, src in _shifts(h.shape[1], radius):
         out[:, dst].addcmul_(alpha[:, dst, j, :, None], h[:, src])
     return out
+
+
+def banded_aggregate(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """:func:`banded_sum`, through :class:`BandedSum` when a gradient is needed (else no autograd bookkeeping)."""
+    if torch.is_grad_enabled() and (alpha.requires_grad or h.requires_grad):
+        return BandedSum.apply(alpha, h)
+    return banded_sum(alpha, h)
 
 
 class BandedSum(torch.autograd.Function):

@@ -33,6 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tgatunet.model.dropout import dropout
+from tgatunet.model.gat import banded_aggregate
+
 
 
 class LiteGATConv(nn.Module):
@@ -69,7 +72,7 @@ class LiteGATConv(nn.Module):
         B, T, _ = x.shape
         H, Fv = self.heads, self.out_channels
         value, score_src, score_dst = self.lin(x).split([Fv, H, H], dim=-1)  # [B,T,F], [B,T,H], [B,T,H]
-        value = F.dropout(value, p=self.dropout, training=self.training)
+        value = dropout(value, self.dropout, self.training)
         if neighbors is None:
             out = self._banded(value, score_src, score_dst, time_k)
         else:
@@ -78,18 +81,17 @@ class LiteGATConv(nn.Module):
 
     def _attention(self, e: torch.Tensor, dim: int) -> torch.Tensor:
         e = F.leaky_relu(e, self.negative_slope)
-        return F.dropout(torch.softmax(e, dim=dim), p=self.dropout, training=self.training)
+        return dropout(torch.softmax(e, dim=dim), self.dropout, self.training)
 
     def _banded(self, value: torch.Tensor, score_src: torch.Tensor, score_dst: torch.Tensor, time_k: int) -> torch.Tensor:
-        T, K = value.shape[1], 2 * time_k + 1
-        value_pad = F.pad(value, (0, 0, time_k, time_k))  # [B, T+2k, F]
+        T = value.shape[1]
         # Slots beyond the window get score -inf (LeakyReLU keeps it), so softmax gives them weight 0.
         src_pad = F.pad(score_src, (0, 0, time_k, time_k), value=float("-inf"))  # [B, T+2k, H]
-        alpha = self._attention(src_pad.unfold(1, K, 1) + score_dst[..., None], dim=-1)  # [B, T, H, K]
-        out = alpha[..., 0, None] * value_pad[:, 0:T, None, :]
-        for j in range(1, K):  # K = 2 * time_k + 1 shifted views; no copy of the neighbours is kept
-            out = out + alpha[..., j, None] * value_pad[:, j : j + T, None, :]
-        return out  # [B, T, H, F]
+        src_nb = torch.stack([src_pad[:, j : j + T] for j in range(2 * time_k + 1)], dim=2)  # [B, T, K, H]
+        alpha = self._attention(src_nb + score_dst[:, :, None, :], dim=2)  # [B, T, K, H]
+        # Every head reads the same value row: a stride-0 view, no copy.
+        shared = value[:, :, None, :].expand(-1, -1, self.heads, -1)  # [B, T, H, F]
+        return banded_aggregate(alpha, shared)  # K multiply-adds on shifted slices
 
     def _tabled(
         self, value: torch.Tensor, score_src: torch.Tensor, score_dst: torch.Tensor, index: torch.Tensor, valid: torch.Tensor

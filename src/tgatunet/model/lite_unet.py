@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tgatunet.model.dropout import Dropout
 from tgatunet.model.lite_gat import LiteGATConv
 from tgatunet.model.mqa_transformer import MultiQueryTransformerLayer
 from tgatunet.model.resample import pool_pairs, upsample_to
@@ -63,7 +64,7 @@ class LiteGATBlock(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, time_k: int, neighbors: Neighbors | None = None) -> torch.Tensor:
-        return self.norm(x + F.elu(self.gat(x, time_k, neighbors)))
+        return self.norm(x + F.elu(self.gat(x, time_k, neighbors), inplace=True))
 
 
 class LiteTGATUNet(nn.Module):
@@ -87,7 +88,7 @@ class LiteTGATUNet(nn.Module):
         self.decoder = nn.ModuleList(LiteGATBlock(D, H, spec.dropout) for _ in range(spec.decoder_layers))
         self.reconstruct = nn.Linear(D, C)
         self.local = nn.Conv1d(2 * C, C, spec.local_kernel, padding=spec.local_kernel // 2, padding_mode="replicate")
-        self.classify = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), nn.Dropout(spec.dropout), nn.Linear(D, spec.num_classes))
+        self.classify = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), Dropout(spec.dropout), nn.Linear(D, spec.num_classes))
 
     # Gradient checkpointing as in the standard model: every block but the last two decoder blocks.
     _run = TGATUNet._run

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tgatunet.model.dropout import Dropout
+
 
 class MultiQueryTransformerLayer(nn.Module):
     """``[B, T, D] -> [B, T, D]``: pre-norm multi-query self-attention and feed-forward.
@@ -48,7 +50,7 @@ class MultiQueryTransformerLayer(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, ff_dim), nn.GELU(), nn.Linear(ff_dim, dim))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
