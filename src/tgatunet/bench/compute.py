@@ -70,6 +70,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backwa
 
 from tgatunet.bench.breakdown import measure_breakdown, plot_breakdown
 from tgatunet.bench.results import write_section
+from tgatunet.bench.step import TrainStep
 from tgatunet.config import PRESETS, Config, load_config
 from tgatunet.errors import ConfigError
 from tgatunet.data.synth import SynthSpec, write_synthetic
@@ -147,51 +148,6 @@ def synthetic_config(setting: Setting, folder: Path, device: torch.device) -> Co
     )
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return load_config(path)
-
-
-class TrainStep:
-    """One training step of ``module`` in the phases the breakdown times; calling it runs them all.
-
-    Phases: :meth:`inputs` (the objective's random hiding), :meth:`graph` (the batch's
-    full-resolution neighbour tables, None for the temporal graph), :meth:`forward` (the
-    module's ``losses``), :meth:`backward`, :meth:`optimize` (clipping, optimiser step, zeroed
-    gradients).
-    """
-
-    def __init__(self, module: TGATUNetModule, batch: dict[str, torch.Tensor]) -> None:
-        self.module = module.train()
-        self.batch = batch
-        self.optimizer = module.configure_optimizers()["optimizer"]
-        self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None  # visible, targets [B, T, C]
-        self._loss: torch.Tensor | None = None
-
-    def set_batch(self, batch: dict[str, torch.Tensor]) -> None:
-        self.batch = batch
-
-    def inputs(self) -> None:
-        self._inputs = self.module.inputs(self.batch)
-
-    def graph(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return self.module.neighbors(self.batch["values"], self._inputs[0], repeated=False)
-
-    def forward(self) -> None:
-        self._loss = self.module.losses(self.batch, *self._inputs)["loss"]
-
-    def backward(self) -> None:
-        self._loss.backward()
-        self._loss = None
-
-    def optimize(self) -> None:
-        if self.module.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.module.config.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def __call__(self) -> None:
-        self.inputs()
-        self.forward()
-        self.backward()
-        self.optimize()
 
 
 class _ElementwiseFlops(TorchDispatchMode):

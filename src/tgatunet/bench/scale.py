@@ -52,6 +52,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from tgatunet.bench.results import write_section
+from tgatunet.bench.step import TrainStep
 from tgatunet.config import Config, load_config
 from tgatunet.data.prepared import prepare_data
 from tgatunet.data.store import build_store
@@ -130,8 +131,7 @@ def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> 
     lazy = store_data(config)
     eager = prepare_data(config, stats=lazy.stats, block_splits=lazy.block_splits)
     pl.seed_everything(config.seed, verbose=False)
-    module = build_module(config, lazy).train()
-    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step = TrainStep(build_module(config, lazy))
     batches = {
         "store": _cycle(make_loader(lazy, "train", config, shuffle=True)),
         "memory": _cycle(make_loader(eager, "train", config, shuffle=True)),
@@ -139,17 +139,15 @@ def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> 
     fetch: dict[str, list[float]] = {name: [] for name in batches}  # seconds per window
     compute: list[float] = []
     elapsed, windows = dict.fromkeys(batches, 0.0), dict.fromkeys(batches, 0)
-    for step in range(warmup + steps):
-        for name in list(batches) if step % 2 == 0 else list(reversed(batches)):
+    for index in range(warmup + steps):
+        for name in list(batches) if index % 2 == 0 else list(reversed(batches)):
             start = time.perf_counter()
             batch = next(batches[name])
             fetched = time.perf_counter()
-            loss = module.losses(batch, *module.inputs(batch))["loss"]
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            step.set_batch(batch)
+            step()
             done = time.perf_counter()
-            if step >= warmup:
+            if index >= warmup:
                 size = len(batch["values"])
                 fetch[name].append((fetched - start) / size)
                 compute.append((done - fetched) / size)

@@ -3,8 +3,8 @@
 Every measurement runs at the reference setting (:mod:`tgatunet.bench.setting`:
 medium preset, 9 channels, fp32) with one size changed; the rest stays at the
 setting (window_size 128, batch 16). One **training step** is the module's own
-objective (:meth:`TGATUNetModule.losses` on the inputs drawn by
-:meth:`~TGATUNetModule.inputs`), backward and an AdamW step, as in training
+objective (:class:`~tgatunet.bench.step.TrainStep`: ``TGATUNetModule.losses``
+on the inputs drawn by ``inputs``), backward, gradient clipping and the AdamW step, as in training
 (without Lightning's loop around it).
 
 * ``window_size`` and ``batch_size``: the cost of one training step on a batch
@@ -43,10 +43,10 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 import torch  # noqa: E402
 
 from tgatunet.bench.setting import WINDOW_SIZE, setting_keys, write_setting_data  # noqa: E402
+from tgatunet.bench.step import TrainStep  # noqa: E402
 from tgatunet.config import Config, load_config  # noqa: E402
 from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, prepare_data  # noqa: E402
 from tgatunet.profiling import median_seconds, peak_memory_bytes  # noqa: E402
-from tgatunet.train.module import TGATUNetModule  # noqa: E402
 from tgatunet.train.run import build_module, make_loader  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -79,18 +79,9 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def training_step(module: TGATUNetModule, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
-    """One step of the training objective on ``batch`` (``values, observed [B, T, C]``, ``label [B]``)."""
-    loss = module.losses(batch, *module.inputs(batch))["loss"]
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
-def _trainable(config: Config, data: PreparedData, device: torch.device) -> tuple[TGATUNetModule, torch.optim.Optimizer]:
+def _train_step(config: Config, data: PreparedData, device: torch.device) -> TrainStep:
     torch.manual_seed(config.seed)
-    module = build_module(config, data).to(device).train()
-    return module, torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return TrainStep(build_module(config, data).to(device))
 
 
 def _step_point(config: Config, batch_size: int, repeats: int, device: torch.device) -> dict[str, float]:
@@ -101,12 +92,8 @@ def _step_point(config: Config, batch_size: int, repeats: int, device: torch.dev
             f"scaling benchmark: {len(data.windows['train'])} training windows at window_size "
             f"{config.window_size}, fewer than the batch of {batch_size}: generate more blocks"
         )
-    module, optimizer = _trainable(config, data, device)
-    batch = _to(BatchedWindowDataset(data, "train").__getitems__(list(range(batch_size))), device)
-
-    def step() -> None:
-        training_step(module, optimizer, batch)
-
+    step = _train_step(config, data, device)
+    step.set_batch(_to(BatchedWindowDataset(data, "train").__getitems__(list(range(batch_size))), device))
     seconds = median_seconds(step, repeats=repeats, warmup=1, device=device)
     return {"seconds": seconds, "peak_bytes": peak_memory_bytes(step, device)}
 
@@ -156,14 +143,15 @@ def dataset_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> lis
             f"dataset sizes {list(sizes.dataset_windows)} give {counts} training windows: some coincide; "
             "choose sizes further apart"
         )
-    module, optimizer = _trainable(*datasets[0], device)  # same channels and classes at every size
+    step = _train_step(*datasets[0], device)  # same channels and classes at every size
 
     def epoch(config: Config, data: PreparedData) -> Callable[[], None]:
         loader = make_loader(data, "train", config, shuffle=True)  # workers (on CUDA) persist across epochs
 
         def run() -> None:
             for batch in loader:
-                training_step(module, optimizer, _to(batch, device))
+                step.set_batch(_to(batch, device))
+                step()
 
         return run
 
@@ -254,7 +242,7 @@ def plot_axis(axis: str, summary: dict[str, Any], path: Path) -> Path:
 
 METHOD = (
     "Reference setting (medium preset, 9 channels, fp32) with one size changed. Step axes (window_size, "
-    "batch_size): TGATUNetModule.losses on the inputs its inputs() draws, backward, AdamW step, on a batch of the "
+    "batch_size): bench.step.TrainStep (TGATUNetModule.inputs + losses, backward, clipping, AdamW step) on a batch of the "
     "training split; time = profiling.median_seconds of the steps after one warm-up; memory = "
     "profiling.peak_memory_bytes of one step (activations, gradients, temporaries; not parameters and optimiser "
     "state). dataset_size: one epoch of the same step over train()'s training DataLoader; time = median of the "
