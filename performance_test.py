@@ -3,7 +3,7 @@
 The same command as ``tgatunet bench``: without a subcommand it runs every benchmark section and
 writes ``DIR/results.json``, ``DIR/report.md`` and the plots; ``--quick`` (the default) takes about
 5 minutes on a 2-core CPU, ``--full`` is for real hardware. Its subcommands (``graph``, ``model``,
-``memory``, ``scale``) run one benchmark each.
+``memory``, ``compute``, ``scale``) run one benchmark each.
 """
 
 import sys

@@ -51,3 +51,11 @@ def test_module_follows_train_and_eval():
     assert torch.equal(layer.eval()(x), x)
     with pytest.raises(ValueError, match="dropout probability"):
         Dropout(1.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rate_is_unbiased_in_16_bit_floats(dtype):
+    # 16-bit floats cannot hold the 16-bit random shares exactly; the rate must not drift with them.
+    torch.manual_seed(0)
+    kept = dropout(torch.ones(4_000_000, dtype=dtype), 0.1, training=True) != 0
+    assert abs(1 - kept.float().mean().item() - 0.1) < 1e-3  # ~6 standard deviations

@@ -83,6 +83,9 @@ def test_guide_rows_say_met_or_not_met_from_the_figures():
     }
     for key, (verdict, measured) in expected.items():
         assert (rows[key]["verdict"], rows[key]["measured"]) == (verdict, measured), key
+    unmeasured = guide_comparison({"memory": {"saving_vs_off": None, "saving_vs_off_compares": "no budget needed it"}})
+    (saving,) = [r for r in unmeasured if r["key"] == "memory.saving_vs_off"]
+    assert saving["verdict"] == "not measured" and saving["note"] == "no budget needed it"  # the section's own reason
     promises = {(r["optimisation"], r["column"]) for r in guide_comparison({})}
     assert len(promises) == 8  # the guide's table: every promised cell has a row
     assert {o for o, _ in promises} == {

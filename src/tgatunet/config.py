@@ -239,7 +239,8 @@ class Config(_Strict):
     dynamic_need_update: bool = Field(
         default=False,
         description="Every need_update_every epochs from need_update_start, complete the need channels of "
-        "the training windows and feed them as inputs (never as targets; validation/test are never written).",
+        "the training windows and feed them as inputs (never as targets; validation/test are never written). "
+        "Not with data_store.",
     )
     need_update_every: int = Field(default=5, ge=1, description="Epochs between two dynamic need updates.")
     need_update_start: int = Field(

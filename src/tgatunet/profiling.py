@@ -9,11 +9,12 @@ after start-up is slower, so measure after a warm-up).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import statistics
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,14 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, dev
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

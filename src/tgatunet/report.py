@@ -102,6 +102,8 @@ def print_leakage_guard(guard: dict[str, Any]) -> None:
         console.print("leakage guard: validation and test inputs unchanged by training ([green]held[/])")
     else:
         console.print("[bold red]leakage guard: validation or test inputs changed during training[/]")
+
+
 def print_memory(memory: dict[str, Any]) -> None:
     parts = [f"peak RSS {memory['peak_rss_gb']:.2f} GB"] if "peak_rss_gb" in memory else []
     if "peak_system_memory_percent" in memory:

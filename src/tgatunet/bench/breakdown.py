@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import statistics
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -42,11 +41,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend first: no display on ser
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from tgatunet.bench.step import TrainStep, endless, to_device  # noqa: E402
 from tgatunet.graph.temporal import temporal_neighbors  # noqa: E402
 from tgatunet.profiling import median_seconds  # noqa: E402
-
-if TYPE_CHECKING:
-    from tgatunet.bench.compute import TrainStep
 
 PARTS = ("data_loading", "graph_construction", "forward", "backward", "optimizer")
 LABELS = {
@@ -72,11 +69,6 @@ METHOD = (
     "self CPU time of 3 steps by kind of operator (matrix products; other aten ops: element-wise, reductions, "
     "copies; overhead: shape-only ops, autograd engine, Python)"
 )
-
-
-def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
-    while True:
-        yield from loader
 
 
 def level_lengths(steps: int, levels: int) -> list[int]:
@@ -158,12 +150,12 @@ def verdict(share: dict[str, float], ops: dict[str, float] | None = None) -> str
 def measure_breakdown(step: TrainStep, loader: DataLoader, rounds: int, device: torch.device) -> dict[str, Any]:
     """Time the parts of ``rounds`` training steps on the loader's batches (see the module docstring)."""
     module = step.module
-    batches = _batches(loader)
+    batches = endless(loader)
     lengths = level_lengths(module.config.window_size, module.config.encoder_layers)
     time_k = module.config.time_k
 
     def fetch() -> None:
-        step.set_batch({k: v.to(device) for k, v in next(batches).items()})
+        step.set_batch(to_device(next(batches), device))
 
     def graph() -> None:
         step.graph()

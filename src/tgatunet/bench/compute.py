@@ -52,11 +52,10 @@ timed on its own; median and 95th percentile.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,12 +69,12 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backwa
 
 from tgatunet.bench.breakdown import measure_breakdown, plot_breakdown
 from tgatunet.bench.results import write_section
-from tgatunet.bench.step import TrainStep
+from tgatunet.bench.step import TrainStep, to_device
 from tgatunet.config import PRESETS, Config, load_config
 from tgatunet.errors import ConfigError
 from tgatunet.data.synth import SynthSpec, write_synthetic
 from tgatunet.predict import pick_device
-from tgatunet.profiling import median_seconds
+from tgatunet.profiling import median_seconds, torch_threads
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.run import build_module, load_data, make_loader
 
@@ -118,17 +117,6 @@ class Setting:
             "threads": self.threads,
             **({"config": self.config} if self.config else {}),
         }
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch threads, then restore the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def synthetic_config(setting: Setting, folder: Path, device: torch.device) -> Config:
@@ -351,7 +339,7 @@ def measure_compute(
     with tempfile.TemporaryDirectory(prefix="tgatunet_compute_") as tmp, torch_threads(setting.threads):
         config, data, module, loader = _prepare(setting, Path(tmp), device)
         B = config.batch_size
-        batch = {k: v.to(device) for k, v in next(iter(loader)).items()}
+        batch = to_device(next(iter(loader)), device)
         step = TrainStep(module, batch)
         plain = TrainStep(_without_checkpointing(module, config, data), batch) if config.use_gradient_checkpoint else step
         infer = in_eval_mode(module, inference_forward(module, batch))

@@ -159,9 +159,13 @@ def guide_comparison(results: dict[str, Any]) -> list[dict[str, str]]:
             raw = lookup(results, figure.key)
             row = {**base, "figure": figure.label, "key": figure.key}
             if raw is None:
-                section = figure.key.split(".")[0]
-                rows.append({**row, "measured": "-", "verdict": "not measured",
-                             "note": f"no figure: section '{section}' is not in results.json"})
+                section, name = figure.key.split(".")[0], figure.key.rsplit(".", 1)[-1]
+                if section not in results:
+                    why = f"no figure: section '{section}' is not in results.json"
+                else:  # measured as null: the section says why
+                    parent = lookup(results, figure.key.rsplit(".", 1)[0]) or {}
+                    why = parent.get(f"{name}_reason") or parent.get(f"{name}_compares") or "measured as null"
+                rows.append({**row, "measured": "-", "verdict": "not measured", "note": why})
                 continue
             value = 1.0 / raw if figure.inverse else float(raw)
             verdict, note = judge(value, promise.low, promise.high)

@@ -42,17 +42,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 import yaml
-from torch.utils.data import DataLoader
 
 from tgatunet.bench.results import write_section
-from tgatunet.bench.step import TrainStep
+from tgatunet.bench.step import TrainStep, endless
 from tgatunet.config import Config, load_config
 from tgatunet.data.prepared import prepare_data
 from tgatunet.data.store import build_store
@@ -113,11 +110,6 @@ def _epoch(config: Path, run_dir: Path) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def _cycle(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
-    while True:
-        yield from loader
-
-
 def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> dict[str, Any]:
     """Training windows/s from the store and from memory, batches alternating (see the module docstring).
 
@@ -133,8 +125,8 @@ def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> 
     pl.seed_everything(config.seed, verbose=False)
     step = TrainStep(build_module(config, lazy))
     batches = {
-        "store": _cycle(make_loader(lazy, "train", config, shuffle=True)),
-        "memory": _cycle(make_loader(eager, "train", config, shuffle=True)),
+        "store": endless(make_loader(lazy, "train", config, shuffle=True)),
+        "memory": endless(make_loader(eager, "train", config, shuffle=True)),
     }
     fetch: dict[str, list[float]] = {name: [] for name in batches}  # seconds per window
     compute: list[float] = []

@@ -43,9 +43,10 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 import torch  # noqa: E402
 
 from tgatunet.bench.setting import WINDOW_SIZE, setting_keys, write_setting_data  # noqa: E402
-from tgatunet.bench.step import TrainStep  # noqa: E402
+from tgatunet.bench.step import TrainStep, to_device  # noqa: E402
 from tgatunet.config import Config, load_config  # noqa: E402
 from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, prepare_data  # noqa: E402
+from tgatunet.errors import RunError  # noqa: E402
 from tgatunet.profiling import median_seconds, peak_memory_bytes  # noqa: E402
 from tgatunet.train.run import build_module, make_loader  # noqa: E402
 
@@ -75,10 +76,6 @@ def fit_exponent(sizes: Sequence[float], costs: Sequence[float]) -> tuple[float,
     return float(exponent), float(log_factor)
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
 def _train_step(config: Config, data: PreparedData, device: torch.device) -> TrainStep:
     torch.manual_seed(config.seed)
     return TrainStep(build_module(config, data).to(device))
@@ -88,12 +85,12 @@ def _step_point(config: Config, batch_size: int, repeats: int, device: torch.dev
     """Seconds and peak bytes of one training step of ``batch_size`` windows under ``config``."""
     data = prepare_data(config)
     if len(data.windows["train"]) < batch_size:
-        raise RuntimeError(
+        raise RunError(
             f"scaling benchmark: {len(data.windows['train'])} training windows at window_size "
             f"{config.window_size}, fewer than the batch of {batch_size}: generate more blocks"
         )
     step = _train_step(config, data, device)
-    step.set_batch(_to(BatchedWindowDataset(data, "train").__getitems__(list(range(batch_size))), device))
+    step.set_batch(to_device(BatchedWindowDataset(data, "train").__getitems__(list(range(batch_size))), device))
     seconds = median_seconds(step, repeats=repeats, warmup=1, device=device)
     return {"seconds": seconds, "peak_bytes": peak_memory_bytes(step, device)}
 
@@ -150,7 +147,7 @@ def dataset_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> lis
 
         def run() -> None:
             for batch in loader:
-                step.set_batch(_to(batch, device))
+                step.set_batch(to_device(batch, device))
                 step()
 
         return run

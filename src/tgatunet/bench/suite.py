@@ -20,6 +20,7 @@ per section, plots) and ``report.md`` (:mod:`tgatunet.bench.guide_report`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import tempfile
@@ -37,6 +38,7 @@ from tgatunet.bench.scaling import AXES, ScalingSizes, measure_scaling
 from tgatunet.bench.setting import write_setting_data
 from tgatunet.config import load_config
 from tgatunet.predict import pick_device
+from tgatunet.profiling import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -216,23 +218,18 @@ def run_suite(
     # A new results.json and plots: figures left by an earlier run must not pass for this run's.
     for stale in ["results.json", "report.md", *OUTPUT_PLOTS]:
         (out / stale).unlink(missing_ok=True)
-    threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
     device = pick_device()
     skipped = {name: "not among this run's sections" for name in SECTIONS if name not in settings.sections}
     seconds: dict[str, float] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="tgatunet-suite-") as work:
-            ctx = _Context(out, Path(work), settings, Path(config_path), device)
-            for name in [n for n in SECTIONS if n in settings.sections]:
-                on_section(name, "start")
-                started = time.perf_counter()
-                RUNNERS[name](ctx)
-                seconds[name] = time.perf_counter() - started
-                on_section(name, "done")
-    finally:
-        torch.set_num_threads(threads)
+    threads = torch_threads(settings.threads) if settings.threads is not None else contextlib.nullcontext()
+    with threads, tempfile.TemporaryDirectory(prefix="tgatunet-suite-") as work:
+        ctx = _Context(out, Path(work), settings, Path(config_path), device)
+        for name in [n for n in SECTIONS if n in settings.sections]:
+            on_section(name, "start")
+            started = time.perf_counter()
+            RUNNERS[name](ctx)
+            seconds[name] = time.perf_counter() - started
+            on_section(name, "done")
     copy_latency(out, "the compute section was not run")
     write_section(
         out,

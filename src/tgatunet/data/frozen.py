@@ -6,7 +6,7 @@ that gap for the prepared data that validation and test read: every in-place
 operation (``t[i] = x``, ``t.add_(x)``, ``t += x``, ``torch.add(a, b, out=t)``,
 ``F.relu(t, inplace=True)``, ...) on it, or on a view of it, raises
 :class:`ReadOnlyError`. Operations that produce new memory (indexing with
-index arrays, arithmetic, ``.clone()``, ``.to(device)``) return ordinary,
+index arrays, arithmetic, ``.clone()``, ``.to()`` onto another device) return ordinary,
 writable tensors, so batches built from it cost nothing extra; views
 (slices, ``.view``, ``.detach()``, ``.data``) stay read-only, and NumPy arrays
 taken from it (``.numpy()``, ``np.asarray``) come flagged ``write=False``.

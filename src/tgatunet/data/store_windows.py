@@ -24,7 +24,6 @@ from tgatunet.data.prepared import (
     BatchedWindowDataset,
     PreparedData,
     WindowedData,
-    WindowIndex,
     index_windows,
     source_need_mask,
 )

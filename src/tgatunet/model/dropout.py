@@ -20,7 +20,8 @@ exactly. The draws come from torch's default generator: seeding
 (``torch.manual_seed``, Lightning's ``seed_everything``) and gradient
 checkpointing's saved RNG state apply as to any torch random op.
 
-On other devices torch's own fused dropout is used.
+On other devices, and for 16-bit floats (which cannot hold the 16-bit shares
+exactly), torch's own dropout is used.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     dropped_levels = round(p * _LEVELS)
     if not training or dropped_levels == 0:
         return x
-    if x.device.type != "cpu" or dropped_levels >= _LEVELS:
+    # 16-bit shares compared in bfloat16/float16 would be rounded (a biased rate): torch's dropout there.
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or dropped_levels >= _LEVELS:
         return F.dropout(x, p, training=True)
     n = x.numel()
     # random_(int64 min, None) fills the full 64-bit range; each int16 view is then uniform on [-2^15, 2^15).

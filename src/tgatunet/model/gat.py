@@ -94,8 +94,7 @@ class BatchedGATConv(nn.Module):
 
         radius = band_radius(index, valid)
         if radius is not None:
-            src_pad = F.pad(score_src, (0, 0, radius, radius), value=float("-inf"))  # [B, T+2r, H]
-            src_nb = torch.stack([src_pad[:, j : j + T] for j in range(2 * radius + 1)], dim=2)  # [B, T, K, H]
+            src_nb = banded_scores(score_src, radius)  # [B, T, K, H]
         else:
             if index.dim() == 2:  # one table for the batch
                 index, valid = index.expand(B, -1, -1), valid.expand(B, -1, -1)
@@ -137,6 +136,16 @@ def banded_sum(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     for j, dst, src in _shifts(h.shape[1], radius):
         out[:, dst].addcmul_(alpha[:, dst, j, :, None], h[:, src])
     return out
+
+
+def banded_scores(score_src: torch.Tensor, radius: int) -> torch.Tensor:
+    """``[B, T, H]`` source scores -> ``[B, T, K, H]``: slot ``j`` of step ``t`` holds step ``t + j - r``'s.
+
+    Slots beyond the window hold ``-inf`` (LeakyReLU keeps it), so a softmax gives them weight 0.
+    """
+    T = score_src.shape[1]
+    padded = F.pad(score_src, (0, 0, radius, radius), value=float("-inf"))  # [B, T+2r, H]
+    return torch.stack([padded[:, j : j + T] for j in range(2 * radius + 1)], dim=2)
 
 
 def banded_aggregate(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

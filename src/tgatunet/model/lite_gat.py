@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tgatunet.model.dropout import dropout
-from tgatunet.model.gat import banded_aggregate
-
+from tgatunet.model.gat import banded_aggregate, banded_scores
 
 
 class LiteGATConv(nn.Module):
@@ -84,11 +83,7 @@ class LiteGATConv(nn.Module):
         return dropout(torch.softmax(e, dim=dim), self.dropout, self.training)
 
     def _banded(self, value: torch.Tensor, score_src: torch.Tensor, score_dst: torch.Tensor, time_k: int) -> torch.Tensor:
-        T = value.shape[1]
-        # Slots beyond the window get score -inf (LeakyReLU keeps it), so softmax gives them weight 0.
-        src_pad = F.pad(score_src, (0, 0, time_k, time_k), value=float("-inf"))  # [B, T+2k, H]
-        src_nb = torch.stack([src_pad[:, j : j + T] for j in range(2 * time_k + 1)], dim=2)  # [B, T, K, H]
-        alpha = self._attention(src_nb + score_dst[:, :, None, :], dim=2)  # [B, T, K, H]
+        alpha = self._attention(banded_scores(score_src, time_k) + score_dst[:, :, None, :], dim=2)  # [B, T, K, H]
         # Every head reads the same value row: a stride-0 view, no copy.
         shared = value[:, :, None, :].expand(-1, -1, self.heads, -1)  # [B, T, H, F]
         return banded_aggregate(alpha, shared)  # K multiply-adds on shifted slices
