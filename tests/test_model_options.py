@@ -90,3 +90,29 @@ def test_training_the_lite_model_end_to_end(dataset):
     metrics = evaluate_run(run.root)
     assert metrics["train"]["parameters"] == sum(v.numel() for k, v in state["state_dict"].items() if k.startswith("model."))
     assert isinstance(metrics["completion"]["model"]["mae"], float)
+
+
+class _FailingBackward(torch.autograd.Function):
+    """Identity whose backward fails as a backend compiling the backward graph would."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise torch._dynamo.exc.InternalTorchDynamoError("simulated backward compilation failure")
+
+
+def test_compile_failing_in_the_backward_pass_falls_back_and_trains_on(dataset, monkeypatch):
+    def compile_with_broken_backward(model, **kwargs):
+        def run(*args, **kw):
+            recon, logits = model(*args, **kw)
+            return _FailingBackward.apply(recon), logits
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_with_broken_backward)
+    with pytest.warns(RuntimeWarning, match="simulated backward compilation failure"):
+        run = train(dataset["write"]({**dataset["config"], "compile": True, "epochs": 2}), progress_bar=False)
+    assert run.read_metrics()["train"]["epochs_completed"] == 2

@@ -1,8 +1,10 @@
 """``torch.compile`` with a fallback to eager execution where compilation is not supported.
 
-Compilation can fail in two places: when the model is wrapped (``torch.compile``
-refuses an unsupported Python or platform) and on the first call (tracing or
-the backend's code generation fails, e.g. without a working C++ compiler).
+Compilation can fail in three places: when the model is wrapped (``torch.compile``
+refuses an unsupported Python or platform), on the first call (tracing or the
+backend's code generation fails, e.g. without a working C++ compiler), and in
+the first backward pass, where the backward graph is compiled (outside the
+call: the training step catches that one and calls :meth:`CompiledOrEager.give_up`).
 Either way the run continues eagerly, with one warning that says why.
 """
 
@@ -44,6 +46,13 @@ class CompiledOrEager:
                 return self.compiled(*args, **kwargs)
             except torch._dynamo.exc.TorchDynamoException as err:
                 # A genuine error in the model raises again from the eager call below.
-                _fall_back(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-                self.compiled = None
+                self.give_up(err)
         return self.module(*args, **kwargs)
+
+    def give_up(self, err: Exception) -> bool:
+        """Run eagerly from now on, because of ``err``; False if that was already so (nothing to give up)."""
+        if self.compiled is None:
+            return False
+        _fall_back(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        self.compiled = None
+        return True

@@ -150,7 +150,14 @@ class TGATUNetModule(pl.LightningModule):
             )
             return totals["loss"]
 
-        optimizer.step(closure=closure)
+        try:
+            optimizer.step(closure=closure)
+        except torch._dynamo.exc.TorchDynamoException as err:
+            # The backward graph compiles at the first backward pass, outside the compiled call. The
+            # closure failed before the optimiser stepped, so the step is simply run again, eagerly.
+            if self.compiled is None or not self.compiled.give_up(err):
+                raise
+            optimizer.step(closure=closure)
         self._log_losses("train", totals, batch)
         return totals["loss"]
 
