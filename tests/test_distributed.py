@@ -34,6 +34,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
+from tgatunet.train.micro_batch import MicroBatches
 from tgatunet.train.run import train
 
 
@@ -54,15 +55,33 @@ class RecordWindows(pl.Callback):
         self.val_loss = float(trainer.callback_metrics["val/loss"])
 
     def on_fit_end(self, trainer, pl_module):
-        record = {"world_size": trainer.world_size, "train": self.train, "val": self.val, "val_loss": self.val_loss}
+        record = {
+            "world_size": trainer.world_size,
+            "train": self.train,
+            "val": self.val,
+            "val_loss": self.val_loss,
+            "parameters": [p.detach().double().sum().item() for p in pl_module.parameters()],
+            "steps_by_micro_batch_size": dict(pl_module.micro_batches.steps_by_size),
+        }
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
-train(sys.argv[1], callbacks=[RecordWindows(sys.argv[2])], progress_bar=False)
+class SplitSteps(pl.Callback):
+    """Runs every step in micro-batches of a fixed size."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def on_fit_start(self, trainer, pl_module):
+        pl_module.micro_batches = MicroBatches(self.size)
+
+
+extra = [SplitSteps(int(sys.argv[3]))] if len(sys.argv) > 3 else []
+train(sys.argv[1], callbacks=[RecordWindows(sys.argv[2]), *extra], progress_bar=False)
 '''
 
 
-def _ddp_run(dataset, tmp_path: Path, cfg: dict) -> tuple[RunDir, list[dict]]:
+def _ddp_run(dataset, tmp_path: Path, cfg: dict, micro_batch: int | None = None) -> tuple[RunDir, list[dict]]:
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
     record = tmp_path / "record"
@@ -71,7 +90,11 @@ def _ddp_run(dataset, tmp_path: Path, cfg: dict) -> tuple[RunDir, list[dict]]:
     src = str(Path(tgatunet.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, str(script), str(config), str(record)], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, str(script), str(config), str(record), *([str(micro_batch)] if micro_batch else [])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
@@ -130,6 +153,15 @@ def test_two_process_ddp_on_cpu(dataset, tmp_path):
     assert evaluated["completion"]["model"]["mae"] > 0
     written = complete_run(run.root, output=tmp_path / "completed")
     assert written[0].filled["c"] > 0 and written[0].output.is_file()
+
+
+def test_ddp_with_micro_batches_keeps_the_processes_in_step(dataset, tmp_path):
+    # Micro-batches accumulate without syncing; the last one's all-reduce must carry the whole
+    # gradient, or the processes' models drift apart.
+    cfg = {**dataset["config"], "accelerator": "cpu", "epochs": 2, "devices": 2, "strategy": "ddp", "batch_size": 6}
+    _, ranks = _ddp_run(dataset, tmp_path, {**cfg, "run_dir": str(tmp_path / "micro")}, micro_batch=2)
+    assert all("2" in r["steps_by_micro_batch_size"] for r in ranks)  # steps really ran in micro-batches
+    assert ranks[0]["parameters"] == pytest.approx(ranks[1]["parameters"], rel=1e-6, abs=1e-7)
 
 
 def test_parallel_keys_are_validated(dataset):

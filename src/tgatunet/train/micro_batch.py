@@ -12,13 +12,19 @@ On an out-of-memory error (CUDA's, or ``MemoryError``) the step's partial
 gradients are dropped, ``size`` is halved and the same step runs again from its
 first window: no window is skipped, and the smaller size is kept for the steps
 that follow.
+
+Under DDP the gradients are averaged across processes once per step: every
+micro-batch's backward but the last runs under ``hold_sync`` (Lightning's
+``block_backward_sync``), and the last one's all-reduce carries the sum.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -69,6 +75,7 @@ class MicroBatches:
         backward: Callable[[torch.Tensor], None],
         reset: Callable[[], None],
         step: int,
+        hold_sync: Callable[[], AbstractContextManager] = contextlib.nullcontext,
     ) -> dict[str, torch.Tensor]:
         """Run one step over ``batch_size`` windows; returns the sum of the micro-batches' contributions.
 
@@ -78,6 +85,8 @@ class MicroBatches:
             backward: back-propagates one micro-batch loss (Lightning's ``manual_backward``).
             reset: drops partial gradients before a retry (``optimizer.zero_grad``).
             step: the global step, for the record of size changes.
+            hold_sync: context in which a backward does not synchronise gradients across
+                processes; every micro-batch but the last runs in it.
 
         Returns:
             every key of the contributions, summed over the step's micro-batches and detached.
@@ -85,7 +94,7 @@ class MicroBatches:
         while True:
             size = min(self.size or batch_size, batch_size)
             try:
-                totals = self._run(batch_size, size, contribution, backward)
+                totals = self._run(batch_size, size, contribution, backward, hold_sync)
             except OUT_OF_MEMORY as err:
                 if not self.recover_out_of_memory:
                     raise
@@ -115,11 +124,14 @@ class MicroBatches:
         size: int,
         contribution: Callable[[slice], dict[str, torch.Tensor]],
         backward: Callable[[torch.Tensor], None],
+        hold_sync: Callable[[], AbstractContextManager],
     ) -> dict[str, torch.Tensor]:
         totals: dict[str, torch.Tensor] = {}
-        for lo in range(0, batch_size, size):
+        starts = range(0, batch_size, size)
+        for lo in starts:
             part = contribution(slice(lo, min(lo + size, batch_size)))
-            backward(part["loss"])
+            with hold_sync() if lo != starts[-1] else contextlib.nullcontext():
+                backward(part["loss"])
             for key, value in part.items():
                 totals[key] = totals[key] + value.detach() if key in totals else value.detach()
         return totals

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import lightning.pytorch as pl
@@ -146,6 +147,8 @@ class TGATUNetModule(pl.LightningModule):
                     self.manual_backward,
                     optimizer.zero_grad,
                     self.global_step,
+                    # DDP: one gradient all-reduce per step, not one per micro-batch.
+                    getattr(self.trainer.strategy, "block_backward_sync", contextlib.nullcontext),
                 )
             )
             return totals["loss"]
