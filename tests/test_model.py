@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tgatunet.model.factory import build_model
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet, local_linear
 from tgatunet.model.transformer import TransformerLayer
 
@@ -10,7 +11,7 @@ from tgatunet.model.transformer import TransformerLayer
 def _model(**kw):
     torch.manual_seed(0)
     spec = ModelSpec(in_channels=5, num_classes=3, hidden_channels=16, attention_heads=2, dropout=0.0, **kw)
-    return TGATUNet(spec)
+    return build_model(spec)
 
 
 @pytest.mark.parametrize("T", [4, 17, 50])
@@ -23,8 +24,9 @@ def test_output_shapes(T, enc, dec, tr):
     assert logits.shape == (3, 3)
 
 
-def test_hidden_values_cannot_reach_the_output():
-    model = _model().eval()
+@pytest.mark.parametrize("lite", [False, True])
+def test_hidden_values_cannot_reach_the_output(lite):
+    model = _model(lite=lite).eval()
     values = torch.randn(2, 20, 5)
     visible = torch.rand(2, 20, 5) > 0.4
     recon, logits = model(values, visible)

@@ -61,7 +61,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -69,10 +68,10 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backwa
 
 from tgatunet.bench.breakdown import measure_breakdown, plot_breakdown
 from tgatunet.bench.results import write_section
+from tgatunet.bench.setting import write_setting_data
 from tgatunet.bench.step import TrainStep, to_device
 from tgatunet.config import PRESETS, Config, load_config
 from tgatunet.errors import ConfigError
-from tgatunet.data.synth import SynthSpec, write_synthetic
 from tgatunet.predict import pick_device
 from tgatunet.profiling import median_seconds, torch_threads
 from tgatunet.train.module import TGATUNetModule
@@ -123,19 +122,17 @@ def synthetic_config(setting: Setting, folder: Path, device: torch.device) -> Co
     """Write the setting's synthetic sources to ``folder``; their config with the preset applied, for ``device``."""
     if setting.preset not in PRESETS:
         raise ConfigError(f"bench compute: unknown preset '{setting.preset}'; choose one of {', '.join(PRESETS)}")
-    rows = 4 * setting.window_size  # windows overlap by half: 7 per recording
-    spec = SynthSpec(channels=setting.channels, missing_per_source=min(2, setting.channels - 1), block_length=rows)
-    path = write_synthetic(spec, folder)
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    raw.update(
-        window_size=setting.window_size,
-        step_size=setting.window_size // 2,
-        hardware_profile=setting.preset,
-        accelerator="cuda" if device.type == "cuda" else "cpu",
+    T = setting.window_size
+    keys = {
+        **PRESETS[setting.preset],
+        "window_size": T,
+        "step_size": T // 2,
+        "hardware_profile": setting.preset,
+        "accelerator": "cuda" if device.type == "cuda" else "cpu",
         **setting.config,
-    )
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return load_config(path)
+    }
+    # Windows overlap by half: 7 per recording of 4 * T rows.
+    return load_config(write_setting_data(folder, 20, 4 * T, channels=setting.channels, **keys))
 
 
 class _ElementwiseFlops(TorchDispatchMode):
@@ -272,7 +269,7 @@ def utilisation_rounds(
     for n in thread_counts:
         figures[f"peak_by_size_{n}"] = {str(size): statistics.median(rates) for size, rates in by_size[n].items()}
     for name, w in workloads.items():
-        figures[name] = statistics.median([w.flops / t / p for t, p in zip(seconds[name], peaks[w.threads])])
+        figures[name] = _utilisation(w.flops, seconds[name], peaks[w.threads])
         figures[f"{name}_ms"] = 1e3 * statistics.median(seconds[name])
     return figures
 

@@ -50,6 +50,7 @@ from tgatunet.config import Config, load_config  # noqa: E402
 from tgatunet.data.prepared import PreparedData, prepare_data  # noqa: E402
 from tgatunet.graph.cache import GraphCache  # noqa: E402
 from tgatunet.graph.knn import KnnGraph  # noqa: E402
+from tgatunet.hardware import trains_on_cuda  # noqa: E402
 from tgatunet.graph.temporal import temporal_neighbors  # noqa: E402
 from tgatunet.profiling import median_seconds  # noqa: E402
 from tgatunet.train.run import build_module, make_loader, quiet_trainer  # noqa: E402
@@ -213,7 +214,7 @@ def epoch_timings(config_path: Path, rounds: int, work_dir: Path) -> dict[str, A
     _fit_one_epoch(config, data, warm)  # fills the cache with the validation graphs, warms everything else up
     if warm.stats.built != len(data.windows["val"]):
         raise RuntimeError("epoch benchmark: the warm-up epoch did not cache every validation window")
-    device = "cuda" if torch.cuda.is_available() and config.accelerator in ("auto", "cuda", "gpu") else "cpu"
+    device = "cuda" if trains_on_cuda(config.accelerator) else "cpu"
     epoch = _interleaved(
         {"off": lambda: _fit_one_epoch(config, data, None), "on": lambda: _fit_one_epoch(config, data, fresh_cache())},
         rounds,

@@ -39,6 +39,7 @@ from tgatunet.bench.results import write_section
 from tgatunet.config import Config, config_from_dict
 from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, prepare_data
 from tgatunet.hardware import GB
+from tgatunet.predict import pick_device
 from tgatunet.profiling import median_seconds, peak_memory_bytes, peak_rss_bytes
 from tgatunet.train.memory_optimizer import MemoryOptimizer
 from tgatunet.train.run import build_module, make_loader, quiet_trainer
@@ -144,7 +145,7 @@ def run_memory_benchmark(
 
     ``device``: where to train; None picks CUDA when it is there, else the CPU.
     """
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or pick_device()
     base = {
         "window_size": window_size,
         "step_size": window_size // 2,

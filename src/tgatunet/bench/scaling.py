@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 import torch  # noqa: E402
 
-from tgatunet.bench.setting import WINDOW_SIZE, setting_keys, write_setting_data  # noqa: E402
+from tgatunet.bench.setting import SOURCES, WINDOW_SIZE, setting_keys, write_setting_data  # noqa: E402
 from tgatunet.bench.step import TrainStep, to_device  # noqa: E402
 from tgatunet.config import Config, load_config  # noqa: E402
 from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, prepare_data  # noqa: E402
@@ -81,9 +81,10 @@ def _train_step(config: Config, data: PreparedData, device: torch.device) -> Tra
     return TrainStep(build_module(config, data).to(device))
 
 
-def _step_point(config: Config, batch_size: int, repeats: int, device: torch.device) -> dict[str, float]:
-    """Seconds and peak bytes of one training step of ``batch_size`` windows under ``config``."""
-    data = prepare_data(config)
+def _step_point(
+    config: Config, data: PreparedData, batch_size: int, repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Seconds and peak bytes of one training step of ``batch_size`` windows of ``data`` under ``config``."""
     if len(data.windows["train"]) < batch_size:
         raise RunError(
             f"scaling benchmark: {len(data.windows['train'])} training windows at window_size "
@@ -98,7 +99,7 @@ def _step_point(config: Config, batch_size: int, repeats: int, device: torch.dev
 def _blocks_for(train_windows: int, block_length: int, window_size: int, step_size: int) -> int:
     """Recordings per source that give about ``train_windows`` training windows (70% of the blocks train)."""
     per_block = (block_length - window_size) // step_size + 1
-    return max(3, math.ceil(train_windows / (0.7 * 3 * per_block)))
+    return max(3, math.ceil(train_windows / (0.7 * SOURCES * per_block)))
 
 
 def window_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[dict[str, float]]:
@@ -109,7 +110,7 @@ def window_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list
     points = []
     for T in sorted(sizes.window_sizes):
         config = base.model_copy(update={"window_size": T, "step_size": T // 2})
-        points.append({"size": T, **_step_point(config, BATCH, sizes.repeats, device)})
+        points.append({"size": T, **_step_point(config, prepare_data(config), BATCH, sizes.repeats, device)})
         log.info("scaling: window_size %d: %.1f ms per step", T, 1e3 * points[-1]["seconds"])
     return points
 
@@ -119,9 +120,11 @@ def batch_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[
     step = setting_keys()["step_size"]
     blocks = _blocks_for(2 * max(sizes.batch_sizes), 4 * WINDOW_SIZE, WINDOW_SIZE, step)
     config = load_config(write_setting_data(folder / "batches", blocks, 4 * WINDOW_SIZE))
+    data = prepare_data(config)  # the batch size does not change the prepared windows
     points = []
     for B in sorted(sizes.batch_sizes):
-        points.append({"size": B, **_step_point(config.model_copy(update={"batch_size": B}), B, sizes.repeats, device)})
+        sized = config.model_copy(update={"batch_size": B})
+        points.append({"size": B, **_step_point(sized, data, B, sizes.repeats, device)})
         log.info("scaling: batch %d: %.1f ms per step", B, 1e3 * points[-1]["seconds"])
     return points
 

@@ -34,18 +34,21 @@ def describe() -> dict[str, Any]:
     return {"preset": PRESET, **setting_keys(), "channels": CHANNELS, "sources": SOURCES, "data": "tgatunet.data.synth"}
 
 
-def write_setting_data(folder: Path, blocks_per_source: int, block_length: int, **overrides: Any) -> Path:
+def write_setting_data(
+    folder: Path, blocks_per_source: int, block_length: int, channels: int = CHANNELS, **overrides: Any
+) -> Path:
     """Write a synthetic dataset and its config at the reference setting; returns the config path.
 
     Args:
         blocks_per_source: recordings per source.
         block_length: rows per recording.
+        channels: modality channels (each source lacks up to 2 of them).
         overrides: config keys that replace the setting's (e.g. ``epochs``, ``window_size``).
     """
     spec = SynthSpec(
         sources=SOURCES,
-        channels=CHANNELS,
-        missing_per_source=2,
+        channels=channels,
+        missing_per_source=min(2, channels - 1),
         blocks_per_source=blocks_per_source,
         block_length=block_length,
         file_format="parquet",

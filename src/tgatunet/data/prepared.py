@@ -271,16 +271,16 @@ class BatchedWindowDataset(WindowDataset):
         """The batch of windows ``indices``: :class:`WindowDataset` items stacked, ``values [B, T, C]`` etc."""
         index = np.asarray(indices, dtype=np.int64)  # [B]
         rows = self.data.rows(self.index.starts[index]).reshape(-1)  # [B * T]
-        shape = (len(index), self.data.window_size, self.data.values.shape[1])
+        shape = (len(index), self.data.window_size, self.values.shape[1])
 
-        def gather(array: torch.Tensor) -> torch.Tensor:
+        def gather(array: np.ndarray) -> torch.Tensor:
             # numpy's take runs on one thread; torch's parallel gather was seen waiting ~40 ms on a
             # busy OpenMP pool for a copy that takes 0.1 ms.
-            return torch.from_numpy(array.numpy().take(rows, axis=0).reshape(shape))
+            return torch.from_numpy(array.take(rows, axis=0).reshape(shape))
 
         return {
-            "values": gather(self.data.values),
-            "observed": gather(self.data.observed),
+            "values": gather(self.values),
+            "observed": gather(self.observed),
             "label": torch.from_numpy(self.index.labels[index].astype(np.int64)),
             "source": torch.from_numpy(self.index.sources[index].astype(np.int64)),
             "index": torch.from_numpy(index),

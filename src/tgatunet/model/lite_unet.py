@@ -45,7 +45,7 @@ from tgatunet.model.dropout import Dropout
 from tgatunet.model.lite_gat import LiteGATConv
 from tgatunet.model.mqa_transformer import MultiQueryTransformerLayer
 from tgatunet.model.resample import pool_pairs, upsample_to
-from tgatunet.model.tgat_unet import ModelSpec, TGATUNet, sinusoidal_positions
+from tgatunet.model.tgat_unet import ModelSpec, TGATUNet, local_linear, sinusoidal_positions
 
 Neighbors = tuple[torch.Tensor, torch.Tensor]
 
@@ -119,5 +119,5 @@ class LiteTGATUNet(nn.Module):
             h = upsample_to(h, skips[level].shape[1]) + skips[level]
             h = self._run(block, h, k, neighbors if level == 0 else None)  # [B, T_l, D]
         h = upsample_to(h, T)
-        local = self.local(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
+        local = local_linear(self.local, x)  # [B, T, C]
         return self.reconstruct(h) + local, logits

@@ -40,7 +40,8 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
 from tgatunet.config import Config
-from tgatunet.data.prepared import BatchedWindowDataset, prepare_data
+from tgatunet.data.prepared import BatchedWindowDataset
+from tgatunet.data.store_windows import batched_dataset
 from tgatunet.errors import RunError
 from tgatunet.hardware import GB, detect_hardware, training_device
 from tgatunet.profiling import peak_memory_bytes
@@ -250,12 +251,12 @@ def plan_memory(
 def plan_for_config(config: Config) -> MemoryPlan:
     """What the optimizer would choose for ``config`` on this machine: prepares the data, builds the
     model on the training device and measures, as training would (``tgatunet hardware --config``)."""
-    from tgatunet.train.run import build_module  # run.py imports this module
+    from tgatunet.train.run import build_module, load_data  # run.py imports this module
 
-    data = prepare_data(config)
+    data = load_data(config)  # from the data_store when the config names one, as training reads it
     device = training_device(config.accelerator, detect_hardware()).torch_device
     module = build_module(config, data).to(device)
-    return plan_memory(module, BatchedWindowDataset(data, "train"), config, device)
+    return plan_memory(module, batched_dataset(data, "train"), config, device)
 
 
 def memory_in_use(device: torch.device, plan: MemoryPlan, size: int, planned_rss: int) -> int:

@@ -269,7 +269,8 @@ def train(
         )
     # Callbacks that need the data join the trainer now that it is loaded, ahead of the caller's
     # callbacks (which then see each epoch's inputs as training will).
-    guard = LeakageGuard(data)
+    # Only rank 0 records the guard (and writes metrics.json): the others would hash for nothing.
+    guard = LeakageGuard(data) if trainer.is_global_zero else None
     inputs, need_update = None, None
     if config.dynamic_need_update:
         inputs = TrainingInputs(data)
