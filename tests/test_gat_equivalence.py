@@ -95,7 +95,9 @@ def test_banded_sum_gradients(T, radius):
     torch.manual_seed(4)
     alpha = torch.rand(2, T, 2 * radius + 1, 3, dtype=torch.float64, requires_grad=True)
     h = torch.randn(2, T, 3, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(BandedSum.apply, (alpha, h))
+    assert torch.autograd.gradcheck(BandedSum.apply, (alpha, h, bias))
 
 
 def test_band_radius_recognises_the_temporal_table_only():

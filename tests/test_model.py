@@ -5,7 +5,7 @@ import torch
 
 from tgatunet.model.factory import build_model
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet, local_linear
-from tgatunet.model.transformer import TransformerLayer
+from tgatunet.model.transformer import TransformerLayer, attention
 
 
 def _model(**kw):
@@ -98,6 +98,17 @@ def test_transformer_layer_is_torchs_pre_norm_layer():
     with torch.no_grad():  # eval: torch's fused fast path
         torch.testing.assert_close(ours.eval()(x), ref.eval()(x), atol=1e-5, rtol=1e-5)
 
+
+
+def test_attention_weight_dropout_keeps_the_expected_output():
+    # On CPU the layer drops attention weights itself; averaged over masks it is attention without dropout.
+    torch.manual_seed(3)
+    q, k, v = torch.randn(3, 1, 2, 6, 4, dtype=torch.float64).unbind(0)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    draws = torch.stack([attention(q, k, v, 0.3) for _ in range(4000)])
+    torch.testing.assert_close(draws.mean(0), want, atol=0.05, rtol=0)
+    assert (draws != want).any()  # the weights were dropped
+    torch.testing.assert_close(attention(q, k, v, 0.0), want)
 
 def test_gradient_checkpointing_with_dropout_gives_the_same_gradients():
     # Checkpointing restores the RNG state before recomputing, so the dropout masks repeat.

@@ -33,6 +33,23 @@ from torch import nn
 _LEVELS = 2**16  # one decision per 16 random bits
 
 
+def draws_shares(x: torch.Tensor) -> bool:
+    """Whether :func:`dropout` masks ``x`` with 16-bit shares of 64-bit draws (else torch's dropout)."""
+    # 16-bit shares compared in bfloat16/float16 would be rounded (a biased rate): torch's dropout there.
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def _shares_mask(x: torch.Tensor, dropped_levels: int) -> torch.Tensor:
+    """Scaled keep-mask of ``x``'s shape and dtype: 0 at rate ``dropped_levels / 2^16``, else ``1 / (1 - rate)``."""
+    n = x.numel()
+    # random_(int64 min, None) fills the full 64-bit range; each int16 view is then uniform on [-2^15, 2^15).
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    shares = words.view(torch.int16)[:n].view(x.shape)
+    # Compared in x's dtype, in place: int16 -> float and float >= float are vectorised on CPU,
+    # while a bool result and its conversion to float cost several times more.
+    return shares.to(x.dtype).ge_(dropped_levels - _LEVELS // 2).mul_(_LEVELS / (_LEVELS - dropped_levels))
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``x`` with elements zeroed at rate ``p`` (rounded to ``2^-16`` on CPU) and the rest scaled.
 
@@ -41,17 +58,17 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     dropped_levels = round(p * _LEVELS)
     if not training or dropped_levels == 0:
         return x
-    # 16-bit shares compared in bfloat16/float16 would be rounded (a biased rate): torch's dropout there.
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or dropped_levels >= _LEVELS:
+    if not draws_shares(x) or dropped_levels >= _LEVELS:
         return F.dropout(x, p, training=True)
-    n = x.numel()
-    # random_(int64 min, None) fills the full 64-bit range; each int16 view is then uniform on [-2^15, 2^15).
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
-    shares = words.view(torch.int16)[:n].view(x.shape)
-    # Compared in x's dtype, in place: int16 -> float and float >= float are vectorised on CPU,
-    # while a bool result and its conversion to float cost several times more.
-    mask = shares.to(x.dtype).ge_(dropped_levels - _LEVELS // 2).mul_(_LEVELS / (_LEVELS - dropped_levels))
-    return x * mask
+    return x * _shares_mask(x, dropped_levels)
+
+
+def add_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``residual + dropout(x, p, training)``; on CPU one pass (``addcmul``) instead of a product and a sum."""
+    dropped_levels = round(p * _LEVELS)
+    if not training or dropped_levels == 0 or not draws_shares(x) or dropped_levels >= _LEVELS:
+        return residual + dropout(x, p, training)
+    return torch.addcmul(residual, x, _shares_mask(x, dropped_levels))
 
 
 class Dropout(nn.Module):
@@ -65,6 +82,10 @@ class Dropout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)
+
+    def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``residual + self(x)``, a residual branch's dropout and sum in one pass where :func:`add_dropout` can."""
+        return add_dropout(residual, x, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -106,6 +106,10 @@ class BatchedGATConv(nn.Module):
         e = F.leaky_relu(src_nb + score_dst[:, :, None, :], self.negative_slope)  # [B, T, K, H]
         alpha = torch.softmax(e, dim=2)
         alpha = dropout(alpha, self.dropout, self.training)
+        if radius is not None and self.concat:
+            # The bias starts the multiply-adds: no pass of its own over the output.
+            bias = None if self.bias is None else self.bias.view(H, Fh)
+            return banded_aggregate(alpha, h, bias).view(B, T, H * Fh)
         if radius is not None:
             out = banded_aggregate(alpha, h)  # [B, T, H, F]
         else:
@@ -124,15 +128,17 @@ def _shifts(steps: int, radius: int):
             yield j, slice(lo, hi), slice(lo + shift, hi + shift)
 
 
-def banded_sum(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``out[b, t] = sum_j alpha[b, t, j] * h[b, t + j - r]`` over the slots ``j`` whose step is in the window.
+def banded_sum(alpha: torch.Tensor, h: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``out[b, t] = bias + sum_j alpha[b, t, j] * h[b, t + j - r]`` over the slots ``j`` whose step is in the window.
 
     ``alpha [B, T, K, H]`` (``K = 2r + 1``, weight 0 on slots beyond the window, as the
-    temporal graph's softmax gives them), ``h [B, T, H, F]`` -> ``[B, T, H, F]``: ``K``
-    multiply-adds on shifted slices. Differentiable through :class:`BandedSum`.
+    temporal graph's softmax gives them), ``h [B, T, H, F]``, optional ``bias [H, F]``
+    -> ``[B, T, H, F]``: ``K`` multiply-adds on shifted slices. Differentiable through
+    :class:`BandedSum`.
     """
     radius = alpha.shape[2] // 2
-    out = alpha[:, :, radius, :, None] * h
+    centre = alpha[:, :, radius, :, None]
+    out = centre * h if bias is None else torch.addcmul(bias, centre, h)
     for j, dst, src in _shifts(h.shape[1], radius):
         out[:, dst].addcmul_(alpha[:, dst, j, :, None], h[:, src])
     return out
@@ -148,11 +154,11 @@ def banded_scores(score_src: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.stack([padded[:, j : j + T] for j in range(2 * radius + 1)], dim=2)
 
 
-def banded_aggregate(alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+def banded_aggregate(alpha: torch.Tensor, h: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`banded_sum`, through :class:`BandedSum` when a gradient is needed (else no autograd bookkeeping)."""
-    if torch.is_grad_enabled() and (alpha.requires_grad or h.requires_grad):
-        return BandedSum.apply(alpha, h)
-    return banded_sum(alpha, h)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (alpha, h, bias)):
+        return BandedSum.apply(alpha, h, bias)
+    return banded_sum(alpha, h, bias)
 
 
 class BandedSum(torch.autograd.Function):
@@ -165,13 +171,14 @@ class BandedSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, alpha: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, alpha: torch.Tensor, h: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         ctx.save_for_backward(alpha, h)
-        return banded_sum(alpha, h)
+        ctx.has_bias = bias is not None
+        return banded_sum(alpha, h, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         alpha, h = ctx.saved_tensors
         radius = alpha.shape[2] // 2
         grad_alpha = torch.zeros_like(alpha)
@@ -180,4 +187,5 @@ class BandedSum(torch.autograd.Function):
         for j, dst, src in _shifts(h.shape[1], radius):
             grad_alpha[:, dst, j] = (grad[:, dst] * h[:, src]).sum(-1)
             grad_h[:, src].addcmul_(alpha[:, dst, j, :, None], grad[:, dst])
-        return grad_alpha, grad_h
+        grad_bias = grad.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_alpha, grad_h, grad_bias

@@ -120,7 +120,7 @@ class GATBlock(nn.Module):
         """``x [B, T, D]``; ``index, valid``: neighbour table ``[T, K]`` or ``[B, T, K]``."""
         # In place on the GAT's fresh output, so autograd keeps ELU's result and its backward needs
         # no exponential (the out-of-place ELU recomputes one from its input).
-        return self.norm(x + self.dropout(F.elu(self.gat(x, index, valid), inplace=True)))
+        return self.norm(self.dropout.add_to(x, F.elu(self.gat(x, index, valid), inplace=True)))
 
 
 class TGATUNet(nn.Module):

@@ -18,8 +18,11 @@ transposes and packed-projection copies are several dozen small operations per
 call, a visible share of a CPU step at the bottleneck's short length (``T / 4``).
 Here: one projection, a view into heads, ``scaled_dot_product_attention``, the
 output projection. Dropout on the residual branches is
-:class:`~tgatunet.model.dropout.Dropout` (cheap masks on CPU); attention-weight
-dropout is the one ``scaled_dot_product_attention`` applies.
+:class:`~tgatunet.model.dropout.Dropout` (cheap masks on CPU). Attention-weight
+dropout is the one ``scaled_dot_product_attention`` applies, except in CPU
+training: there the kernel draws a Bernoulli sample per weight (a quarter of
+the layer's training time at the medium preset), so the layer computes the
+attention weights itself and drops them with :func:`~tgatunet.model.dropout.dropout`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tgatunet.model.dropout import Dropout
+from tgatunet.model.dropout import Dropout, draws_shares, dropout
 
 
 class TransformerLayer(nn.Module):
@@ -59,6 +62,17 @@ class TransformerLayer(nn.Module):
         H = attn.num_heads
         qkv = F.linear(self.norm1(x), attn.in_proj_weight, attn.in_proj_bias)  # [B, T, 3D]
         q, k, v = qkv.view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each [B, H, T, d]
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if self.training else 0.0)
-        x = x + self.dropout1(attn.out_proj(a.transpose(1, 2).reshape(B, T, D)))
-        return x + self.dropout2(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
+        a = attention(q, k, v, attn.dropout if self.training else 0.0)  # [B, H, T, d]
+        x = self.dropout1.add_to(x, attn.out_proj(a.transpose(1, 2).reshape(B, T, D)))
+        return self.dropout2.add_to(x, self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d))`` with dropout at rate ``p`` on the weights, applied to ``v``.
+
+    ``q, k, v [B, H, T, d] -> [B, H, T, d]``: ``scaled_dot_product_attention``'s function.
+    """
+    if p == 0.0 or not draws_shares(q):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)  # [B, H, T, T]
+    return dropout(weights, p, training=True) @ v
