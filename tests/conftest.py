@@ -85,3 +85,24 @@ def dataset(tmp_path: Path) -> dict:
         return path
 
     return {"paths": paths, "frames": frames, "config": config, "write": write, "dir": tmp_path}
+
+
+def assert_equally_near_neighbours(got, want, values, visible, time_k: int) -> None:
+    """Two knn tables ``(index, valid) [B, T, K]`` of the same windows pick equally near neighbours.
+
+    Devices round the distances differently, so a near tie may be broken either way: the
+    temporal slots and the validity must be equal, and the knn slots' distances (the mean
+    squared difference over the channels both steps show) equal up to rounding.
+    """
+    import torch
+
+    (gi, gv), (wi, wv) = (t.cpu() for t in got), (t.cpu() for t in want)
+    K0 = 2 * time_k + 1
+    assert torch.equal(gi[..., :K0], wi[..., :K0]) and torch.equal(gv, wv)
+    v = visible.double()
+    x = torch.where(visible, values.double(), 0.0)
+    both = v @ v.mT  # [B, T, T]
+    dist = ((x * x) @ v.mT + v @ (x * x).mT - 2 * x @ x.mT) / both
+    got_d = dist.gather(2, gi[..., K0:]).sort(-1).values
+    want_d = dist.gather(2, wi[..., K0:]).sort(-1).values
+    torch.testing.assert_close(got_d, want_d, atol=1e-5, rtol=1e-5)
