@@ -90,9 +90,10 @@ def dataset(tmp_path: Path) -> dict:
 def assert_equally_near_neighbours(got, want, values, visible, time_k: int) -> None:
     """Two knn tables ``(index, valid) [B, T, K]`` of the same windows pick equally near neighbours.
 
-    Devices round the distances differently, so a near tie may be broken either way: the
-    temporal slots and the validity must be equal, and the knn slots' distances (the mean
-    squared difference over the channels both steps show) equal up to rounding.
+    Devices round the distances differently, so a near tie may be broken either way, and an
+    invalid slot (no step shares a channel) may point at any step: the temporal slots and the
+    validity must be equal, and the valid knn slots' distances (the mean squared difference
+    over the channels both steps show) equal up to rounding.
     """
     import torch
 
@@ -102,7 +103,9 @@ def assert_equally_near_neighbours(got, want, values, visible, time_k: int) -> N
     v = visible.double()
     x = torch.where(visible, values.double(), 0.0)
     both = v @ v.mT  # [B, T, T]
-    dist = ((x * x) @ v.mT + v @ (x * x).mT - 2 * x @ x.mT) / both
-    got_d = dist.gather(2, gi[..., K0:]).sort(-1).values
-    want_d = dist.gather(2, wi[..., K0:]).sort(-1).values
+    # Steps sharing no channel are never neighbours (0 / 0 -> inf): their invalid slots may point anywhere.
+    dist = (((x * x) @ v.mT + v @ (x * x).mT - 2 * x @ x.mT) / both).nan_to_num(nan=float("inf"))
+    knn_valid = gv[..., K0:]
+    got_d = dist.gather(2, gi[..., K0:]).masked_fill(~knn_valid, float("inf")).sort(-1).values
+    want_d = dist.gather(2, wi[..., K0:]).masked_fill(~knn_valid, float("inf")).sort(-1).values
     torch.testing.assert_close(got_d, want_d, atol=1e-5, rtol=1e-5)
