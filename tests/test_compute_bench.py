@@ -80,6 +80,9 @@ def test_latency_percentiles(results):
     latency = results[1]["infer_latency"]
     assert latency["batch_size"] == 1 and latency["windows"] > 0
     assert 0 < latency["latency_ms_min"] <= latency["latency_ms_p50"] <= latency["latency_ms_p95"]
+    compiled = latency["compiled"]  # the model as load_run(compile=True) runs it
+    assert compiled["batch_size"] == 1 and compiled["compile_seconds"] > 0
+    assert 0 < compiled["latency_ms_min"] <= compiled["latency_ms_p50"] <= compiled["latency_ms_p95"]
 
 
 def test_breakdown_shares_sum_to_one_and_the_verdict_names_the_largest(results):

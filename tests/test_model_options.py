@@ -8,6 +8,7 @@ from tgatunet.evaluate import evaluate_run
 from tgatunet.model.compile import CompiledOrEager
 from tgatunet.model.lite_unet import LiteTGATUNet
 from tgatunet.model.tgat_unet import TGATUNet
+from tgatunet.predict import load_run
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.run import train
 
@@ -116,3 +117,17 @@ def test_compile_failing_in_the_backward_pass_falls_back_and_trains_on(dataset, 
     with pytest.warns(RuntimeWarning, match="simulated backward compilation failure"):
         run = train(dataset["write"]({**dataset["config"], "compile": True, "epochs": 2}), progress_bar=False)
     assert run.read_metrics()["train"]["epochs_completed"] == 2
+
+
+def test_a_run_loaded_with_compile_gives_the_eager_outputs(dataset):
+    run = train(dataset["write"]({**dataset["config"], "epochs": 1}), progress_bar=False)
+    module = load_run(run, compile=True).module
+    assert isinstance(module.compiled, CompiledOrEager) and not module.training
+    values, visible = _inputs()
+    with torch.inference_mode():
+        recon, logits = module(values, visible)  # compiled with frozen weights
+        want_recon, want_logits = module.model(values, visible)
+    assert module.compiled.compiled is not None  # it really ran compiled
+    torch.testing.assert_close(recon, want_recon, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, want_logits, atol=1e-5, rtol=1e-5)
+    assert load_run(run).module.compiled is None  # the run's config did not ask for it

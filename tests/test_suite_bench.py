@@ -126,11 +126,14 @@ def test_latency_is_copied_from_the_compute_section(tmp_path):
     write_section(tmp_path, "infer", {"windows_per_second": 10.0})
     suite.copy_latency(tmp_path, "compute section skipped")
     assert read_results(tmp_path)["infer"]["latency_ms_p50_reason"] == "compute section skipped"
-    write_section(tmp_path, "infer_latency", {"latency_ms_p50": 4.0, "latency_ms_p95": 6.5})
+    compiled = {"latency_ms_p50": None, "latency_ms_p95": None, "reason": "torch.compile is not supported here"}
+    write_section(tmp_path, "infer_latency", {"latency_ms_p50": 4.0, "latency_ms_p95": 6.5, "compiled": compiled})
     suite.copy_latency(tmp_path, "unused")
     infer = read_results(tmp_path)["infer"]
     assert (infer["latency_ms_p50"], infer["latency_ms_p95"], infer["windows_per_second"]) == (4.0, 6.5, 10.0)
     assert "latency_ms_p50_reason" not in infer
+    assert infer["latency_ms_p50_compiled"] is None
+    assert infer["latency_ms_p50_compiled_reason"] == "torch.compile is not supported here"
 
 
 def test_suite_measures_its_sections_and_says_which_it_did_not_run(tmp_path):

@@ -11,6 +11,7 @@ from tgatunet.config import Config
 from tgatunet.data.prepared import PreparedData, prepare_data
 from tgatunet.errors import RunError
 from tgatunet.graph.cache import open_graph_cache
+from tgatunet.model.compile import CompiledOrEager
 from tgatunet.rundir import RunDir
 from tgatunet.train.module import TGATUNetModule
 
@@ -30,8 +31,15 @@ class TrainedRun:
     module: TGATUNetModule
 
 
-def load_run(run: RunDir, device: torch.device | None = None) -> TrainedRun:
-    """Load a trained run; the data is prepared with the run's own splits and normalisation."""
+def load_run(run: RunDir, device: torch.device | None = None, compile: bool | None = None) -> TrainedRun:
+    """Load a trained run; the data is prepared with the run's own splits and normalisation.
+
+    Args:
+        compile: run the model through ``torch.compile``
+            (:class:`~tgatunet.model.compile.CompiledOrEager`: eager where that is not supported);
+            None: as the run's config says (``compile``). Compiling takes seconds to a minute per
+            input shape, once; it pays off where many windows follow (serving, streaming).
+    """
     run.require_trained()
     config = run.read_config()
     stats, splits, info = run.read_data()
@@ -48,6 +56,7 @@ def load_run(run: RunDir, device: torch.device | None = None) -> TrainedRun:
         graph_cache=open_graph_cache(config, run.root),
     )
     module.eval()
+    module.compiled = CompiledOrEager(module.model) if (config.compile if compile is None else compile) else None
     return TrainedRun(run, config, data, module)
 
 

@@ -45,7 +45,11 @@ calls after one warm-up call.
 
 **Latency** (``infer_latency``): ``module(values, observed)`` on one window (batch
 1), one thread, eval mode, ``torch.inference_mode``, after a warm-up; each call
-timed on its own; median and 95th percentile.
+timed on its own; median and 95th percentile. Then the same with the model
+compiled as ``predict.load_run(compile=True)`` runs it (``torch.compile``;
+``infer_latency.compiled``, with the compile time): where one
+window at a time is served, per-operation overhead is most of eager execution's
+time, and compiled code fuses the element-wise work into a few loops.
 
 **Breakdown** (:mod:`tgatunet.bench.breakdown`): where a step's time goes.
 """
@@ -72,6 +76,7 @@ from tgatunet.bench.setting import write_setting_data
 from tgatunet.bench.step import TrainStep, to_device
 from tgatunet.config import PRESETS, Config, load_config
 from tgatunet.errors import ConfigError
+from tgatunet.model.compile import CompiledOrEager
 from tgatunet.predict import pick_device
 from tgatunet.profiling import median_seconds, torch_threads
 from tgatunet.train.module import TGATUNetModule
@@ -295,6 +300,28 @@ def single_window_latency(
     }
 
 
+def compiled_window_latency(
+    module: TGATUNetModule, batch: dict[str, torch.Tensor], calls: int, threads: int, device: torch.device
+) -> dict[str, Any]:
+    """:func:`single_window_latency` with the model compiled as ``load_run(compile=True)`` runs it
+    (``torch.compile``); ``compile_seconds`` is the first call's time.
+
+    Where ``torch.compile`` is not supported, the figures are None with ``reason``.
+    """
+    window = {key: batch[key][:1] for key in ("values", "observed")}
+    before = module.compiled
+    module.compiled = compiled = CompiledOrEager(module.model)
+    try:
+        with torch_threads(threads):
+            first_call = in_eval_mode(module, inference_forward(module, window))
+            compile_seconds = median_seconds(first_call, repeats=1, warmup=0, device=device)
+        if compiled.compiled is None:
+            return {"latency_ms_p50": None, "latency_ms_p95": None, "reason": "torch.compile is not supported here"}
+        return {**single_window_latency(module, batch, calls, threads, device), "compile_seconds": compile_seconds}
+    finally:
+        module.compiled = before
+
+
 def _without_checkpointing(module: TGATUNetModule, config: Config, data: Any) -> TGATUNetModule:
     """A twin of ``module`` (same weights) that does not checkpoint: its step runs the model FLOPs once each."""
     twin = build_module(config.model_copy(update={"use_gradient_checkpoint": False}), data)
@@ -357,6 +384,7 @@ def measure_compute(
             workloads["train_2threads"] = Workload(step, train_flops["model"], 2)
         figures = utilisation_rounds(workloads, rounds, sizes, DTYPES[setting.dtype], device)
         latency = single_window_latency(module, batch, calls, setting.threads, device)
+        latency["compiled"] = compiled_window_latency(module, batch, calls, setting.threads, device)
         breakdown = measure_breakdown(step, loader, breakdown_rounds, device)
 
     described = setting.describe(config)
@@ -402,7 +430,8 @@ METHOD = {
     "mfu": "per round: model FLOPs / seconds (tgatunet.profiling.median_seconds, 3 calls after 1 warm-up) / that "
     "round's peak; median over rounds",
     "latency": "module(values, observed) on one window, batch 1, eval mode, torch.inference_mode, each call timed "
-    "on its own after a warm-up",
+    "on its own after a warm-up; compiled: the same with the model compiled as predict.load_run(compile=True) "
+    "does (torch.compile), compile_seconds = its first call",
     "matmul_share": "FlopCounterMode FLOPs / (those + element-wise estimate: 1 FLOP per output element of "
     "pointwise ops, per input element of reductions)",
 }

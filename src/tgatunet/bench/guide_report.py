@@ -213,6 +213,7 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("inference throughput (batches)", "infer.batches_per_second"),
     ("single-window latency, median", "infer.latency_ms_p50"),
     ("single-window latency, p95", "infer.latency_ms_p95"),
+    ("single-window latency, compiled, median", "infer.latency_ms_p50_compiled"),
     ("peak memory, training", "peak_memory_gb.train"),
     ("peak memory, inference", "peak_memory_gb.infer"),
     ("memory in use, training (peak)", "memory_use_percent.train"),

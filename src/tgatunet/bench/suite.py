@@ -8,7 +8,8 @@ Sections, in order; each writes its part of ``OUT/results.json``:
 * ``compute``: MFU, single-window latency and the step breakdown
   (``tgatunet.bench.compute``, sections ``mfu``, ``infer_latency``,
   ``breakdown`` and ``breakdown.png``); its latency figures are copied into
-  ``infer`` (``latency_ms_p50``, ``latency_ms_p95``);
+  ``infer`` (``latency_ms_p50``, ``latency_ms_p95``, and the compiled model's as
+  ``latency_ms_p50_compiled``, ``latency_ms_p95_compiled``);
 * ``scaling``: time and peak memory against window_size, batch size and
   dataset size (:mod:`tgatunet.bench.scaling`, ``scaling_<axis>.png``);
 * ``graph``, ``model``, ``memory``: the benchmarks of ``tgatunet bench graph``,
@@ -185,7 +186,13 @@ def copy_latency(out: Path, missing: str) -> None:
         infer.pop(f"{key}_reason", None)
         if infer[key] is None:
             infer[f"{key}_reason"] = missing
-    infer["latency_source"] = "section infer_latency (tgatunet.bench.compute)"
+    compiled = latency.get("compiled", {})
+    for key in LATENCY_KEYS:
+        infer[f"{key}_compiled"] = compiled.get(key)
+        infer.pop(f"{key}_compiled_reason", None)
+        if infer[f"{key}_compiled"] is None:
+            infer[f"{key}_compiled_reason"] = compiled.get("reason", missing)
+    infer["latency_source"] = "section infer_latency (tgatunet.bench.compute); _compiled: its 'compiled' figures"
     write_section(out, "infer", infer)
 
 

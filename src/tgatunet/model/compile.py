@@ -11,10 +11,21 @@ Either way the run continues eagerly, with one warning that says why.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+
+
+def uncached_when_compiling(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` for a ``functools.lru_cache``-wrapped ``fn``; the bare function while ``torch.compile`` traces.
+
+    Dynamo traces through a cache wrapper anyway, with a warning at every call site; the bare
+    function computes the same without the warning (what it builds from shapes alone becomes
+    part of the compiled graph).
+    """
+    return fn.__wrapped__(*args) if torch.compiler.is_compiling() else fn(*args)
 
 
 def _fall_back(reason: str) -> None:

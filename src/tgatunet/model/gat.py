@@ -83,7 +83,10 @@ class BatchedGATConv(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, radius: int | None = None) -> torch.Tensor:
+        """``radius``: the caller's word that ``(index, valid)`` is the temporal table of that
+        ``time_k`` (None: recognised by :func:`~tgatunet.graph.temporal.band_radius`, which compares
+        the table's values when it is not the cached one: a graph break under ``torch.compile``)."""
         B, T, _ = x.shape
         H, Fh = self.heads, self.out_channels
         W = self.lin.weight  # [H*F, F_in]
@@ -92,7 +95,8 @@ class BatchedGATConv(nn.Module):
         h, score_src, score_dst = F.linear(x, torch.cat([W, score_weight])).split([H * Fh, H, H], dim=-1)
         h = h.view(B, T, H, Fh)  # [B, T, H, F]; scores [B, T, H]
 
-        radius = band_radius(index, valid)
+        if radius is None:
+            radius = band_radius(index, valid)
         if radius is not None:
             src_nb = banded_scores(score_src, radius)  # [B, T, K, H]
         else:

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tgatunet.model.compile import uncached_when_compiling
 from tgatunet.model.dropout import Dropout
 from tgatunet.model.lite_gat import LiteGATConv
 from tgatunet.model.mqa_transformer import MultiQueryTransformerLayer
@@ -101,7 +102,7 @@ class LiteTGATUNet(nn.Module):
         vis = visible.to(values.dtype)
         x = torch.cat([values * vis, vis], dim=-1)  # [B, T, 2C]
         h = self.input(x)  # [B, T, D]
-        h = h + sinusoidal_positions(T, h.shape[-1], h.device).to(h.dtype)
+        h = h + uncached_when_compiling(sinusoidal_positions, T, h.shape[-1], h.device).to(h.dtype)
 
         skips = []
         for level, block in enumerate(self.encoder):

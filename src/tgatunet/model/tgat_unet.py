@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tgatunet.graph import temporal_neighbors
+from tgatunet.model.compile import uncached_when_compiling
 from tgatunet.model.dropout import Dropout
 from tgatunet.model.gat import BatchedGATConv
 from tgatunet.model.resample import pool_pairs, upsample_to
@@ -116,11 +117,12 @@ class GATBlock(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """``x [B, T, D]``; ``index, valid``: neighbour table ``[T, K]`` or ``[B, T, K]``."""
+    def forward(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, radius: int | None = None) -> torch.Tensor:
+        """``x [B, T, D]``; ``index, valid``: neighbour table ``[T, K]`` or ``[B, T, K]``; ``radius``:
+        ``time_k`` when the table is the temporal graph's (see :class:`BatchedGATConv`)."""
         # In place on the GAT's fresh output, so autograd keeps ELU's result and its backward needs
         # no exponential (the out-of-place ELU recomputes one from its input).
-        return self.norm(self.dropout.add_to(x, F.elu(self.gat(x, index, valid), inplace=True)))
+        return self.norm(self.dropout.add_to(x, F.elu(self.gat(x, index, valid, radius), inplace=True)))
 
 
 class TGATUNet(nn.Module):
@@ -164,10 +166,11 @@ class TGATUNet(nn.Module):
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)
 
-    def _graph(self, steps: int, full: int, neighbors, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _graph(self, steps: int, full: int, neighbors, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+        """``(index, valid, radius)`` of a level of ``steps`` steps; ``radius`` is ``time_k`` for the temporal graph."""
         if neighbors is not None and steps == full:
-            return neighbors
-        return temporal_neighbors(steps, self.spec.time_k, str(device))
+            return (*neighbors, None)
+        return (*uncached_when_compiling(temporal_neighbors, steps, self.spec.time_k, str(device)), self.spec.time_k)
 
     def forward(
         self,
@@ -179,7 +182,7 @@ class TGATUNet(nn.Module):
         vis = visible.to(values.dtype)
         x = torch.cat([values * vis, vis], dim=-1)  # [B, T, 2C]
         h = self.input(x)  # [B, T, D]
-        h = h + sinusoidal_positions(T, h.shape[-1], h.device).to(h.dtype)
+        h = h + uncached_when_compiling(sinusoidal_positions, T, h.shape[-1], h.device).to(h.dtype)
 
         skips = []
         for block in self.encoder:
