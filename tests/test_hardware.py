@@ -76,7 +76,7 @@ def test_preset_by_nominal_memory(gib, preset):
     ],
 )
 def test_auto_profile_picks_by_the_training_device(dataset, monkeypatch, machine, accelerator, preset):
-    monkeypatch.setattr(hardware, "detect_hardware", lambda: machine)
+    monkeypatch.setattr(hardware, "detect_hardware", lambda **_: machine)
     cfg = config_from_dict({**_without_model_keys(dataset), "hardware_profile": "auto", "accelerator": accelerator})
     assert cfg.hardware_profile == preset
     assert cfg.hidden_channels == PRESETS[preset]["hidden_channels"]
@@ -92,12 +92,12 @@ def test_auto_profile_follows_an_explicit_budget(dataset, monkeypatch):
 
 
 def test_resolved_profile_round_trips_through_a_run_config(dataset, monkeypatch):
-    monkeypatch.setattr(hardware, "detect_hardware", lambda: _machine(ram_gb=12))
+    monkeypatch.setattr(hardware, "detect_hardware", lambda **_: _machine(ram_gb=12))
     cfg = config_from_dict({**_without_model_keys(dataset), "hardware_profile": "auto", "hidden_channels": 48})
     saved = yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))
     assert saved["hardware_profile"] == "medium"
     # Read back (evaluate, resume) on another machine: every key is written, so nothing changes.
-    monkeypatch.setattr(hardware, "detect_hardware", lambda: _machine(ram_gb=64))
+    monkeypatch.setattr(hardware, "detect_hardware", lambda **_: _machine(ram_gb=64))
     assert config_to_dict(config_from_dict(saved)) == config_to_dict(cfg)
 
 
@@ -138,3 +138,22 @@ def test_cli_hardware_reports_a_budget_too_small(dataset):
     flat = " ".join(result.output.split())
     assert "one window at a time" in flat and "memory_budget_gb" in flat
     assert "Traceback" not in result.output
+
+
+def test_the_auto_profile_reads_gpu_totals_without_starting_cuda_contexts(monkeypatch):
+    # mem_get_info starts a CUDA context on every GPU it asks (per rank under DDP): the preset needs totals only.
+    class Props:
+        total_memory = 24 * GB
+
+    def no_context(device):
+        raise AssertionError("torch.cuda.mem_get_info would start a CUDA context")
+
+    cuda = hardware.torch.cuda
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(cuda, "get_device_name", lambda i: f"Fake GPU {i}")
+    monkeypatch.setattr(cuda, "get_device_properties", lambda i: Props())
+    monkeypatch.setattr(cuda, "mem_get_info", no_context)
+    assert hardware.auto_profile("auto", None) == ("high", 24.0, "Fake GPU 0")
+    gpus = hardware.detect_hardware(gpu_free_memory=False).gpus
+    assert [(g.total_bytes, g.available_bytes) for g in gpus] == [(24 * GB, None)] * 2

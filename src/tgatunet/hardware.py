@@ -21,13 +21,14 @@ GB = 2**30
 
 @dataclass(frozen=True)
 class DeviceMemory:
-    """One device that can train: ``kind`` (``cuda``, ``mps``, ``cpu``), its name and memory in bytes."""
+    """One device that can train: ``kind`` (``cuda``, ``mps``, ``cpu``), its name and memory in bytes
+    (``available_bytes`` None: not read, see :func:`detect_hardware`)."""
 
     kind: str
     index: int
     name: str
     total_bytes: int
-    available_bytes: int
+    available_bytes: int | None
 
     @property
     def torch_device(self) -> torch.device:
@@ -44,15 +45,24 @@ class Hardware:
     mps: bool
 
 
-def detect_hardware() -> Hardware:
-    """Read CPU, RAM and CUDA devices from the system (no allocation on any device)."""
+def detect_hardware(gpu_free_memory: bool = True) -> Hardware:
+    """Read CPU, RAM and CUDA devices from the system (no allocation on any device).
+
+    Args:
+        gpu_free_memory: also read each GPU's free memory. That starts a CUDA context on every GPU
+            (hundreds of MB each, per process: under DDP, per rank); without it a GPU's
+            ``available_bytes`` is None and only its total is read.
+    """
     memory = psutil.virtual_memory()
     ram = DeviceMemory("cpu", 0, "RAM", int(memory.total), int(memory.available))
     gpus = []
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
-            free, total = torch.cuda.mem_get_info(i)
-            gpus.append(DeviceMemory("cuda", i, torch.cuda.get_device_name(i), int(total), int(free)))
+            if gpu_free_memory:
+                free, total = torch.cuda.mem_get_info(i)
+            else:
+                free, total = None, torch.cuda.get_device_properties(i).total_memory
+            gpus.append(DeviceMemory("cuda", i, torch.cuda.get_device_name(i), int(total), None if free is None else int(free)))
     return Hardware(
         cpu_cores=os.cpu_count() or 1,
         ram=ram,
@@ -98,5 +108,5 @@ def auto_profile(accelerator: str, budget_gb: float | None) -> tuple[str, float,
     """
     if budget_gb is not None:
         return preset_for_memory(budget_gb * GB), float(budget_gb), "memory_budget_gb"
-    device = training_device(accelerator, detect_hardware())
+    device = training_device(accelerator, detect_hardware(gpu_free_memory=False))
     return preset_for_memory(device.total_bytes), device.total_bytes / GB, device.name

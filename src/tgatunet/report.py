@@ -131,7 +131,8 @@ def print_hardware(hardware: Any, auto: tuple[str, float, str]) -> None:
         table.add_column(column, justify="right" if "GB" in column else "left")
     for device in [hardware.ram, *hardware.gpus]:
         label = "cpu" if device.kind == "cpu" else f"{device.kind}:{device.index}"
-        table.add_row(label, device.name, f"{device.total_bytes / 2**30:.1f}", f"{device.available_bytes / 2**30:.1f}")
+        available = "-" if device.available_bytes is None else f"{device.available_bytes / 2**30:.1f}"
+        table.add_row(label, device.name, f"{device.total_bytes / 2**30:.1f}", available)
     if hardware.mps:
         table.add_row("mps", "Apple MPS (shares the RAM)", "", "")
     console.print(table)

@@ -254,7 +254,7 @@ def plan_for_config(config: Config) -> MemoryPlan:
     from tgatunet.train.run import build_module, load_data  # run.py imports this module
 
     data = load_data(config)  # from the data_store when the config names one, as training reads it
-    device = training_device(config.accelerator, detect_hardware()).torch_device
+    device = training_device(config.accelerator, detect_hardware(gpu_free_memory=False)).torch_device
     module = build_module(config, data).to(device)
     return plan_memory(module, batched_dataset(data, "train"), config, device)
 
