@@ -195,7 +195,8 @@ class Config(_Strict):
     )
     compile: bool = Field(
         default=False,
-        description="Wrap the model in torch.compile; where that is not supported, warn and run eagerly.",
+        description="Run the model through torch.compile, in training and when the trained run predicts "
+        "(evaluate, complete); where that is not supported, warn and run eagerly.",
     )
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
         default="auto", description="Where to train; auto picks CUDA when it is there."
