@@ -157,6 +157,8 @@ def measure_runtime(config_path: Path, run_dir: Path, infer_repeats: int, device
                 "seconds_per_pass": "s",
                 "latency_ms_p50": "ms",
                 "latency_ms_p95": "ms",
+                "latency_ms_p50_compiled": "ms",
+                "latency_ms_p95_compiled": "ms",
             },
             "method": "predict.load_run + predict.run_model over every window of the run's data in batches of "
             "batch_size, outputs copied to the CPU; profiling.median_seconds of the passes after a warm-up pass",
