@@ -1,8 +1,10 @@
 """Config-selected model options: the lite variant, torch.compile with its eager fallback, training with both."""
 
+import pandas as pd
 import pytest
 import torch
 
+from tgatunet.complete import complete_run
 from tgatunet.config import load_config
 from tgatunet.evaluate import evaluate_run
 from tgatunet.model.compile import CompiledOrEager
@@ -119,7 +121,7 @@ def test_compile_failing_in_the_backward_pass_falls_back_and_trains_on(dataset, 
     assert run.read_metrics()["train"]["epochs_completed"] == 2
 
 
-def test_a_run_loaded_with_compile_gives_the_eager_outputs(dataset):
+def test_a_run_loaded_with_compile_gives_the_eager_outputs(dataset, tmp_path):
     run = train(dataset["write"]({**dataset["config"], "epochs": 1}), progress_bar=False)
     module = load_run(run, compile=True).module
     assert isinstance(module.compiled, CompiledOrEager) and not module.training
@@ -131,3 +133,7 @@ def test_a_run_loaded_with_compile_gives_the_eager_outputs(dataset):
     torch.testing.assert_close(recon, want_recon, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits, want_logits, atol=1e-5, rtol=1e-5)
     assert load_run(run).module.compiled is None  # the run's config did not ask for it
+    # `tgatunet complete --compile` writes what the eager model writes
+    (compiled_file,) = (item.output for item in complete_run(run.root, output=tmp_path / "compiled", compile=True))
+    (eager_file,) = (item.output for item in complete_run(run.root, output=tmp_path / "eager"))
+    pd.testing.assert_frame_equal(pd.read_csv(compiled_file), pd.read_csv(eager_file), atol=1e-5, rtol=1e-5)

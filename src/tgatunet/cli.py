@@ -87,6 +87,12 @@ class Ablation(str, Enum):
     need_update = "need-update"
 
 
+COMPILE_HELP = (
+    "Run the model through torch.compile (default: as the run's config says): seconds to compile per input "
+    "shape, then faster on many windows."
+)
+
+
 @app.command()
 def evaluate(
     run: Path = typer.Option(..., "--run", "-r", help="Run directory of a trained model."),
@@ -96,12 +102,13 @@ def evaluate(
         help="need-update: also train the same config with dynamic_need_update flipped (in RUN/ablation/) "
         "and compare both runs.",
     ),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
 ) -> None:
     """Score completion (vs mean fill and ridge baselines) and classification on the test blocks."""
     from tgatunet.evaluate import evaluate_run
 
     try:
-        metrics = evaluate_run(run)
+        metrics = evaluate_run(run, compile=compile)
         if ablation is Ablation.need_update:
             from tgatunet.ablation import need_update_ablation
 
@@ -117,12 +124,13 @@ def complete(
     run: Path = typer.Option(..., "--run", "-r", help="Run directory of a trained model."),
     source: Optional[str] = typer.Option(None, "--source", "-s", help="Complete only this source."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default RUN/completed)."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
 ) -> None:
     """Write completed copies of the sources: missing 'need' values filled, flagged, inputs untouched."""
     from tgatunet.complete import complete_run
 
     try:
-        written = complete_run(run, source=source, output=output)
+        written = complete_run(run, source=source, output=output, compile=compile)
     except TgatunetError as err:
         _fail(err)
     for item in written:

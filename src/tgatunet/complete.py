@@ -102,10 +102,15 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
-def complete_run(run_dir: str | Path, source: str | None = None, output: str | Path | None = None) -> list[CompletedSource]:
-    """Complete the ``need`` channels of each source (or of ``source``) of a trained run."""
+def complete_run(
+    run_dir: str | Path, source: str | None = None, output: str | Path | None = None, compile: bool | None = None
+) -> list[CompletedSource]:
+    """Complete the ``need`` channels of each source (or of ``source``) of a trained run.
+
+    ``compile``: run the model through ``torch.compile`` (None: as the run's config says).
+    """
     run = RunDir(Path(run_dir))
-    trained = load_run(run)
+    trained = load_run(run, compile=compile)
     names = [s.name for s in trained.config.sources]
     if source is not None and source not in names:
         raise RunError(f"unknown source '{source}'; the run's sources are {names}.")

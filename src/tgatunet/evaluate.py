@@ -235,10 +235,13 @@ def evaluate_classification(trained: TrainedRun, plot_dir: Path | None = None) -
     }
 
 
-def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
-    """Evaluate a trained run on its test blocks; results go to ``metrics.json`` and ``plots/``."""
+def evaluate_run(run_dir: str | Path, compile: bool | None = None) -> dict[str, Any]:
+    """Evaluate a trained run on its test blocks; results go to ``metrics.json`` and ``plots/``.
+
+    ``compile``: run the model through ``torch.compile`` (None: as the run's config says).
+    """
     run = RunDir(Path(run_dir))
-    trained = load_run(run)
+    trained = load_run(run, compile=compile)
     if len(trained.data.windows["test"]) == 0:
         raise RunError(f"run '{run.root}' has no test window: set test_fraction > 0 or mark test blocks in split_col.")
     completion = evaluate_completion(trained, run.plots)
