@@ -125,9 +125,9 @@ def test_a_run_loaded_with_compile_gives_the_eager_outputs(dataset, tmp_path):
     run = train(dataset["write"]({**dataset["config"], "epochs": 1}), progress_bar=False)
     module = load_run(run, compile=True).module
     assert isinstance(module.compiled, CompiledOrEager) and not module.training
-    values, visible = _inputs()
+    values, visible = (t.to(module.device) for t in _inputs())  # the run loads on CUDA where there is one
     with torch.inference_mode():
-        recon, logits = module(values, visible)  # compiled with frozen weights
+        recon, logits = module(values, visible)  # compiled
         want_recon, want_logits = module.model(values, visible)
     assert module.compiled.compiled is not None  # it really ran compiled
     torch.testing.assert_close(recon, want_recon, atol=1e-5, rtol=1e-5)
