@@ -59,10 +59,10 @@ def detect_hardware(gpu_free_memory: bool = True) -> Hardware:
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             if gpu_free_memory:
-                free, total = torch.cuda.mem_get_info(i)
+                free, total = (int(b) for b in torch.cuda.mem_get_info(i))
             else:
-                free, total = None, torch.cuda.get_device_properties(i).total_memory
-            gpus.append(DeviceMemory("cuda", i, torch.cuda.get_device_name(i), int(total), None if free is None else int(free)))
+                free, total = None, int(torch.cuda.get_device_properties(i).total_memory)
+            gpus.append(DeviceMemory("cuda", i, torch.cuda.get_device_name(i), total, free))
     return Hardware(
         cpu_cores=os.cpu_count() or 1,
         ram=ram,

@@ -66,9 +66,9 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 def add_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``residual + dropout(x, p, training)``; on CPU one pass (``addcmul``) instead of a product and a sum."""
     dropped_levels = round(p * _LEVELS)
-    if not training or dropped_levels == 0 or not draws_shares(x) or dropped_levels >= _LEVELS:
-        return residual + dropout(x, p, training)
-    return torch.addcmul(residual, x, _shares_mask(x, dropped_levels))
+    if training and 0 < dropped_levels < _LEVELS and draws_shares(x):
+        return torch.addcmul(residual, x, _shares_mask(x, dropped_levels))
+    return residual + dropout(x, p, training)
 
 
 class Dropout(nn.Module):
