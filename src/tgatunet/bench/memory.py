@@ -1,7 +1,9 @@
 """Benchmark of the memory optimizer: ``tgatunet bench memory --out DIR``.
 
-On synthetic data made here (two sources, six channels, one needing three of
-them), one training step of ``batch_size`` windows runs under Lightning:
+On the reference setting's synthetic data (:mod:`tgatunet.bench.setting`: three
+sources, nine channels, each but the first lacking two), with the guide's medium
+sizes, a wider temporal graph (``time_k`` 8) and no gradient checkpointing, one
+training step of ``batch_size`` windows runs under Lightning:
 
 * **off**: ``use_memory_optimizer: false``: the whole batch goes through the model at once;
 * **on**, for each budget (1, 2, 4 GB): ``use_memory_optimizer: true``, ``memory_budget_gb``
@@ -23,6 +25,7 @@ with :meth:`BatchedWindowDataset.__getitems__`'s one gather per array (median of
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,12 +34,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import default_collate
 
 from tgatunet.bench.results import write_section
-from tgatunet.config import Config, config_from_dict
+from tgatunet.bench.setting import SOURCES, write_setting_data
+from tgatunet.config import Config, load_config
 from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, prepare_data
 from tgatunet.hardware import GB
 from tgatunet.predict import pick_device
@@ -46,50 +49,18 @@ from tgatunet.train.run import build_module, make_loader, quiet_trainer
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ["a", "b", "c", "d", "e", "f"]
 # The guide's medium sizes with a wider temporal graph (time_k 8): activations that need a budget.
 DEFAULT_MODEL = {"hidden_channels": 64, "encoder_layers": 2, "decoder_layers": 2, "attention_heads": 2, "time_k": 8}
 
 
-def synthetic_sources(folder: Path, windows: int, window_size: int, seed: int = 0) -> dict[str, Path]:
-    """Write two Parquet sources with about ``windows`` training windows between them.
-
-    ``full`` has the six channels, ``partial`` the first three and needs the rest; three
-    classes, each a different rhythm; blocks of 8 windows' length.
-    """
-    rng = np.random.default_rng(seed)
+def synthetic_config(folder: Path, windows: int, keys: dict[str, Any]) -> Config:
+    """The reference setting's synthetic data (:func:`tgatunet.bench.setting.write_setting_data`) with about
+    ``windows`` training windows, recordings 8 windows long; its config with ``keys`` applied."""
+    window_size = keys["window_size"]
     block_rows = 8 * window_size
     per_block = (block_rows - window_size) // (window_size // 2) + 1  # windows overlap by half
-    blocks = max(10, int(np.ceil(windows / per_block / 0.75)))  # about 80% of the blocks train
-    paths = {}
-    t = np.arange(block_rows)
-    for name, have in [("full", CHANNELS), ("partial", CHANNELS[:3])]:
-        frames = []
-        for b in range(blocks // 2 + 1):
-            label = b % 3
-            base = np.sin((0.05 + 0.07 * label) * t + rng.uniform(0, 6))
-            columns = {ch: base * (1 + 0.2 * j) + 0.3 * rng.standard_normal(block_rows) for j, ch in enumerate(have)}
-            frames.append(pd.DataFrame({"block": f"{name}{b}", "label": f"class{label}", **columns}))
-        paths[name] = folder / f"{name}.parquet"
-        pd.concat(frames, ignore_index=True).to_parquet(paths[name])
-    return paths
-
-
-def _config(paths: dict[str, Path], base: dict[str, Any], **keys: Any) -> Config:
-    raw = {
-        "common_modalities": CHANNELS[:3],
-        "sources": [
-            {"name": "full", "path": str(paths["full"]), "have": CHANNELS[3:]},
-            {"name": "partial", "path": str(paths["partial"]), "need": CHANNELS[3:]},
-        ],
-        "block_col": "block",
-        "label_col": "label",
-        "val_fraction": 0.1,
-        "test_fraction": 0.1,
-        **base,
-        **keys,
-    }
-    return config_from_dict(raw, origin="bench memory")
+    blocks = max(4, math.ceil(windows / per_block / 0.75 / SOURCES))  # about 80% of the blocks train
+    return load_config(write_setting_data(folder, blocks, block_rows, **keys))
 
 
 def measure_training(config: Config, data: PreparedData, device: torch.device, steps: int) -> dict[str, Any]:
@@ -146,25 +117,27 @@ def run_memory_benchmark(
     ``device``: where to train; None picks CUDA when it is there, else the CPU.
     """
     device = device or pick_device()
-    base = {
+    keys = {
         "window_size": window_size,
         "step_size": window_size // 2,
         "batch_size": batch_size,
         "memory_target": target,
+        "val_fraction": 0.1,
+        "test_fraction": 0.1,
+        "use_gradient_checkpoint": False,  # the optimizer alone: the preset's checkpointing is measured elsewhere
         **(model or DEFAULT_MODEL),
     }
     with tempfile.TemporaryDirectory() as folder:
-        paths = synthetic_sources(Path(folder), windows=batch_size * steps, window_size=window_size)
-        data = prepare_data(_config(paths, base))
+        config = synthetic_config(Path(folder), batch_size * steps, keys)
+        data = prepare_data(config)
         log.info("bench memory: %d training windows of %d steps on %s", len(data.windows["train"]), window_size, device)
 
-        off = measure_training(_config(paths, base, use_memory_optimizer=False), data, device, steps)
+        off = measure_training(config.model_copy(update={"use_memory_optimizer": False}), data, device, steps)
         log.info("optimizer off: peak %.3f GB in %.0f s", off["peak"] / GB, off["seconds"])
         rows = []
         for budget in budgets_gb:
-            on = measure_training(
-                _config(paths, base, use_memory_optimizer=True, memory_budget_gb=budget), data, device, steps
-            )
+            on_config = config.model_copy(update={"use_memory_optimizer": True, "memory_budget_gb": budget})
+            on = measure_training(on_config, data, device, steps)
             rows.append(
                 {
                     "budget_gb": budget,
@@ -209,9 +182,10 @@ def run_memory_benchmark(
         "setup": {
             "device": str(device),
             "training_windows": len(data.windows["train"]),
-            "channels": len(CHANNELS),
+            "channels": len(data.channels),
+            "data": "tgatunet.bench.setting (tgatunet.data.synth)",
             "steps": steps,
-            **base,
+            **keys,
         },
         "how": "Peak tensor memory: tgatunet.profiling.peak_memory_bytes around a whole Lightning fit of "
         f"{steps} step(s) built from nothing (module, AdamW, trainer, data loader, the optimizer's probes), on "
