@@ -35,6 +35,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from tgatunet.train.micro_batch import MicroBatches
+from tgatunet.train.need_update import NeedUpdate
 from tgatunet.train.run import train
 
 
@@ -63,6 +64,10 @@ class RecordWindows(pl.Callback):
             "parameters": [p.detach().double().sum().item() for p in pl_module.parameters()],
             "steps_by_micro_batch_size": dict(pl_module.micro_batches.steps_by_size),
         }
+        update = next((c for c in trainer.callbacks if isinstance(c, NeedUpdate)), None)
+        if update is not None:
+            filled = update.inputs.values[update.inputs.filled]
+            record["need_update"] = {**update.summary(), "values": filled.double().tolist()}
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
@@ -164,7 +169,18 @@ def test_ddp_with_micro_batches_keeps_the_processes_in_step(dataset, tmp_path):
     assert ranks[0]["parameters"] == pytest.approx(ranks[1]["parameters"], rel=1e-6, abs=1e-7)
 
 
-def test_parallel_keys_are_validated(dataset):
+def test_ddp_need_update_splits_the_windows_and_every_process_gets_all_values(dataset, tmp_path):
+    cfg = {**dataset["config"], "accelerator": "cpu", "epochs": 3, "devices": 2, "strategy": "ddp", "batch_size": 4}
+    cfg.update(dynamic_need_update=True, need_update_every=1, need_update_start=1, run_dir=str(tmp_path / "need"))
+    _, ranks = _ddp_run(dataset, tmp_path, cfg)
+    first, second = (r["need_update"] for r in ranks)
+    assert first["epochs"] == second["epochs"] == [1, 2]
+    # each window completed by one process: the shares add up to the windows of the needing sources
+    shares = [a + b for a, b in zip(first["windows_completed_by_this_process"], second["windows_completed_by_this_process"])]
+    assert shares == [first["windows"]] * 2 and 0 < first["windows_completed_by_this_process"][0] < first["windows"]
+    # and both processes hold every completed value, the same ones
+    assert first["values_completed"] == second["values_completed"] > 0
+    assert first["values"] == second["values"]
     raw = dataset["config"]
     config = config_from_dict({**raw, "devices": "auto", "num_nodes": 2, "strategy": "ddp"})
     assert (config.devices, config.num_nodes, config.strategy) == ("auto", 2, "ddp")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import numpy as np
@@ -24,7 +25,7 @@ from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
 from tgatunet.errors import ConfigError
 from tgatunet.rundir import RunDir
 from tgatunet.train.leakage_guard import LeakageGuard, split_fingerprint
-from tgatunet.train.need_update import NeedUpdate
+from tgatunet.train.need_update import NeedUpdate, every_window
 from tgatunet.train.objective import sample_inputs
 from tgatunet.train.run import build_module, train
 
@@ -405,3 +406,21 @@ def test_an_update_before_the_first_training_step_leaves_the_model_trainable():
         layer(x, *temporal_neighbors(7, 1))  # first use of T=7: inside the update's inference
     layer(x.requires_grad_(), *temporal_neighbors(7, 1)).sum().backward()
     assert x.grad is not None
+
+
+def test_under_ddp_the_shares_of_the_processes_come_back_in_window_order():
+    # Process r completes windows r, r + world, ...; the gathered completions must line up with the windows.
+    windows, world, T, C = 7, 3, 2, 1
+    every = np.arange(windows, dtype=np.float32)[:, None, None] * np.ones((1, T, C), np.float32)  # window i holds i
+    per = -(-windows // world)
+    shares = [every[r::world] for r in range(world)]
+    padded = [torch.cat([torch.from_numpy(s), torch.zeros(per - len(s), T, C)]) for s in shares]
+
+    class Strategy:
+        def all_gather(self, tensor):
+            assert torch.equal(tensor, padded[1])  # this process's own padded share goes in
+            return torch.stack(padded)
+
+    trainer = SimpleNamespace(world_size=world, strategy=Strategy())
+    got = every_window(trainer, torch.device("cpu"), shares[1], windows)
+    np.testing.assert_array_equal(got, every)

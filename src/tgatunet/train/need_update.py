@@ -11,6 +11,9 @@ objective never uses them as targets (:func:`tgatunet.train.objective.sample_inp
 
 Each completion sees only observed values (``visible = observed``), never an
 earlier completion, so an update does not feed on its own guesses.
+
+Under DDP the processes share the work: each completes every ``world_size``-th
+window, and the completions are gathered, so every process writes all of them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 from tgatunet.data.training_inputs import TrainingInputs
@@ -45,6 +49,7 @@ class NeedUpdate(pl.Callback):
         self.start = start
         self.batch_size = batch_size
         self.epochs: list[int] = []
+        self.computed: list[int] = []  # windows this process completed, per update
 
     def due(self, epoch: int) -> bool:
         return epoch >= self.start and (epoch - self.start) % self.every == 0
@@ -54,7 +59,9 @@ class NeedUpdate(pl.Callback):
         if not self.due(epoch):
             return
         rows = self.inputs.window_rows()  # [W_b, T]
-        index = torch.from_numpy(rows)
+        # Under DDP each process completes every world_size-th window; all then share the results.
+        share = np.arange(trainer.global_rank, len(rows), trainer.world_size)
+        index = torch.from_numpy(rows[share])
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -62,9 +69,11 @@ class NeedUpdate(pl.Callback):
                 recon, _ = run_model(pl_module, self.inputs.values[index], self.inputs.observed[index], self.batch_size)
         finally:
             pl_module.train(was_training)
+        recon = every_window(trainer, pl_module.device, recon, len(rows))  # [W_b, T, C]
         mean, count = average_overlaps(rows, recon, len(self.inputs))
         written = self.inputs.fill(torch.from_numpy(mean), torch.from_numpy(count > 0))
         self.epochs.append(epoch)
+        self.computed.append(len(share))
         log.info("epoch %d: need update completed %d values in %d training windows", epoch, written, len(rows))
 
     def summary(self) -> dict[str, Any]:
@@ -72,6 +81,7 @@ class NeedUpdate(pl.Callback):
             "epochs": list(self.epochs),
             "values_completed": int(self.inputs.filled.sum()),
             "windows": int((self.inputs.window_start >= 0).sum()),
+            "windows_completed_by_this_process": list(self.computed),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -93,3 +103,16 @@ class NeedUpdate(pl.Callback):
         self.epochs = list(state_dict["epochs"])
         self.inputs.values[filled] = state_dict["values"]
         self.inputs.filled.copy_(filled)
+
+
+def every_window(trainer: pl.Trainer, device: torch.device, share: np.ndarray, windows: int) -> np.ndarray:
+    """Every window's completion ``[windows, T, C]``, in window order, from each process's ``share``
+    (window ``i`` is completed by process ``i % world_size``, as its ``i // world_size``-th)."""
+    world = trainer.world_size
+    if world == 1:
+        return share
+    per = -(-windows // world)
+    padded = torch.zeros(per, *share.shape[1:], device=device)  # all_gather needs one shape on every process
+    padded[: len(share)] = torch.from_numpy(share)
+    gathered = trainer.strategy.all_gather(padded)  # [world, per, T, C]: [r, j] is window j * world + r
+    return gathered.transpose(0, 1).reshape(world * per, *share.shape[1:])[:windows].cpu().numpy()
