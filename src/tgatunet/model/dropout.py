@@ -63,14 +63,6 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * _shares_mask(x, dropped_levels)
 
 
-def add_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """``residual + dropout(x, p, training)``; on CPU one pass (``addcmul``) instead of a product and a sum."""
-    dropped_levels = round(p * _LEVELS)
-    if training and 0 < dropped_levels < _LEVELS and draws_shares(x):
-        return torch.addcmul(residual, x, _shares_mask(x, dropped_levels))
-    return residual + dropout(x, p, training)
-
-
 class Dropout(nn.Module):
     """:func:`dropout` as a module, a drop-in for ``nn.Dropout(p)``; any shape in, the same shape out."""
 
@@ -82,10 +74,6 @@ class Dropout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)
-
-    def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``residual + self(x)``, a residual branch's dropout and sum in one pass where :func:`add_dropout` can."""
-        return add_dropout(residual, x, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -60,5 +60,5 @@ class MultiQueryTransformerLayer(nn.Module):
         k = k.view(B, 1, T, d).expand(B, H, T, d)  # one key head, broadcast (a view)
         v = v.view(B, 1, T, d).expand(B, H, T, d)
         attn = F.scaled_dot_product_attention(q, k, v)  # [B, H, T, d]
-        x = self.dropout.add_to(x, self.out(attn.transpose(1, 2).reshape(B, T, D)))
-        return self.dropout.add_to(x, self.ff(self.norm2(x)))
+        x = x + self.dropout(self.out(attn.transpose(1, 2).reshape(B, T, D)))
+        return x + self.dropout(self.ff(self.norm2(x)))

@@ -122,7 +122,7 @@ class GATBlock(nn.Module):
         ``time_k`` when the table is the temporal graph's (see :class:`BatchedGATConv`)."""
         # In place on the GAT's fresh output, so autograd keeps ELU's result and its backward needs
         # no exponential (the out-of-place ELU recomputes one from its input).
-        return self.norm(self.dropout.add_to(x, F.elu(self.gat(x, index, valid, radius), inplace=True)))
+        return self.norm(x + self.dropout(F.elu(self.gat(x, index, valid, radius), inplace=True)))
 
 
 class TGATUNet(nn.Module):

@@ -63,8 +63,8 @@ class TransformerLayer(nn.Module):
         qkv = F.linear(self.norm1(x), attn.in_proj_weight, attn.in_proj_bias)  # [B, T, 3D]
         q, k, v = qkv.view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each [B, H, T, d]
         a = attention(q, k, v, attn.dropout if self.training else 0.0)  # [B, H, T, d]
-        x = self.dropout1.add_to(x, attn.out_proj(a.transpose(1, 2).reshape(B, T, D)))
-        return self.dropout2.add_to(x, self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
+        x = x + self.dropout1(attn.out_proj(a.transpose(1, 2).reshape(B, T, D)))
+        return x + self.dropout2(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
