@@ -181,17 +181,14 @@ def copy_latency(out: Path, missing: str) -> None:
         return
     infer = {k: v for k, v in results["infer"].items() if k != "environment"}
     latency = results.get("infer_latency", {})
-    for key in LATENCY_KEYS:
-        infer[key] = latency.get(key)
-        infer.pop(f"{key}_reason", None)
-        if infer[key] is None:
-            infer[f"{key}_reason"] = missing
     compiled = latency.get("compiled", {})
-    for key in LATENCY_KEYS:
-        infer[f"{key}_compiled"] = compiled.get(key)
-        infer.pop(f"{key}_compiled_reason", None)
-        if infer[f"{key}_compiled"] is None:
-            infer[f"{key}_compiled_reason"] = compiled.get("reason", missing)
+    for figures, suffix, reason in ((latency, "", missing), (compiled, "_compiled", compiled.get("reason", missing))):
+        for key in LATENCY_KEYS:
+            name = key + suffix
+            infer[name] = figures.get(key)
+            infer.pop(f"{name}_reason", None)
+            if infer[name] is None:
+                infer[f"{name}_reason"] = reason
     infer["latency_source"] = "section infer_latency (tgatunet.bench.compute); _compiled: its 'compiled' figures"
     write_section(out, "infer", infer)
 

@@ -110,17 +110,15 @@ class BatchedGATConv(nn.Module):
         e = F.leaky_relu(src_nb + score_dst[:, :, None, :], self.negative_slope)  # [B, T, K, H]
         alpha = torch.softmax(e, dim=2)
         alpha = dropout(alpha, self.dropout, self.training)
-        if radius is not None and self.concat:
-            # The bias starts the multiply-adds: no pass of its own over the output.
-            bias = None if self.bias is None else self.bias.view(H, Fh)
-            return banded_aggregate(alpha, h, bias).view(B, T, H * Fh)
+        # With heads concatenated, the bias starts the banded multiply-adds: no pass of its own.
+        folded = radius is not None and self.concat and self.bias is not None
         if radius is not None:
-            out = banded_aggregate(alpha, h)  # [B, T, H, F]
+            out = banded_aggregate(alpha, h, self.bias.view(H, Fh) if folded else None)  # [B, T, H, F]
         else:
             h_nb = h.reshape(B * T, H, Fh)[flat].view(B, T, -1, H, Fh)  # [B, T, K, H, F]
             out = (alpha[..., None] * h_nb).sum(dim=2)  # [B, T, H, F]
         out = out.reshape(B, T, H * Fh) if self.concat else out.mean(dim=2)
-        return out if self.bias is None else out + self.bias
+        return out if self.bias is None or folded else out + self.bias
 
 
 def _shifts(steps: int, radius: int):
