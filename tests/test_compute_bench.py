@@ -20,7 +20,7 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("compute")
     result = CliRunner().invoke(app, ["bench", "compute", "--out", str(out), "--quick", *TINY])
     assert result.exit_code == 0, result.output
-    return out, json.loads((out / "results.json").read_text())
+    return out, json.loads((out / "results.json").read_text()), result.output
 
 
 def test_flops_of_a_linear_layer_are_counted_by_hand():
@@ -57,7 +57,7 @@ def test_peak_is_the_fastest_size():
 
 
 def test_cli_writes_the_three_sections_and_the_plot(results):
-    out, r = results
+    out, r, _ = results
     assert {"mfu", "infer_latency", "breakdown"} <= set(r)
     assert (out / "breakdown.png").stat().st_size > 0
     setting = r["mfu"]["setting"]
@@ -83,6 +83,9 @@ def test_latency_percentiles(results):
     compiled = latency["compiled"]  # the model as load_run(compile=True) runs it
     assert compiled["batch_size"] == 1 and compiled["compile_seconds"] > 0
     assert 0 < compiled["latency_ms_min"] <= compiled["latency_ms_p50"] <= compiled["latency_ms_p95"]
+    summary = " ".join(results[2].split())  # the CLI's summary names both medians
+    assert f"p50 {latency['latency_ms_p50']:.3f} ms" in summary
+    assert f"compiled p50 {compiled['latency_ms_p50']:.3f} ms" in summary
 
 
 def test_breakdown_shares_sum_to_one_and_the_verdict_names_the_largest(results):

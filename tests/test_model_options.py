@@ -7,7 +7,7 @@ import torch
 from tgatunet.complete import complete_run
 from tgatunet.config import load_config
 from tgatunet.evaluate import evaluate_run
-from tgatunet.model.compile import CompiledOrEager
+from tgatunet.model.compile import CPU_INFERENCE_OPTIONS, CompiledOrEager
 from tgatunet.model.lite_unet import LiteTGATUNet
 from tgatunet.model.tgat_unet import TGATUNet
 from tgatunet.predict import load_run
@@ -137,3 +137,14 @@ def test_a_run_loaded_with_compile_gives_the_eager_outputs(dataset, tmp_path):
     (compiled_file,) = (item.output for item in complete_run(run.root, output=tmp_path / "compiled", compile=True))
     (eager_file,) = (item.output for item in complete_run(run.root, output=tmp_path / "eager"))
     pd.testing.assert_frame_equal(pd.read_csv(compiled_file), pd.read_csv(eager_file), atol=1e-5, rtol=1e-5)
+
+
+def test_prediction_compiles_with_the_cpu_inference_options_on_a_cpu_only(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: seen.append(kwargs["options"]) or model)
+    model = torch.nn.Linear(2, 2)
+    CompiledOrEager.for_inference(model, torch.device("cpu"))
+    CompiledOrEager.for_inference(model, torch.device("cuda"))
+    CompiledOrEager(model)  # training: inductor's defaults
+    assert seen == [CPU_INFERENCE_OPTIONS, None, None]
+    assert CPU_INFERENCE_OPTIONS["cpp_wrapper"] is True

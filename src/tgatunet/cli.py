@@ -465,9 +465,14 @@ def bench_compute(
     if "train_2threads" in mfu:
         line += f", training with 2 threads [bold]{mfu['train_2threads']:.3f}[/]"
     console.print(f"{line}, inference [bold]{mfu['infer']:.3f}[/]")
-    console.print(
-        f"single-window latency: p50 [bold]{latency['latency_ms_p50']:.3f}[/] ms, p95 {latency['latency_ms_p95']:.3f} ms"
-    )
+    line = f"single-window latency: p50 [bold]{latency['latency_ms_p50']:.3f}[/] ms, p95 {latency['latency_ms_p95']:.3f} ms"
+    compiled = latency["compiled"]
+    if compiled["latency_ms_p50"] is not None:
+        line += (
+            f"; compiled p50 [bold]{compiled['latency_ms_p50']:.3f}[/] ms, p95 {compiled['latency_ms_p95']:.3f} ms "
+            f"({compiled['compile_seconds']:.0f} s to compile)"
+        )
+    console.print(line)
     console.print(f"breakdown: {breakdown['verdict']}")
     console.print(f"written: {out / 'results.json'} (mfu, infer_latency, breakdown), {out / 'breakdown.png'}")
 

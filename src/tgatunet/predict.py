@@ -56,7 +56,8 @@ def load_run(run: RunDir, device: torch.device | None = None, compile: bool | No
         graph_cache=open_graph_cache(config, run.root),
     )
     module.eval()
-    module.compiled = CompiledOrEager(module.model) if (config.compile if compile is None else compile) else None
+    wanted = config.compile if compile is None else compile
+    module.compiled = CompiledOrEager.for_inference(module.model, module.device) if wanted else None
     return TrainedRun(run, config, data, module)
 
 

@@ -310,7 +310,7 @@ def compiled_window_latency(
     """
     window = {key: batch[key][:1] for key in ("values", "observed")}
     before = module.compiled
-    module.compiled = compiled = CompiledOrEager(module.model)
+    module.compiled = compiled = CompiledOrEager.for_inference(module.model, device)
     try:
         with torch_threads(threads):
             first_call = in_eval_mode(module, inference_forward(module, window))

@@ -6,6 +6,17 @@ backend's code generation fails, e.g. without a working C++ compiler), and in
 the first backward pass, where the backward graph is compiled (outside the
 call: the training step catches that one and calls :meth:`CompiledOrEager.give_up`).
 Either way the run continues eagerly, with one warning that says why.
+
+Prediction on a CPU compiles with two inductor options (:data:`CPU_INFERENCE_OPTIONS`),
+measured on one window of the medium preset, one thread, every variant compiled in
+one process and timed in alternation (9 rounds of 300 calls, median): 0.83 ms with
+the defaults, 0.69 ms with ``cpp_wrapper`` (the compiled graph is driven from C++:
+no Python between its kernels), 0.64 ms with ``realize_reads_threshold: 1`` as well
+(the GAT's attention weights are computed once into a buffer instead of being
+recomputed, exponentials included, inside every loop that reads them: the
+aggregation reads them once per feature). Outputs equal the eager model's to 1e-6.
+Training keeps inductor's defaults: on a CPU the compiled training step is slower
+than the eager one anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +27,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+CPU_INFERENCE_OPTIONS = {"cpp_wrapper": True, "realize_reads_threshold": 1}
 
 
 def uncached_when_compiling(fn: Callable[..., Any], *args: Any) -> Any:
@@ -38,18 +51,27 @@ class CompiledOrEager:
     Not an ``nn.Module``: it holds no parameters of its own, so a module that keeps
     one as an attribute saves the same state dict with or without compilation.
 
+    Args:
+        module: the model.
+        options: inductor options for ``torch.compile`` (None: its defaults).
+
     Attributes:
         module: the eager module.
         compiled: the compiled module, or None once compilation has failed.
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, options: dict[str, Any] | None = None) -> None:
         self.module = module
         self.compiled: Any = None
         try:
-            self.compiled = torch.compile(module)
+            self.compiled = torch.compile(module, options=options)
         except RuntimeError as err:  # unsupported Python version or platform
             _fall_back(str(err))
+
+    @classmethod
+    def for_inference(cls, module: nn.Module, device: torch.device) -> CompiledOrEager:
+        """``module`` compiled for prediction on ``device`` (:data:`CPU_INFERENCE_OPTIONS` on a CPU)."""
+        return cls(module, CPU_INFERENCE_OPTIONS if device.type == "cpu" else None)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is not None:
