@@ -134,3 +134,21 @@ def test_plot_breakdown_writes_a_png(tmp_path):
 def test_level_lengths_halve_rounding_up():
     assert level_lengths(128, 3) == [128, 64, 32]
     assert level_lengths(25, 3) == [25, 13, 7]
+
+
+def test_copy_bandwidth_is_measured_in_and_out_of_cache(results):
+    bandwidth = results[1]["mfu"]["copy_bytes_per_second"]
+    assert set(bandwidth) == {str(2**18), str(2**26)}
+    # more than 100 MB/s and less than 10 TB/s: a rate, in bytes per second, of a real copy
+    assert all(1e8 < rate < 1e13 for rate in bandwidth.values())
+    summary = " ".join(results[2].split())
+    assert f"{bandwidth[str(2**26)] / 1e9:.1f} GB/s from memory" in summary
+
+
+def test_copy_bandwidth_counts_bytes_read_and_written(monkeypatch):
+    from tgatunet.bench import compute
+
+    monkeypatch.setattr(compute, "median_seconds", lambda fn, **kwargs: fn() or 0.5)
+    rates = compute.copy_bandwidth(sizes_bytes=(2**20,), repeats=1)
+    # 4 sweeps of a 1 MiB buffer, each reading and writing it, in half a second
+    assert rates == {str(2**20): 2 * 2**20 * 4 / 0.5}

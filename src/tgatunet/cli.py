@@ -456,10 +456,12 @@ def bench_compute(
         _fail(err)
     mfu, latency, breakdown = results["mfu"], results["infer_latency"], results["breakdown"]
     s = mfu["setting"]
+    cached, streamed = (mfu["copy_bytes_per_second"][key] for key in sorted(mfu["copy_bytes_per_second"], key=int))
     console.print(
         f"{s['preset']} preset, window {s['window_size']}, {s['channels']} channels, batch {s['batch_size']}, "
         f"{s['dtype']}, {s['threads']} thread(s); peak {mfu['peak_flops_per_second'] / 1e9:.1f} GFLOP/s "
-        f"(n={mfu['peak_size']} matrix products)"
+        f"(n={mfu['peak_size']} matrix products); copies {cached / 1e9:.1f} GB/s in cache, "
+        f"{streamed / 1e9:.1f} GB/s from memory"
     )
     line = f"MFU: training [bold]{mfu['train']:.3f}[/] ({mfu['train_step_ms']:.1f} ms/step)"
     if "train_2threads" in mfu:

@@ -34,6 +34,12 @@ products ``n x n`` for n = 64 and 128 (the model's width and window) up to 1024
 size's rate. It is measured with the step's thread count, in the same rounds as
 the step, so a utilisation is a ratio of rates measured at the same moment.
 
+**Memory bandwidth** (:func:`copy_bandwidth`, ``mfu.copy_bytes_per_second``): the rate of a
+tensor copy that stays in a core's cache and of one that streams from memory. An
+element-wise pass over an activation that has left the cache runs at best at the second
+rate: where the step's element-wise share is large, this, not the matmul peak, is the
+limit it meets.
+
 **MFU**: each round measures the peak with one thread, then the training step
 (``train``), the twin's step without checkpointing (``train_no_checkpoint``, when
 the preset checkpoints) and inference (``infer``: ``module(values, observed)``,
@@ -205,6 +211,38 @@ def sustained_matmul_flops(
             by_size[n] = 2 * n**3 * inner / median_seconds(products, repeats=repeats, warmup=1, device=device)
     best = max(by_size, key=by_size.get)
     return {"peak_flops_per_second": by_size[best], "peak_size": best, "by_size": by_size}
+
+
+def copy_bandwidth(
+    device: torch.device | str = "cpu",
+    threads: int = 1,
+    sizes_bytes: tuple[int, ...] = (2**18, 2**26),
+    repeats: int = 9,
+) -> dict[str, float]:
+    """Sustained bytes/s of a float32 tensor copy (bytes read + bytes written) for each buffer size.
+
+    A copy is the cheapest element-wise pass: it bounds what any pass over tensors of that size
+    can reach. The default sizes are 256 KiB, which a core's cache holds (a ``[16, 128, 64]``
+    fp32 activation of the medium preset is 512 KiB), and 64 MiB, which comes from memory.
+
+    Returns:
+        buffer size in bytes (as a string key) -> median bytes/s of ``repeats`` timed copies, each
+        sweeping the buffer enough times to take a millisecond or more.
+    """
+    device = torch.device(device)
+    rates = {}
+    with torch_threads(threads):
+        for size in sizes_bytes:
+            src = torch.randn(size // 4, device=device)
+            dst = torch.empty_like(src)
+            sweeps = max(1, 2**22 // size)
+
+            def copies() -> None:
+                for _ in range(sweeps):
+                    dst.copy_(src)
+
+            rates[str(size)] = 2 * size * sweeps / median_seconds(copies, repeats=repeats, warmup=1, device=device)
+    return rates
 
 
 def inference_forward(module: TGATUNetModule, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
@@ -383,6 +421,7 @@ def measure_compute(
         if device.type == "cpu":
             workloads["train_2threads"] = Workload(step, train_flops["model"], 2)
         figures = utilisation_rounds(workloads, rounds, sizes, DTYPES[setting.dtype], device)
+        bandwidth = copy_bandwidth(device, setting.threads)
         latency = single_window_latency(module, batch, calls, setting.threads, device)
         latency["compiled"] = compiled_window_latency(module, batch, calls, setting.threads, device)
         breakdown = measure_breakdown(step, loader, breakdown_rounds, device)
@@ -400,6 +439,7 @@ def measure_compute(
         "hardware_flops_per_window_train": hardware["model"] / B,
         "matmul_share_of_flops": train_flops["model"] / (train_flops["model"] + train_flops["elementwise"]),
         "elementwise_flops_per_window_train": train_flops["elementwise"] / B,
+        "copy_bytes_per_second": bandwidth,
         "rounds": rounds,
         "setting": described,
         "method": METHOD,
@@ -434,4 +474,6 @@ METHOD = {
     "does (torch.compile), compile_seconds = its first call",
     "matmul_share": "FlopCounterMode FLOPs / (those + element-wise estimate: 1 FLOP per output element of "
     "pointwise ops, per input element of reductions)",
+    "copy_bandwidth": "float32 tensor.copy_ of a 256 KiB and a 64 MiB buffer, (bytes read + written) / seconds, "
+    "median of 9 after a warm-up, the step's thread count",
 }
