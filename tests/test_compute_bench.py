@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from tgatunet.bench.breakdown import LABELS, PARTS, level_lengths, plot_breakdown, verdict
 from tgatunet.bench.compute import count_flops, sustained_matmul_flops
 from tgatunet.cli import app
+from tgatunet.errors import ConfigError
 
 TINY = ["--preset", "low", "--window", "16", "--channels", "3"]
 
@@ -18,7 +19,7 @@ TINY = ["--preset", "low", "--window", "16", "--channels", "3"]
 def results(tmp_path_factory):
     """One quick run of the CLI on a tiny setting, shared by the tests below."""
     out = tmp_path_factory.mktemp("compute")
-    result = CliRunner().invoke(app, ["bench", "compute", "--out", str(out), "--quick", *TINY])
+    result = CliRunner().invoke(app, ["bench", "compute", "--out", str(out), "--quick", *TINY, "--set", "ff_multiplier=3"])
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "results.json").read_text()), result.output
 
@@ -63,6 +64,7 @@ def test_cli_writes_the_three_sections_and_the_plot(results):
     setting = r["mfu"]["setting"]
     assert (setting["preset"], setting["window_size"], setting["channels"]) == ("low", 16, 3)
     assert setting["batch_size"] == 8 and setting["threads"] == 1
+    assert setting["config"] == {"ff_multiplier": 3}  # --set, over the preset
 
 
 def test_utilisation_figures_are_plausible(results):
@@ -152,3 +154,21 @@ def test_copy_bandwidth_counts_bytes_read_and_written(monkeypatch):
     rates = compute.copy_bandwidth(sizes_bytes=(2**20,), repeats=1)
     # 4 sweeps of a 1 MiB buffer, each reading and writing it, in half a second
     assert rates == {str(2**20): 2 * 2**20 * 4 / 0.5}
+
+
+def test_set_reads_values_as_yaml_and_rejects_malformed_items():
+    from tgatunet.cli import config_overrides
+
+    assert config_overrides(["ff_multiplier=4", "use_gradient_checkpoint=false", "graph_type = knn"]) == {
+        "ff_multiplier": 4,
+        "use_gradient_checkpoint": False,
+        "graph_type": "knn",
+    }
+    with pytest.raises(ConfigError, match="write KEY=VALUE"):
+        config_overrides(["ff_multiplier"])
+
+
+def test_set_with_an_unknown_key_fails_with_a_hint(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "compute", "--out", str(tmp_path), *TINY, "--set", "ff_multiplyer=4"])
+    assert result.exit_code == 2
+    assert "ff_multiplyer" in result.output and "ff_multiplier" in result.output  # did you mean

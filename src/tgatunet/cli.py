@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
 from rich.logging import RichHandler
 from rich.markup import escape
 
@@ -49,6 +50,20 @@ def setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=".*deterministic.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric.utilities.distributed").setLevel(logging.WARNING)  # one line per DDP rank
+
+
+def config_overrides(items: list[str]) -> dict[str, object]:
+    """``["key=value", ...]`` -> ``{key: value}``, each value read as YAML (``4`` an int, ``false`` a bool)."""
+    keys: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{item}': write KEY=VALUE, e.g. --set ff_multiplier=4")
+        try:
+            keys[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set '{item}': the value is not valid YAML ({err.problem}); quote strings") from None
+    return keys
 
 
 def _fail(err: TgatunetError) -> None:
@@ -444,14 +459,21 @@ def bench_compute(
     window: int = typer.Option(128, "--window", min=4, help="window_size of the synthetic data."),
     channels: int = typer.Option(9, "--channels", min=2, help="Channels of the synthetic data."),
     threads: int = typer.Option(1, "--threads", min=1, help="Torch threads of the step and the latency (2 is measured too)."),
+    set_keys: Optional[list[str]] = typer.Option(
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="A config key over the preset's (YAML value; repeatable), e.g. --set ff_multiplier=4 --set graph_type=knn.",
+    ),
 ) -> None:
     """Model-FLOPs utilisation of training and inference, single-window latency, where a step's time goes."""
     from tgatunet.bench.compute import Setting, measure_compute
 
     try:
-        results = measure_compute(
-            out, quick=quick, setting=Setting(preset=preset, window_size=window, channels=channels, threads=threads)
+        setting = Setting(
+            preset=preset, window_size=window, channels=channels, threads=threads, config=config_overrides(set_keys or [])
         )
+        results = measure_compute(out, quick=quick, setting=setting)
     except TgatunetError as err:
         _fail(err)
     mfu, latency, breakdown = results["mfu"], results["infer_latency"], results["breakdown"]
