@@ -9,9 +9,10 @@ Either way the run continues eagerly, with one warning that says why.
 
 Prediction on a CPU compiles with two inductor options (:data:`CPU_INFERENCE_OPTIONS`),
 measured on one window of the medium preset, one thread, every variant compiled in
-one process and timed in alternation (9 rounds of 300 calls, median): 0.83 ms with
-the defaults, 0.69 ms with ``cpp_wrapper`` (the compiled graph is driven from C++:
-no Python between its kernels), 0.64 ms with ``realize_reads_threshold: 1`` as well
+one process and timed in alternation (``scripts/compile_options_ab.py``; two runs):
+0.83-1.10 ms with the defaults, 0.69-0.73 ms with ``cpp_wrapper`` (the compiled graph
+is driven from C++: no Python between its kernels), 0.64 ms with
+``realize_reads_threshold: 1`` as well
 (the GAT's attention weights are computed once into a buffer instead of being
 recomputed, exponentials included, inside every loop that reads them: the
 aggregation reads them once per feature). Outputs equal the eager model's to 1e-6.
