@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from tgatunet.bench.compute import Setting, _prepare
+from tgatunet.bench.compute import Setting, prepare_setting
 from tgatunet.bench.step import to_device
 
 VARIANTS = {
@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(1)
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        _, _, module, loader = _prepare(Setting(), Path(tmp), device)
+        _, _, module, loader = prepare_setting(Setting(), Path(tmp), device)
         batch = to_device(next(iter(loader)), device)
     model = module.model.eval()
     values, observed = batch["values"][:1], batch["observed"][:1]

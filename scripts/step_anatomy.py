@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from tgatunet.bench.breakdown import MATMUL_OPS
-from tgatunet.bench.compute import Setting, _prepare, _without_checkpointing
+from tgatunet.bench.compute import Setting, prepare_setting, without_checkpointing
 from tgatunet.bench.step import TrainStep, to_device
 
 OPS = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::mul": torch.mul}
@@ -68,8 +68,8 @@ def main() -> None:
     torch.set_num_threads(1)
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        config, data, module, loader = _prepare(Setting(), Path(tmp), device)
-        step = TrainStep(_without_checkpointing(module, config, data), to_device(next(iter(loader)), device))
+        config, data, module, loader = prepare_setting(Setting(), Path(tmp), device)
+        step = TrainStep(without_checkpointing(module, config, data), to_device(next(iter(loader)), device))
     for _ in range(3):
         step()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:

@@ -360,14 +360,14 @@ def compiled_window_latency(
         module.compiled = before
 
 
-def _without_checkpointing(module: TGATUNetModule, config: Config, data: Any) -> TGATUNetModule:
+def without_checkpointing(module: TGATUNetModule, config: Config, data: Any) -> TGATUNetModule:
     """A twin of ``module`` (same weights) that does not checkpoint: its step runs the model FLOPs once each."""
     twin = build_module(config.model_copy(update={"use_gradient_checkpoint": False}), data)
     twin.load_state_dict(module.state_dict())
     return twin.to(module.device)
 
 
-def _prepare(setting: Setting, folder: Path, device: torch.device) -> tuple[Config, Any, TGATUNetModule, DataLoader]:
+def prepare_setting(setting: Setting, folder: Path, device: torch.device) -> tuple[Config, Any, TGATUNetModule, DataLoader]:
     """The setting's config, prepared data, module (on ``device``) and training DataLoader."""
     config = synthetic_config(setting, folder, device)
     data = load_data(config)
@@ -399,11 +399,11 @@ def measure_compute(
         (3, (64, 128, 256, 512, 1024), 200, 10) if quick else (9, (64, 128, 256, 512, 1024, 2048), 1000, 30)
     )
     with tempfile.TemporaryDirectory(prefix="tgatunet_compute_") as tmp, torch_threads(setting.threads):
-        config, data, module, loader = _prepare(setting, Path(tmp), device)
+        config, data, module, loader = prepare_setting(setting, Path(tmp), device)
         B = config.batch_size
         batch = to_device(next(iter(loader)), device)
         step = TrainStep(module, batch)
-        plain = TrainStep(_without_checkpointing(module, config, data), batch) if config.use_gradient_checkpoint else step
+        plain = TrainStep(without_checkpointing(module, config, data), batch) if config.use_gradient_checkpoint else step
         infer = in_eval_mode(module, inference_forward(module, batch))
         for _ in range(2):  # optimiser state exists, caches are warm
             step()
