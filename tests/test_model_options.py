@@ -148,3 +148,25 @@ def test_prediction_compiles_with_the_cpu_inference_options_on_a_cpu_only(monkey
     CompiledOrEager(model)  # training: inductor's defaults
     assert seen == [CPU_INFERENCE_OPTIONS, None, None]
     assert CPU_INFERENCE_OPTIONS["cpp_wrapper"] is True
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_the_model_traces_as_one_graph_in_training_and_in_prediction(checkpoint):
+    # A graph break splits the compiled model, and one inside a checkpointed block runs that block
+    # eagerly: CPU dropout must not draw its mask with random_ while torch.compile traces.
+    from torch._dynamo.testing import CompileCounter
+
+    from tgatunet.model.tgat_unet import ModelSpec
+
+    torch._dynamo.reset()
+    model = TGATUNet(ModelSpec(in_channels=3, num_classes=2, hidden_channels=16, gradient_checkpoint=checkpoint))
+    values, visible = _inputs()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    recon, logits = compiled(values, visible)  # training mode: dropout on, blocks checkpointed
+    (recon.square().mean() + logits.square().mean()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.inference_mode():
+        compiled(values, visible)
+    assert counter.frame_count == 2  # one graph for training, one for prediction, no breaks

@@ -20,8 +20,8 @@ exactly. The draws come from torch's default generator: seeding
 (``torch.manual_seed``, Lightning's ``seed_everything``) and gradient
 checkpointing's saved RNG state apply as to any torch random op.
 
-On other devices, and for 16-bit floats (which cannot hold the 16-bit shares
-exactly), torch's own dropout is used.
+On other devices, for 16-bit floats (which cannot hold the 16-bit shares
+exactly) and inside ``torch.compile``, torch's own dropout is used.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ _LEVELS = 2**16  # one decision per 16 random bits
 def draws_shares(x: torch.Tensor) -> bool:
     """Whether :func:`dropout` masks ``x`` with 16-bit shares of 64-bit draws (else torch's dropout)."""
     # 16-bit shares compared in bfloat16/float16 would be rounded (a biased rate): torch's dropout there.
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    # Under torch.compile, torch's dropout: the compiler draws its numbers inside the fused kernel,
+    # while random_ breaks the graph, and a break inside a checkpointed block runs that block eagerly.
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling()
 
 
 def _shares_mask(x: torch.Tensor, dropped_levels: int) -> torch.Tensor:
