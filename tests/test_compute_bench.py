@@ -172,3 +172,9 @@ def test_set_with_an_unknown_key_fails_with_a_hint(tmp_path):
     result = CliRunner().invoke(app, ["bench", "compute", "--out", str(tmp_path), *TINY, "--set", "ff_multiplyer=4"])
     assert result.exit_code == 2
     assert "ff_multiplyer" in result.output and "ff_multiplier" in result.output  # did you mean
+
+
+def test_set_refuses_keys_the_benchmark_sets_itself(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "compute", "--out", str(tmp_path), *TINY, "--set", "window_size=32"])
+    assert result.exit_code == 2
+    assert "'window_size' is the benchmark's to set (use --window)" in " ".join(result.output.split())

@@ -129,10 +129,24 @@ class Setting:
         }
 
 
+# Config keys the benchmark sets itself, and why a setting may not override them.
+FIXED_KEYS = {
+    "window_size": "use --window",
+    "step_size": "windows overlap by half",
+    "hardware_profile": "use --preset",
+    "accelerator": "it runs on CUDA where there is one, else on the CPU",
+    "compile": "it times the eager model, and the compiled one for the single-window latency on its own",
+}
+
+
 def synthetic_config(setting: Setting, folder: Path, device: torch.device) -> Config:
     """Write the setting's synthetic sources to ``folder``; their config with the preset applied, for ``device``."""
     if setting.preset not in PRESETS:
         raise ConfigError(f"bench compute: unknown preset '{setting.preset}'; choose one of {', '.join(PRESETS)}")
+    fixed = sorted(FIXED_KEYS.keys() & setting.config.keys())
+    if fixed:
+        reasons = "; ".join(f"'{key}' is the benchmark's to set ({FIXED_KEYS[key]})" for key in fixed)
+        raise ConfigError(f"bench compute: {reasons}")
     T = setting.window_size
     keys = {
         **PRESETS[setting.preset],
