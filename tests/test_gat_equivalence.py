@@ -109,3 +109,16 @@ def test_band_radius_recognises_the_temporal_table_only():
     assert band_radius(other, valid) is None
     assert band_radius(index.expand(2, -1, -1), valid.expand(2, -1, -1)) is None  # per-window tables
     assert band_radius(index[:, :4], valid[:, :4]) is None  # even degree
+
+
+def test_the_banded_output_is_not_a_view_so_the_blocks_in_place_elu_is_not_copied_back():
+    # An in-place op on a view makes autograd copy the whole base in the backward pass.
+    layer = BatchedGATConv(8, 4, heads=2)
+    x = torch.randn(3, 10, 8, requires_grad=True)
+    index, valid = temporal_neighbors(10, 1)
+    out = layer(x, index, valid, radius=1)
+    assert out.shape == (3, 10, 8) and out._base is None
+    out = torch.nn.functional.elu(out, inplace=True)
+    assert "CopySlices" not in type(out.grad_fn).__name__
+    out.sum().backward()
+    assert x.grad is not None and layer.lin.weight.grad is not None

@@ -113,11 +113,12 @@ class BatchedGATConv(nn.Module):
         # With heads concatenated, the bias starts the banded multiply-adds: no pass of its own.
         folded = radius is not None and self.concat and self.bias is not None
         if radius is not None:
-            out = banded_aggregate(alpha, h, self.bias.view(H, Fh) if folded else None)  # [B, T, H, F]
+            out = banded_aggregate(alpha, h, self.bias.view(H, Fh) if folded else None)  # [B, T, H*F]
         else:
             h_nb = h.reshape(B * T, H, Fh)[flat].view(B, T, -1, H, Fh)  # [B, T, K, H, F]
-            out = (alpha[..., None] * h_nb).sum(dim=2)  # [B, T, H, F]
-        out = out.reshape(B, T, H * Fh) if self.concat else out.mean(dim=2)
+            out = (alpha[..., None] * h_nb).sum(dim=2).reshape(B, T, H * Fh)  # [B, T, H*F]
+        if not self.concat:
+            out = out.view(B, T, H, Fh).mean(dim=2)  # [B, T, F]
         return out if self.bias is None or folded else out + self.bias
 
 
@@ -135,15 +136,25 @@ def banded_sum(alpha: torch.Tensor, h: torch.Tensor, bias: torch.Tensor | None =
 
     ``alpha [B, T, K, H]`` (``K = 2r + 1``, weight 0 on slots beyond the window, as the
     temporal graph's softmax gives them), ``h [B, T, H, F]``, optional ``bias [H, F]``
-    -> ``[B, T, H, F]``: ``K`` multiply-adds on shifted slices. Differentiable through
-    :class:`BandedSum`.
+    -> ``[B, T, H * F]`` (heads concatenated): ``K`` multiply-adds on shifted slices.
+    Differentiable through :class:`BandedSum`.
+
+    The result is allocated with its heads already concatenated, so it is not a view: an
+    in-place operation on it (the GAT block's ELU) then needs no copy of it in the backward
+    pass, as one on a reshaped ``[B, T, H, F]`` result would.
     """
+    B, T, H, F_ = h.shape
     radius = alpha.shape[2] // 2
+    flat = torch.empty(B, T, H * F_, dtype=torch.promote_types(alpha.dtype, h.dtype), device=h.device)
+    out = flat.view(B, T, H, F_)
     centre = alpha[:, :, radius, :, None]
-    out = centre * h if bias is None else torch.addcmul(bias, centre, h)
-    for j, dst, src in _shifts(h.shape[1], radius):
+    if bias is None:
+        torch.mul(centre, h, out=out)
+    else:
+        torch.addcmul(bias, centre, h, out=out)
+    for j, dst, src in _shifts(T, radius):
         out[:, dst].addcmul_(alpha[:, dst, j, :, None], h[:, src])
-    return out
+    return flat
 
 
 def banded_scores(score_src: torch.Tensor, radius: int) -> torch.Tensor:
@@ -182,6 +193,7 @@ class BandedSum(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         alpha, h = ctx.saved_tensors
+        grad = grad.view(h.shape)  # [B, T, H * F] -> [B, T, H, F]
         radius = alpha.shape[2] // 2
         grad_alpha = torch.zeros_like(alpha)
         grad_alpha[:, :, radius] = (grad * h).sum(-1)
