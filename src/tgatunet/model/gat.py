@@ -193,7 +193,7 @@ class BandedSum(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         alpha, h = ctx.saved_tensors
-        grad = grad.view(h.shape)  # [B, T, H * F] -> [B, T, H, F]
+        grad = grad.reshape(h.shape)  # [B, T, H * F] -> [B, T, H, F]
         radius = alpha.shape[2] // 2
         grad_alpha = torch.zeros_like(alpha)
         grad_alpha[:, :, radius] = (grad * h).sum(-1)
