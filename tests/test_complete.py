@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tgatunet.complete import complete_run, cover_windows
+from tgatunet.apply.complete import complete_run, cover_windows
 from tgatunet.errors import RunError
 from tgatunet.train.run import train
 

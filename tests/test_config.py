@@ -11,12 +11,14 @@ from typer.testing import CliRunner
 
 from tgatunet.cli import app
 from tgatunet.config import (
+    FIELDS,
     PRESETS,
     Config,
     config_from_dict,
     config_template,
     load_config,
 )
+from tgatunet.data.sources import source_path
 from tgatunet.errors import ConfigError
 
 # The YAML blocks of the performance guide, pasted verbatim (comments included).
@@ -102,8 +104,8 @@ def test_guide_yaml_block_pastes_in_verbatim(dataset, block):
     path.write_text(text + yaml.safe_dump(base), encoding="utf-8")
     cfg = load_config(path)
     for key, value in guide.items():
-        assert getattr(cfg, key) == value, key
-        assert type(getattr(cfg, key)) is type(value), key
+        assert cfg.flat()[key] == value, key
+        assert type(cfg.flat()[key]) is type(value), key
 
 
 @pytest.mark.parametrize("preset", ["low", "medium", "high"])
@@ -114,14 +116,14 @@ def test_presets_merge_into_valid_config(dataset, preset):
     raw.update(PRESETS[preset])
     cfg = config_from_dict(raw)
     for key, value in PRESETS[preset].items():
-        assert getattr(cfg, key) == value, key
+        assert cfg.flat()[key] == value, key
 
 
 def test_guide_keys_time_k_window_size_accepted(dataset):
     raw = _base(dataset)
     raw.update(time_k=3, window_size=32)
     cfg = config_from_dict(raw)
-    assert (cfg.time_k, cfg.window_size) == (3, 32)
+    assert (cfg.model.time_k, cfg.data.window_size) == (3, 32)
 
 
 # --- unknown keys --------------------------------------------------------------
@@ -281,7 +283,7 @@ def test_template_parses_and_validates(dataset, preset):
     text = config_template(preset)
     parsed = yaml.safe_load(text)
     assert isinstance(parsed, dict)
-    expected_keys = set(Config.model_fields) - {"config_dir"}
+    expected_keys = set(FIELDS)
     assert set(parsed) == expected_keys
     # Every key is also explained by a comment on its line.
     for key in expected_keys - {"sources", "common_modalities"}:
@@ -292,20 +294,20 @@ def test_template_parses_and_validates(dataset, preset):
     parsed["sources"] = copy.deepcopy(base["sources"])
     parsed["common_modalities"] = list(base["common_modalities"])
     cfg = config_from_dict(parsed)
-    defaults = Config.model_fields
+    defaults = FIELDS
     for key in expected_keys - {"sources", "common_modalities", "label_col", "block_col", "split_col"}:
         if preset and key in PRESETS[preset]:
-            assert getattr(cfg, key) == PRESETS[preset][key], key
+            assert cfg.flat()[key] == PRESETS[preset][key], key
         else:
-            assert getattr(cfg, key) == defaults[key].get_default(call_default_factory=True), key
+            assert cfg.flat()[key] == defaults[key].get_default(call_default_factory=True), key
 
 
 def test_template_example_sources_are_valid():
     # The template as printed (bundled example sources) validates without edits.
     cfg = config_from_dict(yaml.safe_load(config_template()))
-    assert [s.name for s in cfg.sources] == ["watch_full", "watch_acc"]
-    for src in cfg.sources:
-        assert cfg.source_path(src).is_file()
+    assert [s.name for s in cfg.data.sources] == ["watch_full", "watch_acc"]
+    for src in cfg.data.sources:
+        assert source_path(cfg, src).is_file()
 
 
 # --- derived values ----------------------------------------------------------------
@@ -337,18 +339,18 @@ def test_relative_source_paths_resolve_against_config_folder(dataset, tmp_path, 
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the working directory must not matter
     cfg = load_config(Path("..") / "configs" / "cfg.yaml")
-    assert cfg.source_path(cfg.sources[0]).resolve() == dataset["paths"]["full"].resolve()
-    assert cfg.source_path(cfg.sources[1]).resolve() == (sub / "partial.csv").resolve()
+    assert source_path(cfg, cfg.data.sources[0]).resolve() == dataset["paths"]["full"].resolve()
+    assert source_path(cfg, cfg.data.sources[1]).resolve() == (sub / "partial.csv").resolve()
 
     from tgatunet.data.sources import load_source
 
-    table = load_source(cfg, cfg.sources[0])
+    table = load_source(cfg, cfg.data.sources[0])
     assert len(table.values) == len(dataset["frames"]["full"])
 
 
 def test_absolute_source_path_kept(dataset):
     cfg = load_config(dataset["write"](_base(dataset)))
-    assert cfg.source_path(cfg.sources[0]) == dataset["paths"]["full"]
+    assert source_path(cfg, cfg.data.sources[0]) == dataset["paths"]["full"]
 
 
 # --- the CLI -----------------------------------------------------------------------
@@ -358,7 +360,7 @@ def test_cli_config_template():
     result = CliRunner().invoke(app, ["config", "template"])
     assert result.exit_code == 0, result.output
     parsed = yaml.safe_load(result.stdout)
-    assert set(parsed) == set(Config.model_fields) - {"config_dir"}
+    assert set(parsed) == set(FIELDS)
 
 
 def test_cli_config_template_preset():
@@ -432,4 +434,4 @@ def test_precision_written_as_plain_yaml_number(dataset):
     path = dataset["dir"] / "prec.yaml"
     path.write_text(yaml.safe_dump(raw) + "precision: 32\n", encoding="utf-8")
     cfg = load_config(path)
-    assert cfg.precision == "32"
+    assert cfg.performance.precision == "32"

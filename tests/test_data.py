@@ -14,8 +14,8 @@ import torch
 
 from tgatunet.config import Config, config_from_dict
 from tgatunet.data.normalize import ChannelStats
-from tgatunet.data.prepared import PreparedData, WindowDataset, prepare_data
-from tgatunet.data.sources import load_source
+from tgatunet.data.prepared import PreparedData, WindowDataset, collate_windows, prepare_data
+from tgatunet.data.sources import load_source, source_path
 from tgatunet.data.splits import split_blocks
 from tgatunet.data.windows import window_labels, window_span
 from tgatunet.errors import DataError
@@ -243,7 +243,7 @@ def test_need_column_partly_filled_is_observed_where_filled(dataset):
     partial.loc[5:9, "c"] = 1.5
     data = prepare_data(_config_with_frames(dataset, partial=partial))
     c = data.channels.index("c")
-    observed = data.observed[data.row_offsets[1] : data.row_offsets[2], c].numpy()
+    observed = data.observed[data.row_offsets[1] : data.row_offsets[2], c]
     assert np.flatnonzero(observed).tolist() == [5, 6, 7, 8, 9]
 
 
@@ -251,12 +251,12 @@ def test_parquet_loads_like_csv(dataset):
     frames = _frames(dataset)
     csv_data = prepare_data(_config(dataset))
     pq_cfg = _config_with_frames(dataset, frames["full"], frames["partial"], suffix=".parquet")
-    assert all(str(pq_cfg.source_path(s)).endswith(".parquet") for s in pq_cfg.sources)
+    assert all(str(source_path(pq_cfg, s)).endswith(".parquet") for s in pq_cfg.data.sources)
     pq_data = prepare_data(pq_cfg)
     assert pq_data.channels == csv_data.channels
     assert pq_data.class_names == csv_data.class_names
     assert pq_data.block_splits == csv_data.block_splits
-    assert torch.equal(pq_data.observed, csv_data.observed)
+    assert np.array_equal(pq_data.observed, csv_data.observed)
     torch.testing.assert_close(pq_data.values, csv_data.values, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(pq_data.stats.mean, csv_data.stats.mean, rtol=1e-6)
     for split in ("train", "val", "test"):
@@ -268,7 +268,7 @@ def test_parquet_tables_equal_csv_tables(dataset):
     frames = _frames(dataset)
     pq_cfg = _config_with_frames(dataset, frames["full"], frames["partial"], suffix=".parquet")
     csv_cfg = _config(dataset)
-    for pq_src, csv_src in zip(pq_cfg.sources, csv_cfg.sources):
+    for pq_src, csv_src in zip(pq_cfg.data.sources, csv_cfg.data.sources):
         pq, csv = load_source(pq_cfg, pq_src), load_source(csv_cfg, csv_src)
         np.testing.assert_array_equal(pq.values, csv.values)
         np.testing.assert_array_equal(pq.segment_bounds, csv.segment_bounds)
@@ -499,7 +499,7 @@ def test_normalised_training_values_are_standard(dataset):
     data = prepare_data(_config_with_frames(dataset, full=frames["full"]))
     row_blocks = _row_blocks(dataset, frames)
     train = np.array([data.block_splits[b] == "train" for b in row_blocks])
-    values, observed = data.values.numpy()[train], data.observed.numpy()[train]
+    values, observed = data.values[train], data.observed[train]
     for j, channel in enumerate(data.channels):
         v = values[observed[:, j], j]
         assert len(v) > 100, channel
@@ -531,8 +531,8 @@ def test_reuse_stats_and_block_splits_reproduces(dataset):
     second = prepare_data(_config(dataset, seed=99), stats=first.stats, block_splits=first.block_splits)
     assert second.block_splits == first.block_splits
     assert second.stats is first.stats
-    assert torch.equal(second.values, first.values)
-    assert torch.equal(second.observed, first.observed)
+    assert np.array_equal(second.values, first.values)
+    assert np.array_equal(second.observed, first.observed)
     for split in ("train", "val", "test"):
         for field in ("starts", "labels", "sources", "blocks"):
             assert np.array_equal(getattr(second.windows[split], field), getattr(first.windows[split], field))
@@ -545,7 +545,7 @@ def test_reuse_stats_with_new_data_applies_old_stats(dataset):
     second = prepare_data(_config_with_frames(dataset, full=full), stats=first.stats, block_splits=first.block_splits)
     np.testing.assert_array_equal(second.stats.mean, first.stats.mean)
     untouched = slice(40, None)  # rows after block full00
-    assert torch.equal(second.values[untouched], first.values[untouched])
+    assert np.array_equal(second.values[untouched], first.values[untouched])
 
 
 # --- WindowDataset ------------------------------------------------------------------------------
@@ -587,7 +587,7 @@ def test_window_dataset_items(dataset):
 
 def test_window_dataset_batches_with_dataloader(dataset):
     data = prepare_data(_config(dataset))
-    loader = torch.utils.data.DataLoader(WindowDataset(data, "train"), batch_size=5, shuffle=False)
+    loader = torch.utils.data.DataLoader(WindowDataset(data, "train"), batch_size=5, shuffle=False, collate_fn=collate_windows)
     batch = next(iter(loader))
     assert batch["values"].shape == (5, 16, 3)
     assert batch["observed"].shape == (5, 16, 3)
@@ -606,12 +606,28 @@ def test_input_files_not_modified(dataset, suffix):
     frames = _frames(dataset)
     frames["partial"]["c"] = np.nan  # a present-but-empty need column
     cfg = _config_with_frames(dataset, frames["full"], frames["partial"], suffix=suffix)
-    paths = [cfg.source_path(s) for s in cfg.sources]
+    paths = [source_path(cfg, s) for s in cfg.data.sources]
     before = _fingerprint(paths)
     listing = sorted(p.name for p in dataset["dir"].iterdir())
     data = prepare_data(cfg)
-    for src in cfg.sources:
+    for src in cfg.data.sources:
         load_source(cfg, src)
     assert len(data.windows["train"]) > 0
     assert _fingerprint(paths) == before
     assert sorted(p.name for p in dataset["dir"].iterdir()) == listing  # nothing written next to them
+
+
+def test_prepared_arrays_cannot_be_written_and_batches_are_copies(dataset):
+    # Validation and test windows read these arrays: nothing a run does may change them.
+    data = prepare_data(_config(dataset))
+    for array in (data.values, data.observed):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0, 0] = 1
+        with pytest.raises(ValueError, match="read-only"):
+            array[1:3] *= 2
+    before = data.values.copy()
+    batch = WindowDataset(data, "val").__getitems__([0, 1])
+    batch["values"].add_(1.0)  # a batch is the model's to change
+    values, _ = data.gather(data.windows["test"])
+    values.zero_()
+    assert np.array_equal(data.values, before)

@@ -18,12 +18,12 @@ import lightning.pytorch as pl
 import pytest
 
 import tgatunet
-from tgatunet.complete import complete_run
+from tgatunet.apply.complete import complete_run
 from tgatunet.config import config_from_dict
 from tgatunet.errors import ConfigError
-from tgatunet.evaluate import evaluate_run
-from tgatunet.predict import load_run
-from tgatunet.rundir import RunDir
+from tgatunet.apply.evaluate import evaluate_run
+from tgatunet.apply.predict import load_run
+from tgatunet.train.rundir import RunDir
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.run import make_loader, train
 
@@ -183,7 +183,7 @@ def test_ddp_need_update_splits_the_windows_and_every_process_gets_all_values(da
     assert first["values"] == second["values"]
     raw = dataset["config"]
     config = config_from_dict({**raw, "devices": "auto", "num_nodes": 2, "strategy": "ddp"})
-    assert (config.devices, config.num_nodes, config.strategy) == ("auto", 2, "ddp")
+    assert (config.performance.devices, config.performance.num_nodes, config.performance.strategy) == ("auto", 2, "ddp")
     with pytest.raises(ConfigError, match="strategy 'fsdp' .* accelerator: gpu"):
         config_from_dict({**raw, "strategy": "fsdp", "accelerator": "cpu"})
     with pytest.raises(ConfigError, match="devices must be a positive number"):

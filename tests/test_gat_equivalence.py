@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tgatunet.graph.temporal import band_radius, neighbors_to_edge_index, temporal_neighbors
+from tgatunet.graph.temporal import neighbors_to_edge_index, temporal_neighbors
 from tgatunet.model.gat import BandedSum, BatchedGATConv
 
 pyg = pytest.importorskip("torch_geometric.nn")
@@ -38,10 +38,11 @@ def test_matches_pyg_on_temporal_graph(heads, concat, time_k):
     twin = _pyg_twin(ours, F_in)
     x = torch.randn(B, T, F_in, dtype=torch.float64)
     index, valid = temporal_neighbors(T, time_k)
-    got = ours(x, index, valid)
+    got = ours(x, (index, valid))
     want = twin(x.reshape(B * T, F_in), _batch_edge_index(index, valid, B, T)).view(B, T, -1)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours(x, time_k), want, atol=1e-5, rtol=0)  # the banded path
 
 
 def test_matches_pyg_with_per_window_neighbours_in_float32():
@@ -55,7 +56,7 @@ def test_matches_pyg_with_per_window_neighbours_in_float32():
     valid = torch.rand(B, T, K) > 0.3
     valid[..., 0] = True
     # PyG softmax treats repeated edges as separate terms; so does the table.
-    got = ours(x, index, valid)
+    got = ours(x, (index, valid))
     want = twin(x.reshape(B * T, F_in), _batch_edge_index(index, valid, B, T)).view(B, T, -1)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
@@ -70,7 +71,7 @@ def test_gradients_match_pyg_on_temporal_graph(heads, time_k):
     x_twin = x.detach().clone().requires_grad_()
     index, valid = temporal_neighbors(T, time_k)
     g = torch.randn(B, T, heads * F_out, dtype=torch.float64)
-    (ours(x, index, valid) * g).sum().backward()
+    (ours(x, time_k) * g).sum().backward()  # the banded path
     (twin(x_twin.reshape(B * T, F_in), _batch_edge_index(index, valid, B, T)).view(B, T, -1) * g).sum().backward()
     torch.testing.assert_close(x.grad, x_twin.grad, atol=1e-10, rtol=0)
     for name in ("att_src", "att_dst", "bias"):
@@ -79,14 +80,13 @@ def test_gradients_match_pyg_on_temporal_graph(heads, time_k):
 
 
 def test_banded_and_gathered_paths_agree():
-    # The temporal table given per window (B, T, K) takes the gather path; shared, the banded one.
+    # The temporal graph given by its radius takes the banded path; as a table, the gather path.
     torch.manual_seed(3)
     B, T = 3, 10
     layer = BatchedGATConv(4, 3, heads=2).double()
     x = torch.randn(B, T, 4, dtype=torch.float64)
-    index, valid = temporal_neighbors(T, 2)
-    banded = layer(x, index, valid)
-    gathered = layer(x, index.expand(B, -1, -1), valid.expand(B, -1, -1))
+    banded = layer(x, 2)
+    gathered = layer(x, temporal_neighbors(T, 2))
     torch.testing.assert_close(banded, gathered, atol=1e-12, rtol=0)
 
 
@@ -95,30 +95,4 @@ def test_banded_sum_gradients(T, radius):
     torch.manual_seed(4)
     alpha = torch.rand(2, T, 2 * radius + 1, 3, dtype=torch.float64, requires_grad=True)
     h = torch.randn(2, T, 3, 4, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(BandedSum.apply, (alpha, h))
-    assert torch.autograd.gradcheck(BandedSum.apply, (alpha, h, bias))
-
-
-def test_band_radius_recognises_the_temporal_table_only():
-    index, valid = temporal_neighbors(12, 2)
-    assert band_radius(index, valid) == 2
-    assert band_radius(index.clone(), valid.clone()) == 2  # equal values, not the cached tensors
-    other = index.clone()
-    other[3, 0] = 7
-    assert band_radius(other, valid) is None
-    assert band_radius(index.expand(2, -1, -1), valid.expand(2, -1, -1)) is None  # per-window tables
-    assert band_radius(index[:, :4], valid[:, :4]) is None  # even degree
-
-
-def test_the_banded_output_is_not_a_view_so_the_blocks_in_place_elu_is_not_copied_back():
-    # An in-place op on a view makes autograd copy the whole base in the backward pass.
-    layer = BatchedGATConv(8, 4, heads=2)
-    x = torch.randn(3, 10, 8, requires_grad=True)
-    index, valid = temporal_neighbors(10, 1)
-    out = layer(x, index, valid, radius=1)
-    assert out.shape == (3, 10, 8) and out._base is None
-    out = torch.nn.functional.elu(out, inplace=True)
-    assert "CopySlices" not in type(out.grad_fn).__name__
-    out.sum().backward()
-    assert x.grad is not None and layer.lin.weight.grad is not None

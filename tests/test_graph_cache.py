@@ -1,4 +1,4 @@
-"""The graph cache: keys, memory and disk levels, damage, concurrent writers, size limits."""
+"""The graph cache: keys, disk entries, damage, concurrent writers, size limits."""
 
 import logging
 import multiprocessing
@@ -14,7 +14,6 @@ from tgatunet.graph import cache as cache_module
 from tgatunet.graph.cache import (
     DiskGraphStore,
     GraphCache,
-    MemoryLRU,
     cache_summary,
     clear_cache,
     decode_entry,
@@ -33,8 +32,8 @@ def _windows(B=6, T=20, C=3, seed=0):
     return torch.randn(B, T, C, generator=gen), torch.rand(B, T, C, generator=gen) < 0.85
 
 
-def _cache(path, graph=None, disk=MiB, memory=MiB):
-    return GraphCache(graph or KnnGraph(3, 1), path, max_disk_bytes=disk, max_memory_bytes=memory)
+def _cache(path, graph=None, disk=MiB):
+    return GraphCache(graph or KnnGraph(3, 1), path, max_disk_bytes=disk)
 
 
 def _entry_files(path):
@@ -46,11 +45,11 @@ def test_a_cached_graph_equals_a_fresh_one(tmp_path):
     fresh = KnnGraph(3, 1).build(values, visible)
     first = _cache(tmp_path)
     built = first.get(values, visible)
-    from_memory = first.get(values, visible)
-    from_disk = _cache(tmp_path).get(values, visible)  # a new process's view: disk only
-    for got in (built, from_memory, from_disk):
+    from_disk = first.get(values, visible)
+    in_another_process = _cache(tmp_path).get(values, visible)
+    for got in (built, from_disk, in_another_process):
         assert torch.equal(got[0], fresh[0]) and torch.equal(got[1], fresh[1])
-    assert first.stats.built == 6 and first.stats.memory_hits == 6
+    assert first.stats.built == 6 and first.stats.disk_hits == 6
     assert len(_entry_files(tmp_path)) == 6
 
 
@@ -61,7 +60,7 @@ def test_a_batch_mixing_hits_and_misses_keeps_its_order(tmp_path):
     got = cache.get(values, visible)
     want = KnnGraph(3, 1).build(values, visible)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    assert cache.stats.memory_hits == 3 and cache.stats.built == 8
+    assert cache.stats.disk_hits == 3 and cache.stats.built == 8
 
 
 def _key(graph=KnnGraph(3, 1), values=None, visible=None):
@@ -129,7 +128,7 @@ def test_a_damaged_entry_is_rebuilt_with_one_warning(tmp_path, caplog, damage):
     path.write_bytes(bytes(data))
 
     caplog.set_level(logging.WARNING, logger="tgatunet.graph.cache")
-    cache = _cache(tmp_path, memory=0)
+    cache = _cache(tmp_path)
     got = cache.get(values, visible)
     again = cache.get(values, visible)
     fresh = KnnGraph(3, 1).build(values, visible)
@@ -189,39 +188,13 @@ def test_two_processes_writing_the_same_entries_leave_a_valid_cache(tmp_path):
         w.join(timeout=120)
         assert w.exitcode == 0
     assert damaged.value == 0
-    cache = _cache(tmp_path, memory=0)
+    cache = _cache(tmp_path)
     got = cache.get(values, visible)
     want = KnnGraph(3, 1).build(values, visible)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert cache.stats.disk_hits == 24 and cache.stats.corrupt_rebuilt == 0
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".nbr"]
     assert leftovers == []
-
-
-def test_memory_lru_evicts_the_least_recently_used_beyond_its_byte_limit():
-    item = temporal_neighbors(10, 1)  # 10 x 3 slots: 240 + 30 bytes
-    size = 270
-    lru = MemoryLRU(max_bytes=3 * size)
-    for key in (b"a", b"b", b"c"):
-        assert lru.put(key, item) == 0
-    assert lru.get(b"a") is not None  # a is now more recent than b
-    assert lru.put(b"d", item) == 1
-    assert b"b" not in lru and all(k in lru for k in (b"a", b"c", b"d"))
-    assert lru.bytes == 3 * size
-    assert MemoryLRU(max_bytes=0).put(b"a", item) == 0  # disabled: stores nothing
-
-
-def test_structure_only_graphs_have_a_bounded_lru():
-    temporal_neighbors.cache_clear()
-    limit = temporal_neighbors.cache_info().maxsize
-    for T in range(4, 5 + limit):
-        temporal_neighbors(T, 1)
-    info = temporal_neighbors.cache_info()
-    assert info.currsize == limit and info.misses == limit + 1
-    temporal_neighbors(4, 1)  # the oldest was evicted: built again
-    assert temporal_neighbors.cache_info().misses == limit + 2
-    temporal_neighbors(5 + limit - 1, 1)
-    assert temporal_neighbors.cache_info().hits == 1
 
 
 def test_disk_limit_evicts_the_least_recently_used_entries(tmp_path):

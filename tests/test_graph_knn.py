@@ -111,7 +111,7 @@ def test_batched_gat_matches_pyg_on_a_knn_graph():
         twin.bias.copy_(ours.bias)
     x = torch.randn(B, T, F_in, dtype=torch.float64)
     edge_index = torch.cat([neighbors_to_edge_index(index[b], valid[b]) + b * T for b in range(B)], dim=1)
-    got = ours(x, index, valid)
+    got = ours(x, (index, valid))
     want = twin(x.reshape(B * T, F_in), edge_index).view(B, T, -1)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import tgatunet.hardware as hardware
 from tgatunet.cli import app
-from tgatunet.config import PRESETS, Config, config_from_dict, config_to_dict
+from tgatunet.config import FIELDS, PRESETS, Config, config_from_dict
 from tgatunet.errors import ConfigError
 from tgatunet.hardware import GB, DeviceMemory, Hardware, preset_for_memory
 
@@ -31,23 +31,23 @@ def _machine(ram_gb: float, gpu_gb: float | None = None) -> Hardware:
 def test_profile_fills_the_keys_the_file_does_not_set(dataset, preset):
     cfg = config_from_dict({**_without_model_keys(dataset), "hardware_profile": preset})
     for key, value in PRESETS[preset].items():
-        assert getattr(cfg, key) == value, key
-    assert cfg.hardware_profile == preset
+        assert cfg.flat()[key] == value, key
+    assert cfg.performance.hardware_profile == preset
 
 
 def test_explicit_keys_override_the_profile(dataset):
     raw = {**_without_model_keys(dataset), "hardware_profile": "high", "batch_size": 6, "use_gradient_checkpoint": True}
     cfg = config_from_dict(raw)
-    assert cfg.batch_size == 6 and cfg.use_gradient_checkpoint is True  # written: kept
-    assert (cfg.hidden_channels, cfg.encoder_layers, cfg.attention_heads) == (128, 3, 4)  # not written: preset
+    assert cfg.training.batch_size == 6 and cfg.performance.use_gradient_checkpoint is True  # written: kept
+    assert (cfg.model.hidden_channels, cfg.model.encoder_layers, cfg.model.attention_heads) == (128, 3, 4)  # not written: preset
 
 
 def test_without_a_profile_nothing_changes(dataset):
     raw = _without_model_keys(dataset)
     cfg = config_from_dict(raw)
-    assert cfg.hardware_profile is None
+    assert cfg.performance.hardware_profile is None
     for key in MODEL_KEYS:
-        assert getattr(cfg, key) == Config.model_fields[key].default, key
+        assert cfg.flat()[key] == FIELDS[key].default, key
 
 
 def test_unknown_profile_names_the_allowed_values(dataset):
@@ -78,8 +78,8 @@ def test_preset_by_nominal_memory(gib, preset):
 def test_auto_profile_picks_by_the_training_device(dataset, monkeypatch, machine, accelerator, preset):
     monkeypatch.setattr(hardware, "detect_hardware", lambda **_: machine)
     cfg = config_from_dict({**_without_model_keys(dataset), "hardware_profile": "auto", "accelerator": accelerator})
-    assert cfg.hardware_profile == preset
-    assert cfg.hidden_channels == PRESETS[preset]["hidden_channels"]
+    assert cfg.performance.hardware_profile == preset
+    assert cfg.model.hidden_channels == PRESETS[preset]["hidden_channels"]
 
 
 def test_auto_profile_follows_an_explicit_budget(dataset, monkeypatch):
@@ -88,17 +88,17 @@ def test_auto_profile_follows_an_explicit_budget(dataset, monkeypatch):
 
     monkeypatch.setattr(hardware, "detect_hardware", no_detection)
     cfg = config_from_dict({**_without_model_keys(dataset), "hardware_profile": "auto", "memory_budget_gb": 4})
-    assert cfg.hardware_profile == "low"
+    assert cfg.performance.hardware_profile == "low"
 
 
 def test_resolved_profile_round_trips_through_a_run_config(dataset, monkeypatch):
     monkeypatch.setattr(hardware, "detect_hardware", lambda **_: _machine(ram_gb=12))
     cfg = config_from_dict({**_without_model_keys(dataset), "hardware_profile": "auto", "hidden_channels": 48})
-    saved = yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))
+    saved = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))
     assert saved["hardware_profile"] == "medium"
     # Read back (evaluate, resume) on another machine: every key is written, so nothing changes.
     monkeypatch.setattr(hardware, "detect_hardware", lambda **_: _machine(ram_gb=64))
-    assert config_to_dict(config_from_dict(saved)) == config_to_dict(cfg)
+    assert config_from_dict(saved).to_dict() == cfg.to_dict()
 
 
 def test_memory_keys_are_validated(dataset):

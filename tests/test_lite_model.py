@@ -6,12 +6,10 @@ import torch.nn.functional as F
 
 from tgatunet.config import PRESETS
 from tgatunet.graph.temporal import temporal_neighbors
-from tgatunet.model.factory import build_model
 from tgatunet.model.gat import BatchedGATConv
 from tgatunet.model.lite_gat import LiteGATConv
-from tgatunet.model.lite_unet import LiteTGATUNet, pool_pairs, upsample_to
-from tgatunet.model.mqa_transformer import MultiQueryTransformerLayer
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
+from tgatunet.model.transformer import TransformerLayer
 from tgatunet.profiling import peak_memory_bytes
 
 
@@ -20,9 +18,9 @@ def _spec(**kw) -> ModelSpec:
     return ModelSpec(**{**base, **kw})
 
 
-def _lite(**kw) -> LiteTGATUNet:
+def _lite(**kw) -> TGATUNet:
     torch.manual_seed(0)
-    return LiteTGATUNet(_spec(lite=True, **kw))
+    return TGATUNet(_spec(lite=True, **kw))
 
 
 def _preset_spec(preset: str, lite: bool) -> ModelSpec:
@@ -41,9 +39,8 @@ def test_same_inputs_and_outputs_as_the_standard_model(T, enc, dec, tr):
     values = torch.randn(3, T, 5)
     visible = torch.rand(3, T, 5) > 0.3
     kw = dict(encoder_layers=enc, decoder_layers=dec, transformer_layers=tr)
-    standard = build_model(_spec(**kw))
-    lite = build_model(_spec(lite=True, **kw))
-    assert isinstance(standard, TGATUNet) and isinstance(lite, LiteTGATUNet)
+    standard = TGATUNet(_spec(**kw))
+    lite = TGATUNet(_spec(lite=True, **kw))
     for (want_recon, want_logits), (recon, logits) in [(standard(values, visible), lite(values, visible))]:
         assert recon.shape == want_recon.shape == (3, T, 5)
         assert logits.shape == want_logits.shape == (3, 3)
@@ -52,8 +49,8 @@ def test_same_inputs_and_outputs_as_the_standard_model(T, enc, dec, tr):
 
 @pytest.mark.parametrize("preset", ["medium", "high"])
 def test_lite_has_40_to_60_percent_fewer_parameters_at_the_presets(preset):
-    standard = _count(build_model(_preset_spec(preset, lite=False)))
-    lite = _count(build_model(_preset_spec(preset, lite=True)))
+    standard = _count(TGATUNet(_preset_spec(preset, lite=False)))
+    lite = _count(TGATUNet(_preset_spec(preset, lite=True)))
     assert 0.40 <= 1 - lite / standard <= 0.60
 
 
@@ -67,14 +64,14 @@ def test_windows_of_a_batch_are_independent():
     torch.testing.assert_close(batch_logits[2:3], single_logits, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("model_cls", [LiteTGATUNet, TGATUNet])
-def test_gradient_checkpointing_gives_the_same_gradients(model_cls):
+@pytest.mark.parametrize("lite", [True, False])
+def test_gradient_checkpointing_gives_the_same_gradients(lite):
     values = torch.randn(3, 24, 5)
     visible = torch.rand(3, 24, 5) > 0.2
     grads = []
     for checkpointed in (False, True):
         torch.manual_seed(0)
-        model = model_cls(_spec(gradient_checkpoint=checkpointed, transformer_layers=2, encoder_layers=3, decoder_layers=3))
+        model = TGATUNet(_spec(gradient_checkpoint=checkpointed, transformer_layers=2, encoder_layers=3, decoder_layers=3, lite=lite))
         recon, logits = model(values, visible)
         (recon.pow(2).mean() + logits.logsumexp(-1).mean()).backward()
         grads.append([p.grad.clone() for p in model.parameters()])
@@ -124,9 +121,9 @@ def test_lite_gat_is_gat_with_a_projection_shared_by_the_heads(heads, time_k):
     twin = _gat_twin(lite, F_in)
     x = torch.randn(B, T, F_in, dtype=torch.float64)
     index, valid = temporal_neighbors(T, time_k)
-    want = twin(x, index, valid)
+    want = twin(x, (index, valid))
     torch.testing.assert_close(lite(x, time_k), want, atol=1e-10, rtol=0)  # banded path
-    torch.testing.assert_close(lite(x, time_k, (index, valid)), want, atol=1e-10, rtol=0)  # table path
+    torch.testing.assert_close(lite(x, (index, valid)), want, atol=1e-10, rtol=0)  # table path
 
 
 def test_lite_gat_per_window_table_matches_the_standard_layer():
@@ -140,35 +137,12 @@ def test_lite_gat_per_window_table_matches_the_standard_layer():
     valid = torch.rand(B, T, K) > 0.3
     valid[..., 0] = True
     x = torch.randn(B, T, F_in, dtype=torch.float64)
-    torch.testing.assert_close(lite(x, 1, (index, valid)), twin(x, index, valid), atol=1e-10, rtol=0)
+    torch.testing.assert_close(lite(x, (index, valid)), twin(x, (index, valid)), atol=1e-10, rtol=0)
 
 
-def test_multi_query_layer_matches_the_reference_transformer_layer():
-    torch.manual_seed(0)
-    D, H, ff = 16, 4, 24
-    ours = MultiQueryTransformerLayer(D, H, ff, dropout=0.0).eval()
-    ref = torch.nn.TransformerEncoderLayer(
-        D, H, dim_feedforward=ff, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-    ).eval()
-    d = D // H
-    w_q, w_k, w_v = ours.qkv.weight.split([D, d, d])
-    b_q, b_k, b_v = ours.qkv.bias.split([D, d, d])
-    with torch.no_grad():
-        # Multi-query attention is multi-head attention whose key/value heads are all equal.
-        ref.self_attn.in_proj_weight.copy_(torch.cat([w_q, w_k.repeat(H, 1), w_v.repeat(H, 1)]))
-        ref.self_attn.in_proj_bias.copy_(torch.cat([b_q, b_k.repeat(H), b_v.repeat(H)]))
-        ref.self_attn.out_proj.load_state_dict(ours.out.state_dict())
-        ref.norm1.load_state_dict(ours.norm1.state_dict())
-        ref.norm2.load_state_dict(ours.norm2.state_dict())
-        ref.linear1.load_state_dict(ours.ff[0].state_dict())
-        ref.linear2.load_state_dict(ours.ff[2].state_dict())
-    x = torch.randn(3, 10, D)
-    torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
-
-
-# The standard layer's CPU training drops attention weights itself (the kernel's dropout is slow there).
-@pytest.mark.parametrize("model_cls,training", [(LiteTGATUNet, True), (TGATUNet, False)])
-def test_bottleneck_attention_goes_through_sdpa(model_cls, training, monkeypatch):
+@pytest.mark.parametrize("lite", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_bottleneck_attention_goes_through_sdpa(lite, training, monkeypatch):
     calls = []
     sdpa = F.scaled_dot_product_attention
 
@@ -177,7 +151,7 @@ def test_bottleneck_attention_goes_through_sdpa(model_cls, training, monkeypatch
         return sdpa(*args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
-    model = model_cls(_spec(transformer_layers=2, encoder_layers=2, dropout=0.1)).train(training)
+    model = TGATUNet(_spec(transformer_layers=2, encoder_layers=2, dropout=0.1, lite=lite)).train(training)
     model(torch.randn(2, 16, 5), torch.ones(2, 16, 5, dtype=torch.bool))
     assert len(calls) == 2
     assert all(shape == (2, 2, 4, 8) for shape in calls)  # [B, H, T / 2^E, D / H]
@@ -185,7 +159,7 @@ def test_bottleneck_attention_goes_through_sdpa(model_cls, training, monkeypatch
 
 def test_lite_attention_memory_grows_linearly_in_training():
     """No ``[B, H, T, T]`` score tensor: doubling T about doubles the peak, even with dropout on."""
-    layer = MultiQueryTransformerLayer(32, 2, 48, dropout=0.1).train()
+    layer = TransformerLayer(32, 2, 48, dropout=0.1, kv_heads=1, attention_dropout=0.0).train()
 
     def peak(T: int) -> int:
         x = torch.randn(2, T, 32, requires_grad=True)
@@ -195,20 +169,11 @@ def test_lite_attention_memory_grows_linearly_in_training():
     assert peak(1024) / peak(512) < 2.5
 
 
-def test_pool_and_upsample_match_the_standard_models_resampling():
-    h = torch.randn(2, 11, 4)
-    pooled = pool_pairs(h)
-    torch.testing.assert_close(pooled, F.avg_pool1d(h.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2))
-    for steps in (11, 12, 23, 40):
-        want = F.interpolate(pooled.transpose(1, 2), size=steps, mode="nearest").transpose(1, 2)
-        torch.testing.assert_close(upsample_to(pooled, steps), want)
-
-
-@pytest.mark.parametrize("model_cls", [LiteTGATUNet, TGATUNet])
-def test_checkpointed_blocks_keep_no_activations(model_cls):
+@pytest.mark.parametrize("lite", [True, False])
+def test_checkpointed_blocks_keep_no_activations(lite):
     def saved_bytes(checkpointed: bool) -> int:
         torch.manual_seed(0)
-        model = model_cls(_spec(gradient_checkpoint=checkpointed, encoder_layers=2, decoder_layers=2)).train()
+        model = TGATUNet(_spec(gradient_checkpoint=checkpointed, encoder_layers=2, decoder_layers=2, lite=lite)).train()
         sizes = []
 
         def pack(t):

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tgatunet.config import config_from_dict
-from tgatunet.data.prepared import BatchedWindowDataset, prepare_data
+from tgatunet.data.prepared import WindowDataset, prepare_data
 from tgatunet.errors import RunError
-from tgatunet.rundir import RunDir
+from tgatunet.train.rundir import RunDir
 from tgatunet.train.memory_optimizer import MemoryModel, MemoryOptimizer, choose_micro_batch
 from tgatunet.train.micro_batch import MicroBatches
 from tgatunet.train.run import build_module, make_loader, train
@@ -81,7 +81,7 @@ def module_and_batch(dataset):
     data = prepare_data(cfg)
     torch.manual_seed(0)
     module = build_module(cfg, data)
-    batch = BatchedWindowDataset(data, "train").__getitems__(list(range(10)))
+    batch = WindowDataset(data, "train").__getitems__(list(range(10)))
     visible, targets = module.inputs(batch, torch.Generator().manual_seed(1))
     return module, batch, (visible, targets)
 
@@ -238,7 +238,7 @@ def test_memory_crossing_the_target_lowers_the_size_for_the_next_steps(dataset):
     cfg = config_from_dict({**dataset["config"], "use_memory_optimizer": True, "epochs": 1})
     data = prepare_data(cfg)
     readings = iter([0.0, 0.0, 1.5, 1.5, 1.5, 2.0] + [0.0] * 100)  # in units of the limit
-    train_windows = BatchedWindowDataset(data, "train")
+    train_windows = WindowDataset(data, "train")
     optimizer = MemoryOptimizer(cfg, train_windows, usage=lambda size: int(next(readings) * optimizer.plan.limit))
     module = build_module(cfg, data)
     trainer = pl.Trainer(

@@ -4,20 +4,19 @@ import pandas as pd
 import pytest
 import torch
 
-from tgatunet.complete import complete_run
+from tgatunet.apply.complete import complete_run
 from tgatunet.config import load_config
-from tgatunet.evaluate import evaluate_run
+from tgatunet.apply.evaluate import evaluate_run
 from tgatunet.model.compile import CPU_INFERENCE_OPTIONS, CompiledOrEager
-from tgatunet.model.lite_unet import LiteTGATUNet
 from tgatunet.model.tgat_unet import TGATUNet
-from tgatunet.predict import load_run
+from tgatunet.apply.predict import load_run
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.run import train
 
 
 def _module(dataset, **overrides) -> TGATUNetModule:
     config = load_config(dataset["write"]({**dataset["config"], **overrides}))
-    return TGATUNetModule(config.model_dump(mode="json"), ["a", "b", "c"], ["slow", "fast"], [[False, False, True]])
+    return TGATUNetModule(config.flat(), ["a", "b", "c"], ["slow", "fast"], [[False, False, True]])
 
 
 def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,10 +24,10 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(2, 16, 3), torch.rand(2, 16, 3) > 0.3
 
 
-@pytest.mark.parametrize("optimized,model_cls", [(False, TGATUNet), (True, LiteTGATUNet)])
-def test_use_optimized_model_selects_the_variant(dataset, optimized, model_cls):
+@pytest.mark.parametrize("optimized", [False, True])
+def test_use_optimized_model_selects_the_variant(dataset, optimized):
     module = _module(dataset, use_optimized_model=optimized)
-    assert type(module.model) is model_cls
+    assert module.model.spec.lite is optimized and (module.model.fuse is None) is optimized
     assert module.compiled is None
 
 

@@ -1,4 +1,4 @@
-"""Resource monitoring in logs and metrics.json, the batched data path, and the memory benchmark."""
+"""Resource monitoring in logs and metrics.json, and the batched data path."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import default_collate
 
-from tgatunet.bench.memory import run_memory_benchmark
 from tgatunet.config import config_from_dict
-from tgatunet.data.prepared import BatchedWindowDataset, prepare_data
+from tgatunet.data.prepared import WindowDataset, prepare_data
 from tgatunet.profiling import peak_rss_bytes
 from tgatunet.report import console, print_metrics
 from tgatunet.train.monitor import ResourceMonitor
@@ -65,22 +63,23 @@ def test_monitor_samples_cuda_memory():
 
 def test_batched_fetch_equals_window_by_window(dataset):
     data = prepare_data(config_from_dict(dataset["config"]))
-    windows = BatchedWindowDataset(data, "train")
+    windows = WindowDataset(data, "train")
     indices = np.random.default_rng(0).permutation(len(windows))[:7].tolist()
     batch = windows.__getitems__(indices)
-    expected = default_collate([windows[i] for i in indices])
-    assert batch.keys() == expected.keys()
-    for key in batch:
-        assert batch[key].dtype == expected[key].dtype, key
-        assert torch.equal(batch[key], expected[key]), key
+    for b, i in enumerate(indices):
+        rows = slice(windows.index.starts[i], windows.index.starts[i] + data.window_size)
+        assert torch.equal(batch["values"][b], torch.from_numpy(data.values[rows]))
+        assert torch.equal(batch["observed"][b], torch.from_numpy(data.observed[rows]))
+        assert batch["label"][b] == windows.index.labels[i] and batch["index"][b] == i
+    assert batch["values"].dtype == torch.float32 and batch["observed"].dtype == torch.bool
 
 
 def test_loader_gives_every_window_once_in_batches(dataset):
     cfg = config_from_dict(dataset["config"])
     data = prepare_data(cfg)
     batches = list(make_loader(data, "train", cfg, shuffle=True))
-    assert all(len(b["values"]) <= cfg.batch_size for b in batches)
-    assert batches[0]["values"].shape[1:] == (cfg.window_size, len(data.channels))
+    assert all(len(b["values"]) <= cfg.training.batch_size for b in batches)
+    assert batches[0]["values"].shape[1:] == (cfg.data.window_size, len(data.channels))
     assert sorted(torch.cat([b["index"] for b in batches]).tolist()) == list(range(len(data.windows["train"])))
 
 
@@ -93,27 +92,3 @@ def test_peak_rss_counts_memory_touched_meanwhile():
     if peak is None:
         pytest.skip("no /proc high-water mark on this system")
     assert peak >= 48 * 2**20
-
-
-def test_memory_benchmark_writes_its_figures(tmp_path):
-    # Budgets scaled down with the data, so that the same code paths run in seconds. On the CPU:
-    # a CUDA context's fixed memory alone would exceed MB-sized budgets.
-    budgets = (0.002, 0.004, 0.008)
-    results = run_memory_benchmark(
-        tmp_path,
-        budgets_gb=budgets,
-        batch_size=64,
-        window_size=32,
-        model={"hidden_channels": 16, "encoder_layers": 1, "decoder_layers": 1, "attention_heads": 2, "time_k": 2},
-        device=torch.device("cpu"),
-    )
-    written = json.loads((tmp_path / "results.json").read_text())["memory"]
-    assert written["budgets"] == results["budgets"]
-    assert [row["budget_gb"] for row in written["budgets"]] == list(budgets)
-    for row in written["budgets"]:
-        assert row["peak_gb"] <= row["target_fraction"] * row["budget_gb"]
-        assert 1 <= row["chosen_batch_size"] <= 64
-    sizes = [row["chosen_batch_size"] for row in written["budgets"]]
-    assert sizes == sorted(sizes) and sizes[0] < 64  # more budget, larger micro-batches; the smallest must split
-    assert written["saving_vs_off"] > 0 and "same" in written["saving_vs_off_compares"]
-    assert written["data_path"]["batched_ms"] > 0 and "environment" in written

@@ -17,11 +17,11 @@ def test_written_dataset_loads_with_its_config(tmp_path):
     assert sorted(data.channels) == [f"ch{i:02d}" for i in range(6)]
     assert len(data.class_names) == 3
     # Every source lacks its need channels entirely, and every channel is observed somewhere.
-    for s, src in enumerate(config.sources):
+    for s, src in enumerate(config.data.sources):
         rows = slice(data.row_offsets[s], data.row_offsets[s + 1])
         for ch in src.need:
             assert not data.observed[rows, data.channels.index(ch)].any()
-    assert data.observed.any(dim=0).all()
+    assert data.observed.any(axis=0).all()
 
 
 def test_same_seed_same_data_other_seed_other_data():

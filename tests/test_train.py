@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tgatunet.errors import RunError
-from tgatunet.evaluate import evaluate_run
-from tgatunet.rundir import RunDir
-from tgatunet.train.checkpoint_io import atomic_torch_save
+from tgatunet.apply.evaluate import evaluate_run
+from tgatunet.train.rundir import RunDir
+from tgatunet.files import atomic_write
 from tgatunet.train.run import train
 
 
@@ -101,7 +101,7 @@ def test_resume_refuses_a_changed_model_or_missing_run(dataset):
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     target = tmp_path / "last.ckpt"
-    atomic_torch_save({"epoch": 1}, target)
+    atomic_write(target, lambda handle: torch.save({"epoch": 1}, handle))
 
     def broken_save(obj, handle):
         handle.write(b"partial")
@@ -109,7 +109,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):
-        atomic_torch_save({"epoch": 2}, target)
+        atomic_write(target, lambda handle: torch.save({"epoch": 2}, handle))
     monkeypatch.undo()
     assert torch.load(target)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

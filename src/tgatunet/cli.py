@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
 from rich.logging import RichHandler
 from rich.markup import escape
 
@@ -27,12 +26,7 @@ config_app = typer.Typer(help="Write or check a config file.", no_args_is_help=T
 app.add_typer(config_app, name="config")
 data_app = typer.Typer(help="Make or convert datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-bench_app = typer.Typer(
-    help="Measure what each optimisation buys; figures go to OUT/results.json. Without a subcommand: the whole "
-    "suite (same as python performance_test.py)."
-)
-app.add_typer(bench_app, name="bench")
-cache_app = typer.Typer(help="The knn graph cache: what it holds, build it ahead of training, clear it.", no_args_is_help=True)
+cache_app = typer.Typer(help="The knn graph cache: what it holds, build it ahead of evaluation, clear it.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
 
@@ -50,20 +44,6 @@ def setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=".*deterministic.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric.utilities.distributed").setLevel(logging.WARNING)  # one line per DDP rank
-
-
-def config_overrides(items: list[str]) -> dict[str, object]:
-    """``["key=value", ...]`` -> ``{key: value}``, each value read as YAML (``4`` an int, ``false`` a bool)."""
-    keys: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set '{item}': write KEY=VALUE, e.g. --set ff_multiplier=4")
-        try:
-            keys[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set '{item}': the value is not valid YAML ({err.problem}); quote strings") from None
-    return keys
 
 
 def _fail(err: TgatunetError) -> None:
@@ -120,12 +100,12 @@ def evaluate(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
 ) -> None:
     """Score completion (vs mean fill and ridge baselines) and classification on the test blocks."""
-    from tgatunet.evaluate import evaluate_run
+    from tgatunet.apply.evaluate import evaluate_run
 
     try:
         metrics = evaluate_run(run, compile=compile)
         if ablation is Ablation.need_update:
-            from tgatunet.ablation import need_update_ablation
+            from tgatunet.apply.ablation import need_update_ablation
 
             metrics["need_update"] = need_update_ablation(run)
     except TgatunetError as err:
@@ -142,7 +122,7 @@ def complete(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
 ) -> None:
     """Write completed copies of the sources: missing 'need' values filled, flagged, inputs untouched."""
-    from tgatunet.complete import complete_run
+    from tgatunet.apply.complete import complete_run
 
     try:
         written = complete_run(run, source=source, output=output, compile=compile)
@@ -165,129 +145,34 @@ def hardware(
 
     try:
         cfg = load_config(config) if config else None
-        accelerator, budget = (cfg.accelerator, cfg.memory_budget_gb) if cfg else ("auto", None)
+        accelerator, budget = (cfg.performance.accelerator, cfg.performance.memory_budget_gb) if cfg else ("auto", None)
         print_hardware(detect_hardware(), auto_profile(accelerator, budget))
         if cfg:
-            from tgatunet.train.memory_optimizer import plan_for_config
+            from tgatunet.train.run import plan_for_config
 
             print_memory_plan(plan_for_config(cfg).summary())
     except TgatunetError as err:
         _fail(err)
 
 
-@bench_app.callback(invoke_without_command=True)
+@app.command()
 def bench(
-    ctx: typer.Context,
-    quick: bool = typer.Option(
-        True, "--quick/--full", help="--quick (default): about 5 minutes on a 2-core CPU; --full: more rounds and "
-        "bigger sizes, for real hardware."
-    ),
-    out: Path = typer.Option(
-        Path("bench_results"), "--out", "-o", help="Folder of results.json, report.md and the plots (replaced by each run)."
-    ),
-    config: Path = typer.Option(
-        Path("configs/basicmotions.yaml"), "--config", "-c", help="Config of the graph and model benchmarks' trainings."
-    ),
-    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch while the suite runs."),
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config file: its data, model and machine settings."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder of bench.json and recommended.yaml (default RUN_DIR/bench)."),
+    steps: int = typer.Option(12, "--steps", min=4, help="Training steps timed per setting."),
 ) -> None:
-    """The whole suite: every section, results.json, report.md (the guide's promises met or not) and the plots."""
-    if ctx.invoked_subcommand is not None:
-        return
-    import dataclasses
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from tgatunet.bench.suite import FULL, QUICK, run_suite
-    from tgatunet.report import print_suite_summary
-
-    settings = dataclasses.replace(QUICK if quick else FULL, threads=threads)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
-    try:
-        with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-            task = progress.add_task("benchmark suite", total=len(settings.sections))
-
-            def on_section(name: str, state: str) -> None:
-                if state == "start":
-                    progress.update(task, description=f"section [bold]{name}[/]")
-                else:
-                    progress.advance(task)
-                    progress.console.print(f"{name}: {escape(state)}")
-
-            results = run_suite(out, settings, config_path=config, on_section=on_section)
-    except TgatunetError as err:
-        _fail(err)
-    print_suite_summary(results)
-    console.print(f"written: {out / 'results.json'}, {out / 'report.md'}, plots: {len(results['suite']['plots'])}")
-
-
-@bench_app.command("memory")
-def bench_memory(
-    out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json."),
-) -> None:
-    """Memory optimizer: peak memory at 1, 2 and 4 GB budgets and the saving vs no optimizer (a few minutes)."""
-    from tgatunet.bench.memory import run_memory_benchmark
-    from tgatunet.report import print_memory_bench
-
-    print_memory_bench(run_memory_benchmark(out))
-    console.print(f"written: {out / 'results.json'}")
-
-
-@bench_app.command("graph")
-def bench_graph(
-    out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json and graph_benchmark.png."),
-    config: Path = typer.Option(
-        Path("configs/basicmotions.yaml"), "--config", "-c", help="Config of the epoch timing (run with graph_type knn)."
-    ),
-    quick: bool = typer.Option(False, "--quick", help="Fewer windows, rounds and repeats (a few minutes less)."),
-) -> None:
-    """Graph construction and the graph cache: per-window times, cache speed-ups, one epoch cache on vs off."""
-    from tgatunet.bench.graph import run_graph_benchmark
+    """Measure your config on this machine: speed, memory, where a step's time goes, and the settings to change."""
+    from tgatunet.bench import run_bench
+    from tgatunet.report import print_bench
 
     try:
-        results = run_graph_benchmark(out, config_path=config, quick=quick)
+        target = out or load_config(config).resolved_run_dir(config.stem) / "bench"
+        with console.status("bench") as status:
+            report = run_bench(config, target, steps, on_progress=lambda what: status.update(f"bench: measuring {what}"))
     except TgatunetError as err:
         _fail(err)
-    console.print(
-        f"temporal, window 128, time_k 1: LRU hit {results['speedup_cache_vs_naive']:.0f}x faster than naive loops\n"
-        f"knn, window 128: disk cache {results['knn_speedup_disk_cache_vs_rebuild']:.1f}x faster than a rebuild\n"
-        f"one epoch on {config.name} with a knn graph: cache on {results['epoch_speedup_cache_on_vs_off']:.2f}x "
-        "the speed of cache off"
-    )
-    console.print(f"written: {out / 'results.json'}, {out / 'graph_benchmark.png'}")
-
-
-@bench_app.command("model")
-def bench_model(
-    out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json."),
-    config: Path = typer.Option(
-        Path("configs/basicmotions.yaml"), "--config", "-c", help="Config of the two trainings behind lite_mae_ratio."
-    ),
-    quick: bool = typer.Option(False, "--quick", help="5 timing rounds instead of 15, 4 training epochs instead of 20."),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="CPU threads for torch (default: torch's choice); recorded in the results."
-    ),
-) -> None:
-    """Lite vs standard model, gradient checkpointing, bf16/fp16: parameters, step time, peak memory, MAE."""
-    from tgatunet.bench.model import PRESET_NAMES, run_model_benchmark
-
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    try:
-        results = run_model_benchmark(out, config_path=config, rounds=5 if quick else 15, epochs=4 if quick else 20)
-    except TgatunetError as err:
-        _fail(err)
-    for preset in PRESET_NAMES:
-        r = results[preset]
-        console.print(
-            f"{preset}: lite {r['lite_param_reduction']:.0%} fewer parameters, {r['lite_step_speedup']:.2f}x step speed, "
-            f"{r['lite_peak_memory_reduction']:.0%} less peak memory; checkpointing {r['checkpoint_memory_reduction']:.0%} "
-            f"less memory at {r['checkpoint_step_time_ratio']:.2f}x step time; bf16 {r['bf16_step_speedup']:.2f}x speed, "
-            f"{r['bf16_memory_reduction']:.0%} less memory ({results['device']})"
-        )
-    console.print(f"lite / standard completion MAE after {results['epochs']} epochs: {results['lite_mae_ratio']:.3f}")
-    console.print(f"written: {out / 'results.json'}")
+    print_bench(report.to_dict())
+    console.print(f"written: {target / 'bench.json'}, {target / 'recommended.yaml'}")
 
 
 @config_app.command("template")
@@ -313,7 +198,7 @@ def config_validate(file: Path = typer.Argument(..., help="Config file to check.
         _fail(err)
     windows = ", ".join(f"{k} {len(v)}" for k, v in data.windows.items())
     console.print(
-        f"[green]ok[/]: {len(cfg.sources)} source(s), channels {data.channels}, "
+        f"[green]ok[/]: {len(cfg.data.sources)} source(s), channels {data.channels}, "
         f"classes {data.class_names}, windows: {windows}"
     )
 
@@ -375,7 +260,7 @@ def cache_info(config: Optional[Path] = _CACHE_CONFIG, directory: Optional[Path]
     else:
         console.print(
             f"last run ({last['by']}, {last['finished']}): hit rate {last['hit_rate']:.1%} of {last['lookups']} lookups "
-            f"(memory {last['memory_hits']}, disk {last['disk_hits']}, built {last['built']}, "
+            f"(disk {last['disk_hits']}, built {last['built']}, "
             f"damaged and rebuilt {last['corrupt_rebuilt']}, evicted {last['evicted']})"
         )
 
@@ -398,16 +283,16 @@ def cache_build(
     config: Path = typer.Option(..., "--config", "-c", help="YAML config file (graph_type: knn)."),
     workers: int = typer.Option(2, "--workers", "-w", min=0, help="Worker processes; 0 builds in this process."),
 ) -> None:
-    """Build the knn graphs of every window of the config's data before training, in parallel."""
+    """Build the knn graphs of every window of the config's data, for evaluation and completion, in parallel."""
     from rich.progress import Progress
 
-    from tgatunet.graph.precompute import precompute_graphs
+    from tgatunet.apply.predict import build_graph_cache
 
     try:
         cfg = load_config(config)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("building graphs", total=None)
-            report = precompute_graphs(
+            report = build_graph_cache(
                 cfg,
                 cfg.resolved_run_dir(config.stem),
                 workers,
@@ -447,72 +332,3 @@ def data_prepare(
     )
     if cfg.data_store_path() is None or cfg.data_store_path().resolve() != store.root.resolve():
         console.print(f"train from it: set 'data_store: {store.root.resolve()}' in {config}")
-
-
-@bench_app.command("compute")
-def bench_compute(
-    out: Path = typer.Option(Path("bench_results"), "--out", "-o", help="Folder of results.json and breakdown.png."),
-    quick: bool = typer.Option(
-        True, "--quick/--full", help="3 timing rounds (under a minute on 2 CPU cores) or 9, peak sizes up to 2048."
-    ),
-    preset: str = typer.Option("medium", "--preset", help=f"Guide preset of model and batch: {', '.join(PRESETS)}."),
-    window: int = typer.Option(128, "--window", min=4, help="window_size of the synthetic data."),
-    channels: int = typer.Option(9, "--channels", min=2, help="Channels of the synthetic data."),
-    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads of the step and the latency (2 is measured too)."),
-    set_keys: Optional[list[str]] = typer.Option(
-        None,
-        "--set",
-        metavar="KEY=VALUE",
-        help="A config key over the preset's (YAML value; repeatable), e.g. --set ff_multiplier=4 --set graph_type=knn.",
-    ),
-) -> None:
-    """Model-FLOPs utilisation of training and inference, single-window latency, where a step's time goes."""
-    from tgatunet.bench.compute import Setting, measure_compute
-
-    try:
-        setting = Setting(
-            preset=preset, window_size=window, channels=channels, threads=threads, config=config_overrides(set_keys or [])
-        )
-        results = measure_compute(out, quick=quick, setting=setting)
-    except TgatunetError as err:
-        _fail(err)
-    mfu, latency, breakdown = results["mfu"], results["infer_latency"], results["breakdown"]
-    s = mfu["setting"]
-    cached, streamed = (mfu["copy_bytes_per_second"][key] for key in sorted(mfu["copy_bytes_per_second"], key=int))
-    console.print(
-        f"{s['preset']} preset, window {s['window_size']}, {s['channels']} channels, batch {s['batch_size']}, "
-        f"{s['dtype']}, {s['threads']} thread(s); peak {mfu['peak_flops_per_second'] / 1e9:.1f} GFLOP/s "
-        f"(n={mfu['peak_size']} matrix products); copies {cached / 1e9:.1f} GB/s in cache, "
-        f"{streamed / 1e9:.1f} GB/s from memory"
-    )
-    line = f"MFU: training [bold]{mfu['train']:.3f}[/] ({mfu['train_step_ms']:.1f} ms/step)"
-    if "train_2threads" in mfu:
-        line += f", training with 2 threads [bold]{mfu['train_2threads']:.3f}[/]"
-    console.print(f"{line}, inference [bold]{mfu['infer']:.3f}[/]")
-    line = f"single-window latency: p50 [bold]{latency['latency_ms_p50']:.3f}[/] ms, p95 {latency['latency_ms_p95']:.3f} ms"
-    compiled = latency["compiled"]
-    if compiled["latency_ms_p50"] is not None:
-        line += (
-            f"; compiled p50 [bold]{compiled['latency_ms_p50']:.3f}[/] ms, p95 {compiled['latency_ms_p95']:.3f} ms "
-            f"({compiled['compile_seconds']:.0f} s to compile)"
-        )
-    console.print(line)
-    console.print(f"breakdown: {breakdown['verdict']}")
-    console.print(f"written: {out / 'results.json'} (mfu, infer_latency, breakdown), {out / 'breakdown.png'}")
-
-
-@bench_app.command("scale")
-def bench_scale(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder of results.json (section 'scale')."),
-    base_blocks: int = typer.Option(4, help="Recordings per source at 1x (3 sources, 2000 rows and 32 channels each)."),
-    steps: int = typer.Option(20, help="Timed training steps from each source for the throughput ratio."),
-) -> None:
-    """Peak RSS of an epoch from the out-of-core store at 1x-8x a base size, and its throughput vs in memory."""
-    from tgatunet.bench.scale import TARGETS, run_scale_benchmark
-
-    values = run_scale_benchmark(out, base_blocks=base_blocks, steps=steps)
-    console.print(f"peak RSS from the store (MiB): {values['peak_rss_mib_from_store']}")
-    console.print(f"peak RSS in memory (MiB):      {values['peak_rss_mib_in_memory']}")
-    for key, target in TARGETS.items():
-        console.print(f"scale.{key} = [bold]{values[key]}[/] (target {target})")
-    console.print(f"written: {out / 'results.json'} ({values['seconds']} s)")

@@ -71,16 +71,13 @@ def detect_hardware(gpu_free_memory: bool = True) -> Hardware:
     )
 
 
-def trains_on_cuda(accelerator: str) -> bool:
-    """Whether a run with config key ``accelerator`` trains on a CUDA GPU."""
-    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+def training_device(accelerator: str, hardware: Hardware | None = None) -> DeviceMemory:
+    """The device a run with config key ``accelerator`` trains and predicts on, chosen as Lightning chooses it.
 
-
-def training_device(accelerator: str, hardware: Hardware) -> DeviceMemory:
-    """The device a run with config key ``accelerator`` trains on, chosen as Lightning chooses it.
-
-    ``auto`` takes the first CUDA GPU, else MPS, else the CPU.
+    ``auto`` takes the first CUDA GPU, else MPS, else the CPU. ``hardware``: the machine
+    (default: :func:`detect_hardware` without reading free GPU memory).
     """
+    hardware = hardware or detect_hardware(gpu_free_memory=False)
     if accelerator in ("auto", "gpu", "cuda") and hardware.gpus:
         return hardware.gpus[0]
     if accelerator in ("auto", "gpu", "mps") and hardware.mps:
@@ -108,5 +105,5 @@ def auto_profile(accelerator: str, budget_gb: float | None) -> tuple[str, float,
     """
     if budget_gb is not None:
         return preset_for_memory(budget_gb * GB), float(budget_gb), "memory_budget_gb"
-    device = training_device(accelerator, detect_hardware(gpu_free_memory=False))
+    device = training_device(accelerator)
     return preset_for_memory(device.total_bytes), device.total_bytes / GB, device.name

@@ -1,22 +1,23 @@
-"""Plots a user looks at: loss curves, completed vs true signals, confusion matrix."""
+"""Plots a user looks at: loss curves, completed vs true signals, confusion matrix.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects and saved with their own
+canvas: no display is needed and matplotlib's global backend and pyplot state are left
+as the user has them (a notebook keeps its inline plots).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend first: no display on servers)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 
-def _save(fig: plt.Figure, out: Path) -> Path:
+def _save(fig: Figure, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -25,7 +26,8 @@ def plot_loss_curves(metrics_csv: Path, out: Path) -> Path | None:
     if not metrics_csv.is_file():
         return None
     frame = pd.read_csv(metrics_csv)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
     for ax, metric, title in [(axes[0], "loss", "total loss"), (axes[1], "acc", "window accuracy")]:
         for stage, style in [("train", "-"), ("val", "--")]:
             column = f"{stage}/{metric}"
@@ -44,7 +46,8 @@ def plot_completions(
 ) -> Path:
     """Completed vs true signals: ``true/model/ridge [W, T, K]`` for W windows and K channels."""
     n_win, _, n_ch = true.shape
-    fig, axes = plt.subplots(n_win, n_ch, figsize=(3.2 * n_ch, 2.2 * n_win), squeeze=False, sharex=True)
+    fig = Figure(figsize=(3.2 * n_ch, 2.2 * n_win))
+    axes = fig.subplots(n_win, n_ch, squeeze=False, sharex=True)
     for w in range(n_win):
         for k in range(n_ch):
             ax = axes[w, k]
@@ -62,7 +65,8 @@ def plot_completions(
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], out: Path) -> Path:
     """Confusion matrix (rows: true class, columns: predicted)."""
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(class_names), 1.0 + 0.8 * len(class_names)))
+    fig = Figure(figsize=(1.2 + 0.9 * len(class_names), 1.0 + 0.8 * len(class_names)))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -151,31 +150,6 @@ def print_memory_plan(plan: dict[str, Any]) -> None:
     )
 
 
-def print_memory_bench(results: dict[str, Any]) -> None:
-    table = Table(title="Memory optimizer: one training step, peak tensor memory")
-    for column in ("budget GB", "target GB", "micro-batch", "peak GB", "saving vs off"):
-        table.add_column(column, justify="right")
-    for row in results["budgets"]:
-        table.add_row(
-            f"{row['budget_gb']:g}",
-            f"{row['target_fraction'] * row['budget_gb']:.2f}",
-            str(row["chosen_batch_size"]),
-            f"{row['peak_gb']:.3f}",
-            f"{row['saving_vs_off']:.1%}",
-        )
-    off = results["off"]
-    table.add_row("off", "", str(off["batch_size"]), f"{off['peak_gb']:.3f}", "", style="bold")
-    console.print(table)
-    saving = results["saving_vs_off"]
-    console.print(f"saving_vs_off: {saving:.1%}" if saving is not None else "saving_vs_off: none")
-    console.print(results["saving_vs_off_compares"])
-    path = results["data_path"]
-    console.print(
-        f"data path: a batch of {path['batch_size']} windows in {path['batched_ms']:.2f} ms gathered vs "
-        f"{path['per_window_ms']:.2f} ms window by window ({path['speedup']:.0f}x)"
-    )
-
-
 def print_metrics(metrics: dict[str, Any]) -> None:
     if "train" in metrics:
         print_train(metrics["train"])
@@ -191,28 +165,30 @@ def print_metrics(metrics: dict[str, Any]) -> None:
         print_need_update(metrics["need_update"])
 
 
-def print_suite_summary(results: dict[str, Any]) -> None:
-    """The benchmark suite's headline figures and the guide's promises, met or not (``tgatunet bench``)."""
-    from tgatunet.bench.guide_report import COLUMNS, guide_comparison, guide_summary, headline_figures
-
-    figures = Table(title="Benchmark: headline figures")
-    figures.add_column("figure")
-    figures.add_column("value", justify="right")
-    for name, value, _ in headline_figures(results):
-        figures.add_row(name, value)
-    console.print(figures)
-    details = Table(title="Figures behind the guide's promises")
-    for column in ("figure", "promised", "measured", "verdict"):
-        details.add_column(column, justify="left" if column in ("figure", "verdict") else "right")
-    for row in guide_comparison(results):
-        if row["key"] != "-":
-            details.add_row(row["key"], row["promised"], row["measured"], row["verdict"])
-    console.print(details)
-    guide = Table(title="The performance guide's promises (details in report.md)")
-    for column in ("optimisation", *COLUMNS):
-        guide.add_column(column)
-    for row in guide_summary(results):
-        guide.add_row(row["optimisation"], *(row[c] for c in COLUMNS))
-    console.print(guide)
-    for name, reason in results.get("suite", {}).get("skipped", {}).items():
-        console.print(f"[yellow]section {name} not run:[/] {escape(reason)}")
+def print_bench(report: dict[str, Any]) -> None:
+    """``tgatunet bench``'s figures, the settings it tried, and what it recommends."""
+    train, infer = report["train"], report["infer"]
+    console.print(
+        f"training on {report['device']}: [bold]{train['windows_per_second']:.0f}[/] windows/s, "
+        f"{1e3 * train['step']['step_seconds']:.1f} ms/step, peak memory {train['peak_memory_gb']:.3f} GB "
+        f"(limit {report['memory_limit_gb']:.1f} GB); inference {infer['windows_per_second']:.0f} windows/s, "
+        f"one window {infer['latency_ms_p50']:.2f} ms"
+    )
+    console.print(f"step: {report['verdict']}")
+    table = Table(title="One change at a time (same data, same steps)")
+    for column in ("change", "windows/s", "speed", "peak GB"):
+        table.add_column(column, justify="left" if column == "change" else "right")
+    for v in report["variants"]:
+        change = ", ".join(f"{k}: {val}" for k, val in v["keys"].items())
+        if "error" in v:
+            table.add_row(change, "-", "-", "-", style="dim")
+            continue
+        speed = v["windows_per_second"] / train["windows_per_second"]
+        table.add_row(change, f"{v['windows_per_second']:.0f}", f"{speed:.2f}x", f"{v['peak_memory_gb']:.3f}")
+    console.print(table)
+    recommended = ", ".join(f"{k}: {v}" for k, v in report["recommended"].items()) or "nothing: keep the config"
+    console.print(f"recommended: [bold]{recommended}[/]")
+    for note in report["notes"].values():
+        console.print(f"  note: {note}")
+    if report["processes"].get("recommend_devices"):
+        console.print(f"  devices: {report['processes']['recommend_devices']} ({report['processes'].get('basis', '')})")

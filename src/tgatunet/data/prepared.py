@@ -3,8 +3,8 @@
 :func:`prepare_data` reads every source, splits blocks, fits normalisation on
 the training blocks, and lays all sources out as one contiguous float32 array
 ``[N, C]`` with its observation mask. A window is then nothing but a start row:
-:class:`WindowDataset` slices it out on demand, with no per-sample copies of
-the tables.
+:class:`WindowDataset` gathers a batch of them on demand, with no per-sample
+copies of the tables.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from tgatunet.config import Config
-from tgatunet.data.frozen import freeze
 from tgatunet.data.normalize import ChannelStats
 from tgatunet.data.sources import SourceTable, encode_labels, load_source
 from tgatunet.data.splits import SPLITS, split_blocks
@@ -43,6 +42,12 @@ class WindowIndex:
 
     def subset(self, keep: np.ndarray) -> WindowIndex:
         return WindowIndex(self.starts[keep], self.labels[keep], self.sources[keep], self.blocks[keep])
+
+    @classmethod
+    def concat(cls, parts: list[WindowIndex]) -> WindowIndex:
+        """The windows of ``parts``, one after the other."""
+        columns = zip(*((p.starts, p.labels, p.sources, p.blocks) for p in parts))
+        return cls(*(np.concatenate(column) for column in columns))
 
 
 @dataclass(frozen=True)
@@ -74,16 +79,19 @@ class WindowedData:
 
     def need_patterns(self) -> torch.Tensor:
         """``[P, C]`` bool: the distinct non-empty channel sets that some source needs."""
-        return need_patterns(self.source_need)
+        unique = {tuple(row.tolist()) for row in self.source_need if row.any()}
+        if not unique:
+            return torch.zeros(0, self.source_need.shape[1], dtype=torch.bool)
+        return torch.tensor(sorted(unique), dtype=torch.bool)
 
 
 @dataclass(frozen=True)
 class PreparedData(WindowedData):
     """All sources as one normalised array in memory, plus the windows of each split.
 
-    ``values`` and ``observed`` are read-only (:class:`~tgatunet.data.frozen.ReadOnlyTensor`):
-    validation and test windows read them, so nothing may write them. Training inputs that
-    change during a run (the dynamic need update) live in their own buffer
+    ``values`` and ``observed`` are read-only NumPy arrays: validation and test windows
+    read them, and any write to them raises. Batches are gathered copies. Training inputs
+    that change during a run (the dynamic need update) live in their own buffer
     (:class:`~tgatunet.data.training_inputs.TrainingInputs`).
 
     Attributes:
@@ -91,31 +99,23 @@ class PreparedData(WindowedData):
         observed: ``[N, C]`` bool observation mask; read-only.
     """
 
-    values: torch.Tensor
-    observed: torch.Tensor
+    values: np.ndarray
+    observed: np.ndarray
 
-
-def need_patterns(source_need: torch.Tensor) -> torch.Tensor:
-    """``[S, C]`` bool needs per source -> ``[P, C]`` bool distinct non-empty channel sets."""
-    unique = {tuple(row.tolist()) for row in source_need if row.any()}
-    if not unique:
-        return torch.zeros(0, source_need.shape[1], dtype=torch.bool)
-    return torch.tensor(sorted(unique), dtype=torch.bool)
+    def gather(self, index: WindowIndex) -> tuple[torch.Tensor, torch.Tensor]:
+        """``values, observed [W, T, C]`` of the windows in ``index`` (fresh, writable copies)."""
+        rows = self.rows(index.starts)
+        return torch.from_numpy(self.values[rows]), torch.from_numpy(self.observed[rows])
 
 
 def source_need_mask(config: Config) -> torch.Tensor:
     """``[S, C]`` bool: the channels each source of ``config`` needs."""
     channels = config.channels
-    need = torch.zeros(len(config.sources), len(channels), dtype=torch.bool)
-    for i, src in enumerate(config.sources):
+    need = torch.zeros(len(config.data.sources), len(channels), dtype=torch.bool)
+    for i, src in enumerate(config.data.sources):
         for ch in src.need:
             need[i, channels.index(ch)] = True
     return need
-
-
-def _majority(labels: np.ndarray) -> int:
-    labelled = labels[labels >= 0]
-    return int(np.bincount(labelled).argmax()) if len(labelled) else -1
 
 
 def index_windows(
@@ -135,23 +135,21 @@ def index_windows(
         block_splits: block key -> split.
         label_windows: window start rows ``[W]`` -> window labels ``[W]`` (-1 = none).
     """
-    span = window_span(config.window_size, config.downsample)
-    starts, seg_of_window = window_starts(bounds, span, config.stride)
+    d = config.data
+    span = window_span(d.window_size, d.downsample)
+    starts, seg_of_window = window_starts(bounds, span, d.stride)
     skipped = int(((bounds[:, 1] - bounds[:, 0]) < span).sum())
     if skipped:
         log.warning(
-            "%d block segment(s) shorter than one window (%d rows) were skipped for training and evaluation.",
-            skipped,
-            span,
+            "%d block segment(s) shorter than one window (%d rows) were skipped for training and evaluation.", skipped, span
         )
     if len(starts) == 0:
         longest = int((bounds[:, 1] - bounds[:, 0]).max())
         raise DataError(
-            f"no window left after windowing: a window spans {span} rows (window_size {config.window_size}, "
-            f"downsample {config.downsample}) but the longest block has {longest} rows. "
+            f"no window left after windowing: a window spans {span} rows (window_size {d.window_size}, "
+            f"downsample {d.downsample}) but the longest block has {longest} rows. "
             "Lower window_size or downsample, or check block_col."
         )
-
     win_blocks = seg_keys[seg_of_window]
     win_split = np.array([block_splits[k] for k in win_blocks])
     all_windows = WindowIndex(starts, label_windows(starts), seg_source[seg_of_window], win_blocks)
@@ -161,6 +159,21 @@ def index_windows(
     counts = Counter(win_split.tolist())
     log.info("windows: %s", ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS))
     return windows, skipped
+
+
+def draw_splits(config: Config, tables: list[SourceTable], labels: np.ndarray, bounds: np.ndarray, seg_keys: np.ndarray):
+    """Block key -> split: ``split_col``'s where given, else a seeded draw stratified by each block's majority label."""
+    block_rows: dict[str, list[np.ndarray]] = {}
+    for key, (lo, hi) in zip(seg_keys, bounds):
+        block_rows.setdefault(key, []).append(labels[lo:hi])
+    block_label = {}
+    for key, parts in block_rows.items():
+        labelled = np.concatenate(parts)
+        labelled = labelled[labelled >= 0]
+        block_label[key] = int(np.bincount(labelled).argmax()) if len(labelled) else -1
+    fixed = {f"{t.name}/{b}": s for t in tables for b, s in t.block_split.items()}
+    d = config.data
+    return split_blocks(block_label, d.val_fraction, d.test_fraction, config.training.seed, fixed)
 
 
 def prepare_data(
@@ -176,117 +189,74 @@ def prepare_data(
         block_splits: block key -> split to reuse (e.g. a trained run's); drawn if None.
         tables: already-read sources (skips reading the files).
     """
-    tables = tables if tables is not None else [load_source(config, s) for s in config.sources]
+    tables = tables if tables is not None else [load_source(config, s) for s in config.data.sources]
     class_names, row_labels = encode_labels(tables)
-    channels = config.channels
-
     offsets = np.cumsum([0] + [len(t.values) for t in tables])
     raw = np.concatenate([t.values for t in tables])
     labels = np.concatenate(row_labels)
     bounds = np.concatenate([t.segment_bounds + off for t, off in zip(tables, offsets)])
     seg_keys = np.concatenate([[f"{t.name}/{b}" for b in t.segment_blocks] for t in tables]).astype(object)
     seg_source = np.concatenate([np.full(len(t.segment_bounds), i) for i, t in enumerate(tables)])
-
     if block_splits is None:
-        block_rows: dict[str, list[np.ndarray]] = {}
-        for key, (lo, hi) in zip(seg_keys, bounds):
-            block_rows.setdefault(key, []).append(labels[lo:hi])
-        block_label = {k: _majority(np.concatenate(v)) for k, v in block_rows.items()}
-        fixed = {f"{t.name}/{b}": s for t in tables for b, s in t.block_split.items()}
-        block_splits = split_blocks(block_label, config.val_fraction, config.test_fraction, config.seed, fixed)
+        block_splits = draw_splits(config, tables, labels, bounds, seg_keys)
 
+    d = config.data
     windows, skipped = index_windows(
-        config,
-        bounds,
-        seg_keys,
-        seg_source,
-        block_splits,
-        lambda starts: window_labels(labels, row_index(starts, config.window_size, config.downsample), config.label_rule),
+        config, bounds, seg_keys, seg_source, block_splits,
+        lambda starts: window_labels(labels, row_index(starts, d.window_size, d.downsample), d.label_rule),
     )
-
     if stats is None:
-        train_rows = np.concatenate(
-            [np.arange(lo, hi) for key, (lo, hi) in zip(seg_keys, bounds) if block_splits[key] == "train"]
-        )
-        stats = ChannelStats.fit(raw[train_rows])
+        train = [np.arange(lo, hi) for key, (lo, hi) in zip(seg_keys, bounds) if block_splits[key] == "train"]
+        stats = ChannelStats.fit(raw[np.concatenate(train)])
     normalised = stats.apply(raw)
     observed = ~np.isnan(normalised)
-    need = source_need_mask(config)
-
+    values = np.nan_to_num(normalised, nan=0.0)
+    for array in (values, observed):
+        array.setflags(write=False)
     return PreparedData(
-        channels=channels,
-        class_names=class_names,
-        source_names=[t.name for t in tables],
-        stats=stats,
-        values=freeze(torch.from_numpy(np.nan_to_num(normalised, nan=0.0))),
-        observed=freeze(torch.from_numpy(observed)),
-        source_need=need,
-        row_offsets=offsets,
-        windows=windows,
-        block_splits=block_splits,
-        window_size=config.window_size,
-        downsample=config.downsample,
-        skipped_blocks=skipped,
+        channels=config.channels, class_names=class_names, source_names=[t.name for t in tables], stats=stats,
+        source_need=source_need_mask(config), row_offsets=offsets, windows=windows, block_splits=block_splits,
+        window_size=d.window_size, downsample=d.downsample, skipped_blocks=skipped, values=values, observed=observed,
     )
 
 
 class WindowDataset(Dataset):
-    """Windows of one split, sliced from the shared arrays.
+    """Windows of one split, gathered from the shared arrays a batch at a time.
 
-    Item: ``values [T, C]`` float32, ``observed [T, C]`` bool, ``label`` (-1 = none),
-    ``source`` index, ``index`` (position within the split).
+    A DataLoader hands :meth:`__getitems__` a batch's indices: one gather per array. What
+    it returns is already a batch; load with ``collate_fn=collate_windows``.
+
+    Item (batch): ``values [T, C]`` (``[B, T, C]``) float32, ``observed`` bool of the same
+    shape, ``label`` (-1 = none), ``source`` index, ``index`` (position within the split).
     """
 
     def __init__(self, data: PreparedData, split: str) -> None:
         self.data = data
         self.index = data.windows[split]
-        self.offsets = np.arange(data.window_size) * data.downsample  # [T]
-        # Read-only NumPy views of the frozen arrays: indexing them is cheaper than going through
-        # the read-only tensor, and gives fresh, writable copies just the same.
-        self.values, self.observed = data.values.numpy(), data.observed.numpy()
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rows = int(self.index.starts[i]) + self.offsets
-        return {
-            "values": torch.from_numpy(self.values[rows]),
-            "observed": torch.from_numpy(self.observed[rows]),
-            "label": torch.tensor(int(self.index.labels[i])),
-            "source": torch.tensor(int(self.index.sources[i])),
-            "index": torch.tensor(i),
-        }
+        return {key: value[0] for key, value in self.__getitems__([i]).items()}
 
-
-class BatchedWindowDataset(WindowDataset):
-    """A :class:`WindowDataset` that a DataLoader reads one batch at a time.
-
-    The DataLoader hands :meth:`__getitems__` a batch's indices: one gather per array instead
-    of one slice per window plus a stack, many times faster (``tgatunet bench memory`` measures
-    it). What it returns is already a batch: load with ``collate_fn=collate_windows``.
-    """
+    def read(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``values, observed [B, T, C]`` of the windows ``index`` (fresh copies)."""
+        rows = self.data.rows(self.index.starts[index])  # [B, T]
+        return self.data.values[rows], self.data.observed[rows]
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """The batch of windows ``indices``: :class:`WindowDataset` items stacked, ``values [B, T, C]`` etc."""
         index = np.asarray(indices, dtype=np.int64)  # [B]
-        rows = self.data.rows(self.index.starts[index]).reshape(-1)  # [B * T]
-        shape = (len(index), self.data.window_size, self.values.shape[1])
-
-        def gather(array: np.ndarray) -> torch.Tensor:
-            # numpy's take runs on one thread; torch's parallel gather was seen waiting ~40 ms on a
-            # busy OpenMP pool for a copy that takes 0.1 ms.
-            return torch.from_numpy(array.take(rows, axis=0).reshape(shape))
-
+        values, observed = self.read(index)
         return {
-            "values": gather(self.values),
-            "observed": gather(self.observed),
+            "values": torch.from_numpy(values),
+            "observed": torch.from_numpy(observed),
             "label": torch.from_numpy(self.index.labels[index].astype(np.int64)),
             "source": torch.from_numpy(self.index.sources[index].astype(np.int64)),
             "index": torch.from_numpy(index),
         }
 
 
-def collate_windows(batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """DataLoader ``collate_fn``: batches from :class:`BatchedWindowDataset` pass as they are, items are stacked."""
-    return batch if isinstance(batch, dict) else default_collate(batch)
+def collate_windows(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DataLoader ``collate_fn``: :meth:`WindowDataset.__getitems__` returns whole batches already."""
+    return batch

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tgatunet.config import Config, SourceConfig
+from tgatunet.data.datasets import BUNDLED_SCHEME, resolve_bundled
 from tgatunet.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -91,18 +92,25 @@ def _segments(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([starts, ends], axis=1).astype(np.int64), blocks[starts]
 
 
+def source_path(config: Config, source: SourceConfig) -> Path:
+    """A source's file: bundled, absolute, or relative to the config file."""
+    if source.path.startswith(BUNDLED_SCHEME):
+        return resolve_bundled(source.path)
+    return config.resolve(source.path)
+
+
 def load_source(config: Config, source: SourceConfig) -> SourceTable:
     """Read one source and check it against the config."""
-    path = config.source_path(source)
+    path = source_path(config, source)
     where = f"source '{source.name}' ({path})"
     frame = read_table(path, source.name)
     if len(frame) == 0:
         raise DataError(f"{where}: the file has no rows.")
 
-    label_col = source.label_col or config.label_col
-    block_col = source.block_col or config.block_col
-    expected = [*config.common_modalities, *source.have]
-    for column, role in [(label_col, "label_col"), (block_col, "block_col"), (config.split_col, "split_col")]:
+    label_col = source.label_col or config.data.label_col
+    block_col = source.block_col or config.data.block_col
+    expected = [*config.data.common_modalities, *source.have]
+    for column, role in [(label_col, "label_col"), (block_col, "block_col"), (config.data.split_col, "split_col")]:
         if column is not None and column not in frame.columns:
             raise DataError(
                 f"{where}: {role} '{column}' is not a column of the file. "
@@ -142,8 +150,8 @@ def load_source(config: Config, source: SourceConfig) -> SourceTable:
     labels = np.where(pd.isna(frame[label_col]).to_numpy(), None, labels)
 
     block_split: dict[str, str] = {}
-    if config.split_col is not None:
-        block_split = _block_splits(frame[config.split_col], blocks, where, config.split_col)
+    if config.data.split_col is not None:
+        block_split = _block_splits(frame[config.data.split_col], blocks, where, config.data.split_col)
     return SourceTable(source.name, path, values, bounds, segment_blocks, labels, block_split)
 
 

@@ -28,7 +28,6 @@ header, size and hash of every array.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -43,8 +42,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tgatunet.config import Config
-from tgatunet.data.sources import load_source, order_classes
+from tgatunet.data.sources import load_source, order_classes, source_path
 from tgatunet.errors import DataError
+from tgatunet.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ MANIFEST = "manifest.json"
 SCHEMA = "tgatunet-store"
 FORMAT_VERSION = 1
 ARRAYS = ("values", "observed", "labels", "segments")
-_HASH_CHUNK = 1 << 22
 
 
 class ArrayEntry(BaseModel):
@@ -183,25 +182,16 @@ class DataStore:
         return self.files.read(segments, 0, segments.shape[0])
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file's content, read in chunks (memory stays flat however big the file)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _rebuild_hint(root: Path) -> str:
     return f"Rebuild it: tgatunet data prepare --config YOUR_CONFIG --out {root}"
 
 
 def _effective_columns(config: Config, index: int) -> dict[str, str | None]:
-    src = config.sources[index]
+    src = config.data.sources[index]
     return {
-        "label_col": src.label_col or config.label_col,
-        "block_col": src.block_col or config.block_col,
-        "split_col": config.split_col,
+        "label_col": src.label_col or config.data.label_col,
+        "block_col": src.block_col or config.data.block_col,
+        "split_col": config.data.split_col,
     }
 
 
@@ -214,8 +204,8 @@ def _write_source(config: Config, index: int, folder: Path) -> tuple[SourceEntry
     Returns its manifest entry (array hashes still empty) and its distinct raw labels,
     in the order of their per-source codes.
     """
-    src = config.sources[index]
-    path = config.source_path(src)
+    src = config.data.sources[index]
+    path = source_path(config, src)
     if not path.is_file():
         raise DataError(f"source '{src.name}': file '{path}' not found. Check 'path' in the config.")
     # Hashed before reading: if the file changes meanwhile, the next open finds it stale.
@@ -261,7 +251,7 @@ def _recode_labels(path: Path, mapping: np.ndarray, chunk: int = 1 << 20) -> Non
 
 def _write_store(config: Config, root: Path) -> Manifest:
     entries, uniques = [], []
-    for i in range(len(config.sources)):
+    for i in range(len(config.data.sources)):
         entry, labels = _write_source(config, i, root / f"source_{i:03d}")
         entries.append(entry)
         uniques.append(labels)
@@ -354,10 +344,10 @@ def _check_config(root: Path, manifest: Manifest, config: Config) -> None:
 
     if manifest.channels != config.channels:
         raise differs("the channel list", manifest.channels, config.channels)
-    names = [s.name for s in config.sources]
+    names = [s.name for s in config.data.sources]
     if [s.name for s in manifest.sources] != names:
         raise differs("the source list", [s.name for s in manifest.sources], names)
-    for i, (entry, src) in enumerate(zip(manifest.sources, config.sources)):
+    for i, (entry, src) in enumerate(zip(manifest.sources, config.data.sources)):
         configured = {"have": src.have, "need": src.need, **_effective_columns(config, i)}
         for key, value in configured.items():
             if getattr(entry, key) != value:
@@ -366,8 +356,8 @@ def _check_config(root: Path, manifest: Manifest, config: Config) -> None:
 
 def _check_sources_fresh(root: Path, manifest: Manifest, config: Config) -> None:
     """Every source file must still hold the content the store was made from."""
-    for entry, src in zip(manifest.sources, config.sources):
-        path = config.source_path(src)
+    for entry, src in zip(manifest.sources, config.data.sources):
+        path = source_path(config, src)
         if not path.is_file():
             raise DataError(f"source '{src.name}': file '{path}' not found (the store '{root}' was made from it).")
         if sha256_file(path) != entry.sha256:

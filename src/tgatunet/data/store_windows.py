@@ -15,18 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
-
 from tgatunet.config import Config
 from tgatunet.data.normalize import ChannelStats
-from tgatunet.data.prepared import (
-    BatchedWindowDataset,
-    PreparedData,
-    WindowedData,
-    index_windows,
-    source_need_mask,
-)
+from tgatunet.data.prepared import PreparedData, WindowDataset, WindowedData, index_windows, source_need_mask
 from tgatunet.data.splits import split_blocks
 from tgatunet.data.store import DataStore, open_store
 from tgatunet.data.windows import row_index, window_labels, window_span
@@ -72,7 +63,7 @@ def _block_labels(store: DataStore, bounds: np.ndarray, offsets: np.ndarray, seg
 
 def _window_labels(store: DataStore, offsets: np.ndarray, config: Config, starts: np.ndarray) -> np.ndarray:
     """``[W]`` labels of the windows starting at (sorted) ``starts``, reading the labels in bounded runs."""
-    span = window_span(config.window_size, config.downsample)
+    span = window_span(config.data.window_size, config.data.downsample)
     sources = _source_of(starts, offsets)
     out = np.empty(len(starts), dtype=np.int64)
     i = 0
@@ -82,8 +73,8 @@ def _window_labels(store: DataStore, offsets: np.ndarray, config: Config, starts
         end = max(i + 1, min(end, int(np.searchsorted(sources, sources[i], side="right"))))
         source, lo = int(sources[i]), int(starts[i])
         labels = store.read_labels(source, lo - int(offsets[source]), int(starts[end - 1]) + span - lo)
-        rows = row_index(starts[i:end] - lo, config.window_size, config.downsample)
-        out[i:end] = window_labels(labels, rows, config.label_rule)
+        rows = row_index(starts[i:end] - lo, config.data.window_size, config.data.downsample)
+        out[i:end] = window_labels(labels, rows, config.data.label_rule)
         i = end
     return out
 
@@ -108,7 +99,7 @@ def store_data(
     if block_splits is None:
         fixed = {f"{s.name}/{b}": split for s in store.sources for b, split in s.block_split.items()}
         block_labels = _block_labels(store, bounds, offsets, seg_keys)
-        block_splits = split_blocks(block_labels, config.val_fraction, config.test_fraction, config.seed, fixed)
+        block_splits = split_blocks(block_labels, config.data.val_fraction, config.data.test_fraction, config.training.seed, fixed)
 
     windows, skipped = index_windows(
         config,
@@ -133,27 +124,22 @@ def store_data(
         row_offsets=offsets,
         windows=windows,
         block_splits=block_splits,
-        window_size=config.window_size,
-        downsample=config.downsample,
+        window_size=config.data.window_size,
+        downsample=config.data.downsample,
         skipped_blocks=skipped,
         store=store,
     )
 
 
-class StoreWindowDataset(Dataset):
-    """Windows of one split, each read from the store when asked for (the items of ``WindowDataset``).
+class StoreWindowDataset(WindowDataset):
+    """Windows of one split read from the store a batch at a time (the batches of :class:`WindowDataset`).
 
-    Item: ``values [T, C]`` float32 normalised (0 where not observed), ``observed [T, C]`` bool,
-    ``label`` (-1 = none), ``source`` index, ``index`` (position within the split).
+    The batch's rows are read into one buffer and normalised in one operation.
     """
 
     def __init__(self, data: StoreData, split: str) -> None:
-        self.data = data
-        self.index = data.windows[split]
+        super().__init__(data, split)
         self.span = window_span(data.window_size, data.downsample)
-
-    def __len__(self) -> int:
-        return len(self.index)
 
     def read(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``values [B, T, C]`` (normalised, 0 where not observed) and ``observed [B, T, C]`` of windows ``index``."""
@@ -171,37 +157,7 @@ class StoreWindowDataset(Dataset):
         np.copyto(values, 0.0, where=~observed)
         return values, observed
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        values, observed = self.read(np.array([i]))
-        return {
-            "values": torch.from_numpy(values[0]),
-            "observed": torch.from_numpy(observed[0]),
-            "label": torch.tensor(int(self.index.labels[i])),
-            "source": torch.tensor(int(self.index.sources[i])),
-            "index": torch.tensor(i),
-        }
 
-
-class BatchedStoreWindowDataset(StoreWindowDataset):
-    """A :class:`StoreWindowDataset` that a DataLoader reads one batch at a time.
-
-    The batch's rows are read into one buffer and normalised in one operation. What
-    :meth:`__getitems__` returns is already a batch: load with ``collate_fn=collate_windows``.
-    """
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """The batch of windows ``indices``: ``values [B, T, C]``, ``observed [B, T, C]``, ``label``, ``source``, ``index`` ``[B]``."""
-        index = np.asarray(indices, dtype=np.int64)  # [B]
-        values, observed = self.read(index)
-        return {
-            "values": torch.from_numpy(values),
-            "observed": torch.from_numpy(observed),
-            "label": torch.from_numpy(self.index.labels[index].astype(np.int64)),
-            "source": torch.from_numpy(self.index.sources[index].astype(np.int64)),
-            "index": torch.from_numpy(index),
-        }
-
-
-def batched_dataset(data: PreparedData | StoreData, split: str) -> BatchedWindowDataset | BatchedStoreWindowDataset:
+def window_dataset(data: PreparedData | StoreData, split: str) -> WindowDataset:
     """The split's windows, fetched a batch at a time, from memory or from the store."""
-    return BatchedStoreWindowDataset(data, split) if isinstance(data, StoreData) else BatchedWindowDataset(data, split)
+    return StoreWindowDataset(data, split) if isinstance(data, StoreData) else WindowDataset(data, split)

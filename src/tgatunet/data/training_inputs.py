@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tgatunet.data.prepared import BatchedWindowDataset, PreparedData
+from tgatunet.data.prepared import PreparedData, WindowDataset
 from tgatunet.data.windows import window_span
 
 
@@ -48,10 +48,9 @@ class TrainingInputs:
         self.window_start = np.where(buffered, np.searchsorted(self.rows, train.starts), -1)
         self.window_size, self.downsample = data.window_size, data.downsample
 
-        at = torch.from_numpy(self.rows)
         row_source = np.searchsorted(data.row_offsets, self.rows, side="right") - 1  # [R]
-        self.values = data.values[at].share_memory_()
-        self.observed = data.observed[at]
+        self.values = torch.from_numpy(data.values[self.rows]).share_memory_()
+        self.observed = torch.from_numpy(data.observed[self.rows])
         self.fillable = data.source_need[torch.from_numpy(row_source)] & ~self.observed
         self.filled = torch.zeros_like(self.observed).share_memory_()
 
@@ -79,10 +78,10 @@ class TrainingInputs:
         return int(write.sum())
 
 
-class TrainingWindowDataset(BatchedWindowDataset):
+class TrainingWindowDataset(WindowDataset):
     """The training windows, read through a :class:`TrainingInputs` buffer.
 
-    Item or batch: as :class:`~tgatunet.data.prepared.BatchedWindowDataset`, plus ``filled``
+    Item or batch: as :class:`~tgatunet.data.prepared.WindowDataset`, plus ``filled``
     (``[T, C]`` or ``[B, T, C]`` bool): completed values in ``values``, model inputs, never loss targets.
     """
 
@@ -90,16 +89,13 @@ class TrainingWindowDataset(BatchedWindowDataset):
         super().__init__(data, "train")
         self.inputs = inputs
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {key: value[0] for key, value in self.__getitems__([i]).items()}
-
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         batch = super().__getitems__(indices)
         starts = self.inputs.window_start[np.asarray(indices, dtype=np.int64)]  # [B]
         buffered = torch.from_numpy(starts >= 0)  # [B]
         filled = torch.zeros_like(batch["observed"])  # [B, T, C]
         if buffered.any():
-            rows = torch.from_numpy(starts[starts >= 0][:, None] + self.offsets)  # [B_b, T]
+            rows = torch.from_numpy(starts[starts >= 0][:, None] + np.arange(self.data.window_size) * self.data.downsample)  # [B_b, T]
             batch["values"][buffered] = self.inputs.values[rows]
             filled[buffered] = self.inputs.filled[rows]
         batch["filled"] = filled

@@ -48,7 +48,7 @@ class KnnGraph:
 
     @classmethod
     def from_config(cls, config) -> KnnGraph:
-        return cls(k=config.graph_knn, time_k=config.time_k)
+        return cls(k=config.model.graph_knn, time_k=config.model.time_k)
 
     @property
     def degree(self) -> int:

@@ -1,17 +1,11 @@
-"""Building a dataset's knn graphs ahead of time, in parallel worker processes.
+"""Building the knn graphs of many windows ahead of time, in parallel worker processes.
 
-Which graphs: every window of every split as observed, nothing hidden. Those
-are the inputs that repeat across a run's life: classification at evaluation,
-completion, the dynamic need update's pass over the training windows, and
-prediction. (A training step hides a fresh random set of values and builds
-its graph from what is left, so no graph of a training step is ever seen
-twice; validation hides the same values every epoch and fills the cache in
-its first epoch. See :class:`tgatunet.train.module.TGATUNetModule`.)
-
-Work is split into chunks of windows; each worker process builds the graphs
-of its chunks missing from the cache in one batched call and writes them
-(atomically, so workers never clash). Windows already cached are skipped, so a
-second build is a cheap check. The parent enforces the disk limit at the end.
+Which windows: the caller's, usually every window of a run's data as
+observed, nothing hidden: the inputs that evaluation, completion and
+prediction see again. Work is split into chunks; each worker builds the graphs
+of its chunks that are missing from the cache in one batched call and writes
+them (atomically, so workers never clash). Windows already cached are skipped,
+so a second build is a cheap check. The parent enforces the size limit at the end.
 
 Cost: the builder's (``O(T^2 * C)`` per window), spread over ``workers``
 processes (one thread each); memory per worker ``O(chunk_size * T * (C + T))``.
@@ -30,13 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tgatunet.config import Config
-from tgatunet.data.prepared import PreparedData, prepare_data
-from tgatunet.data.splits import SPLITS
-from tgatunet.errors import ConfigError
-from tgatunet.graph.cache import CacheStats, DiskGraphStore, GraphCache, cache_dir, write_stats
+from tgatunet.graph.cache import CacheStats, DiskGraphStore, GraphCache, write_stats
 from tgatunet.graph.knn import KnnGraph
-from tgatunet.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -53,55 +42,35 @@ class PrecomputeReport:
     seconds: float
 
 
-def observed_windows(data: PreparedData) -> tuple[torch.Tensor, torch.Tensor]:
-    """``values, observed [W, T, C]`` of every window of every split."""
-    starts = np.concatenate([data.windows[split].starts for split in SPLITS])
-    rows = torch.from_numpy(data.rows(starts))
-    return data.values[rows], data.observed[rows]
-
-
 def _init_worker() -> None:
-    # One thread per process: the processes are the parallelism.
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # the processes are the parallelism
 
 
 def build_chunk(graph: KnnGraph, directory: Path, values: np.ndarray, visible: np.ndarray) -> CacheStats:
     """Build and store the missing graphs of one chunk of windows (runs in a worker)."""
-    cache = GraphCache(graph, directory, max_disk_bytes=None, max_memory_bytes=0)
+    cache = GraphCache(graph, directory, max_disk_bytes=None)
     cache.get(torch.from_numpy(values), torch.from_numpy(visible))
     return cache.stats
 
 
 def precompute_graphs(
-    config: Config,
-    run_root: Path,
+    graph: KnnGraph,
+    directory: Path,
+    values: np.ndarray,
+    visible: np.ndarray,
+    max_bytes: int,
     workers: int,
     chunk_size: int = 256,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> PrecomputeReport:
-    """Build the knn graphs of every window of ``config``'s data into its graph cache.
+    """Build the graphs of windows ``values, visible [W, T, C]`` into the cache at ``directory``.
 
     Args:
-        run_root: the run directory; its normalisation and splits are used when it holds a run.
+        max_bytes: the cache's size limit, enforced once at the end.
         workers: worker processes; 0 or 1 builds in this process.
         on_progress: called with (windows done, windows in all) after each chunk, for progress bars.
     """
-    if config.graph_type != "knn":
-        raise ConfigError(
-            f"graph_type is '{config.graph_type}': only knn graphs depend on the data and go to the disk cache "
-            "(temporal graphs are built in microseconds and kept in memory). Set graph_type: knn."
-        )
-    run = RunDir(Path(run_root))
-    if run.data_path.is_file():
-        stats, splits, _ = run.read_data()
-        data = prepare_data(config, stats=stats, block_splits=splits)
-    else:
-        data = prepare_data(config)
-    values, observed = observed_windows(data)
-    graph = KnnGraph.from_config(config)
-    directory = cache_dir(config, run.root)
     bounds = [(lo, min(lo + chunk_size, len(values))) for lo in range(0, len(values), chunk_size)]
-
     start = time.perf_counter()
     total = CacheStats()
 
@@ -112,29 +81,18 @@ def precompute_graphs(
 
     if workers <= 1:
         for lo, hi in bounds:
-            finished(build_chunk(graph, directory, values[lo:hi].numpy(), observed[lo:hi].numpy()))
+            finished(build_chunk(graph, directory, values[lo:hi], visible[lo:hi]))
     else:
         context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started its threads
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-            jobs = [
-                pool.submit(build_chunk, graph, directory, values[lo:hi].numpy(), observed[lo:hi].numpy())
-                for lo, hi in bounds
-            ]
+            jobs = [pool.submit(build_chunk, graph, directory, values[lo:hi], visible[lo:hi]) for lo, hi in bounds]
             for job in as_completed(jobs):
                 finished(job.result())
-    total.evicted += DiskGraphStore(directory, int(config.graph_cache_max_mb * 2**20)).enforce_limit()
+    total.evicted += DiskGraphStore(directory, max_bytes).enforce_limit()
     if total.evicted:
         log.warning(
-            "the graphs exceed graph_cache_max_mb (%s MB): %d entries were evicted again. Raise graph_cache_max_mb.",
-            config.graph_cache_max_mb,
-            total.evicted,
+            "the graphs exceed graph_cache_max_mb (%.0f MB): %d entries were evicted again. Raise graph_cache_max_mb.",
+            max_bytes / 2**20, total.evicted,
         )
     write_stats(directory, "build", total)
-    return PrecomputeReport(
-        directory=directory,
-        windows=len(values),
-        built=total.built,
-        already_cached=total.memory_hits + total.disk_hits,
-        evicted=total.evicted,
-        seconds=time.perf_counter() - start,
-    )
+    return PrecomputeReport(directory, len(values), total.built, total.disk_hits, total.evicted, time.perf_counter() - start)

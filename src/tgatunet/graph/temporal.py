@@ -3,51 +3,31 @@
 Representation: a fixed-degree neighbour table instead of an edge list. Node
 ``t`` has ``K = 2 * time_k + 1`` neighbour slots ``t - time_k ... t + time_k``
 (its self loop included); slots that fall outside the window are marked
-invalid. This is what :class:`tgatunet.model.gat.BatchedGATConv` gathers from,
-for a whole batch at once.
+invalid. The model's layers never need this table: on the temporal graph,
+neighbour slot ``j`` of every node is the sequence shifted by ``j - time_k``,
+so they read shifted slices (:class:`~tgatunet.model.gat.BandedSum`) given just
+``time_k``. The table is the first ``K`` slots of every knn graph
+(:mod:`tgatunet.graph.knn`), and what the layers are tested against.
 
-Cost: ``O(T * K)`` time and memory, built once per (T, time_k, device) and
-reused, since it depends on nothing but those.
-
-A layer handed this table need not gather from it: neighbour slot ``j`` of
-every node is the sequence shifted by ``j - time_k``. :func:`band_radius`
-recognises the table, so layers can read shifted views instead.
+Cost: ``O(T * K)`` time and memory.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 
-@functools.lru_cache(maxsize=64)
-def temporal_neighbors(num_steps: int, time_k: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def temporal_neighbors(num_steps: int, time_k: int, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Neighbour table of the temporal graph.
 
     Returns:
         ``index [T, K]`` long: neighbour step of each slot (clamped into range),
         ``valid [T, K]`` bool: whether the slot is a real edge.
     """
-    # The tables are cached and shared: one first built under inference mode (evaluation)
-    # would be an inference tensor, which a later training step could not save for backward.
-    with torch.inference_mode(False):
-        offsets = torch.arange(-time_k, time_k + 1, device=device)  # [K]
-        steps = torch.arange(num_steps, device=device)[:, None]  # [T, 1]
-        raw = steps + offsets[None, :]  # [T, K]
-        valid = (raw >= 0) & (raw < num_steps)
-        return raw.clamp(0, num_steps - 1), valid
-
-
-def band_radius(index: torch.Tensor, valid: torch.Tensor) -> int | None:
-    """``time_k`` if ``(index, valid)`` is the temporal table of its length (shared by the batch), else None."""
-    if index.dim() != 2 or index.shape[1] % 2 == 0:
-        return None
-    radius = index.shape[1] // 2
-    band_index, band_valid = temporal_neighbors(index.shape[0], radius, str(index.device))
-    if index is band_index and valid is band_valid:  # the cached table itself: no comparison needed
-        return radius
-    return radius if torch.equal(index, band_index) and torch.equal(valid, band_valid) else None
+    offsets = torch.arange(-time_k, time_k + 1, device=device)  # [K]
+    raw = torch.arange(num_steps, device=device)[:, None] + offsets[None, :]  # [T, K]
+    valid = (raw >= 0) & (raw < num_steps)
+    return raw.clamp(0, num_steps - 1), valid
 
 
 def neighbors_to_edge_index(index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -1,1 +1,1 @@
-"""T-GAT-UNet: the batched graph attention layer and the U-Net built from it."""
+"""T-GAT-UNet: the batched graph attention layers, the transformer layer and the U-Net built from them."""

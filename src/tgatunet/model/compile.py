@@ -7,39 +7,22 @@ the first backward pass, where the backward graph is compiled (outside the
 call: the training step catches that one and calls :meth:`CompiledOrEager.give_up`).
 Either way the run continues eagerly, with one warning that says why.
 
-Prediction on a CPU compiles with two inductor options (:data:`CPU_INFERENCE_OPTIONS`),
-measured on one window of the medium preset, one thread, every variant compiled in
-one process and timed in alternation (``scripts/compile_options_ab.py``; two runs):
-0.83-1.10 ms with the defaults, 0.69-0.73 ms with ``cpp_wrapper`` (the compiled graph
-is driven from C++: no Python between its kernels), 0.64 ms with
-``realize_reads_threshold: 1`` as well (the GAT's attention weights are computed once
-into a buffer instead of being recomputed, exponentials included, inside every loop
-that reads them: the aggregation reads them once per feature). Outputs equal the
-eager model's to 1e-6. Training keeps inductor's defaults: on a CPU the compiled
-training step only draws level with the eager one (0.74-1.03x), and these options
-did not change that (0.92-0.95x without checkpointing).
+Prediction on a CPU compiles with :data:`CPU_INFERENCE_OPTIONS`: ``cpp_wrapper``
+drives the compiled graph from C++ (no Python between its kernels), and
+``realize_reads_threshold: 1`` makes inductor compute the GAT's attention
+weights once into a buffer instead of recomputing them, exponentials included,
+in every loop that reads them (docs/PERFORMANCE.md has the measured effect).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 CPU_INFERENCE_OPTIONS = {"cpp_wrapper": True, "realize_reads_threshold": 1}
-
-
-def uncached_when_compiling(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` for a ``functools.lru_cache``-wrapped ``fn``; the bare function while ``torch.compile`` traces.
-
-    Dynamo traces through a cache wrapper anyway, with a warning at every call site; the bare
-    function computes the same without the warning (what it builds from shapes alone becomes
-    part of the compiled graph).
-    """
-    return fn.__wrapped__(*args) if torch.compiler.is_compiling() else fn(*args)
 
 
 def _fall_back(reason: str) -> None:

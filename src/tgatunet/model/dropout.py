@@ -8,10 +8,8 @@ probability ``p``, the others are scaled so the expectation is unchanged,
     y_i = x_i \\, m_i / (1 - p), \\qquad m_i \\sim \\mathrm{Bernoulli}(1 - p).
 
 Why not ``torch.nn.functional.dropout`` on CPU: it draws each element's
-Bernoulli sample separately (~7 ns per element here), and at the medium preset
-(hidden 64, window 128) those draws took 9% of a training step's profiled CPU
-time (``torch.profiler``), more than any other operation but the matrix
-products. Here one 64-bit draw of torch's generator decides four
+Bernoulli sample separately, the largest cost of a CPU training step after the
+matrix products (docs/PERFORMANCE.md has the measured effect). Here one 64-bit draw of torch's generator decides four
 elements: element ``i`` is dropped when its 16-bit share ``u_i`` (uniform on
 ``0 .. 65535``) is below ``round(65536 p)``. The drop rate is therefore ``p``
 rounded to a multiple of ``2^-16`` (off by at most ``7.6e-6``), and kept values

@@ -1,4 +1,4 @@
-"""Graph attention with one value projection shared by all heads, and fused scores.
+"""Graph attention with one value projection shared by all heads (the lite model's GAT layer).
 
 The lightweight counterpart of :class:`tgatunet.model.gat.BatchedGATConv`. For
 node features ``x_i`` (width ``F_in``), ``H`` heads of width ``F``:
@@ -10,21 +10,11 @@ node features ``x_i`` (width ``F_in``), ``H`` heads of width ``F``:
     \\alpha^h_{ij} = \\mathrm{softmax}_{j \\in N(i)}(e^h_{ij}), \\qquad
     x'_i = \\big\\Vert_{h=1}^{H} \\sum_{j \\in N(i)} \\alpha^h_{ij} v_j + b
 
-with ``W`` of shape ``F_in x (F + 2H)``. What makes it cheaper than GATConv:
-
-* **values shared across heads** (as keys/values in multi-query attention):
-  one ``F``-wide value per node instead of ``H * F``, so the projection has
-  ``F_in * F`` weights instead of ``F_in * H * F`` and the neighbour features
-  that are aggregated are ``H`` times smaller. Heads still differ: each has its
-  own attention over the neighbours.
-* **fused scores**: GATConv's ``a^T (W_h x)`` is a linear function of ``x``, so
-  the source/destination scores come out of the same matrix product as the
-  values instead of an ``[B, T, H, F]`` product and sum.
-* **no gather on the temporal graph**: the neighbours of step ``t`` are
-  ``t - k .. t + k``, so neighbour ``j`` of every node is the value sequence
-  shifted by ``j - k``: a view of the padded values, not a gathered
-  ``[B, T, K, F]`` copy that autograd would keep. An explicit neighbour table
-  (``[T, K]`` or ``[B, T, K]``) is gathered as in GATConv.
+with ``W`` of shape ``F_in x (F + 2H)``: the values are shared across heads (as
+keys and values in multi-query attention), so the projection has ``F_in * F``
+weights instead of ``F_in * H * F`` and the aggregated neighbour features are
+``H`` times smaller; each head still has its own attention over the neighbours.
+Graphs as in :class:`~tgatunet.model.gat.BatchedGATConv`.
 """
 
 from __future__ import annotations
@@ -34,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tgatunet.model.dropout import dropout
-from tgatunet.model.gat import banded_aggregate, banded_scores
+from tgatunet.model.gat import Graph, banded_aggregate, banded_scores, flat_neighbors
 
 
 class LiteGATConv(nn.Module):
@@ -48,8 +38,7 @@ class LiteGATConv(nn.Module):
         dropout: dropout on the attention coefficients and on the shared values (training only).
 
     Shapes:
-        x: ``[B, T, F_in]``; neighbors: None (temporal graph of radius ``time_k``)
-        or ``(index, valid)`` of shape ``[T, K]`` or ``[B, T, K]``; output: ``[B, T, H * F]``.
+        x: ``[B, T, F_in]``; graph: ``int`` or ``(index, valid)``; output: ``[B, T, H * F]``.
     """
 
     def __init__(
@@ -62,44 +51,22 @@ class LiteGATConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(heads * out_channels))
         nn.init.xavier_uniform_(self.lin.weight)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        time_k: int = 1,
-        neighbors: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         B, T, _ = x.shape
         H, Fv = self.heads, self.out_channels
         value, score_src, score_dst = self.lin(x).split([Fv, H, H], dim=-1)  # [B,T,F], [B,T,H], [B,T,H]
         value = dropout(value, self.dropout, self.training)
-        if neighbors is None:
-            out = self._banded(value, score_src, score_dst, time_k)
+        if isinstance(graph, int):
+            e = banded_scores(score_src, graph)  # [B, T, K, H]
         else:
-            out = self._tabled(value, score_src, score_dst, *neighbors)
+            flat, valid = flat_neighbors(graph, B, T)
+            e = score_src.reshape(B * T, H)[flat].view(B, T, -1, H).masked_fill(~valid[..., None], float("-inf"))
+        e = F.leaky_relu(e + score_dst[:, :, None, :], self.negative_slope)
+        alpha = dropout(torch.softmax(e, dim=2), self.dropout, self.training)  # [B, T, K, H]
+        if isinstance(graph, int):
+            # Every head reads the same value row: a stride-0 view, no copy.
+            out = banded_aggregate(alpha, value[:, :, None, :].expand(-1, -1, H, -1))
+        else:
+            value_nb = value.reshape(B * T, Fv)[flat].view(B, T, -1, Fv)  # [B, T, K, F]
+            out = alpha.transpose(2, 3) @ value_nb  # [B, T, H, K] @ [B, T, K, F] -> [B, T, H, F]
         return out.reshape(B, T, H * Fv) + self.bias
-
-    def _attention(self, e: torch.Tensor, dim: int) -> torch.Tensor:
-        e = F.leaky_relu(e, self.negative_slope)
-        return dropout(torch.softmax(e, dim=dim), self.dropout, self.training)
-
-    def _banded(self, value: torch.Tensor, score_src: torch.Tensor, score_dst: torch.Tensor, time_k: int) -> torch.Tensor:
-        alpha = self._attention(banded_scores(score_src, time_k) + score_dst[:, :, None, :], dim=2)  # [B, T, K, H]
-        # Every head reads the same value row: a stride-0 view, no copy.
-        shared = value[:, :, None, :].expand(-1, -1, self.heads, -1)  # [B, T, H, F]
-        return banded_aggregate(alpha, shared)  # K multiply-adds on shifted slices
-
-    def _tabled(
-        self, value: torch.Tensor, score_src: torch.Tensor, score_dst: torch.Tensor, index: torch.Tensor, valid: torch.Tensor
-    ) -> torch.Tensor:
-        B, T, Fv = value.shape
-        H = score_src.shape[-1]
-        if index.dim() == 2:
-            index, valid = index.expand(B, -1, -1), valid.expand(B, -1, -1)
-        K = index.shape[-1]
-        offset = (torch.arange(B, device=value.device) * T)[:, None, None]
-        flat = (index + offset).reshape(-1)  # [B*T*K]
-        value_nb = value.reshape(B * T, Fv)[flat].view(B, T, K, Fv)
-        src_nb = score_src.reshape(B * T, H)[flat].view(B, T, K, H)
-        e = (src_nb + score_dst[:, :, None, :]).masked_fill(~valid[..., None], float("-inf"))
-        alpha = self._attention(e, dim=2)  # [B, T, K, H]
-        return alpha.transpose(2, 3) @ value_nb  # [B, T, H, K] @ [B, T, K, F] -> [B, T, H, F]

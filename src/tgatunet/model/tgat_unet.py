@@ -1,30 +1,34 @@
-"""The Temporal Graph Attention U-Net.
+"""The Temporal Graph Attention U-Net, standard and lightweight.
 
-A window is a graph whose nodes are its time steps. The network, for a batch
-``[B, T, C]`` of values with their visibility mask:
+A window is a graph whose nodes are its time steps. For a batch ``[B, T, C]`` of
+values with their visibility mask:
 
-1. input projection of ``[values, mask]`` (``2C -> D``) plus sinusoidal positions;
+1. input projection of ``[values * mask, mask]`` (``2C -> D``) plus sinusoidal positions;
 2. encoder: ``encoder_layers`` levels, each a GAT block on the graph of its
-   length, saved as a skip, then average-pooled to half the length;
-3. bottleneck: ``transformer_layers`` pre-norm transformer layers over time
-   (``scaled_dot_product_attention`` underneath);
+   length, kept as a skip, then average-pooled to half the length;
+3. bottleneck: ``transformer_layers`` pre-norm transformer layers over time;
 4. decoder: ``decoder_layers`` levels, each upsampling to the matching encoder
-   length, fusing the encoder skip (U-Net), then a GAT block;
-5. heads: per-step reconstruction of all ``C`` channels, and window logits from
-   the time-pooled bottleneck.
+   length and fusing the encoder skip (U-Net), then a GAT block;
+5. heads: per-step reconstruction of all ``C`` channels (plus a linear path from
+   the visible inputs of nearby steps), and window logits from the time-pooled
+   bottleneck.
 
-Graphs: the levels at full resolution use the window's own graph when one is
-given (``neighbors``, e.g. a knn graph from :mod:`tgatunet.graph.knn`), else
-the temporal graph; the pooled levels always use the temporal graph of their
-length. A data-dependent edge links two steps whose *values* were similar; a
-pooled node averages two steps, so an edge between pooled nodes would mix
-similarities measured elsewhere, and at the lowest level the bottleneck's
-attention already relates every pair of steps.
+Graphs: the full-resolution levels use the window's own graph when one is given
+(``neighbors``, e.g. a knn graph from :mod:`tgatunet.graph.knn`), else the
+temporal graph of ``time_k``; pooled levels always use the temporal graph. A
+data-dependent edge links two steps whose *values* were similar; a pooled node
+averages two steps, so such an edge would not carry over.
+
+The lightweight variant (``ModelSpec.lite``, config ``use_optimized_model``) has
+the same inputs, outputs and layout, built from cheaper parts:
+:class:`~tgatunet.model.lite_gat.LiteGATConv` (one value projection shared by
+the heads, dropout on its values instead of the block output), skips added
+instead of fused by a ``Linear(2D, D)``, and a multi-query transformer with a
+feed-forward of 3/4 of the standard width.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -33,17 +37,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tgatunet.graph import temporal_neighbors
-from tgatunet.model.compile import uncached_when_compiling
 from tgatunet.model.dropout import Dropout
-from tgatunet.model.gat import BatchedGATConv
-from tgatunet.model.resample import pool_pairs, upsample_to
+from tgatunet.model.gat import BatchedGATConv, Graph
+from tgatunet.model.lite_gat import LiteGATConv
 from tgatunet.model.transformer import TransformerLayer
+
+Neighbors = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Sizes of a T-GAT-UNet; built from a :class:`tgatunet.config.Config`."""
+    """Sizes of a T-GAT-UNet; built from a :class:`tgatunet.config.Config` by :meth:`from_config`."""
 
     in_channels: int
     num_classes: int
@@ -61,72 +65,53 @@ class ModelSpec:
 
     @classmethod
     def from_config(cls, config, in_channels: int, num_classes: int) -> ModelSpec:
+        m = config.model
         return cls(
             in_channels=in_channels,
             num_classes=num_classes,
-            hidden_channels=config.hidden_channels,
-            encoder_layers=config.encoder_layers,
-            decoder_layers=config.decoder_layers,
-            transformer_layers=config.transformer_layers,
-            attention_heads=config.attention_heads,
-            time_k=config.time_k,
-            dropout=config.dropout,
-            ff_multiplier=config.ff_multiplier,
-            gradient_checkpoint=config.use_gradient_checkpoint,
-            lite=config.use_optimized_model,
+            hidden_channels=m.hidden_channels,
+            encoder_layers=m.encoder_layers,
+            decoder_layers=m.decoder_layers,
+            transformer_layers=m.transformer_layers,
+            attention_heads=m.attention_heads,
+            time_k=m.time_k,
+            dropout=m.dropout,
+            ff_multiplier=m.ff_multiplier,
+            gradient_checkpoint=config.performance.use_gradient_checkpoint,
+            lite=m.use_optimized_model,
         )
 
 
-@functools.lru_cache(maxsize=64)
 def sinusoidal_positions(steps: int, dim: int, device: torch.device) -> torch.Tensor:
-    """``[T, D]`` fixed sinusoidal position encoding (Vaswani et al., 2017); built once per shape and device."""
-    # Cached and shared: built outside inference mode, so training can use a table first built in evaluation.
-    with torch.inference_mode(False):
-        pos = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
-        freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-        table = torch.zeros(steps, dim, device=device)
-        table[:, 0::2] = torch.sin(pos * freq)
-        table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-        return table
-
-
-def local_linear(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """``conv`` (odd kernel ``k``, replicate padding, stride 1) applied along time to ``x [B, T, C_in]``: ``[B, T, C_out]``.
-
-    The same function as ``conv(x.transpose(1, 2)).transpose(1, 2)``, as one matrix product of
-    each step's ``[C_in * k]`` window with the ``[C_out, C_in * k]`` kernel. Convolution kernels
-    are slow for so few channels (``2C -> C``), and ``x`` (inputs) needs no gradient, so the
-    backward pass is the kernel's gradient alone, one more matrix product.
-    """
-    k = conv.kernel_size[0]
-    B, T, C = x.shape
-    edge = k // 2
-    padded = torch.cat([x[:, :1].expand(B, edge, C), x, x[:, -1:].expand(B, edge, C)], dim=1)  # replicate: [B, T+k-1, C]
-    # Step t's window, rows t .. t+k-1 of ``padded``, is k * C consecutive values: a strided view, tap-major.
-    windows = padded.as_strided((B, T, k * C), (padded.stride(0), C, 1)).reshape(B * T, k * C)  # one row copy each
-    out = F.linear(windows, conv.weight.transpose(1, 2).flatten(1), conv.bias)  # kernel as [C_out, k * C_in]
-    return out.view(B, T, -1)
+    """``[T, D]`` fixed sinusoidal position encoding (Vaswani et al., 2017)."""
+    pos = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    angles = pos * freq  # [T, ceil(D/2)]
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :dim]
 
 
 class GATBlock(nn.Module):
-    """Post-norm residual GAT block: ``LayerNorm(x + Dropout(ELU(GAT(x))))``, ``[B, T, D] -> [B, T, D]``."""
+    """Post-norm residual GAT block ``LayerNorm(x + Dropout(ELU(GAT(x, graph))))``, ``[B, T, D] -> [B, T, D]``.
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    The lite block's GAT drops its shared values and weights itself, so the block adds no dropout.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float, lite: bool) -> None:
         super().__init__()
-        self.gat = BatchedGATConv(dim, dim // heads, heads=heads, concat=True, dropout=dropout)
+        if lite:
+            self.gat = LiteGATConv(dim, dim // heads, heads=heads, dropout=dropout)
+        else:
+            self.gat = BatchedGATConv(dim, dim // heads, heads=heads, concat=True, dropout=dropout)
         self.norm = nn.LayerNorm(dim)
-        self.dropout = Dropout(dropout)
+        self.dropout = Dropout(0.0 if lite else dropout)
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, radius: int | None = None) -> torch.Tensor:
-        """``x [B, T, D]``; ``index, valid``: neighbour table ``[T, K]`` or ``[B, T, K]``; ``radius``:
-        ``time_k`` when the table is the temporal graph's (see :class:`BatchedGATConv`)."""
-        # In place on the GAT's fresh output, so autograd keeps ELU's result and its backward needs
-        # no exponential (the out-of-place ELU recomputes one from its input).
-        return self.norm(x + self.dropout(F.elu(self.gat(x, index, valid, radius), inplace=True)))
+    def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
+        # In place on the GAT's fresh output: autograd keeps ELU's result, so its backward needs no exponential.
+        return self.norm(x + self.dropout(F.elu(self.gat(x, graph), inplace=True)))
 
 
 class TGATUNet(nn.Module):
-    """T-GAT-UNet: ``(values [B, T, C], visible [B, T, C], neighbors) -> (recon [B, T, C], logits [B, K])``.
+    """T-GAT-UNet: ``(values [B, T, C], visible [B, T, C], neighbors) -> (recon [B, T, C], logits [B, classes])``.
 
     ``neighbors``: optional ``(index [B, T, K] long, valid [B, T, K] bool)`` graph of the
     full-resolution levels; None: the temporal graph of ``time_k``.
@@ -135,71 +120,58 @@ class TGATUNet(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
-        D = spec.hidden_channels
-        self.input = nn.Linear(2 * spec.in_channels, D)
-        self.encoder = nn.ModuleList(GATBlock(D, spec.attention_heads, spec.dropout) for _ in range(spec.encoder_layers))
+        D, H, C, p = spec.hidden_channels, spec.attention_heads, spec.in_channels, spec.dropout
+        self.input = nn.Linear(2 * C, D)
+        self.encoder = nn.ModuleList(GATBlock(D, H, p, spec.lite) for _ in range(spec.encoder_layers))
+        ff_dim = spec.ff_multiplier * D * 3 // 4 if spec.lite else spec.ff_multiplier * D
         self.bottleneck = nn.ModuleList(
-            TransformerLayer(D, spec.attention_heads, spec.ff_multiplier * D, spec.dropout)
+            TransformerLayer(D, H, ff_dim, p, kv_heads=1 if spec.lite else H, attention_dropout=0.0 if spec.lite else p)
             for _ in range(spec.transformer_layers)
         )
-        self.fuse = nn.ModuleList(nn.Linear(2 * D, D) for _ in range(spec.decoder_layers))
-        self.decoder = nn.ModuleList(GATBlock(D, spec.attention_heads, spec.dropout) for _ in range(spec.decoder_layers))
-        self.reconstruct = nn.Linear(D, spec.in_channels)
+        # The lite model adds the skip to the upsampled features; the GAT block that follows mixes them.
+        self.fuse = None if spec.lite else nn.ModuleList(nn.Linear(2 * D, D) for _ in range(spec.decoder_layers))
+        self.decoder = nn.ModuleList(GATBlock(D, H, p, spec.lite) for _ in range(spec.decoder_layers))
+        self.reconstruct = nn.Linear(D, C)
         # A linear path from the visible inputs of nearby steps straight to the output: the
         # network then only has to learn what a local linear map cannot.
-        self.local = nn.Conv1d(
-            2 * spec.in_channels, spec.in_channels, spec.local_kernel, padding=spec.local_kernel // 2, padding_mode="replicate"
-        )
-        self.classify = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), Dropout(spec.dropout), nn.Linear(D, spec.num_classes))
+        self.local = nn.Conv1d(2 * C, C, spec.local_kernel, padding=spec.local_kernel // 2, padding_mode="replicate")
+        self.classify = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), Dropout(p), nn.Linear(D, spec.num_classes))
 
     def _run(self, module: nn.Module, *args) -> torch.Tensor:
-        # The last two decoder blocks keep their activations: backward uses and frees them first,
-        # before it recomputes any other block, so recomputing them would mostly cost time
-        # (measured at the guide's presets, window 128: 41-44% less peak memory at 1.3x step
-        # time, against 51-53% at 1.5x when every block is recomputed).
-        if (
-            self.spec.gradient_checkpoint
-            and self.training
-            and torch.is_grad_enabled()
-            and not any(module is block for block in list(self.decoder)[-2:])
-        ):
+        # With gradient checkpointing every block but the last two decoder blocks is recomputed:
+        # backward uses and frees those two first, so recomputing them would mostly cost time.
+        last = list(self.decoder)[-2:]
+        if self.spec.gradient_checkpoint and self.training and torch.is_grad_enabled() and not any(module is b for b in last):
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)
 
-    def _graph(self, steps: int, full: int, neighbors, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int | None]:
-        """``(index, valid, radius)`` of a level of ``steps`` steps; ``radius`` is ``time_k`` for the temporal graph."""
-        if neighbors is not None and steps == full:
-            return (*neighbors, None)
-        return (*uncached_when_compiling(temporal_neighbors, steps, self.spec.time_k, str(device)), self.spec.time_k)
-
     def forward(
-        self,
-        values: torch.Tensor,
-        visible: torch.Tensor,
-        neighbors: tuple[torch.Tensor, torch.Tensor] | None = None,
+        self, values: torch.Tensor, visible: torch.Tensor, neighbors: Neighbors | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, C = values.shape
         vis = visible.to(values.dtype)
         x = torch.cat([values * vis, vis], dim=-1)  # [B, T, 2C]
-        h = self.input(x)  # [B, T, D]
-        h = h + uncached_when_compiling(sinusoidal_positions, T, h.shape[-1], h.device).to(h.dtype)
+        h = self.input(x) + sinusoidal_positions(T, self.spec.hidden_channels, x.device).to(x.dtype)  # [B, T, D]
+
+        def graph(steps: int) -> Graph:
+            return neighbors if neighbors is not None and steps == T else self.spec.time_k
 
         skips = []
         for block in self.encoder:
-            h = self._run(block, h, *self._graph(h.shape[1], T, neighbors, h.device))  # [B, T_l, D]
+            h = self._run(block, h, graph(h.shape[1]))  # [B, T_l, D]
             skips.append(h)
-            h = pool_pairs(h)  # [B, ceil(T_l/2), D]
+            h = F.avg_pool1d(h.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2)  # [B, ceil(T_l/2), D]
 
         for layer in self.bottleneck:
-            h = self._run(layer, h)  # [B, T_E, D]
-        logits = self.classify(h.mean(dim=1))  # [B, K]
+            h = self._run(layer, h)
+        logits = self.classify(h.mean(dim=1))  # [B, classes]
 
-        for i, (fuse, block) in enumerate(zip(self.fuse, self.decoder)):
+        for i, block in enumerate(self.decoder):
             # Decoder level i pairs with encoder level E-1-i; extra levels reuse full resolution.
             skip = skips[len(skips) - 1 - i] if i < len(skips) else skips[0]
-            h = upsample_to(h, skip.shape[1])
-            graph = self._graph(skip.shape[1], T, neighbors, h.device)
-            h = self._run(block, fuse(torch.cat([h, skip], dim=-1)), *graph)  # [B, T_l, D]
-        h = upsample_to(h, T)
-        local = local_linear(self.local, x)  # [B, T, C]
+            h = F.interpolate(h.transpose(1, 2), size=skip.shape[1], mode="nearest").transpose(1, 2)
+            h = h + skip if self.fuse is None else self.fuse[i](torch.cat([h, skip], dim=-1))
+            h = self._run(block, h, graph(skip.shape[1]))  # [B, T_l, D]
+        h = F.interpolate(h.transpose(1, 2), size=T, mode="nearest").transpose(1, 2)
+        local = self.local(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
         return self.reconstruct(h) + local, logits

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
 import time
+from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
 
 class ThroughputMonitor(pl.Callback):
@@ -45,4 +48,71 @@ class ThroughputMonitor(pl.Callback):
             "train_seconds": round(self.seconds, 2),
             "epochs_timed": self.epochs,
             "epochs_per_minute": round(60.0 * self.epochs / self.seconds, 3) if self.seconds else 0.0,
+        }
+
+
+class StepTimer(pl.Callback):
+    """Times each phase of the real training step through Lightning's hooks (for ``tgatunet bench``).
+
+    Phases of one step, in seconds: ``data`` (from the end of the previous step to the start of
+    this one: fetching and moving the batch), ``forward`` (hiding, graph, forward pass and loss,
+    up to the backward pass), ``backward``, ``optimizer`` (clipping, the optimiser step, logging).
+    With micro-batches a step has several forward and backward phases; they add up. On CUDA every
+    mark waits for the device (which slows the step a little: use it to measure, not to train).
+
+    Args:
+        skip: first steps left out (warm-up: allocator, kernel selection, compilation).
+    """
+
+    PHASES = ("data", "forward", "backward", "optimizer")
+
+    def __init__(self, skip: int = 2) -> None:
+        self.skip = skip
+        self.steps: list[dict[str, float]] = []
+        self.batch_sizes: list[int] = []
+        self._mark: float | None = None
+        self._current: dict[str, float] = {}
+
+    def _lap(self, pl_module: pl.LightningModule) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        now = time.perf_counter()
+        lap, self._mark = now - (self._mark if self._mark is not None else now), now
+        return lap
+
+    def _add(self, phase: str, pl_module: pl.LightningModule) -> None:
+        self._current[phase] = self._current.get(phase, 0.0) + self._lap(pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._current = {}
+        self._add("data", pl_module)
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._add("forward", pl_module)
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self._add("backward", pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._add("optimizer", pl_module)
+        if batch_idx >= self.skip:
+            self.steps.append({phase: self._current.get(phase, 0.0) for phase in self.PHASES})
+            self.batch_sizes.append(len(batch["values"]))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._mark = None  # validation between epochs is not data loading: start counting here
+        self._lap(pl_module)
+
+    def summary(self) -> dict[str, Any]:
+        """Median seconds per phase and per step, each phase's share, windows per second."""
+        if not self.steps:
+            return {"steps": 0}
+        median = {phase: statistics.median(s[phase] for s in self.steps) for phase in self.PHASES}
+        step = statistics.median(sum(s.values()) for s in self.steps)
+        return {
+            "steps": len(self.steps),
+            "step_seconds": step,
+            "phase_seconds": median,
+            "share": {phase: value / step if step else 0.0 for phase, value in median.items()},
+            "windows_per_second": statistics.median(self.batch_sizes) / step if step else 0.0,
         }

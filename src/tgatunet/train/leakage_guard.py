@@ -1,7 +1,7 @@
 """The leakage guard: proof that a run left its validation and test inputs as they were.
 
 Validation and test inputs are read-only by construction
-(:class:`~tgatunet.data.frozen.ReadOnlyTensor`); the guard checks the result,
+(read-only NumPy arrays); the guard checks the result,
 whatever path a write might have taken. At the start and at the end of
 fitting it hashes (SHA-256) the values and observation mask of each split's
 windows, in order, as the model reads them (from memory or from a data store); ``held`` is True when both
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tgatunet.data.prepared import PreparedData
-from tgatunet.data.store_windows import StoreData, batched_dataset
+from tgatunet.data.store_windows import StoreData, window_dataset
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ GUARDED_SPLITS = ("val", "test")
 
 def split_fingerprint(data: PreparedData | StoreData, split: str, chunk: int = 4096) -> str:
     """SHA-256 hex digest of what ``split``'s windows feed the model: each window's values and mask, in order."""
-    dataset = batched_dataset(data, split)
+    dataset = window_dataset(data, split)
     digest = hashlib.sha256()
     for first in range(0, len(dataset), chunk):
         batch = dataset.__getitems__(list(range(first, min(first + chunk, len(dataset)))))

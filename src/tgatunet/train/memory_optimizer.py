@@ -40,10 +40,9 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
 from tgatunet.config import Config
-from tgatunet.data.prepared import BatchedWindowDataset
-from tgatunet.data.store_windows import batched_dataset
+from tgatunet.data.prepared import WindowDataset
 from tgatunet.errors import RunError
-from tgatunet.hardware import GB, detect_hardware, training_device
+from tgatunet.hardware import GB
 from tgatunet.profiling import peak_memory_bytes
 from tgatunet.train.micro_batch import MicroBatches
 
@@ -198,7 +197,7 @@ class MemoryPlan:
 
 def plan_memory(
     module: Any,
-    dataset: BatchedWindowDataset,
+    dataset: WindowDataset,
     config: Config,
     device: torch.device,
     step_context: Callable[[], contextlib.AbstractContextManager] | None = None,
@@ -213,8 +212,8 @@ def plan_memory(
     params = _tensor_bytes(module.parameters())
     one = dataset.__getitems__([0])
     per_window_inputs = _tensor_bytes(iter(one.values())) + one["observed"].numel()  # + hidden mask (bool)
-    fixed_extra = params * PARAMETER_COPIES + per_window_inputs * config.batch_size
-    context = step_context or precision_context(config.precision, device)
+    fixed_extra = params * PARAMETER_COPIES + per_window_inputs * config.training.batch_size
+    context = step_context or precision_context(config.performance.precision, device)
 
     def measure(size: int) -> int:
         batch = dataset.__getitems__([i % len(dataset) for i in range(size)])
@@ -232,31 +231,20 @@ def plan_memory(
     was_training = module.training
     module.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        budget, budget_from = memory_budget(device, config.memory_budget_gb)
-        size, model, measured = choose_micro_batch(measure, config.memory_target * budget, config.batch_size)
+        budget, budget_from = memory_budget(device, config.performance.memory_budget_gb)
+        size, model, measured = choose_micro_batch(measure, config.performance.memory_target * budget, config.training.batch_size)
     module.train(was_training)
     return MemoryPlan(
         device=str(device),
-        batch_size=config.batch_size,
+        batch_size=config.training.batch_size,
         micro_batch_size=size,
         budget=budget,
         budget_from=budget_from,
-        target=config.memory_target,
+        target=config.performance.memory_target,
         fixed=model.fixed,
         per_window=model.per_window,
         measured=measured,
     )
-
-
-def plan_for_config(config: Config) -> MemoryPlan:
-    """What the optimizer would choose for ``config`` on this machine: prepares the data, builds the
-    model on the training device and measures, as training would (``tgatunet hardware --config``)."""
-    from tgatunet.train.run import build_module, load_data  # run.py imports this module
-
-    data = load_data(config)  # from the data_store when the config names one, as training reads it
-    device = training_device(config.accelerator, detect_hardware(gpu_free_memory=False)).torch_device
-    module = build_module(config, data).to(device)
-    return plan_memory(module, batched_dataset(data, "train"), config, device)
 
 
 def memory_in_use(device: torch.device, plan: MemoryPlan, size: int, planned_rss: int) -> int:
@@ -282,7 +270,7 @@ class MemoryOptimizer(pl.Callback):
     """
 
     def __init__(
-        self, config: Config, dataset: BatchedWindowDataset, usage: Callable[[int], int] | None = None
+        self, config: Config, dataset: WindowDataset, usage: Callable[[int], int] | None = None
     ) -> None:
         self.config = config
         self.dataset = dataset

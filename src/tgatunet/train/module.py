@@ -6,6 +6,7 @@ import contextlib
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
@@ -13,14 +14,13 @@ from tgatunet.config import Config, config_from_dict
 from tgatunet.graph.cache import GraphCache
 from tgatunet.graph.knn import KnnGraph
 from tgatunet.model.compile import CompiledOrEager
-from tgatunet.model.factory import build_model
-from tgatunet.model.tgat_unet import ModelSpec
+from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
 from tgatunet.train.micro_batch import MicroBatches
 from tgatunet.train.objective import classification_loss, masked_loss, sample_inputs
 
 
 class TGATUNetModule(pl.LightningModule):
-    """Wraps the T-GAT-UNet (standard or lite, see :func:`build_model`) with its objective and optimiser.
+    """Wraps the T-GAT-UNet with its objective and optimiser.
 
     Training uses Lightning's manual optimisation, because a step may run as several
     micro-batches (:class:`~tgatunet.train.micro_batch.MicroBatches`, set by the memory
@@ -29,52 +29,57 @@ class TGATUNetModule(pl.LightningModule):
     gradient clipping and the per-epoch learning-rate schedule, is therefore done here.
 
     Args:
-        config: the run's config as plain data (kept in checkpoints).
+        config: the run's config as flat keys (kept in checkpoints).
         channels: channel names, in model order.
         class_names: class names, in logit order.
         need_patterns: ``[P][C]`` bool channel sets that some source needs; training hides them.
-        graph_cache: where knn graphs of repeated inputs are looked up (not saved in checkpoints).
 
     With ``graph_type: knn`` each batch's graph is built from what the model sees,
-    ``observed & ~hidden``, so no hidden value shapes it. Training hides a fresh random
-    set every step: those graphs never repeat, so they are built on the fly (batched, on
-    the model's device) and never cached. Validation (the same hidden values every
-    epoch) and inference (nothing hidden) repeat their inputs and go through the cache.
+    ``observed & ~hidden``, so no hidden value shapes it. A trained run that predicts may
+    set ``graph_cache`` to read the graphs of inputs seen before from disk.
     """
 
     def __init__(
-        self,
-        config: dict[str, Any],
-        channels: list[str],
-        class_names: list[str],
-        need_patterns: list[list[bool]],
-        graph_cache: GraphCache | None = None,
+        self, config: dict[str, Any], channels: list[str], class_names: list[str], need_patterns: list[list[bool]]
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["graph_cache"])
+        self.save_hyperparameters()
         self.config: Config = config_from_dict(config, origin="checkpoint")
-        self.model = build_model(ModelSpec.from_config(self.config, len(channels), len(class_names)))
-        self.compiled = CompiledOrEager(self.model) if self.config.compile else None
+        self.model = TGATUNet(ModelSpec.from_config(self.config, len(channels), len(class_names)))
+        self.compiled = CompiledOrEager(self.model) if self.config.performance.compile else None
         self.register_buffer(
             "patterns", torch.tensor(need_patterns, dtype=torch.bool).reshape(-1, len(channels)), persistent=False
         )
         self.automatic_optimization = False
         self.micro_batches = MicroBatches()
-        self.knn = KnnGraph.from_config(self.config) if self.config.graph_type == "knn" else None
-        self.graph_cache = graph_cache
+        self.knn = KnnGraph.from_config(self.config) if self.config.model.graph_type == "knn" else None
+        self.graph_cache: GraphCache | None = None
 
-    def neighbors(
-        self, values: torch.Tensor, visible: torch.Tensor, repeated: bool
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The batch's full-resolution graph (None: temporal); ``repeated``: may these inputs come again?"""
+    def neighbors(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The batch's full-resolution graph (None: temporal), from the graph cache when predicting with one."""
         if self.knn is None:
             return None
-        if repeated and self.graph_cache is not None:
+        if self.graph_cache is not None and not self.training:
             return self.graph_cache.get(values, visible)
         return self.knn.build(values, visible)
 
     def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (self.compiled or self.model)(values, visible, self.neighbors(values, visible, repeated=True))
+        """``recon [B, T, C]`` and ``logits [B, classes]`` of ``values, visible [B, T, C]``."""
+        return (self.compiled or self.model)(values, visible, self.neighbors(values, visible))
+
+    @torch.inference_mode()
+    def predict_windows(
+        self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Outputs for many windows ``values, visible [W, T, C]``: ``recon [W, T, C]``, ``logits [W, classes]`` (numpy)."""
+        recon, logits = [], []
+        for lo in range(0, len(values), batch_size):
+            r, lg = self(values[lo : lo + batch_size].to(self.device), visible[lo : lo + batch_size].to(self.device))
+            recon.append(r.float().cpu())
+            logits.append(lg.float().cpu())
+        if not recon:
+            return np.zeros((0, *values.shape[1:]), np.float32), np.zeros((0, self.model.spec.num_classes), np.float32)
+        return torch.cat(recon).numpy(), torch.cat(logits).numpy()
 
     def inputs(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
@@ -83,16 +88,12 @@ class TGATUNetModule(pl.LightningModule):
 
         Values completed by the dynamic need update (``batch["filled"]``) may be shown, never targets.
         """
-        cfg = self.config
-        probs = cfg.mask_pattern_prob, cfg.mask_channel_prob, cfg.mask_step_prob
+        t = self.config.training
+        probs = t.mask_pattern_prob, t.mask_channel_prob, t.mask_step_prob
         return sample_inputs(batch["observed"], batch.get("filled"), self.patterns, *probs, generator)
 
     def losses(
-        self,
-        batch: dict[str, torch.Tensor],
-        visible: torch.Tensor,
-        targets: torch.Tensor,
-        rows: slice = slice(None),
+        self, batch: dict[str, torch.Tensor], visible: torch.Tensor, targets: torch.Tensor, rows: slice = slice(None)
     ) -> dict[str, torch.Tensor]:
         """The share of windows ``rows`` in the batch's losses, for the inputs of :meth:`inputs`.
 
@@ -103,17 +104,13 @@ class TGATUNetModule(pl.LightningModule):
             ``loss``, ``recon``, ``cls_loss`` (scalars) and ``correct`` (labelled windows of ``rows``
             classified right).
         """
-        cfg = self.config
+        t = self.config.training
         values, labels = batch["values"][rows], batch["label"][rows]
-        part_visible, part_targets = visible[rows], targets[rows]
-        # Training hides values at random, so its graphs never repeat: only the rest is cached.
-        recon, logits = (self.compiled or self.model)(
-            values, part_visible, self.neighbors(values, part_visible, repeated=not self.training)
-        )
-        loss_recon = masked_loss(recon.float(), values, part_targets, cfg.recon_loss, denominator=targets.sum())
+        recon, logits = self(values, visible[rows])
+        loss_recon = masked_loss(recon.float(), values, targets[rows], t.recon_loss, denominator=targets.sum())
         loss_cls = classification_loss(logits.float(), labels, denominator=(batch["label"] >= 0).sum())
         return {
-            "loss": cfg.recon_weight * loss_recon + cfg.cls_weight * loss_cls,
+            "loss": t.recon_weight * loss_recon + t.cls_weight * loss_cls,
             "recon": loss_recon,
             "cls_loss": loss_cls,
             "correct": ((logits.argmax(-1) == labels) & (labels >= 0)).sum(),
@@ -166,28 +163,26 @@ class TGATUNetModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Where Lightning clips in automatic mode: after the closure, after mixed-precision unscaling.
-        if self.config.grad_clip is None:
+        clip = self.config.training.grad_clip
+        if clip is None:
             return
         if isinstance(self.trainer.strategy, FSDPStrategy):
             # Each rank holds a shard of the gradients: the global norm must come from the sharded
             # root module (torch's clip_grad_norm_ would see one shard; Lightning refuses to clip there).
-            self.trainer.strategy.model.clip_grad_norm_(self.config.grad_clip)
+            self.trainer.strategy.model.clip_grad_norm_(clip)
         else:
-            self.clip_gradients(optimizer, gradient_clip_val=self.config.grad_clip, gradient_clip_algorithm="norm")
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # The same hidden values every epoch, so validation losses are comparable.
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 100_003 + batch_idx)
+        generator = torch.Generator(device=self.device).manual_seed(self.config.training.seed * 100_003 + batch_idx)
         self._log_losses("val", self.losses(batch, *self.inputs(batch, generator)), batch)
 
     def configure_optimizers(self):
-        # Fused: one kernel for all parameters instead of a dozen small ops each (same update rule).
-        fused = self.device.type in ("cpu", "cuda")
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay, fused=fused
-        )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.config.epochs, eta_min=self.config.lr * 0.05)
+        t = self.config.training
+        optimizer = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs, eta_min=t.lr * 0.05)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -4,7 +4,7 @@ At the start of every due epoch (``need_update_start``, then every
 ``need_update_every`` epochs) the current model, in eval mode and without
 gradients, completes the ``need`` channels of every training window of the
 sources that lack them; the predictions of overlapping windows are averaged
-per row (as :mod:`tgatunet.complete` does) and written to the training-only
+per row (as :mod:`tgatunet.apply.complete` does) and written to the training-only
 :class:`~tgatunet.data.training_inputs.TrainingInputs` buffer. From then on
 those windows carry the completed values as inputs (``filled``); the
 objective never uses them as targets (:func:`tgatunet.train.objective.sample_inputs`).
@@ -28,7 +28,6 @@ import torch
 from tgatunet.data.training_inputs import TrainingInputs
 from tgatunet.data.windows import average_overlaps
 from tgatunet.errors import RunError
-from tgatunet.predict import run_model
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class NeedUpdate(pl.Callback):
         pl_module.eval()
         try:
             with trainer.precision_plugin.forward_context():
-                recon, _ = run_model(pl_module, self.inputs.values[index], self.inputs.observed[index], self.batch_size)
+                recon, _ = pl_module.predict_windows(self.inputs.values[index], self.inputs.observed[index], self.batch_size)
         finally:
             pl_module.train(was_training)
         recon = every_window(trainer, pl_module.device, recon, len(rows))  # [W_b, T, C]

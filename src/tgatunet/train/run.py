@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,60 +16,47 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
-from tgatunet.config import Config, config_to_dict, load_config
+from tgatunet.config import Config, load_config
 from tgatunet.data.normalize import ChannelStats
 from tgatunet.data.prepared import PreparedData, collate_windows, prepare_data
-from tgatunet.data.store_windows import StoreData, batched_dataset, store_data
+from tgatunet.data.store_windows import StoreData, store_data, window_dataset
 from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
 from tgatunet.errors import ConfigError, RunError
-from tgatunet.hardware import trains_on_cuda
-from tgatunet.graph.cache import GraphCache, open_graph_cache
+from tgatunet.hardware import training_device
 from tgatunet.plots import plot_loss_curves
-from tgatunet.rundir import RunDir
 from tgatunet.train.callbacks import ThroughputMonitor
 from tgatunet.train.checkpoint_io import AtomicCheckpointIO
 from tgatunet.train.leakage_guard import LeakageGuard
-from tgatunet.train.memory_optimizer import MemoryOptimizer
+from tgatunet.train.memory_optimizer import MemoryOptimizer, MemoryPlan, plan_memory
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.need_update import NeedUpdate
+from tgatunet.train.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 # Keys that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {
-    "epochs",
-    "patience",
-    "num_workers",
-    "accelerator",
-    "run_dir",
+    "epochs", "patience", "num_workers", "accelerator", "run_dir",
     # Where the same windows are read from, and by how many processes.
-    "data_store",
-    "devices",
-    "num_nodes",
+    "data_store", "devices", "num_nodes",
     # How a step is computed, not what: the memory optimizer keeps each step's gradient.
-    "use_memory_optimizer",
-    "memory_target",
-    "memory_budget_gb",
+    "use_memory_optimizer", "memory_target", "memory_budget_gb",
     # A profile that resolves to other model keys is caught by those keys.
-    "hardware_profile",
-    "use_graph_cache",
-    "graph_cache_dir",
-    "graph_cache_max_mb",
-    "graph_memory_cache_mb",
+    "hardware_profile", "use_graph_cache", "graph_cache_dir", "graph_cache_max_mb",
 }
 
+Data = PreparedData | StoreData
 
-def load_data(
-    config: Config, stats: ChannelStats | None = None, block_splits: dict[str, str] | None = None
-) -> PreparedData | StoreData:
+
+def load_data(config: Config, stats: ChannelStats | None = None, block_splits: dict[str, str] | None = None) -> Data:
     """The run's windows: read lazily from the config's ``data_store``, else from the sources into memory."""
-    if config.data_store is not None:
+    if config.data.data_store is not None:
         return store_data(config, stats=stats, block_splits=block_splits)
     return prepare_data(config, stats=stats, block_splits=block_splits)
 
 
-def data_info(data: PreparedData | StoreData) -> dict[str, Any]:
+def data_info(data: Data) -> dict[str, Any]:
     """What ``data.json`` records about the prepared data."""
     return {
         "channels": data.channels,
@@ -82,7 +70,7 @@ def data_info(data: PreparedData | StoreData) -> dict[str, Any]:
 
 
 def make_loader(
-    data: PreparedData | StoreData, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None,
+    data: Data, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None,
     inputs: TrainingInputs | None = None,
 ) -> DataLoader:
     """Batches of ``batch_size`` windows, fetched a batch at a time.
@@ -98,36 +86,39 @@ def make_loader(
     """
     if inputs is not None and split != "train":
         raise ValueError(f"only the training split has an input buffer, not '{split}'")
-    cuda = trains_on_cuda(config.accelerator)
-    workers = config.num_workers if config.num_workers is not None else (2 if cuda else 0)
-    dataset = batched_dataset(data, split) if inputs is None else TrainingWindowDataset(data, inputs)
+    cuda = training_device(config.performance.accelerator).kind == "cuda"
+    workers = config.performance.num_workers
+    workers = (2 if cuda else 0) if workers is None else workers
+    dataset = window_dataset(data, split) if inputs is None else TrainingWindowDataset(data, inputs)
     sampler = None
     if shard is not None:
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=shard[0], rank=shard[1], shuffle=False)
     return DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=shuffle,
-        sampler=sampler,
-        collate_fn=collate_windows,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        pin_memory=cuda,
+        dataset, batch_size=config.training.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate_windows,
+        num_workers=workers, persistent_workers=workers > 0, pin_memory=cuda,
     )
 
 
-def build_module(config: Config, data: PreparedData | StoreData, graph_cache: GraphCache | None = None) -> TGATUNetModule:
+def build_module(config: Config, data: Data) -> TGATUNetModule:
     return TGATUNetModule(
-        config=config.model_dump(mode="json"),
+        config=config.flat(),
         channels=data.channels,
         class_names=data.class_names,
         need_patterns=data.need_patterns().tolist(),
-        graph_cache=graph_cache,
     )
 
 
+def plan_for_config(config: Config) -> MemoryPlan:
+    """What the memory optimizer would choose for ``config`` on this machine (``tgatunet hardware --config``):
+    prepares the data, builds the model on the training device and measures, as training would."""
+    data = load_data(config)
+    device = training_device(config.performance.accelerator).torch_device
+    module = build_module(config, data).to(device)
+    return plan_memory(module, window_dataset(data, "train"), config, device)
+
+
 def _check_resumable(saved: Config, given: Config) -> None:
-    before, after = config_to_dict(saved), config_to_dict(given)
+    before, after = saved.to_dict(), given.to_dict()
     changed = sorted(k for k in before if k not in RESUMABLE_CHANGES and before[k] != after.get(k))
     if changed:
         raise RunError(
@@ -136,21 +127,20 @@ def _check_resumable(saved: Config, given: Config) -> None:
         )
 
 
-def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool, writer: bool) -> PreparedData | StoreData:
+def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool, writer: bool) -> Data:
     """Check and write the run directory (only the ``writer``, global rank 0, does), and load the data."""
-    if not writer:
-        if resume:
-            stats, splits, _ = run.read_data()
-            return load_data(config, stats=stats, block_splits=splits)
-        return load_data(config)
     if resume:
-        if not run.last_checkpoint.is_file():
+        if writer and not run.last_checkpoint.is_file():
             raise RunError(f"nothing to resume: '{run.last_checkpoint}' does not exist. Train without --resume.")
-        _check_resumable(run.read_config(), config)
+        if writer:
+            _check_resumable(run.read_config(), config)
         stats, splits, _ = run.read_data()
         data = load_data(config, stats=stats, block_splits=splits)
-        run.write_config(config)
+        if writer:
+            run.write_config(config)
         return data
+    if not writer:
+        return load_data(config)
     # The graph cache is keyed by content, not by run: it may be built before training
     # (tgatunet cache build) and stays valid for a new run in the same directory.
     previous = [p for p in run.root.iterdir() if p != run.graph_cache] if run.root.exists() else []
@@ -172,54 +162,101 @@ def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool,
     return data
 
 
-def quiet_trainer(
-    config: Config, callbacks: Sequence[pl.Callback] = (), accelerator: str | None = None, **limits: Any
-) -> pl.Trainer:
-    """A one-device Trainer that writes nothing (no logs, checkpoints, bars): for benchmarks.
+def _accelerator(config: Config) -> str:
+    return "gpu" if config.performance.accelerator == "cuda" else config.performance.accelerator
+
+
+def quiet_trainer(config: Config, callbacks: Sequence[pl.Callback] = (), **limits: Any) -> pl.Trainer:
+    """A one-device Trainer that writes nothing (no logs, checkpoints, bars): for measurements.
 
     ``limits`` are Trainer stopping arguments (``max_epochs``, ``max_steps``, ``limit_val_batches``).
     """
     return pl.Trainer(
-        accelerator=accelerator or ("gpu" if config.accelerator == "cuda" else config.accelerator),
-        devices=1,
-        precision=config.precision,
-        callbacks=list(callbacks),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **limits,
+        accelerator=_accelerator(config), devices=1, precision=config.performance.precision, callbacks=list(callbacks),
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, **limits,
     )
 
 
 def _make_trainer(config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool) -> pl.Trainer:
+    perf = config.performance
     try:
         return pl.Trainer(
-            max_epochs=config.epochs,
-            accelerator="gpu" if config.accelerator == "cuda" else config.accelerator,
-            devices=config.devices,
-            num_nodes=config.num_nodes,
-            strategy=config.strategy,
-            precision=config.precision,
-            deterministic="warn",
+            max_epochs=config.training.epochs, accelerator=_accelerator(config), devices=perf.devices,
+            num_nodes=perf.num_nodes, strategy=perf.strategy, precision=perf.precision, deterministic="warn",
             callbacks=callbacks,
             logger=[
                 TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
                 CSVLogger(run.root, name="logs", version="csv"),
             ],
-            plugins=[AtomicCheckpointIO()],
-            default_root_dir=run.root,
-            log_every_n_steps=10,
-            num_sanity_val_steps=0,
+            plugins=[AtomicCheckpointIO()], default_root_dir=run.root, log_every_n_steps=10, num_sanity_val_steps=0,
             enable_progress_bar=progress_bar,
             enable_model_summary=False,  # our summary prints the parameter count; Lightning's FLOPs column reads 0
         )
     except (MisconfigurationException, ValueError) as err:
         raise ConfigError(
-            f"accelerator '{config.accelerator}', devices {config.devices!r}, num_nodes {config.num_nodes}, "
-            f"strategy '{config.strategy}': Lightning cannot train with these: {err}"
+            f"accelerator '{perf.accelerator}', devices {perf.devices!r}, num_nodes {perf.num_nodes}, "
+            f"strategy '{perf.strategy}': Lightning cannot train with these: {err}"
         ) from None
+
+
+@dataclass
+class _Callbacks:
+    """The callbacks of one training whose figures go to ``metrics.json``."""
+
+    best: ModelCheckpoint
+    throughput: ThroughputMonitor
+    resources: ResourceMonitor
+    guard: LeakageGuard | None = None
+    need_update: NeedUpdate | None = None
+    memory: MemoryOptimizer | None = None
+
+    @classmethod
+    def before_data(cls, config: Config, run: RunDir) -> _Callbacks:
+        best = ModelCheckpoint(
+            dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
+        )
+        return cls(best, ThroughputMonitor(), ResourceMonitor(target=config.performance.memory_target))
+
+    def trainer_callbacks(self, config: Config, run: RunDir, extra: Sequence[pl.Callback], progress_bar: bool) -> list:
+        # A second checkpoint without a monitor: Lightning's save_last only writes when "best" improved,
+        # but resuming needs the end of every epoch.
+        latest = ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
+        stop = EarlyStopping(monitor="val/loss", mode="min", patience=config.training.patience)
+        return [self.best, latest, stop, self.throughput, self.resources, *extra, *([RichProgressBar()] if progress_bar else [])]
+
+    def add_data_callbacks(self, trainer: pl.Trainer, config: Config, data: Data) -> TrainingInputs | None:
+        """The callbacks that need the data, placed ahead of the caller's (which then see each epoch's inputs as
+        training will); returns the need update's input buffer, if any. Only rank 0 records the guard."""
+        self.guard = LeakageGuard(data) if trainer.is_global_zero else None
+        inputs = None
+        if config.training.dynamic_need_update:
+            t = config.training
+            inputs = TrainingInputs(data)
+            self.need_update = NeedUpdate(inputs, t.need_update_every, t.need_update_start, t.batch_size)
+        if config.performance.use_memory_optimizer:
+            self.memory = MemoryOptimizer(config, window_dataset(data, "train"))
+        at = trainer.callbacks.index(self.resources) + 1
+        trainer.callbacks[at:at] = [c for c in (self.guard, self.need_update, self.memory) if c is not None]
+        return inputs
+
+    def write_metrics(self, run: RunDir, trainer: pl.Trainer, module: TGATUNetModule, config: Config, data: Data) -> None:
+        best = self.best.best_model_score
+        run.update_metrics("train", {
+            **self.throughput.summary(),
+            "epochs_completed": trainer.current_epoch,
+            "best_val_loss": float(best) if best is not None else None,
+            "windows": data_info(data)["windows"],
+            "parameters": sum(p.numel() for p in module.model.parameters()),
+            "device": str(trainer.strategy.root_device),
+            "precision": config.performance.precision,
+            "batch_size": config.training.batch_size,
+            "micro_batch_size": module.micro_batches.size or config.training.batch_size,
+            **({"need_update": self.need_update.summary()} if self.need_update is not None else {}),
+        })
+        run.update_metrics("leakage_guard", self.guard.summary())
+        optimizer = self.memory.summary(module) if self.memory else {"enabled": False}
+        run.update_metrics("memory", {**self.resources.summary(), "optimizer": optimizer})
 
 
 def train(
@@ -241,25 +278,8 @@ def train(
     config_path = Path(config_path)
     config = load_config(config_path)
     run = RunDir(Path(run_dir) if run_dir else config.resolved_run_dir(config_path.stem))
-    throughput = ThroughputMonitor()
-    resources = ResourceMonitor(target=config.memory_target)
-    checkpoint = ModelCheckpoint(
-        dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
-    )
-    # A second checkpoint without a monitor: Lightning's save_last only writes when "best" improved,
-    # but resuming needs the end of every epoch.
-    latest = ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
-    all_callbacks: list[pl.Callback] = [
-        checkpoint,
-        latest,
-        EarlyStopping(monitor="val/loss", mode="min", patience=config.patience),
-        throughput,
-        resources,
-        *callbacks,
-    ]
-    if progress_bar:
-        all_callbacks.append(RichProgressBar())
-    trainer = _make_trainer(config, run, all_callbacks, progress_bar)
+    ours = _Callbacks.before_data(config, run)
+    trainer = _make_trainer(config, run, ours.trainer_callbacks(config, run, callbacks, progress_bar), progress_bar)
     # Under DDP every process runs this function; only global rank 0 checks and writes the run directory.
     data = _prepare_run_dir(run, config, resume, overwrite, writer=trainer.is_global_zero)
     if len(data.windows["val"]) < trainer.world_size:
@@ -267,21 +287,9 @@ def train(
             f"{len(data.windows['val'])} validation window(s) for {trainer.world_size} process(es): "
             "raise val_fraction or mark blocks 'val' in split_col."
         )
-    # Callbacks that need the data join the trainer now that it is loaded, ahead of the caller's
-    # callbacks (which then see each epoch's inputs as training will).
-    # Only rank 0 records the guard (and writes metrics.json): the others would hash for nothing.
-    guard = LeakageGuard(data) if trainer.is_global_zero else None
-    inputs, need_update = None, None
-    if config.dynamic_need_update:
-        inputs = TrainingInputs(data)
-        need_update = NeedUpdate(inputs, config.need_update_every, config.need_update_start, config.batch_size)
-    memory = MemoryOptimizer(config, batched_dataset(data, "train")) if config.use_memory_optimizer else None
-    at = trainer.callbacks.index(resources) + 1
-    trainer.callbacks[at:at] = [c for c in (guard, need_update, memory) if c is not None]
-
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    graph_cache = open_graph_cache(config, run.root)
-    module = build_module(config, data, graph_cache)
+    inputs = ours.add_data_callbacks(trainer, config, data)
+    pl.seed_everything(config.training.seed, workers=True, verbose=False)
+    module = build_module(config, data)
     shard = (trainer.world_size, trainer.global_rank) if trainer.world_size > 1 else None
     trainer.fit(
         module,
@@ -289,32 +297,7 @@ def train(
         val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard),
         ckpt_path=str(run.last_checkpoint) if resume else None,
     )
-    if not trainer.is_global_zero:
-        return run
-
-    best = checkpoint.best_model_score
-    run.update_metrics(
-        "train",
-        {
-            **throughput.summary(),
-            "epochs_completed": trainer.current_epoch,
-            "best_val_loss": float(best) if best is not None else None,
-            "windows": data_info(data)["windows"],
-            "parameters": sum(p.numel() for p in module.model.parameters()),
-            "device": str(trainer.strategy.root_device),
-            "precision": config.precision,
-            "batch_size": config.batch_size,
-            "micro_batch_size": module.micro_batches.size or config.batch_size,
-            **({"need_update": need_update.summary()} if need_update is not None else {}),
-        },
-    )
-    run.update_metrics("leakage_guard", guard.summary())
-    run.update_metrics(
-        "memory",
-        {**resources.summary(), "optimizer": memory.summary(module) if memory else {"enabled": False}},
-    )
-    if graph_cache is not None:
-        graph_cache.save_stats("train")
-        run.update_metrics("graph_cache", {"location": str(graph_cache.directory), **graph_cache.stats.to_dict()})
-    plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
+    if trainer.is_global_zero:
+        ours.write_metrics(run, trainer, module, config, data)
+        plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
     return run

@@ -76,7 +76,7 @@ def inference_throughput(
     trained: TrainedRun, values: torch.Tensor, visible: torch.Tensor, repeats: int, device: torch.device
 ) -> dict[str, Any]:
     """Windows/s and batches/s of ``run_model`` over ``values, visible [W, T, C]``, and a resource sample after."""
-    batch = trained.config.batch_size
+    batch = trained.config.training.batch_size
     seconds = median_seconds(
         lambda: run_model(trained.module, values, visible, batch), repeats=repeats, warmup=1, device=device
     )
@@ -120,7 +120,7 @@ def measure_runtime(config_path: Path, run_dir: Path, infer_repeats: int, device
     values, visible = all_windows(trained)
     infer = inference_throughput(trained, values, visible, infer_repeats, device)
     sample = infer.pop("sample")
-    size = trained.config.batch_size
+    size = trained.config.training.batch_size
     peak_infer = peak_inference_bytes(run_dir, values[:size], visible[:size], device)
 
     def utilisation(value: float | None) -> dict[str, Any]:

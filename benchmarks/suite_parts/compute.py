@@ -118,11 +118,11 @@ class Setting:
             "preset": self.preset,
             "window_size": self.window_size,
             "channels": self.channels,
-            "batch_size": config.batch_size,
-            "hidden_channels": config.hidden_channels,
-            "gradient_checkpoint": config.use_gradient_checkpoint,
-            "lite_model": config.use_optimized_model,
-            "graph_type": config.graph_type,
+            "batch_size": config.training.batch_size,
+            "hidden_channels": config.model.hidden_channels,
+            "gradient_checkpoint": config.performance.use_gradient_checkpoint,
+            "lite_model": config.model.use_optimized_model,
+            "graph_type": config.model.graph_type,
             "dtype": self.dtype,
             "threads": self.threads,
             **({"config": self.config} if self.config else {}),
@@ -376,7 +376,7 @@ def compiled_window_latency(
 
 def without_checkpointing(module: TGATUNetModule, config: Config, data: Any) -> TGATUNetModule:
     """A twin of ``module`` (same weights) that does not checkpoint: its step runs the model FLOPs once each."""
-    twin = build_module(config.model_copy(update={"use_gradient_checkpoint": False}), data)
+    twin = build_module(config.with_keys(**{"use_gradient_checkpoint": False}), data)
     twin.load_state_dict(module.state_dict())
     return twin.to(module.device)
 
@@ -385,7 +385,7 @@ def prepare_setting(setting: Setting, folder: Path, device: torch.device) -> tup
     """The setting's config, prepared data, module (on ``device``) and training DataLoader."""
     config = synthetic_config(setting, folder, device)
     data = load_data(config)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.training.seed)
     module = build_module(config, data).to(device)
     return config, data, module, make_loader(data, "train", config, shuffle=True)
 
@@ -414,10 +414,10 @@ def measure_compute(
     )
     with tempfile.TemporaryDirectory(prefix="tgatunet_compute_") as tmp, torch_threads(setting.threads):
         config, data, module, loader = prepare_setting(setting, Path(tmp), device)
-        B = config.batch_size
+        B = config.training.batch_size
         batch = to_device(next(iter(loader)), device)
         step = TrainStep(module, batch)
-        plain = TrainStep(without_checkpointing(module, config, data), batch) if config.use_gradient_checkpoint else step
+        plain = TrainStep(without_checkpointing(module, config, data), batch) if config.performance.use_gradient_checkpoint else step
         infer = in_eval_mode(module, inference_forward(module, batch))
         for _ in range(2):  # optimiser state exists, caches are warm
             step()

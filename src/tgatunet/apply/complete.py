@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tgatunet.data.sources import load_source, read_table
+from tgatunet.data.sources import load_source, read_table, source_path
 from tgatunet.data.windows import average_overlaps, covering_starts, row_index
 from tgatunet.errors import DataError, RunError
-from tgatunet.predict import TrainedRun, load_run, run_model
-from tgatunet.rundir import RunDir
+from tgatunet.apply.predict import TrainedRun, load_run
+from tgatunet.train.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def cover_windows(bounds: np.ndarray, window_size: int, downsample: int, stride:
 def complete_source(trained: TrainedRun, index: int) -> tuple[pd.DataFrame, dict[str, int]]:
     """The completed table of source ``index`` and the number of values filled per channel."""
     config, data = trained.config, trained.data
-    source = config.sources[index]
+    source = config.data.sources[index]
     table = load_source(config, source)
     frame = read_table(table.path, source.name)
     for channel in source.need:
@@ -72,10 +72,10 @@ def complete_source(trained: TrainedRun, index: int) -> tuple[pd.DataFrame, dict
 
     normalised = data.stats.apply(table.values)  # [N, C]
     observed = ~np.isnan(normalised)
-    rows, inside = cover_windows(table.segment_bounds, config.window_size, config.downsample, config.stride)
+    rows, inside = cover_windows(table.segment_bounds, config.data.window_size, config.data.downsample, config.data.stride)
     values = torch.from_numpy(np.nan_to_num(normalised[rows], nan=0.0))  # [W, T, C]
     visible = torch.from_numpy(observed[rows] & inside[..., None])  # [W, T, C]
-    recon, _ = run_model(trained.module, values, visible)
+    recon, _ = trained.module.predict_windows(values, visible)
 
     mean, _ = average_overlaps(rows, recon, len(normalised), inside)
     completed = data.stats.invert(mean)  # [N, C] raw units
@@ -111,15 +111,15 @@ def complete_run(
     """
     run = RunDir(Path(run_dir))
     trained = load_run(run, compile=compile)
-    names = [s.name for s in trained.config.sources]
+    names = [s.name for s in trained.config.data.sources]
     if source is not None and source not in names:
         raise RunError(f"unknown source '{source}'; the run's sources are {names}.")
     out_dir = Path(output) if output else run.root / "completed"
     written = []
-    for i, src in enumerate(trained.config.sources):
+    for i, src in enumerate(trained.config.data.sources):
         if (source is not None and src.name != source) or not src.need:
             continue
-        in_path = trained.config.source_path(src)
+        in_path = source_path(trained.config, src)
         suffix = ".parquet" if in_path.suffix.lower() in (".parquet", ".pq") else ".csv"
         out_path = out_dir / f"{src.name}_completed{suffix}"
         if out_path.resolve() == in_path.resolve():

@@ -122,7 +122,7 @@ def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> 
     config = load_config(store_config)
     lazy = store_data(config)
     eager = prepare_data(config, stats=lazy.stats, block_splits=lazy.block_splits)
-    pl.seed_everything(config.seed, verbose=False)
+    pl.seed_everything(config.training.seed, verbose=False)
     step = TrainStep(build_module(config, lazy))
     batches = {
         "store": endless(make_loader(lazy, "train", config, shuffle=True)),
@@ -150,9 +150,9 @@ def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> 
         "ratio": per_window["memory"] / per_window["store"],
         "windows_per_second": {name: round(1.0 / t, 2) for name, t in per_window.items()},
         "fetch_ms_per_batch": {
-            name: round(1e3 * statistics.median(t) * config.batch_size, 3) for name, t in fetch.items()
+            name: round(1e3 * statistics.median(t) * config.training.batch_size, 3) for name, t in fetch.items()
         },
-        "step_ms_per_batch": round(1e3 * statistics.median(compute) * config.batch_size, 1),
+        "step_ms_per_batch": round(1e3 * statistics.median(compute) * config.training.batch_size, 1),
         "direct_windows_per_second": {name: round(windows[name] / elapsed[name], 2) for name in batches},
         "loading_windows_per_second": _loading_throughput(config, {"store": lazy, "memory": eager}),
     }

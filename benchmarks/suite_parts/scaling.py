@@ -77,7 +77,7 @@ def fit_exponent(sizes: Sequence[float], costs: Sequence[float]) -> tuple[float,
 
 
 def _train_step(config: Config, data: PreparedData, device: torch.device) -> TrainStep:
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.training.seed)
     return TrainStep(build_module(config, data).to(device))
 
 
@@ -88,7 +88,7 @@ def _step_point(
     if len(data.windows["train"]) < batch_size:
         raise RunError(
             f"scaling benchmark: {len(data.windows['train'])} training windows at window_size "
-            f"{config.window_size}, fewer than the batch of {batch_size}: generate more blocks"
+            f"{config.data.window_size}, fewer than the batch of {batch_size}: generate more blocks"
         )
     step = _train_step(config, data, device)
     step.set_batch(to_device(BatchedWindowDataset(data, "train").__getitems__(list(range(batch_size))), device))
@@ -109,7 +109,7 @@ def window_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list
     base = load_config(write_setting_data(folder / "windows", blocks, 2 * longest))
     points = []
     for T in sorted(sizes.window_sizes):
-        config = base.model_copy(update={"window_size": T, "step_size": T // 2})
+        config = base.with_keys(**{"window_size": T, "step_size": T // 2})
         points.append({"size": T, **_step_point(config, prepare_data(config), BATCH, sizes.repeats, device)})
         log.info("scaling: window_size %d: %.1f ms per step", T, 1e3 * points[-1]["seconds"])
     return points
@@ -123,7 +123,7 @@ def batch_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[
     data = prepare_data(config)  # the batch size does not change the prepared windows
     points = []
     for B in sorted(sizes.batch_sizes):
-        sized = config.model_copy(update={"batch_size": B})
+        sized = config.with_keys(**{"batch_size": B})
         points.append({"size": B, **_step_point(sized, data, B, sizes.repeats, device)})
         log.info("scaling: batch %d: %.1f ms per step", B, 1e3 * points[-1]["seconds"])
     return points

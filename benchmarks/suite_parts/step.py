@@ -57,8 +57,8 @@ class TrainStep:
         self._loss = None
 
     def optimize(self) -> None:
-        if self.module.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.module.config.grad_clip)
+        if self.module.config.training.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.module.config.training.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

@@ -17,30 +17,16 @@ Layout::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tgatunet.config import Config, config_from_dict, config_to_dict
+from tgatunet.config import Config, config_from_dict
 from tgatunet.data.normalize import ChannelStats
 from tgatunet.errors import RunError
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from tgatunet.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -99,7 +85,7 @@ class RunDir:
         return self.best_checkpoint if self.best_checkpoint.is_file() else self.last_checkpoint
 
     def write_config(self, config: Config) -> None:
-        atomic_write_text(self.config_path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        atomic_write_text(self.config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     def read_config(self) -> Config:
         raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))

@@ -162,7 +162,7 @@ def knn_timings(sizes, time_ks, graph_knn: int, windows: int, rounds: int, repea
 
 
 def _fit_one_epoch(config: Config, data: PreparedData, cache: GraphCache | None) -> None:
-    pl.seed_everything(config.seed, workers=True, verbose=False)
+    pl.seed_everything(config.training.seed, workers=True, verbose=False)
     module = build_module(config, data, cache)
     trainer = quiet_trainer(config, max_epochs=1)
     trainer.fit(
@@ -183,8 +183,8 @@ def _epoch_graph_work(
         rows = torch.from_numpy(data.rows(data.windows[split].starts))
         values, observed = data.values[rows].to(device), data.observed[rows].to(device)
         batches[split] = [
-            (values[lo : lo + config.batch_size], observed[lo : lo + config.batch_size])
-            for lo in range(0, len(values), config.batch_size)
+            (values[lo : lo + config.training.batch_size], observed[lo : lo + config.training.batch_size])
+            for lo in range(0, len(values), config.training.batch_size)
         ]
 
     def run() -> None:
@@ -203,7 +203,7 @@ def _epoch_graph_work(
 def epoch_timings(config_path: Path, rounds: int, work_dir: Path) -> dict[str, Any]:
     """One training epoch with a knn graph, graph cache off vs on (warm disk)."""
     base = load_config(config_path)
-    config = base.model_copy(update={"graph_type": "knn", "epochs": 1, "use_graph_cache": True})
+    config = base.with_keys(**{"graph_type": "knn", "epochs": 1, "use_graph_cache": True})
     data = prepare_data(config)
     directory = work_dir / "epoch_cache"
 
@@ -214,7 +214,7 @@ def epoch_timings(config_path: Path, rounds: int, work_dir: Path) -> dict[str, A
     _fit_one_epoch(config, data, warm)  # fills the cache with the validation graphs, warms everything else up
     if warm.stats.built != len(data.windows["val"]):
         raise RuntimeError("epoch benchmark: the warm-up epoch did not cache every validation window")
-    device = "cuda" if trains_on_cuda(config.accelerator) else "cpu"
+    device = "cuda" if trains_on_cuda(config.performance.accelerator) else "cpu"
     epoch = _interleaved(
         {"off": lambda: _fit_one_epoch(config, data, None), "on": lambda: _fit_one_epoch(config, data, fresh_cache())},
         rounds,
@@ -233,10 +233,10 @@ def epoch_timings(config_path: Path, rounds: int, work_dir: Path) -> dict[str, A
     )
     return {
         "config": str(config_path),
-        "graph_knn": config.graph_knn,
-        "time_k": config.time_k,
-        "window_size": config.window_size,
-        "batch_size": config.batch_size,
+        "graph_knn": config.model.graph_knn,
+        "time_k": config.model.time_k,
+        "window_size": config.data.window_size,
+        "batch_size": config.training.batch_size,
         "windows": {split: len(index) for split, index in data.windows.items() if split != "test"},
         "device": device,
         "epoch_seconds_cache_off": epoch["off"],

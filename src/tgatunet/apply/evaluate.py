@@ -28,8 +28,8 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix, 
 from tgatunet.data.prepared import PreparedData, WindowIndex
 from tgatunet.errors import RunError
 from tgatunet.plots import plot_completions, plot_confusion
-from tgatunet.predict import TrainedRun, load_run, run_model
-from tgatunet.rundir import RunDir
+from tgatunet.apply.predict import TrainedRun, load_run
+from tgatunet.train.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,11 @@ def completion_scenarios(data: PreparedData) -> list[Scenario]:
             continue
         for s_have in range(len(data.source_names)):
             lo, hi = data.row_offsets[s_have], data.row_offsets[s_have + 1]
-            has = data.observed[lo:hi].numpy().any(axis=0)
+            has = data.observed[lo:hi].any(axis=0)
             hidden = need & has
             if s_have != s_need and hidden.any():
                 found.setdefault((s_have, tuple(hidden.tolist())), []).append(data.source_names[s_need])
     return [Scenario(s, np.array(h), names) for (s, h), names in found.items()]
-
-
-def gather_windows(data: PreparedData, index: WindowIndex) -> tuple[torch.Tensor, torch.Tensor]:
-    """``values, observed [W, T, C]`` of the windows in ``index``."""
-    rows = torch.from_numpy(data.rows(index.starts))
-    return data.values[rows], data.observed[rows]
 
 
 def lagged(features: np.ndarray, lags: int) -> np.ndarray:
@@ -129,20 +123,20 @@ def evaluate_completion(trained: TrainedRun, plot_dir: Path | None = None) -> di
     if not scenarios:
         return {"note": "no source needs a channel that another source has: nothing to score"}
 
-    train_vals, train_obs = (t.numpy() for t in gather_windows(data, data.windows["train"]))
+    train_vals, train_obs = (t.numpy() for t in data.gather(data.windows["train"]))
     collected: dict[str, dict[str, list[np.ndarray]]] = {}
     described = []
     for n, sc in enumerate(scenarios):
         index = test.subset(test.sources == sc.source)
         if len(index) == 0:
             continue
-        values, observed = gather_windows(data, index)
+        values, observed = data.gather(index)
         hidden_mask = torch.from_numpy(sc.hidden)[None, None, :]
-        recon, _ = run_model(trained.module, values, observed & ~hidden_mask)
+        recon, _ = trained.module.predict_windows(values, observed & ~hidden_mask)
         vals, obs = values.numpy(), observed.numpy()
         features = obs.any(axis=(0, 1)) & ~sc.hidden
         ridge = ridge_baseline(
-            train_vals, train_obs, sc.hidden, features, config.ridge_lags, config.ridge_alpha, vals
+            train_vals, train_obs, sc.hidden, features, config.evaluation.ridge_lags, config.evaluation.ridge_alpha, vals
         )
         for k, c in enumerate(np.flatnonzero(sc.hidden)):
             truth_at = obs[..., c]
@@ -207,8 +201,8 @@ def evaluate_classification(trained: TrainedRun, plot_dir: Path | None = None) -
     test = test.subset(test.labels >= 0)
     if len(test) == 0:
         return {"note": "no labelled test window"}
-    values, observed = gather_windows(data, test)
-    _, logits = run_model(trained.module, values, observed)
+    values, observed = data.gather(test)
+    _, logits = trained.module.predict_windows(values, observed)
     pred = torch.from_numpy(logits.argmax(axis=1))
     target = torch.from_numpy(test.labels)
     k = len(data.class_names)
@@ -248,4 +242,8 @@ def evaluate_run(run_dir: str | Path, compile: bool | None = None) -> dict[str, 
     classification = evaluate_classification(trained, run.plots)
     run.update_metrics("completion", completion)
     run.update_metrics("classification", classification)
+    cache = trained.module.graph_cache
+    if cache is not None:
+        cache.save_stats("evaluate")
+        run.update_metrics("graph_cache", {"location": str(cache.directory), **cache.stats.to_dict()})
     return run.read_metrics()

@@ -51,7 +51,7 @@ import torch
 import yaml
 
 from tgatunet.bench.results import write_section
-from tgatunet.config import PRESETS, Config, config_to_dict, load_config
+from tgatunet.config import PRESETS, Config, load_config
 from tgatunet.evaluate import evaluate_run
 from tgatunet.model.factory import build_model
 from tgatunet.model.tgat_unet import ModelSpec
@@ -204,7 +204,7 @@ def preset_figures(preset: str, device: torch.device, rounds: int) -> dict[str, 
 
 def completion_mae(config: Config, work_dir: Path, epochs: int) -> dict[str, Any]:
     """Train the standard and the lite model of ``config`` for ``epochs`` each; their test MAE."""
-    base = config_to_dict(config)  # source paths resolved, so the copies work from work_dir
+    base = config.to_dict()  # source paths resolved, so the copies work from work_dir
     work_dir.mkdir(parents=True, exist_ok=True)
     mae = {}
     for name, optimized in (("standard", False), ("lite", True)):

@@ -68,9 +68,9 @@ def measure_training(config: Config, data: PreparedData, device: torch.device, s
     outcome: dict[str, Any] = {}
 
     def fit() -> None:
-        pl.seed_everything(config.seed, verbose=False)
+        pl.seed_everything(config.training.seed, verbose=False)
         module = build_module(config, data)
-        memory = MemoryOptimizer(config, BatchedWindowDataset(data, "train")) if config.use_memory_optimizer else None
+        memory = MemoryOptimizer(config, BatchedWindowDataset(data, "train")) if config.performance.use_memory_optimizer else None
         trainer = quiet_trainer(
             config, [memory] if memory else [], accelerator=device.type, max_steps=steps, limit_val_batches=0
         )
@@ -132,11 +132,11 @@ def run_memory_benchmark(
         data = prepare_data(config)
         log.info("bench memory: %d training windows of %d steps on %s", len(data.windows["train"]), window_size, device)
 
-        off = measure_training(config.model_copy(update={"use_memory_optimizer": False}), data, device, steps)
+        off = measure_training(config.with_keys(**{"use_memory_optimizer": False}), data, device, steps)
         log.info("optimizer off: peak %.3f GB in %.0f s", off["peak"] / GB, off["seconds"])
         rows = []
         for budget in budgets_gb:
-            on_config = config.model_copy(update={"use_memory_optimizer": True, "memory_budget_gb": budget})
+            on_config = config.with_keys(**{"use_memory_optimizer": True, "memory_budget_gb": budget})
             on = measure_training(on_config, data, device, steps)
             rows.append(
                 {

@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
-from tgatunet.config import config_to_dict
 from tgatunet.errors import RunError
-from tgatunet.evaluate import evaluate_run
-from tgatunet.rundir import RunDir, atomic_write_text
+from tgatunet.apply.evaluate import evaluate_run
+from tgatunet.train.run import train
+from tgatunet.files import atomic_write_text
+from tgatunet.train.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,12 @@ def need_update_ablation(run_dir: str | Path, progress_bar: bool = False) -> dic
     ``run_dir`` must be trained; its own scores are read from its ``metrics.json`` (it is
     evaluated first if they are missing). Returns the ``need_update`` section written there.
     """
-    from tgatunet.train.run import train
-
     run = RunDir(Path(run_dir))
     run.require_trained()
     config = run.read_config()
-    flipped = not config.dynamic_need_update
+    flipped = not config.training.dynamic_need_update
     counterpart_dir = run.root / "ablation" / f"need_update_{'on' if flipped else 'off'}"
-    raw = {**config_to_dict(config), "dynamic_need_update": flipped, "run_dir": str(counterpart_dir)}
+    raw = {**config.to_dict(), "dynamic_need_update": flipped, "run_dir": str(counterpart_dir)}
     config_path = counterpart_dir.with_suffix(".yaml")
     atomic_write_text(config_path, yaml.safe_dump(raw, sort_keys=False))
 
@@ -80,7 +79,7 @@ def need_update_ablation(run_dir: str | Path, progress_bar: bool = False) -> dic
     if "completion" not in metrics or "classification" not in metrics:
         metrics = evaluate_run(run.root)
     figures = {
-        config.dynamic_need_update: _figures(run, metrics),
+        config.training.dynamic_need_update: _figures(run, metrics),
         flipped: _figures(counterpart, evaluate_run(counterpart.root)),
     }
     result = {
@@ -90,8 +89,8 @@ def need_update_ablation(run_dir: str | Path, progress_bar: bool = False) -> dic
             "completion_mae": _better(figures[True]["completion_mae"], figures[False]["completion_mae"], True),
             "accuracy": _better(figures[True]["accuracy"], figures[False]["accuracy"], False),
         },
-        "same": {"seed": config.seed, "epochs": config.epochs, "patience": config.patience},
-        "need_update": {"every": config.need_update_every, "start": config.need_update_start},
+        "same": {"seed": config.training.seed, "epochs": config.training.epochs, "patience": config.training.patience},
+        "need_update": {"every": config.training.need_update_every, "start": config.training.need_update_start},
         "units": "completion_mae in normalised units (z-score of the training split), test blocks",
     }
     run.update_metrics("need_update", result)

@@ -151,8 +151,8 @@ def measure_breakdown(step: TrainStep, loader: DataLoader, rounds: int, device: 
     """Time the parts of ``rounds`` training steps on the loader's batches (see the module docstring)."""
     module = step.module
     batches = endless(loader)
-    lengths = level_lengths(module.config.window_size, module.config.encoder_layers)
-    time_k = module.config.time_k
+    lengths = level_lengths(module.config.data.window_size, module.config.model.encoder_layers)
+    time_k = module.config.model.time_k
 
     def fetch() -> None:
         step.set_batch(to_device(next(batches), device))

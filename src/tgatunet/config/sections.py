@@ -1,0 +1,234 @@
+"""The config's keys, by concern: data, model, training, performance, evaluation.
+
+Each section is a pydantic model of flat YAML keys (a config file names them
+without the section, so each YAML block of the performance guide pastes in as
+it is); :class:`tgatunet.config.Config` holds one of each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(Strict):
+    """One tabular source file and the modalities it has and lacks."""
+
+    name: str = Field(description="Unique name of the source, used in reports and output files.")
+    path: str = Field(
+        description="CSV or Parquet file; relative paths are relative to the config file, "
+        "'bundled:NAME/FILE' names a dataset shipped with tgatunet."
+    )
+    have: list[str] = Field(default_factory=list, description="Modality columns this source has, besides common_modalities.")
+    need: list[str] = Field(
+        default_factory=list,
+        description="Modality columns this source lacks and tgatunet completes (absent from the file, or present but empty).",
+    )
+    block_col: str | None = Field(default=None, description="Overrides the global block_col.")
+    label_col: str | None = Field(default=None, description="Overrides the global label_col.")
+
+    @model_validator(mode="after")
+    def _have_and_need_disjoint(self) -> SourceConfig:
+        both = sorted(set(self.have) & set(self.need))
+        if both:
+            raise ValueError(f"source '{self.name}' lists {both} in both 'have' and 'need'")
+        return self
+
+
+class DataConfig(Strict):
+    """What the data are and how they are cut into windows and split."""
+
+    sources: list[SourceConfig] = Field(min_length=1, description="The data sources (see the example above).")
+    common_modalities: list[str] = Field(default_factory=list, description="Modality columns that every source has.")
+    block_col: str | None = Field(
+        default=None, description="Column naming contiguous recordings (subject/session); none: each file is one block."
+    )
+    label_col: str = Field(description="Column holding the class of each row (int or string).")
+    split_col: str | None = Field(
+        default=None,
+        description="Optional column fixing each block's split (train/val/test); "
+        "without 'val' values, validation blocks are drawn from the train blocks.",
+    )
+    window_size: int = Field(default=50, ge=4, description="Time steps per window.")
+    step_size: int | None = Field(default=None, ge=1, description="Stride between windows; default window_size // 2.")
+    downsample: int = Field(default=1, ge=1, description="Take every n-th row inside a window.")
+    label_rule: Literal["last", "majority"] = Field(
+        default="last", description="Window label: the label of its last row, or the most frequent one."
+    )
+    val_fraction: float = Field(default=0.15, ge=0.0, lt=1.0, description="Share of blocks for validation.")
+    test_fraction: float = Field(
+        default=0.15, ge=0.0, lt=1.0, description="Share of blocks for testing (when split_col gives no test blocks)."
+    )
+    data_store: str | None = Field(
+        default=None,
+        description="Folder written by `tgatunet data prepare`: training reads windows from it lazily "
+        "(relative to the config file); null reads the sources into memory.",
+    )
+
+    @property
+    def channels(self) -> list[str]:
+        """The model's channel set: ordered union of common, then each source's have and need."""
+        ordered: list[str] = []
+        for name in [*self.common_modalities, *(c for s in self.sources for c in [*s.have, *s.need])]:
+            if name not in ordered:
+                ordered.append(name)
+        return ordered
+
+    @property
+    def stride(self) -> int:
+        return self.step_size or max(1, self.window_size // 2)
+
+
+class ModelConfig(Strict):
+    """The network: the T-GAT-UNet's sizes and the graph over a window's time steps."""
+
+    use_optimized_model: bool = Field(
+        default=False, description="Use the lightweight T-GAT-UNet variant (same inputs and outputs)."
+    )
+    hidden_channels: int = Field(default=64, ge=2, description="Width of every hidden layer.")
+    encoder_layers: int = Field(default=2, ge=1, description="GAT levels in the encoder.")
+    decoder_layers: int = Field(default=2, ge=1, description="GAT levels in the decoder.")
+    transformer_layers: int = Field(default=1, ge=0, description="Transformer layers in the bottleneck.")
+    attention_heads: int = Field(default=2, ge=1, description="Heads of every GAT and attention layer.")
+    time_k: int = Field(default=1, ge=1, description="Temporal graph: each step is linked to the steps within time_k.")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout in the model.")
+    ff_multiplier: int = Field(default=2, ge=1, description="Transformer feed-forward width / hidden_channels.")
+    graph_type: Literal["temporal", "knn"] = Field(
+        default="temporal",
+        description="Graph over a window's time steps: 'temporal' links the steps within time_k; 'knn' also links "
+        "each step to its graph_knn most similar steps, by the values the model is allowed to see.",
+    )
+    graph_knn: int = Field(
+        default=4, ge=1, description="knn graph: similar steps linked to each step, besides its temporal neighbours."
+    )
+
+
+class TrainingConfig(Strict):
+    """The objective, the optimiser and the training budget."""
+
+    batch_size: int = Field(default=16, ge=1, description="Windows per training step.")
+    epochs: int = Field(default=60, ge=1, description="Maximum training epochs.")
+    lr: float = Field(default=2e-3, gt=0.0, description="AdamW learning rate.")
+    weight_decay: float = Field(default=1e-4, ge=0.0, description="AdamW weight decay.")
+    patience: int = Field(default=12, ge=1, description="Early stopping: epochs without a better validation loss.")
+    grad_clip: float | None = Field(default=1.0, gt=0.0, description="Gradient norm clipping; null disables it.")
+    seed: int = Field(default=42, description="Seed of splits, masking, initialisation and shuffling.")
+    mask_pattern_prob: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Chance that a training window hides the channels another source needs."
+    )
+    mask_channel_prob: float = Field(
+        default=0.15, ge=0.0, le=1.0, description="Chance that each other observed channel is hidden."
+    )
+    mask_step_prob: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Chance that each observed value is hidden on its own."
+    )
+    recon_loss: Literal["mse", "l1", "huber"] = Field(default="mse", description="Reconstruction loss on hidden observed values.")
+    recon_weight: float = Field(default=1.0, ge=0.0, description="Weight of the reconstruction loss.")
+    cls_weight: float = Field(default=0.5, ge=0.0, description="Weight of the classification loss.")
+    dynamic_need_update: bool = Field(
+        default=False,
+        description="Every need_update_every epochs from need_update_start, complete the need channels of "
+        "the training windows and feed them as inputs (never as targets; validation/test are never written). "
+        "Not with data_store.",
+    )
+    need_update_every: int = Field(default=5, ge=1, description="Epochs between two dynamic need updates.")
+    need_update_start: int = Field(default=10, ge=0, description="First epoch (counted from 0) of the dynamic need update.")
+    run_dir: str | None = Field(
+        default=None, description="Run directory (relative to the working directory); default runs/<config name>."
+    )
+
+
+class PerformanceConfig(Strict):
+    """How training uses the machine: memory, precision, compilation, devices, the graph cache."""
+
+    hardware_profile: Literal["auto", "low", "medium", "high"] | None = Field(
+        default=None,
+        description="Apply the guide's preset (low, medium, high) to the model and batch keys this file does "
+        "not set; auto picks it by the training device's memory (or memory_budget_gb). null: no preset.",
+    )
+    use_memory_optimizer: bool = Field(
+        default=False,
+        description="Run each training step in the largest micro-batches that keep memory under memory_target "
+        "(gradients accumulated, so the step is the same), lower them when memory runs high, "
+        "and retry a step that runs out of memory with half the micro-batch.",
+    )
+    memory_target: float = Field(
+        default=0.8, gt=0.0, le=1.0,
+        description="Memory optimizer: keep peak training memory below this fraction of the memory budget.",
+    )
+    memory_budget_gb: float | None = Field(
+        default=None, gt=0.0,
+        description="Memory optimizer: memory training may use, in GB (2**30 bytes); "
+        "null: the GPU's free memory on CUDA, the available RAM on CPU.",
+    )
+    use_gradient_checkpoint: bool = Field(
+        default=False, description="Recompute block activations in the backward pass: less memory, more time."
+    )
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(default="32", description="Numeric precision, through Lightning.")
+    compile: bool = Field(
+        default=False,
+        description="Run the model through torch.compile, in training and when the trained run predicts "
+        "(evaluate, complete); where that is not supported, warn and run eagerly.",
+    )
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
+        default="auto", description="Where to train; auto picks CUDA when it is there."
+    )
+    devices: int | Literal["auto"] = Field(
+        default=1, description="Processes (GPUs, or CPU processes) per machine; more than 1 trains with DDP."
+    )
+    num_nodes: int = Field(default=1, ge=1, description="Machines taking part in one training (torchrun, SLURM).")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        default="auto", description="Lightning strategy: auto (DDP when devices x num_nodes > 1), ddp, or fsdp (GPUs only)."
+    )
+    num_workers: int | None = Field(
+        default=None, ge=0,
+        description="DataLoader worker processes; null: 2 when training on CUDA (batches prepared while the GPU "
+        "computes), 0 on CPU (workers would take the cores the model needs).",
+    )
+    use_graph_cache: bool = Field(
+        default=True,
+        description="knn graph: evaluation and completion read the graphs of windows seen before from a disk "
+        "cache (built by them or by `tgatunet cache build`) instead of rebuilding them. Training builds its own.",
+    )
+    graph_cache_dir: str | None = Field(
+        default=None,
+        description="Disk cache of knn graphs (relative to the working directory); default <run_dir>/graph_cache. "
+        "Entries are keyed by content, so runs may share one.",
+    )
+    graph_cache_max_mb: float = Field(
+        default=1024.0, gt=0.0, description="Disk cache size limit; least recently used entries are evicted beyond it."
+    )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        # YAML reads `precision: 32` as a number; Lightning users write it that way.
+        return {32: "32", 16: "16-mixed"}.get(value, value) if isinstance(value, int) else value
+
+
+class EvaluationConfig(Strict):
+    """How `tgatunet evaluate` scores a run."""
+
+    ridge_lags: int = Field(default=3, ge=0, description="Ridge baseline: context steps on each side.")
+    ridge_alpha: float = Field(default=1.0, ge=0.0, description="Ridge baseline: L2 penalty.")
+
+
+SECTIONS: dict[str, type[Strict]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "training": TrainingConfig,
+    "performance": PerformanceConfig,
+    "evaluation": EvaluationConfig,
+}
+
+
+def resolve(base: str | Path, path: str) -> Path:
+    """``path`` (``~`` expanded) if absolute, else relative to ``base``."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(base) / p
