@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
 from tgatunet.model.transformer import TransformerLayer
@@ -112,3 +113,14 @@ def test_gradient_checkpointing_with_dropout_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in model.parameters()])
     for plain, ckpt in zip(*grads):
         torch.testing.assert_close(plain, ckpt, atol=1e-6, rtol=0)
+
+
+def test_pool_and_upsample_are_avg_pool1d_and_nearest_interpolate():
+    from tgatunet.model.tgat_unet import pool_pairs, upsample_to
+
+    h = torch.randn(2, 11, 4)
+    pooled = pool_pairs(h)
+    torch.testing.assert_close(pooled, F.avg_pool1d(h.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2))
+    for steps in (6, 11, 12, 23, 40):
+        want = F.interpolate(pooled.transpose(1, 2), size=steps, mode="nearest").transpose(1, 2)
+        torch.testing.assert_close(upsample_to(pooled, steps), want)

@@ -90,6 +90,31 @@ def sinusoidal_positions(steps: int, dim: int, device: torch.device) -> torch.Te
     return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :dim]
 
 
+def pool_pairs(h: torch.Tensor) -> torch.Tensor:
+    """``[B, T, D] -> [B, ceil(T/2), D]``: mean of steps ``2t, 2t+1`` (an odd last step stays as it is).
+
+    ``avg_pool1d(kernel_size=2, ceil_mode=True)`` along time, without transposing to ``[B, D, T]`` and back.
+    """
+    if h.shape[1] % 2:
+        h = torch.cat([h, h[:, -1:]], dim=1)
+    B, T, D = h.shape
+    return h.view(B, T // 2, 2, D).mean(dim=2)
+
+
+def upsample_to(h: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[B, T, D] -> [B, steps, D]`` by nearest neighbour: ``interpolate(mode="nearest")`` along time.
+
+    The inverse of :func:`pool_pairs` (``ceil(steps / 2) == T``) is a broadcast copy of each step,
+    whose backward is a sum over each pair instead of ``interpolate``'s index scatter.
+    """
+    B, T, D = h.shape
+    if steps == T:
+        return h
+    if (steps + 1) // 2 == T:
+        return h[:, :, None].expand(B, T, 2, D).reshape(B, 2 * T, D)[:, :steps]
+    return F.interpolate(h.transpose(1, 2), size=steps, mode="nearest").transpose(1, 2)
+
+
 class GATBlock(nn.Module):
     """Post-norm residual GAT block ``LayerNorm(x + Dropout(ELU(GAT(x, graph))))``, ``[B, T, D] -> [B, T, D]``.
 
@@ -160,7 +185,7 @@ class TGATUNet(nn.Module):
         for block in self.encoder:
             h = self._run(block, h, graph(h.shape[1]))  # [B, T_l, D]
             skips.append(h)
-            h = F.avg_pool1d(h.transpose(1, 2), 2, ceil_mode=True).transpose(1, 2)  # [B, ceil(T_l/2), D]
+            h = pool_pairs(h)  # [B, ceil(T_l/2), D]
 
         for layer in self.bottleneck:
             h = self._run(layer, h)
@@ -169,9 +194,9 @@ class TGATUNet(nn.Module):
         for i, block in enumerate(self.decoder):
             # Decoder level i pairs with encoder level E-1-i; extra levels reuse full resolution.
             skip = skips[len(skips) - 1 - i] if i < len(skips) else skips[0]
-            h = F.interpolate(h.transpose(1, 2), size=skip.shape[1], mode="nearest").transpose(1, 2)
+            h = upsample_to(h, skip.shape[1])
             h = h + skip if self.fuse is None else self.fuse[i](torch.cat([h, skip], dim=-1))
             h = self._run(block, h, graph(skip.shape[1]))  # [B, T_l, D]
-        h = F.interpolate(h.transpose(1, 2), size=T, mode="nearest").transpose(1, 2)
+        h = upsample_to(h, T)
         local = self.local(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
         return self.reconstruct(h) + local, logits

@@ -183,6 +183,9 @@ class TGATUNetModule(pl.LightningModule):
 
     def configure_optimizers(self):
         t = self.config.training
-        optimizer = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        # torch's fused AdamW (one kernel for all parameters) is refused by Lightning's gradient clipping
+        # under mixed precision, where the optimiser would have to unscale gradients itself.
+        fused = self.device.type in ("cpu", "cuda") and not self.config.performance.precision.endswith("-mixed")
+        optimizer = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs, eta_min=t.lr * 0.05)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
