@@ -1,7 +1,9 @@
 """The command line end to end: train, evaluate, complete; user errors without tracebacks."""
 
 import json
+from pathlib import Path
 
+import yaml
 from typer.testing import CliRunner
 
 from tgatunet.cli import app
@@ -53,3 +55,24 @@ def test_error_text_in_brackets_is_printed_as_is(dataset):
     result = runner.invoke(app, ["config", "validate", str(dataset["write"](cfg))])
     assert result.exit_code == 2
     assert "['a']" in result.output
+
+
+def test_bench_measures_the_bundled_config_and_writes_what_to_change(tmp_path):
+    from tgatunet.config import KEYS
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "basicmotions.yaml"
+    result = CliRunner().invoke(app, ["bench", "--config", str(config), "--steps", "4", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "bench.json").read_text())
+    train = report["train"]
+    assert train["windows_per_second"] > 0 and train["peak_memory_gb"] > 0
+    assert set(train["step"]["share"]) == {"data", "forward", "backward", "optimizer"}
+    assert abs(sum(train["step"]["share"].values()) - 1.0) < 1e-6 and report["verdict"]
+    assert report["infer"]["windows_per_second"] > 0 and report["infer"]["latency_ms_p50"] > 0
+    tried = [key for v in report["variants"] for key in v["keys"]]
+    assert {"use_gradient_checkpoint", "batch_size", "use_optimized_model", "precision"} <= set(tried)
+    # The snippet pastes into a config: only known keys, and exactly the recommended ones.
+    snippet = yaml.safe_load((tmp_path / "recommended.yaml").read_text()) or {}
+    assert set(snippet) <= set(KEYS)
+    assert {k: v for k, v in snippet.items() if k != "devices"} == report["recommended"]
+    assert "recommended:" in result.output

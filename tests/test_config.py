@@ -13,7 +13,6 @@ from tgatunet.cli import app
 from tgatunet.config import (
     FIELDS,
     PRESETS,
-    Config,
     config_from_dict,
     config_template,
     load_config,

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import tgatunet.hardware as hardware
 from tgatunet.cli import app
-from tgatunet.config import FIELDS, PRESETS, Config, config_from_dict
+from tgatunet.config import FIELDS, PRESETS, config_from_dict
 from tgatunet.errors import ConfigError
 from tgatunet.hardware import GB, DeviceMemory, Hardware, preset_for_memory
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 
 from tgatunet.data.prepared import PreparedData
 from tgatunet.data.store_windows import StoreData, window_dataset
