@@ -1,54 +1,48 @@
 """How the training cost grows with the work: ``window_size``, batch size and dataset size.
 
-Every measurement runs at the reference setting (:mod:`tgatunet.bench.setting`:
-medium preset, 9 channels, fp32) with one size changed; the rest stays at the
-setting (window_size 128, batch 16). One **training step** is the module's own
-objective (:class:`~tgatunet.bench.step.TrainStep`: ``TGATUNetModule.losses``
-on the inputs drawn by ``inputs``), backward, gradient clipping and the AdamW step, as in training
-(without Lightning's loop around it).
+Every measurement runs at the reference setting (:mod:`benchmarks.setting`: medium preset,
+9 channels, fp32) with one size changed; the rest stays at the setting (window_size 128, batch
+16). One **training step** is the real one, ``TGATUNetModule.training_step`` run by Lightning
+(:mod:`benchmarks.training`).
 
-* ``window_size`` and ``batch_size``: the cost of one training step on a batch
-  of the training split (read by :class:`BatchedWindowDataset`, as the training
-  DataLoader reads it). **Time**: :func:`tgatunet.profiling.median_seconds` of
-  ``repeats`` steps after one warm-up step. **Peak memory**:
-  :func:`tgatunet.profiling.peak_memory_bytes` of one more step: the tensors it
-  allocates (activations kept for backward, gradients, temporaries), not the
-  parameters and optimiser state that existed before.
-* ``dataset_size`` (training windows): the cost of one training epoch over
-  :func:`tgatunet.train.run.make_loader`'s training loader. **Time**: median
-  of ``epoch_repeats`` epochs (one model and optimiser for every size, warmed up
-  by one epoch at the smallest size). **Peak memory**: the peak tensor memory of
-  one epoch plus the bytes of the dataset's in-memory arrays
-  (``PreparedData.values`` and ``observed``), which training holds all along.
+* ``window_size`` and ``batch_size``: the cost of one training step on batches of the training
+  split, read by the training DataLoader. **Time**: the median step of a fit (``repeats`` timed
+  steps after one warm-up step, :class:`~tgatunet.train.callbacks.StepTimer`). **Peak memory**:
+  :func:`benchmarks.training.peak_training_bytes` of a one-step fit of the same module:
+  gradients, optimiser state, batch, activations and temporaries, not the parameters.
+* ``dataset_size`` (training windows): the cost of one training epoch over the training
+  DataLoader. **Time**: the median of ``epoch_repeats`` epochs of one fit after a warm-up epoch
+  (:class:`benchmarks.training.EpochTimer`; one module for every size, the channels and classes
+  being the same). **Peak memory**: the peak tensor memory of a one-epoch fit plus the bytes of
+  the dataset's in-memory arrays (``PreparedData.values`` and ``observed``), which training holds
+  all along.
 
-The **exponent** is the least-squares slope of log(cost) against log(size)
-(:func:`fit_exponent`): cost grows as size**exponent, 1 being linear.
+The **exponent** is the least-squares slope of log(cost) against log(size) (:func:`fit_exponent`):
+cost grows as size**exponent, 1 being linear.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend first: no display on servers)
-import numpy as np  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
-import torch  # noqa: E402
+from tgatunet.config import Config, load_config
+from tgatunet.data.prepared import PreparedData, prepare_data
+from tgatunet.errors import RunError
+from tgatunet.profiling import peak_memory_bytes
 
-from tgatunet.bench.setting import SOURCES, WINDOW_SIZE, setting_keys, write_setting_data  # noqa: E402
-from tgatunet.bench.step import TrainStep, to_device  # noqa: E402
-from tgatunet.config import Config, load_config  # noqa: E402
-from tgatunet.data.prepared import BatchedWindowDataset, PreparedData, prepare_data  # noqa: E402
-from tgatunet.errors import RunError  # noqa: E402
-from tgatunet.profiling import median_seconds, peak_memory_bytes  # noqa: E402
-from tgatunet.train.run import build_module, make_loader  # noqa: E402
+from benchmarks.setting import SOURCES, WINDOW_SIZE, setting_keys, write_setting_data
+from benchmarks.training import EpochTimer, fit, new_module, peak_training_bytes, step_timings
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +70,27 @@ def fit_exponent(sizes: Sequence[float], costs: Sequence[float]) -> tuple[float,
     return float(exponent), float(log_factor)
 
 
-def _train_step(config: Config, data: PreparedData, device: torch.device) -> TrainStep:
-    torch.manual_seed(config.training.seed)
-    return TrainStep(build_module(config, data).to(device))
+def _accelerator(device: torch.device) -> str:
+    return "cuda" if device.type == "cuda" else "cpu"
 
 
-def _step_point(
-    config: Config, data: PreparedData, batch_size: int, repeats: int, device: torch.device
-) -> dict[str, float]:
+def full_batch_seconds(config: Config, data: PreparedData, steps: int, module, batch_size: int) -> float:
+    """Median seconds of the timed steps whose batch was whole (an epoch's last batch may be short)."""
+    timings = step_timings(config, data, steps, skip=1, module=module)
+    whole = [sum(s.values()) for s, size in zip(timings["per_step"], timings["batch_sizes"]) if size == batch_size]
+    return statistics.median(whole or [timings["step_seconds"]])
+
+
+def _step_point(config: Config, data: PreparedData, batch_size: int, repeats: int) -> dict[str, float]:
     """Seconds and peak bytes of one training step of ``batch_size`` windows of ``data`` under ``config``."""
-    if len(data.windows["train"]) < batch_size:
+    if len(data.windows["train"]) < 2 * batch_size:
         raise RunError(
             f"scaling benchmark: {len(data.windows['train'])} training windows at window_size "
-            f"{config.data.window_size}, fewer than the batch of {batch_size}: generate more blocks"
+            f"{config.data.window_size}, fewer than two batches of {batch_size}: generate more blocks"
         )
-    step = _train_step(config, data, device)
-    step.set_batch(to_device(BatchedWindowDataset(data, "train").__getitems__(list(range(batch_size))), device))
-    seconds = median_seconds(step, repeats=repeats, warmup=1, device=device)
-    return {"seconds": seconds, "peak_bytes": peak_memory_bytes(step, device)}
+    module = new_module(config, data)
+    seconds = full_batch_seconds(config, data, repeats, module, batch_size)
+    return {"seconds": seconds, "peak_bytes": peak_training_bytes(config, data, 1, module)}
 
 
 def _blocks_for(train_windows: int, block_length: int, window_size: int, step_size: int) -> int:
@@ -105,12 +102,13 @@ def _blocks_for(train_windows: int, block_length: int, window_size: int, step_si
 def window_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[dict[str, float]]:
     """Step cost against window_size, at the setting's batch size."""
     longest = max(sizes.window_sizes)
-    blocks = _blocks_for(2 * BATCH, 2 * longest, longest, longest // 2)  # twice the windows: the split draws blocks
-    base = load_config(write_setting_data(folder / "windows", blocks, 2 * longest))
+    # Three batches' worth at the longest window, twice over: the split draws whole blocks.
+    blocks = _blocks_for(6 * BATCH, 2 * longest, longest, longest // 2)
+    base = load_config(write_setting_data(folder / "windows", blocks, 2 * longest, accelerator=_accelerator(device)))
     points = []
     for T in sorted(sizes.window_sizes):
-        config = base.with_keys(**{"window_size": T, "step_size": T // 2})
-        points.append({"size": T, **_step_point(config, prepare_data(config), BATCH, sizes.repeats, device)})
+        config = base.with_keys(window_size=T, step_size=T // 2)
+        points.append({"size": T, **_step_point(config, prepare_data(config), BATCH, sizes.repeats)})
         log.info("scaling: window_size %d: %.1f ms per step", T, 1e3 * points[-1]["seconds"])
     return points
 
@@ -118,24 +116,25 @@ def window_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list
 def batch_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[dict[str, float]]:
     """Step cost against batch size, at the setting's window_size."""
     step = setting_keys()["step_size"]
-    blocks = _blocks_for(2 * max(sizes.batch_sizes), 4 * WINDOW_SIZE, WINDOW_SIZE, step)
-    config = load_config(write_setting_data(folder / "batches", blocks, 4 * WINDOW_SIZE))
+    blocks = _blocks_for(3 * max(sizes.batch_sizes), 4 * WINDOW_SIZE, WINDOW_SIZE, step)
+    path = write_setting_data(folder / "batches", blocks, 4 * WINDOW_SIZE, accelerator=_accelerator(device))
+    config = load_config(path)
     data = prepare_data(config)  # the batch size does not change the prepared windows
     points = []
     for B in sorted(sizes.batch_sizes):
-        sized = config.with_keys(**{"batch_size": B})
-        points.append({"size": B, **_step_point(sized, data, B, sizes.repeats, device)})
+        points.append({"size": B, **_step_point(config.with_keys(batch_size=B), data, B, sizes.repeats)})
         log.info("scaling: batch %d: %.1f ms per step", B, 1e3 * points[-1]["seconds"])
     return points
 
 
-def dataset_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[dict[str, float]]:
-    """Epoch cost against the number of training windows."""
+def _datasets(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[tuple[Config, PreparedData]]:
+    """One synthetic dataset per size of the dataset axis, with distinct training window counts."""
     step = setting_keys()["step_size"]
     datasets = []
     for target in sorted(sizes.dataset_windows):
         blocks = _blocks_for(target, 4 * WINDOW_SIZE, WINDOW_SIZE, step)
-        config = load_config(write_setting_data(folder / f"windows_{target}", blocks, 4 * WINDOW_SIZE))
+        path = write_setting_data(folder / f"windows_{target}", blocks, 4 * WINDOW_SIZE, accelerator=_accelerator(device))
+        config = load_config(path)
         datasets.append((config, prepare_data(config)))
     counts = [len(data.windows["train"]) for _, data in datasets]
     if len(set(counts)) < len(counts):
@@ -143,25 +142,20 @@ def dataset_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> lis
             f"dataset sizes {list(sizes.dataset_windows)} give {counts} training windows: some coincide; "
             "choose sizes further apart"
         )
-    step = _train_step(*datasets[0], device)  # same channels and classes at every size
+    return datasets
 
-    def epoch(config: Config, data: PreparedData) -> Callable[[], None]:
-        loader = make_loader(data, "train", config, shuffle=True)  # workers (on CUDA) persist across epochs
 
-        def run() -> None:
-            for batch in loader:
-                step.set_batch(to_device(batch, device))
-                step()
-
-        return run
-
-    epochs = [epoch(config, data) for config, data in datasets]
-    epochs[0]()  # warm-up
+def dataset_axis(folder: Path, sizes: ScalingSizes, device: torch.device) -> list[dict[str, float]]:
+    """Epoch cost against the number of training windows."""
+    datasets = _datasets(folder, sizes, device)
+    module = new_module(*datasets[0])  # same channels and classes at every size
     points = []
-    for (_, data), run in zip(datasets, epochs):
-        seconds = median_seconds(run, repeats=sizes.epoch_repeats, warmup=0, device=device)
+    for config, data in datasets:
+        timer = EpochTimer()
+        fit(config, data, epochs=1 + sizes.epoch_repeats, callbacks=[timer], module=module)
+        seconds = statistics.median(timer.seconds[1:])  # the first epoch warms up
         data_bytes = data.values.nbytes + data.observed.nbytes
-        peak = peak_memory_bytes(run, device)
+        peak = peak_memory_bytes(lambda: fit(config, data, epochs=1, module=module), device)
         points.append(
             {
                 "size": len(data.windows["train"]),
@@ -214,7 +208,8 @@ def plot_axis(axis: str, summary: dict[str, Any], path: Path) -> Path:
     """Time and peak memory against size, log-log, each with its fitted line and exponent."""
     points = summary["points"]
     sizes = np.array([p["size"] for p in points], float)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
     panels = [
         (axes[0], [p["seconds"] for p in points], f"time of {summary['cost']}", "seconds"),
         (axes[1], [p["peak_bytes"] / 2**20 for p in points], summary["memory"], "MiB"),
@@ -236,18 +231,17 @@ def plot_axis(axis: str, summary: dict[str, Any], path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 METHOD = (
     "Reference setting (medium preset, 9 channels, fp32) with one size changed. Step axes (window_size, "
-    "batch_size): bench.step.TrainStep (TGATUNetModule.inputs + losses, backward, clipping, AdamW step) on a batch of the "
-    "training split; time = profiling.median_seconds of the steps after one warm-up; memory = "
-    "profiling.peak_memory_bytes of one step (activations, gradients, temporaries; not parameters and optimiser "
-    "state). dataset_size: one epoch of the same step over train()'s training DataLoader; time = median of the "
-    "epochs after a warm-up epoch; memory = peak tensor memory of an epoch + bytes of the in-memory dataset "
-    "arrays. Exponent: least-squares slope of log(cost) against log(size)."
+    "batch_size): the real TGATUNetModule training step run by Lightning (quiet_trainer.fit) on the training "
+    "DataLoader; time = StepTimer's median of the timed steps with a whole batch, after one warm-up step; memory = "
+    "profiling.peak_memory_bytes of a one-step fit of the same module (gradients, optimiser state, batch, "
+    "activations, temporaries; not the parameters). dataset_size: epochs of one fit over the training DataLoader; "
+    "time = median epoch after a warm-up epoch; memory = peak tensor memory of a one-epoch fit + bytes of the "
+    "in-memory dataset arrays. Exponent: least-squares slope of log(cost) against log(size)."
 )
 MEASURE = {"window_size": window_axis, "batch_size": batch_axis, "dataset_size": dataset_axis}
 

@@ -1,4 +1,4 @@
-"""``tgatunet bench scale``: memory and speed of training from the out-of-core store.
+"""``python performance_test.py scale``: memory and speed of training from the out-of-core store.
 
 How each figure is measured:
 
@@ -10,18 +10,19 @@ How each figure is measured:
   blocks once.
 * **Peak RSS of an epoch.** One training epoch (the real ``train()``: Lightning,
   validation, checkpoints, run directory) in a fresh Python process per
-  measurement (:mod:`tgatunet.bench.epoch_worker`): the process's resident
+  measurement (:mod:`benchmarks.epoch_worker`): the process's resident
   memory before training plus the most it grew while training
   (:func:`~tgatunet.profiling.peak_rss_bytes`, the kernel's high-water mark).
   From the store at every size; from memory (no ``data_store``) at 1x and 8x,
   to show what the store saves. ``scale.rss_growth_8x_vs_1x`` = store peak at
   8x / store peak at 1x.
-* **Throughput.** At 1x, in one process, one model and AdamW optimiser train
-  on batches taken alternately from the store's loader and the in-memory
-  loader (``train()``'s own loaders; the order flips every round, so both
-  sources share whatever else the machine does meanwhile). Fetching a batch
-  and the training step on it are timed apart; the step times of both sources
-  are pooled (the same computation). ``scale.store_vs_memory_throughput`` =
+* **Throughput.** At 1x, in one process, one module trains (the real step, one
+  Lightning fit) on batches taken alternately from the store's loader and the
+  in-memory loader (``train()``'s own loaders; the order flips every round, so
+  both sources share whatever else the machine does meanwhile). Fetching a
+  batch and the training step on it are timed apart (the ``data`` phase of
+  :class:`~tgatunet.train.callbacks.StepTimer`, and the rest of the step); the
+  step times of both sources are pooled (the same computation). ``scale.store_vs_memory_throughput`` =
   (median fetch + median step seconds per window, in memory) / (the same from
   the store). The plain windows/s of each source over the whole run is
   recorded beside it (``direct_windows_per_second_1x``); on a shared machine
@@ -36,26 +37,32 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import yaml
 
-from tgatunet.bench.results import write_section
-from tgatunet.bench.step import TrainStep, endless
 from tgatunet.config import Config, load_config
 from tgatunet.data.prepared import prepare_data
 from tgatunet.data.store import build_store
 from tgatunet.data.store_windows import store_data
 from tgatunet.data.synth import SynthSpec, write_synthetic
-from tgatunet.train.run import build_module, make_loader
+from tgatunet.train.callbacks import StepTimer
+from tgatunet.train.run import make_loader
+
+from benchmarks.results import write_section
+from benchmarks.training import fit
+
+# The folder that holds the benchmarks package: the worker process imports it from there.
+ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +105,10 @@ def _dataset(folder: Path, blocks: int, channels: int, block_length: int) -> tup
 
 def _epoch(config: Path, run_dir: Path) -> dict[str, Any]:
     """One training epoch in a fresh process: its resident memory before training and at its peak."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(
-        [sys.executable, "-m", "tgatunet.bench.epoch_worker", str(config), str(run_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
+        [sys.executable, "-m", "benchmarks.epoch_worker", str(config), str(run_dir)],
+        capture_output=True, text=True, check=False, env=env,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -110,42 +116,63 @@ def _epoch(config: Path, run_dir: Path) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def endless(loader: Iterable) -> Iterator:
+    """The loader's batches, epoch after epoch."""
+    while True:
+        yield from loader
+
+
+class Alternating:
+    """``rounds`` rounds of one batch from each named loader, the order flipping every round (a b, b a, a b, ...).
+
+    It has a length, so Lightning fetches each batch when its step starts (no prefetching): the
+    ``data`` phase of a step is the fetching of its own batch. ``names`` records, in order, the
+    loader each batch came from.
+    """
+
+    def __init__(self, loaders: dict[str, Iterable], rounds: int) -> None:
+        self.loaders = loaders
+        self.rounds = rounds
+        self.names: list[str] = []
+
+    def __len__(self) -> int:
+        return self.rounds * len(self.loaders)
+
+    def __iter__(self) -> Iterator:
+        batches = {name: endless(loader) for name, loader in self.loaders.items()}
+        order = list(self.loaders)
+        for index in range(self.rounds):
+            for name in order if index % 2 == 0 else order[::-1]:
+                self.names.append(name)
+                yield next(batches[name])
+
+
 def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> dict[str, Any]:
     """Training windows/s from the store and from memory, batches alternating (see the module docstring).
 
-    Each step is timed in two parts, fetching the batch and the training step on it. A step
-    computes the same thing whichever loader gave the batch (same model, shapes and values), so
-    the step times of both are pooled: on a busy machine their spread would otherwise swamp the
-    difference, which is all in the fetching. Seconds per window of a source = median fetch
-    seconds per window of that source + median step seconds per window.
+    Each step is timed in two parts, fetching the batch (StepTimer's ``data``) and the training
+    step on it (the other phases). A step computes the same thing whichever loader gave the batch
+    (same model, shapes and values), so the step times of both are pooled: on a busy machine
+    their spread would otherwise swamp the difference, which is all in the fetching. Seconds per
+    window of a source = median fetch seconds per window of that source + median step seconds per
+    window.
     """
     config = load_config(store_config)
     lazy = store_data(config)
     eager = prepare_data(config, stats=lazy.stats, block_splits=lazy.block_splits)
-    pl.seed_everything(config.training.seed, verbose=False)
-    step = TrainStep(build_module(config, lazy))
-    batches = {
-        "store": endless(make_loader(lazy, "train", config, shuffle=True)),
-        "memory": endless(make_loader(eager, "train", config, shuffle=True)),
-    }
-    fetch: dict[str, list[float]] = {name: [] for name in batches}  # seconds per window
+    loaders = {"store": make_loader(lazy, "train", config, shuffle=True), "memory": make_loader(eager, "train", config, shuffle=True)}
+    batches, timer = Alternating(loaders, warmup + steps), StepTimer(skip=0)
+    fit(config, lazy, len(batches), [timer], loader=batches)
+    fetch: dict[str, list[float]] = {name: [] for name in loaders}  # seconds per window
     compute: list[float] = []
-    elapsed, windows = dict.fromkeys(batches, 0.0), dict.fromkeys(batches, 0)
-    for index in range(warmup + steps):
-        for name in list(batches) if index % 2 == 0 else list(reversed(batches)):
-            start = time.perf_counter()
-            batch = next(batches[name])
-            fetched = time.perf_counter()
-            step.set_batch(batch)
-            step()
-            done = time.perf_counter()
-            if index >= warmup:
-                size = len(batch["values"])
-                fetch[name].append((fetched - start) / size)
-                compute.append((done - fetched) / size)
-                elapsed[name] += done - start
-                windows[name] += size
-    per_window = {name: statistics.median(fetch[name]) + statistics.median(compute) for name in batches}
+    elapsed, windows = dict.fromkeys(loaders, 0.0), dict.fromkeys(loaders, 0)
+    timed = list(zip(batches.names, timer.steps, timer.batch_sizes))[len(loaders) * warmup :]
+    for name, phases, size in timed:
+        fetch[name].append(phases["data"] / size)
+        compute.append((phases["forward"] + phases["backward"] + phases["optimizer"]) / size)
+        elapsed[name] += sum(phases.values())
+        windows[name] += size
+    per_window = {name: statistics.median(fetch[name]) + statistics.median(compute) for name in loaders}
     return {
         "ratio": per_window["memory"] / per_window["store"],
         "windows_per_second": {name: round(1.0 / t, 2) for name, t in per_window.items()},
@@ -153,7 +180,7 @@ def _interleaved_throughput(store_config: Path, steps: int, warmup: int = 2) -> 
             name: round(1e3 * statistics.median(t) * config.training.batch_size, 3) for name, t in fetch.items()
         },
         "step_ms_per_batch": round(1e3 * statistics.median(compute) * config.training.batch_size, 1),
-        "direct_windows_per_second": {name: round(windows[name] / elapsed[name], 2) for name in batches},
+        "direct_windows_per_second": {name: round(windows[name] / elapsed[name], 2) for name in loaders},
         "loading_windows_per_second": _loading_throughput(config, {"store": lazy, "memory": eager}),
     }
 
@@ -223,10 +250,11 @@ def run_scale_benchmark(
             **MODEL,
         },
         "method": (
-            "peak RSS: one training epoch per fresh process (python -m tgatunet.bench.epoch_worker), resident "
+            "peak RSS: one training epoch per fresh process (python -m benchmarks.epoch_worker), resident "
             "memory before training + its high-water mark while training (VmHWM, reset at the start); "
-            "throughput: one process, batches alternating between the store and the in-memory loader; seconds "
-            "per window = median fetch (per source) + median training step (pooled), ratio memory / store"
+            "throughput: one process, one Lightning fit of the real training step, batches alternating between "
+            "the store and the in-memory loader; StepTimer's data phase is the fetch, the other phases the step; "
+            "seconds per window = median fetch (per source) + median training step (pooled), ratio memory / store"
         ),
         "seconds": round(time.perf_counter() - started, 1),
     }

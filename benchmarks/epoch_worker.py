@@ -1,6 +1,6 @@
 """One training run in a process of its own, reporting its peak resident memory.
 
-``python -m tgatunet.bench.epoch_worker CONFIG RUN_DIR`` trains ``CONFIG``
+``python -m benchmarks.epoch_worker CONFIG RUN_DIR`` trains ``CONFIG``
 (the real :func:`tgatunet.train.run.train`: Lightning, run directory,
 checkpoints) and prints one JSON line: the process's resident memory before
 training (imports done) and its peak while training

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from tgatunet import __version__
-from tgatunet.rundir import atomic_write_text
+from tgatunet.files import atomic_write_text
 
 
 def environment() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Training and inference at the reference setting: throughput, peak memory, memory use, accelerator use.
 
-The setting is :mod:`tgatunet.bench.setting` (medium preset, window_size 128,
+The setting is :mod:`benchmarks.setting` (medium preset, window_size 128,
 9 channels, fp32) on synthetic data. How each figure is measured:
 
 * **training throughput**: the real :func:`tgatunet.train.run.train`
@@ -13,17 +13,17 @@ The setting is :mod:`tgatunet.bench.setting` (medium preset, window_size 128,
   (every 10 steps and at the end): the peak of the training device's memory in
   use (the GPU's on CUDA, the machine's RAM on CPU, every process counted) and
   the mean GPU utilisation (NVML).
-* **peak training memory**: :func:`tgatunet.bench.memory.measure_training`:
+* **peak training memory**: :func:`benchmarks.memory.measure_training`:
   :func:`~tgatunet.profiling.peak_memory_bytes` around a Lightning fit of
   ``steps`` steps built from nothing (module, AdamW, trainer, loader): parameters,
   gradients, optimiser state, batches and activations all count.
 * **inference throughput**: the trained run loaded by
-  :func:`~tgatunet.predict.load_run`; :func:`~tgatunet.predict.run_model` over
+  :func:`~tgatunet.apply.predict.load_run`; its module's ``predict_windows`` over
   every window of the run's data in batches of the setting's batch size (outputs
   back on the CPU, as ``tgatunet complete`` does); the median time of
   ``repeats`` passes after a warm-up pass (:func:`~tgatunet.profiling.median_seconds`).
 * **peak inference memory**: ``peak_memory_bytes`` of loading the run and
-  running one batch through ``run_model``: parameters plus one batch's
+  running one batch through ``predict_windows``: parameters plus one batch's
   activations and outputs.
 * **memory use % and accelerator utilisation in inference**: one
   :meth:`ResourceMonitor.sample` right after the timed passes.
@@ -37,17 +37,17 @@ from typing import Any
 
 import torch
 
-from tgatunet.bench.memory import measure_training
-from tgatunet.bench.setting import describe
+from tgatunet.apply.predict import TrainedRun, load_run
 from tgatunet.config import load_config
-from tgatunet.data.prepared import prepare_data
-from tgatunet.evaluate import gather_windows
+from tgatunet.data.prepared import WindowIndex, prepare_data
 from tgatunet.hardware import GB
-from tgatunet.predict import TrainedRun, load_run, run_model
 from tgatunet.profiling import median_seconds, peak_memory_bytes
-from tgatunet.rundir import RunDir
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.run import train
+from tgatunet.train.rundir import RunDir
+
+from benchmarks.memory import measure_training
+from benchmarks.setting import describe
 
 NO_GPU = "no GPU"
 NO_NVML = "GPU utilisation not readable (NVML): install nvidia-ml-py (pip install tgatunet[gpu])"
@@ -68,17 +68,16 @@ def peak_training_bytes(config_path: Path, device: torch.device, steps: int = 2)
 
 def all_windows(trained: TrainedRun) -> tuple[torch.Tensor, torch.Tensor]:
     """``values, visible [W, T, C]`` of every window of the run's data, splits in order."""
-    parts = [gather_windows(trained.data, index) for index in trained.data.windows.values()]
-    return torch.cat([v for v, _ in parts]), torch.cat([m for _, m in parts])
+    return trained.data.gather(WindowIndex.concat(list(trained.data.windows.values())))
 
 
 def inference_throughput(
     trained: TrainedRun, values: torch.Tensor, visible: torch.Tensor, repeats: int, device: torch.device
 ) -> dict[str, Any]:
-    """Windows/s and batches/s of ``run_model`` over ``values, visible [W, T, C]``, and a resource sample after."""
+    """Windows/s and batches/s of ``predict_windows`` over ``values, visible [W, T, C]``, and a resource sample after."""
     batch = trained.config.training.batch_size
     seconds = median_seconds(
-        lambda: run_model(trained.module, values, visible, batch), repeats=repeats, warmup=1, device=device
+        lambda: trained.module.predict_windows(values, visible, batch), repeats=repeats, warmup=1, device=device
     )
     sample = ResourceMonitor().sample(device)
     batches = math.ceil(len(values) / batch)
@@ -98,7 +97,7 @@ def peak_inference_bytes(run_dir: Path, values: torch.Tensor, visible: torch.Ten
     """Peak tensor bytes of loading the trained run and running ``values, visible [B, T, C]`` as one batch."""
 
     def load_and_predict() -> None:
-        run_model(load_run(RunDir(run_dir), device).module, values, visible, len(values))
+        load_run(RunDir(run_dir), device).module.predict_windows(values, visible, len(values))
 
     return peak_memory_bytes(load_and_predict, device)
 
@@ -109,10 +108,76 @@ def _device_memory_percent(figures: dict[str, Any], cuda: bool, peak: bool) -> f
     return figures.get("peak_system_memory_percent" if peak else "system_memory_percent")
 
 
+TRAIN_UNITS = {
+    "samples_per_second": "training windows/s",
+    "epochs_per_minute": "epochs/min",
+    "train_seconds": "s",
+    "windows": "windows per split",
+}
+INFER_UNITS = {
+    "windows_per_second": "windows/s",
+    "batches_per_second": "batches/s",
+    "seconds_per_pass": "s",
+    **{f"latency_ms_{p}{c}": "ms" for p in ("p50", "p95") for c in ("", "_compiled")},
+}
+METHOD = {
+    "train": "tgatunet.train.run.train on synthetic data at the setting; ThroughputMonitor: training batches only "
+    "(batch to batch, data loading included, validation not), all epochs",
+    "infer": "apply.predict.load_run + module.predict_windows over every window of the run's data in batches of "
+    "batch_size, outputs copied to the CPU; profiling.median_seconds of the passes after a warm-up pass",
+    "peak_memory_gb": "profiling.peak_memory_bytes (CPU: every tensor storage followed from creation to release; "
+    "CUDA: the allocator's peak). train: a Lightning fit of 2 steps built from nothing "
+    "(benchmarks.memory.measure_training: parameters, gradients, AdamW state, batches, activations); "
+    "infer: apply.predict.load_run + predict_windows of one batch (parameters, activations, outputs)",
+    "memory_use_percent": "train: peak of ResourceMonitor's samples during the training run (every 10 steps and at "
+    "the end); infer: ResourceMonitor.sample right after the timed inference passes; host_*: the machine's RAM in "
+    "use (psutil)",
+    "accelerator_utilization_percent": "torch.cuda.utilization (NVML): train = mean of ResourceMonitor's samples "
+    "during the training run; infer = one sample right after the timed inference passes; null with the reason "
+    "where there is no GPU or NVML cannot be read",
+}
+
+
+def train_section(metrics: dict[str, Any], setting: dict[str, Any]) -> dict[str, Any]:
+    keys = {"samples_per_second": "windows_per_second", "epochs_per_minute": "epochs_per_minute",
+            "epochs": "epochs_timed", "train_seconds": "train_seconds", "windows": "windows",
+            "parameters": "parameters", "device": "device"}  # fmt: skip
+    figures = {ours: metrics[theirs] for ours, theirs in keys.items()}
+    return {**figures, "setting": setting, "units": TRAIN_UNITS, "method": METHOD["train"]}
+
+
+def use_sections(monitor: dict[str, Any], sample: dict[str, Any], cuda: bool) -> dict[str, dict]:
+    """The sections ``memory_use_percent`` and ``accelerator_utilization_percent``."""
+
+    def reason(value: float | None) -> str | None:
+        return None if value is not None else (NO_NVML if cuda else NO_GPU)
+
+    train_util, infer_util = monitor.get("mean_gpu_utilization_percent"), sample.get("gpu_utilization_percent")
+    return {
+        "memory_use_percent": {
+            "train": _device_memory_percent(monitor, cuda, peak=True),
+            "infer": _device_memory_percent(sample, cuda, peak=False),
+            "host_train": monitor.get("peak_system_memory_percent"),
+            "host_infer": sample.get("system_memory_percent"),
+            "of": "GPU memory in use (torch.cuda.mem_get_info, every process)" if cuda
+            else "host RAM in use (psutil.virtual_memory, every process on the machine)",
+            "units": {k: "%" for k in ("train", "infer", "host_train", "host_infer")},
+            "method": METHOD["memory_use_percent"],
+        },
+        "accelerator_utilization_percent": {
+            "train": train_util,
+            "train_reason": reason(train_util),
+            "infer": infer_util,
+            "infer_reason": reason(infer_util),
+            "units": {"train": "%", "infer": "%"},
+            "method": METHOD["accelerator_utilization_percent"],
+        },
+    }
+
+
 def measure_runtime(config_path: Path, run_dir: Path, infer_repeats: int, device: torch.device) -> dict[str, dict]:
     """Every figure of the module docstring; returns the sections ``train``, ``infer``, ``peak_memory_gb``,
     ``memory_use_percent`` and ``accelerator_utilization_percent``."""
-    cuda = device.type == "cuda"
     setting = describe()
     train_metrics, monitor = training_throughput(config_path, run_dir)
     peak_train = peak_training_bytes(config_path, device)
@@ -122,78 +187,16 @@ def measure_runtime(config_path: Path, run_dir: Path, infer_repeats: int, device
     sample = infer.pop("sample")
     size = trained.config.training.batch_size
     peak_infer = peak_inference_bytes(run_dir, values[:size], visible[:size], device)
-
-    def utilisation(value: float | None) -> dict[str, Any]:
-        return {"value": value, "reason": None if value is not None else (NO_NVML if cuda else NO_GPU)}
-
-    train_util = utilisation(monitor.get("mean_gpu_utilization_percent"))
-    infer_util = utilisation(sample.get("gpu_utilization_percent"))
     return {
-        "train": {
-            "samples_per_second": train_metrics["windows_per_second"],
-            "epochs_per_minute": train_metrics["epochs_per_minute"],
-            "epochs": train_metrics["epochs_timed"],
-            "train_seconds": train_metrics["train_seconds"],
-            "windows": train_metrics["windows"],
-            "parameters": train_metrics["parameters"],
-            "device": train_metrics["device"],
-            "setting": setting,
-            "units": {
-                "samples_per_second": "training windows/s",
-                "epochs_per_minute": "epochs/min",
-                "train_seconds": "s",
-                "windows": "windows per split",
-            },
-            "method": "tgatunet.train.run.train on synthetic data at the setting; ThroughputMonitor: training "
-            "batches only (batch to batch, data loading included, validation not), all epochs",
-        },
-        "infer": {
-            **infer,
-            "device": str(device),
-            "setting": setting,
-            "units": {
-                "windows_per_second": "windows/s",
-                "batches_per_second": "batches/s",
-                "seconds_per_pass": "s",
-                "latency_ms_p50": "ms",
-                "latency_ms_p95": "ms",
-                "latency_ms_p50_compiled": "ms",
-                "latency_ms_p95_compiled": "ms",
-            },
-            "method": "predict.load_run + predict.run_model over every window of the run's data in batches of "
-            "batch_size, outputs copied to the CPU; profiling.median_seconds of the passes after a warm-up pass",
-        },
+        "train": train_section(train_metrics, setting),
+        "infer": {**infer, "device": str(device), "setting": setting, "units": INFER_UNITS, "method": METHOD["infer"]},
         "peak_memory_gb": {
             "train": peak_train / GB,
             "infer": peak_infer / GB,
             "device": str(device),
             "setting": setting,
             "units": {"train": "GB (2**30 bytes)", "infer": "GB (2**30 bytes)"},
-            "method": "profiling.peak_memory_bytes (CPU: every tensor storage followed from creation to release; "
-            "CUDA: the allocator's peak). train: a Lightning fit of 2 steps built from nothing "
-            "(bench.memory.measure_training: parameters, gradients, AdamW state, batches, activations); "
-            "infer: predict.load_run + run_model of one batch (parameters, activations, outputs)",
+            "method": METHOD["peak_memory_gb"],
         },
-        "memory_use_percent": {
-            "train": _device_memory_percent(monitor, cuda, peak=True),
-            "infer": _device_memory_percent(sample, cuda, peak=False),
-            "host_train": monitor.get("peak_system_memory_percent"),
-            "host_infer": sample.get("system_memory_percent"),
-            "of": "GPU memory in use (torch.cuda.mem_get_info, every process)" if cuda
-            else "host RAM in use (psutil.virtual_memory, every process on the machine)",
-            "units": {k: "%" for k in ("train", "infer", "host_train", "host_infer")},
-            "method": "train: peak of ResourceMonitor's samples during the training run (every 10 steps and at "
-            "the end); infer: ResourceMonitor.sample right after the timed inference passes; host_*: the "
-            "machine's RAM in use (psutil)",
-        },
-        "accelerator_utilization_percent": {
-            "train": train_util["value"],
-            "train_reason": train_util["reason"],
-            "infer": infer_util["value"],
-            "infer_reason": infer_util["reason"],
-            "units": {"train": "%", "infer": "%"},
-            "method": "torch.cuda.utilization (NVML): train = mean of ResourceMonitor's samples during the "
-            "training run; infer = one sample right after the timed inference passes; null with the reason "
-            "where there is no GPU or NVML cannot be read",
-        },
+        **use_sections(monitor, sample, device.type == "cuda"),
     }

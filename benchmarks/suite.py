@@ -1,22 +1,22 @@
-"""The whole benchmark suite: ``tgatunet bench [--quick | --full] [--out DIR]`` (= ``python performance_test.py``).
+"""The whole study: ``python performance_test.py [--quick | --full] [--out DIR]``.
 
 Sections, in order; each writes its part of ``OUT/results.json``:
 
 * ``runtime``: training and inference at the reference setting
-  (:mod:`tgatunet.bench.throughput`): sections ``train``, ``infer``,
+  (:mod:`benchmarks.throughput`): sections ``train``, ``infer``,
   ``peak_memory_gb``, ``memory_use_percent``, ``accelerator_utilization_percent``;
 * ``compute``: MFU, single-window latency and the step breakdown
-  (``tgatunet.bench.compute``, sections ``mfu``, ``infer_latency``,
+  (:mod:`benchmarks.compute`, sections ``mfu``, ``infer_latency``,
   ``breakdown`` and ``breakdown.png``); its latency figures are copied into
   ``infer`` (``latency_ms_p50``, ``latency_ms_p95``, and the compiled model's as
   ``latency_ms_p50_compiled``, ``latency_ms_p95_compiled``);
 * ``scaling``: time and peak memory against window_size, batch size and
-  dataset size (:mod:`tgatunet.bench.scaling`, ``scaling_<axis>.png``);
-* ``graph``, ``model``, ``memory``: the benchmarks of ``tgatunet bench graph``,
-  ``bench model`` and ``bench memory``, with the mode's settings.
+  dataset size (:mod:`benchmarks.scaling`, ``scaling_<axis>.png``);
+* ``graph``, ``model``, ``memory``: the benchmarks of the ``graph``, ``model``
+  and ``memory`` subcommands, with the mode's settings.
 
 Then the ``suite`` section (mode, settings, sections not run, seconds
-per section, plots) and ``report.md`` (:mod:`tgatunet.bench.guide_report`).
+per section, plots) and ``report.md`` (:mod:`benchmarks.guide_report`).
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ from typing import Any
 
 import torch
 
-from tgatunet.bench.guide_report import write_report
-from tgatunet.bench.results import read_results, write_section
-from tgatunet.bench.scaling import AXES, ScalingSizes, measure_scaling
-from tgatunet.bench.setting import write_setting_data
 from tgatunet.config import load_config
-from tgatunet.predict import pick_device
+from tgatunet.hardware import training_device
 from tgatunet.profiling import torch_threads
+
+from benchmarks.guide_report import write_report
+from benchmarks.results import read_results, write_section
+from benchmarks.scaling import AXES, ScalingSizes, measure_scaling
+from benchmarks.setting import DEFAULT_CONFIG, write_setting_data
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,9 @@ class SuiteSettings:
         blocks_per_source, block_length: size of its synthetic data (3 sources).
         infer_repeats: timed inference passes over that data.
         scaling: sizes of the scaling axes.
-        graph: keyword arguments of :func:`tgatunet.bench.graph.run_graph_benchmark` besides out, config and quick.
-        model_rounds, model_epochs: of :func:`tgatunet.bench.model.run_model_benchmark`.
-        memory: keyword arguments of :func:`tgatunet.bench.memory.run_memory_benchmark` besides out.
+        graph: keyword arguments of :func:`benchmarks.graph.run_graph_benchmark` besides out, config and quick.
+        model_rounds, model_epochs: of :func:`benchmarks.model.run_model_benchmark`.
+        memory: keyword arguments of :func:`benchmarks.memory.run_memory_benchmark` besides out.
         sections: the sections to run, from :data:`SECTIONS`.
     """
 
@@ -78,7 +79,7 @@ class SuiteSettings:
     sections: tuple[str, ...] = SECTIONS
 
 
-# Sized for 5 minutes on a 2-core CPU, every section included.
+# Every section, at sizes a small CPU machine runs in minutes; FULL is for real hardware.
 QUICK = SuiteSettings(
     quick=True,
     train_epochs=3,
@@ -122,7 +123,7 @@ class _Context:
 
 
 def _runtime(ctx: _Context) -> None:
-    from tgatunet.bench.throughput import measure_runtime
+    from benchmarks.throughput import measure_runtime
 
     s = ctx.settings
     config = write_setting_data(
@@ -133,7 +134,7 @@ def _runtime(ctx: _Context) -> None:
 
 
 def _compute(ctx: _Context) -> None:
-    from tgatunet.bench.compute import measure_compute
+    from benchmarks.compute import measure_compute
 
     measure_compute(ctx.out, quick=ctx.settings.quick, device=ctx.device)  # plots breakdown.png too
 
@@ -143,20 +144,20 @@ def _scaling(ctx: _Context) -> None:
 
 
 def _graph(ctx: _Context) -> None:
-    from tgatunet.bench.graph import run_graph_benchmark
+    from benchmarks.graph import run_graph_benchmark
 
     run_graph_benchmark(ctx.out, config_path=ctx.config_path, quick=ctx.settings.quick, **ctx.settings.graph)
 
 
 def _model(ctx: _Context) -> None:
-    from tgatunet.bench.model import run_model_benchmark
+    from benchmarks.model import run_model_benchmark
 
     s = ctx.settings
     run_model_benchmark(ctx.out, config_path=ctx.config_path, rounds=s.model_rounds, epochs=s.model_epochs)
 
 
 def _memory(ctx: _Context) -> None:
-    from tgatunet.bench.memory import run_memory_benchmark
+    from benchmarks.memory import run_memory_benchmark
 
     run_memory_benchmark(ctx.out, **ctx.settings.memory)
 
@@ -189,7 +190,7 @@ def copy_latency(out: Path, missing: str) -> None:
             infer.pop(f"{name}_reason", None)
             if infer[name] is None:
                 infer[f"{name}_reason"] = reason
-    infer["latency_source"] = "section infer_latency (tgatunet.bench.compute); _compiled: its 'compiled' figures"
+    infer["latency_source"] = "section infer_latency (benchmarks.compute); _compiled: its 'compiled' figures"
     write_section(out, "infer", infer)
 
 
@@ -203,7 +204,7 @@ def _plots(out: Path) -> list[str]:
 def run_suite(
     out: Path,
     settings: SuiteSettings = QUICK,
-    config_path: Path = Path("configs/basicmotions.yaml"),
+    config_path: Path = DEFAULT_CONFIG,
     on_section: Callable[[str, str], None] = lambda name, state: None,
 ) -> dict[str, Any]:
     """Run ``settings.sections`` (in :data:`SECTIONS` order); write ``out/results.json``, ``out/report.md`` and the plots; return the results.
@@ -222,7 +223,7 @@ def run_suite(
     # A new results.json and plots: figures left by an earlier run must not pass for this run's.
     for stale in ["results.json", "report.md", *OUTPUT_PLOTS]:
         (out / stale).unlink(missing_ok=True)
-    device = pick_device()
+    device = training_device("auto").torch_device
     skipped = {name: "not among this run's sections" for name in SECTIONS if name not in settings.sections}
     seconds: dict[str, float] = {}
     threads = torch_threads(settings.threads) if settings.threads is not None else contextlib.nullcontext()

@@ -1,6 +1,6 @@
 """The reference setting of the suite's training and inference figures, on synthetic data.
 
-The issue fixes one setting for the headline figures: the performance guide's
+The study fixes one setting for the headline figures: the performance guide's
 ``medium`` preset (:data:`tgatunet.config.PRESETS`: batch 16, width 64, 2/2 GAT
 levels, 1 transformer layer, 2 heads, gradient checkpointing on),
 ``window_size`` 128, 9 channels, fp32 (``precision: "32"``). The data come from
@@ -17,6 +17,10 @@ import yaml
 
 from tgatunet.config import PRESETS
 from tgatunet.data.synth import SynthSpec, write_synthetic
+
+# The repository's root: the study's default config is found from here, whatever the working directory.
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "basicmotions.yaml"
 
 PRESET = "medium"
 WINDOW_SIZE = 128

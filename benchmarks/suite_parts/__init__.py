@@ -1,1 +1,0 @@
-"""The benchmark suite: each section measures one optimisation and writes its figures to results.json."""
