@@ -1,17 +1,18 @@
-"""The benchmark suite: ``python performance_test.py [--quick | --full] [--out DIR]``.
+"""The project's own performance study: ``python performance_test.py [--quick | --full] [--out DIR]``.
 
-The same command as ``tgatunet bench``: without a subcommand it runs every benchmark section and
-writes ``DIR/results.json``, ``DIR/report.md`` and the plots; ``--quick`` (the default) takes about
-5 minutes on a 2-core CPU, ``--full`` is for real hardware. Its subcommands (``graph``, ``model``,
-``memory``, ``compute``, ``scale``) run one benchmark each.
+Runs every section of ``benchmarks/`` and writes ``DIR/results.json``, ``DIR/report.md`` and the
+plots; its subcommands (``graph``, ``model``, ``memory``, ``compute``, ``scale``) run one section
+each. ``python performance_test.py --config FILE [--out DIR] [--steps N]`` diagnoses your own
+config on this machine instead (the same as ``tgatunet bench --config FILE``). It works from any
+working directory: the ``benchmarks`` package is found next to this file.
 """
 
 import sys
+from pathlib import Path
 
-from typer.main import get_command
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tgatunet.cli import bench_app, setup_logging
+from benchmarks.cli import main  # noqa: E402  (the path first: benchmarks/ lives next to this file)
 
 if __name__ == "__main__":
-    setup_logging(verbose=False)
-    get_command(bench_app)(sys.argv[1:], prog_name="performance_test.py")
+    main()
