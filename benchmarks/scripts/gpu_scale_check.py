@@ -18,11 +18,14 @@ epochs after the first (the warm-up). Results go to ``$OUT/gpu_scale_check.json`
 
 Usage::
 
-    python scripts/gpu_scale_check.py
+    python benchmarks/scripts/gpu_scale_check.py
+
+It needs a CUDA GPU and ``nvidia-ml-py`` (``pip install tgatunet[gpu]``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -32,14 +35,13 @@ import traceback
 from pathlib import Path
 
 import lightning.pytorch as pl
-import pynvml
 import torch
 import yaml
 
+from tgatunet.apply.evaluate import evaluate_run
 from tgatunet.config import load_config
 from tgatunet.data.store import build_store
 from tgatunet.data.synth import SynthSpec, write_synthetic
-from tgatunet.evaluate import evaluate_run
 from tgatunet.train.run import train
 
 VARIANTS = {
@@ -72,6 +74,8 @@ class GpuSampler(threading.Thread):
         self.samples: list[tuple[float, int, float]] = []
 
     def run(self) -> None:
+        import pynvml  # optional (tgatunet[gpu]): only this check reads the GPU through NVML
+
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         while True:
@@ -103,6 +107,9 @@ def check(variant: str, config_path: Path, sampler: GpuSampler) -> dict:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_scale_check: no CUDA GPU here")
     out = Path(os.environ.get("OUT", "."))
     work = Path(tempfile.mkdtemp(prefix="gpu-scale-check-"))
     spec = SynthSpec(sources=3, channels=9, missing_per_source=2, blocks_per_source=100, block_length=2000, file_format="parquet")

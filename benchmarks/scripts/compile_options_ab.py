@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """In-process A/B of the inductor options for compiled CPU prediction (``model.compile.CPU_INFERENCE_OPTIONS``).
 
-The reference setting of ``bench compute`` (medium preset, window 128, 9
+The reference setting of the study's ``compute`` section (medium preset, window 128, 9
 synthetic channels, float32, one thread): one window through the eager model
 and through the model compiled with inductor's defaults, with ``cpp_wrapper``,
 with ``realize_reads_threshold: 1`` and with both. Every variant is compiled in
@@ -13,7 +13,7 @@ median latency.
 
 Usage::
 
-    python scripts/compile_options_ab.py [--rounds 9] [--calls 300]
+    python benchmarks/scripts/compile_options_ab.py [--rounds 9] [--calls 300]
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: the benchmarks package
 
-from tgatunet.bench.compute import Setting, prepare_setting
-from tgatunet.bench.step import to_device
+import torch  # noqa: E402
+
+from benchmarks.compute import Setting, prepare_setting  # noqa: E402
 
 VARIANTS = {
     "defaults": {},
@@ -47,7 +49,7 @@ def main() -> None:
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         _, _, module, loader = prepare_setting(Setting(), Path(tmp), device)
-        batch = to_device(next(iter(loader)), device)
+        batch = next(iter(loader))
     model = module.model.eval()
     values, observed = batch["values"][:1], batch["observed"][:1]
     runs = {"eager": model}

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """The same operations inside the training step and on their own: how much the step's memory traffic costs them.
 
-Profiles the training step of ``bench compute``'s reference setting (medium
-preset, window 128, 9 synthetic channels, float32, one thread, no gradient
-checkpointing) with ``torch.profiler`` (``record_shapes``), takes the matrix
+Profiles the real training step (``TGATUNetModule`` run by Lightning) at the
+study's ``compute`` reference setting (medium preset, window 128, 9 synthetic
+channels, float32, one thread, no gradient checkpointing) with
+``torch.profiler`` (``record_shapes``), takes the matrix
 products and multiplications that use the most self CPU time, and times each
 again on its own: fresh contiguous tensors of the same shapes, called
 repeatedly, so its operands stay in the cache. Inside the step an operand has
@@ -14,7 +15,7 @@ alone, and for matrix products the GFLOP/s of both.
 
 Usage::
 
-    python scripts/step_anatomy.py [--steps 5] [--top 12]
+    python benchmarks/scripts/step_anatomy.py [--steps 5] [--top 12]
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: the benchmarks package
 
-from tgatunet.bench.breakdown import MATMUL_OPS
-from tgatunet.bench.compute import Setting, prepare_setting, without_checkpointing
-from tgatunet.bench.step import TrainStep, to_device
+import torch  # noqa: E402
+
+from benchmarks.breakdown import op_kind  # noqa: E402
+from benchmarks.compute import Setting, synthetic_config  # noqa: E402
+from benchmarks.training import profile_steps  # noqa: E402
+from tgatunet.train.run import load_data  # noqa: E402
 
 OPS = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::mul": torch.mul}
 
@@ -68,16 +73,12 @@ def main() -> None:
     torch.set_num_threads(1)
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        config, data, module, loader = prepare_setting(Setting(), Path(tmp), device)
-        step = TrainStep(without_checkpointing(module, config, data), to_device(next(iter(loader)), device))
-    for _ in range(3):
-        step()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
-        for _ in range(args.steps):
-            step()
-    totals = prof.key_averages()
+        config = synthetic_config(Setting(), Path(tmp), device).with_keys(use_gradient_checkpoint=False)
+        data = load_data(config)
+    prof = profile_steps(config, data, args.steps, record_shapes=True)
+    totals = [e for e in prof.key_averages() if op_kind(e.key) is not None]
     step_ms = sum(e.self_cpu_time_total for e in totals) / args.steps / 1e3
-    matmul_ms = sum(e.self_cpu_time_total for e in totals if e.key in MATMUL_OPS) / args.steps / 1e3
+    matmul_ms = sum(e.self_cpu_time_total for e in totals if op_kind(e.key) == "matrix_products") / args.steps / 1e3
     print(f"step: {step_ms:.1f} ms of self CPU time (profiled), {matmul_ms:.1f} ms of it in matrix products")
     events = [
         e
