@@ -1,8 +1,7 @@
-"""The benchmark suite: exponent fit, guide verdicts, the sections it measures, its wiring and its commands."""
+"""The study's suite: exponent fit, guide verdicts, the sections it measures, its wiring and its commands."""
 
 import json
 import math
-import subprocess
 import sys
 import types
 from dataclasses import replace
@@ -12,14 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tgatunet.bench import suite
-from tgatunet.bench.guide_report import guide_comparison, guide_summary, headline_figures, judge, render_report
-from tgatunet.bench.results import read_results, write_section
-from tgatunet.bench.scaling import ScalingSizes, fit_exponent
-from tgatunet.cli import app
+from benchmarks import suite
+from benchmarks.cli import app
+from benchmarks.guide_report import guide_comparison, guide_summary, headline_figures, judge, render_report
+from benchmarks.results import read_results, write_section
+from benchmarks.scaling import ScalingSizes, fit_exponent
 from tgatunet.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 TINY = suite.SuiteSettings(
     quick=True,
@@ -79,7 +76,7 @@ def test_guide_rows_say_met_or_not_met_from_the_figures():
         "model.high.checkpoint_step_time_ratio": ("not met", "0.67x"),
         "model.medium.checkpoint_memory_reduction": ("met", "41%"),
         "memory.saving_vs_off": ("not met", "10%"),
-        "graph.speedup_cache_vs_naive": ("not measured", "-"),
+        "graph.temporal_speedup_vectorised_vs_naive": ("not measured", "-"),
     }
     for key, (verdict, measured) in expected.items():
         assert (rows[key]["verdict"], rows[key]["measured"]) == (verdict, measured), key
@@ -185,7 +182,7 @@ def test_suite_measures_its_sections_and_says_which_it_did_not_run(tmp_path):
 
 def test_suite_runs_the_reused_benchmarks_and_the_compute_section(dataset, tmp_path, monkeypatch):
     """Wiring: each reused benchmark gets the mode's settings; their figures reach report.md."""
-    from tgatunet.bench import graph, memory, model
+    from benchmarks import graph, memory, model
 
     calls = {}
 
@@ -197,10 +194,10 @@ def test_suite_runs_the_reused_benchmarks_and_the_compute_section(dataset, tmp_p
 
         return run
 
-    monkeypatch.setattr(graph, "run_graph_benchmark", fake("graph", {"speedup_cache_vs_naive": 3.0}))
+    monkeypatch.setattr(graph, "run_graph_benchmark", fake("graph", {"temporal_speedup_vectorised_vs_naive": 3.0}))
     monkeypatch.setattr(model, "run_model_benchmark", fake("model", {"medium": {"lite_param_reduction": 0.5}}))
     monkeypatch.setattr(memory, "run_memory_benchmark", fake("memory", {"saving_vs_off": 0.25}))
-    compute = types.ModuleType("tgatunet.bench.compute")
+    compute = types.ModuleType("benchmarks.compute")
 
     def measure_compute(out_dir, *, quick=True, device=None):
         calls["compute"] = {"quick": quick, "device": device}
@@ -210,7 +207,7 @@ def test_suite_runs_the_reused_benchmarks_and_the_compute_section(dataset, tmp_p
         return {"mfu": {"train": 0.1}}
 
     compute.measure_compute = measure_compute
-    monkeypatch.setitem(sys.modules, "tgatunet.bench.compute", compute)
+    monkeypatch.setitem(sys.modules, "benchmarks.compute", compute)
     settings = replace(
         TINY, sections=("graph", "model", "memory", "compute"), graph={"rounds": 1}, memory={"batch_size": 64}
     )
@@ -225,7 +222,7 @@ def test_suite_runs_the_reused_benchmarks_and_the_compute_section(dataset, tmp_p
     assert set(results["suite"]["skipped"]) == {"runtime", "scaling"} and results["mfu"]["train"] == 0.1
     assert str(tmp_path / "out" / "breakdown.png") in results["suite"]["plots"]
     rows = {r["key"]: r["verdict"] for r in guide_comparison(results)}
-    assert rows["graph.speedup_cache_vs_naive"] == "met"
+    assert rows["graph.temporal_speedup_vectorised_vs_naive"] == "met"
     assert rows["model.medium.lite_param_reduction"] == "met"
     assert rows["memory.saving_vs_off"] == "met"
     assert "| MFU, training (1 thread) | 0.1 |" in (tmp_path / "out" / "report.md").read_text()
@@ -237,10 +234,10 @@ def test_a_missing_config_fails_before_any_section_runs(tmp_path):
     assert not (tmp_path / "results.json").exists()
 
 
-def test_bench_without_subcommand_runs_the_suite_and_prints_the_summary(tmp_path, monkeypatch):
+def test_the_study_without_subcommand_runs_the_suite_and_prints_the_summary(tmp_path, monkeypatch):
     received = {}
 
-    def fake_run_suite(out, settings, config_path, on_section):
+    def fake_run_suite(out, settings, on_section, config_path=None):
         received.update(out=out, settings=settings)
         on_section("runtime", "start")
         on_section("runtime", "done")
@@ -249,7 +246,7 @@ def test_bench_without_subcommand_runs_the_suite_and_prints_the_summary(tmp_path
         return results
 
     monkeypatch.setattr(suite, "run_suite", fake_run_suite)
-    result = CliRunner().invoke(app, ["bench", "--full", "--out", str(tmp_path), "--threads", "2"])
+    result = CliRunner().invoke(app, ["--full", "--out", str(tmp_path), "--threads", "2"])
     assert result.exit_code == 0, result.output
     assert received["settings"].quick is False and received["settings"].threads == 2
     assert received["settings"].scaling == suite.FULL.scaling
@@ -257,21 +254,13 @@ def test_bench_without_subcommand_runs_the_suite_and_prints_the_summary(tmp_path
     assert "section compute not run: not among this run's sections" in result.output
 
 
-def test_bench_subcommands_stay():
-    result = CliRunner().invoke(app, ["bench", "--help"])
+def test_the_study_subcommands_stay():
+    result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("graph", "model", "memory", "scale", "--quick", "--full", "--out"):
+    for name in ("graph", "model", "memory", "compute", "scale", "--quick", "--full", "--out", "--config", "--steps"):
         assert name in result.output
 
 
-def test_performance_test_script_help():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "performance_test.py"), "--help"],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "COLUMNS": "120"},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Usage: performance_test.py" in done.stdout
-    assert "--quick" in done.stdout and "--full" in done.stdout and "--out" in done.stdout
+def test_config_takes_no_subcommand(tmp_path):
+    result = CliRunner().invoke(app, ["--config", str(tmp_path / "c.yaml"), "graph", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no subcommand" in result.output

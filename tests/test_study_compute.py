@@ -1,4 +1,4 @@
-"""bench compute: FLOP counting, peak, MFU, latency and the step breakdown (tiny settings; no timing targets)."""
+"""The study's compute section: FLOP counting, peak, MFU, latency and the step breakdown (tiny settings; no timing targets)."""
 
 import json
 
@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from tgatunet.bench.breakdown import LABELS, PARTS, level_lengths, plot_breakdown, verdict
-from tgatunet.bench.compute import count_flops, sustained_matmul_flops
-from tgatunet.cli import app
+from benchmarks.breakdown import LABELS, PARTS, op_kind, plot_breakdown, verdict
+from benchmarks.cli import app, config_overrides
+from benchmarks.flops import count_flops, sustained_matmul_flops
 from tgatunet.errors import ConfigError
+from tgatunet.train.callbacks import StepTimer
 
 TINY = ["--preset", "low", "--window", "16", "--channels", "3"]
 
@@ -19,7 +20,7 @@ TINY = ["--preset", "low", "--window", "16", "--channels", "3"]
 def results(tmp_path_factory):
     """One quick run of the CLI on a tiny setting, shared by the tests below."""
     out = tmp_path_factory.mktemp("compute")
-    result = CliRunner().invoke(app, ["bench", "compute", "--out", str(out), "--quick", *TINY, "--set", "ff_multiplier=3"])
+    result = CliRunner().invoke(app, ["compute", "--out", str(out), "--quick", *TINY, "--set", "ff_multiplier=3"])
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "results.json").read_text()), result.output
 
@@ -98,6 +99,8 @@ def test_breakdown_shares_sum_to_one_and_the_verdict_names_the_largest(results):
     assert all(s >= 0 for s in share.values())
     assert LABELS[max(share, key=share.get)] in breakdown["verdict"]
     assert breakdown["step_ms"] == pytest.approx(sum(breakdown["ms"].values()))
+    assert breakdown["graph_ms_within_forward"] == 0.0  # the temporal graph is not built
+    assert "Lightning" in breakdown["method"] and breakdown["steps"] == 10
     ops = breakdown["op_time_share"]
     assert set(ops) == {"matrix_products", "elementwise", "overhead"}
     assert sum(ops.values()) == pytest.approx(1.0)
@@ -110,14 +113,14 @@ def test_verdict_names_the_largest_part_and_says_what_to_do(largest):
     share[largest] = 0.8
     text = verdict(share)
     assert LABELS[largest] in text and "80%" in text
-    if largest == "data_loading":
+    if largest == "data":
         assert "num_workers" in text
     if largest in ("forward", "backward"):
         assert "compute-bound" in text
 
 
 def test_verdict_says_what_bounds_a_compute_bound_step():
-    share = dict(zip(PARTS, (0.01, 0.0, 0.4, 0.55, 0.04)))
+    share = dict(zip(PARTS, (0.01, 0.4, 0.55, 0.04)))
     bound = verdict(share, {"matrix_products": 0.3, "elementwise": 0.45, "overhead": 0.25})
     assert "30%" in bound and "memory traffic" in bound
     arithmetic = verdict(share, {"matrix_products": 0.8, "elementwise": 0.15, "overhead": 0.05})
@@ -125,7 +128,7 @@ def test_verdict_says_what_bounds_a_compute_bound_step():
 
 
 def test_plot_breakdown_writes_a_png(tmp_path):
-    share = dict(zip(PARTS, (0.1, 0.05, 0.35, 0.45, 0.05)))
+    share = dict(zip(PARTS, (0.1, 0.4, 0.45, 0.05)))
     ops = {"matrix_products": 0.3, "elementwise": 0.5, "overhead": 0.2}
     results = {"share": share, "ms": {p: 10 * s for p, s in share.items()}, "step_ms": 10.0, "verdict": verdict(share),
                "op_time_share": ops}  # fmt: skip
@@ -133,9 +136,11 @@ def test_plot_breakdown_writes_a_png(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_level_lengths_halve_rounding_up():
-    assert level_lengths(128, 3) == [128, 64, 32]
-    assert level_lengths(25, 3) == [25, 13, 7]
+def test_the_breakdown_parts_are_the_real_steps_phases():
+    assert PARTS == StepTimer.PHASES
+    assert op_kind("aten::mm") == "matrix_products" and op_kind("aten::mul") == "elementwise"
+    assert op_kind("aten::view") == op_kind("MulBackward0") == op_kind("Optimizer.step#AdamW.step") == "overhead"
+    assert op_kind("ProfilerStep#3") is None and op_kind("enumerate(DataLoader)#_SingleProcessDataLoaderIter") is None
 
 
 def test_copy_bandwidth_is_measured_in_and_out_of_cache(results):
@@ -148,17 +153,15 @@ def test_copy_bandwidth_is_measured_in_and_out_of_cache(results):
 
 
 def test_copy_bandwidth_counts_bytes_read_and_written(monkeypatch):
-    from tgatunet.bench import compute
+    from benchmarks import flops
 
-    monkeypatch.setattr(compute, "median_seconds", lambda fn, **kwargs: fn() or 0.5)
-    rates = compute.copy_bandwidth(sizes_bytes=(2**20,), repeats=1)
+    monkeypatch.setattr(flops, "median_seconds", lambda fn, **kwargs: fn() or 0.5)
+    rates = flops.copy_bandwidth(sizes_bytes=(2**20,), repeats=1)
     # 4 sweeps of a 1 MiB buffer, each reading and writing it, in half a second
     assert rates == {str(2**20): 2 * 2**20 * 4 / 0.5}
 
 
 def test_set_reads_values_as_yaml_and_rejects_malformed_items():
-    from tgatunet.cli import config_overrides
-
     assert config_overrides(["ff_multiplier=4", "use_gradient_checkpoint=false", "graph_type = knn"]) == {
         "ff_multiplier": 4,
         "use_gradient_checkpoint": False,
@@ -169,12 +172,12 @@ def test_set_reads_values_as_yaml_and_rejects_malformed_items():
 
 
 def test_set_with_an_unknown_key_fails_with_a_hint(tmp_path):
-    result = CliRunner().invoke(app, ["bench", "compute", "--out", str(tmp_path), *TINY, "--set", "ff_multiplyer=4"])
+    result = CliRunner().invoke(app, ["compute", "--out", str(tmp_path), *TINY, "--set", "ff_multiplyer=4"])
     assert result.exit_code == 2
     assert "ff_multiplyer" in result.output and "ff_multiplier" in result.output  # did you mean
 
 
 def test_set_refuses_keys_the_benchmark_sets_itself(tmp_path):
-    result = CliRunner().invoke(app, ["bench", "compute", "--out", str(tmp_path), *TINY, "--set", "window_size=32"])
+    result = CliRunner().invoke(app, ["compute", "--out", str(tmp_path), *TINY, "--set", "window_size=32"])
     assert result.exit_code == 2
     assert "'window_size' is the benchmark's to set (use --window)" in " ".join(result.output.split())

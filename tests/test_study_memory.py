@@ -1,10 +1,10 @@
-"""The project's memory-optimizer benchmark."""
+"""The study's memory-optimizer section."""
 
 import json
 
 import torch
 
-from benchmarks.suite_parts.memory import run_memory_benchmark
+from benchmarks.memory import run_memory_benchmark
 
 
 def test_memory_benchmark_writes_its_figures(tmp_path):
