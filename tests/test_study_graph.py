@@ -6,6 +6,15 @@ import pytest
 
 from benchmarks.graph import naive_temporal_edge_index, run_graph_benchmark
 from tgatunet.graph.temporal import neighbors_to_edge_index, temporal_neighbors
+from tgatunet.profiling import torch_threads
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the machine's cores are shared with the rest of the test run, and threads that
+    wait for a busy core make a tiny training many times slower."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.mark.parametrize("T,time_k", [(5, 1), (17, 3), (4, 3)])

@@ -2,9 +2,19 @@
 
 import json
 
+import pytest
 import torch
 
 from benchmarks.memory import run_memory_benchmark
+from tgatunet.profiling import torch_threads
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the machine's cores are shared with the rest of the test run, and threads that
+    wait for a busy core make a tiny training many times slower."""
+    with torch_threads(1):
+        yield
 
 
 def test_memory_benchmark_writes_its_figures(tmp_path):

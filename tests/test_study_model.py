@@ -2,11 +2,21 @@
 
 import json
 
+import pytest
 import torch
 
 from benchmarks import model as bench
 from benchmarks.training import fit, new_module
 from tgatunet.config import PRESETS
+from tgatunet.profiling import torch_threads
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the machine's cores are shared with the rest of the test run, and threads that
+    wait for a busy core make a tiny training many times slower."""
+    with torch_threads(1):
+        yield
 
 TINY = {"batch_size": 4, "hidden_channels": 8, "encoder_layers": 1, "decoder_layers": 1, "transformer_layers": 1}
 TINY_PRESETS = {"medium": {**TINY, "attention_heads": 2}, "high": {**TINY, "attention_heads": 4}}

@@ -9,6 +9,15 @@ from benchmarks import epoch_worker
 from benchmarks.scale import Alternating, _interleaved_throughput
 from tgatunet.config import load_config
 from tgatunet.data.store import build_store
+from tgatunet.profiling import torch_threads
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the machine's cores are shared with the rest of the test run, and threads that
+    wait for a busy core make a tiny training many times slower."""
+    with torch_threads(1):
+        yield
 
 
 def _store_config(dataset) -> Path:

@@ -17,6 +17,15 @@ from benchmarks.guide_report import guide_comparison, guide_summary, headline_fi
 from benchmarks.results import read_results, write_section
 from benchmarks.scaling import ScalingSizes, fit_exponent
 from tgatunet.errors import ConfigError
+from tgatunet.profiling import torch_threads
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the machine's cores are shared with the rest of the test run, and threads that
+    wait for a busy core make a tiny training many times slower."""
+    with torch_threads(1):
+        yield
 
 TINY = suite.SuiteSettings(
     quick=True,
