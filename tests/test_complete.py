@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tgatunet.apply.complete import complete_run, cover_windows
+from tgatunet.apply.complete import complete_run
 from tgatunet.errors import RunError
 from tgatunet.train.run import train
 
@@ -30,25 +30,37 @@ def trained(dataset):
     return {"run": run, "before": before, "partial": partial, **dataset}
 
 
-def test_completion_fills_need_values_and_keeps_everything_else(trained):
-    written = complete_run(trained["run"].root)
-    assert [w.name for w in written] == ["partial"]
-    out = pd.read_csv(written[0].output)
-    original = pd.read_csv(trained["paths"]["partial"])
+def _text(path):
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
+
+def test_completion_fills_need_values_and_keeps_everything_else(trained):
+    written = {w.name: w for w in complete_run(trained["run"].root, fill="need")}
+    assert sorted(written) == ["full", "partial"]  # every source gets its class predictions
+    out, original = _text(written["partial"].outputs["completed"]), _text(trained["paths"]["partial"])
     assert len(out) == len(original)
-    assert list(out.columns) == [*original.columns, "c_imputed"]
+    assert list(out.columns) == [*original.columns, "c_imputed", "predicted", "p_fast", "p_slow"]
     for column in original.columns:
-        if column == "c":
-            continue
-        # Same rows, same order, same values to the bit.
-        pd.testing.assert_series_equal(out[column], original[column], check_exact=True)
-    assert out.loc[3, "c"] == 0.25 and not out.loc[3, "c_imputed"]
-    filled = out["c_imputed"].to_numpy()
-    assert filled.sum() == len(out) - 1 == written[0].filled["c"]
-    assert np.isfinite(out["c"]).all()
+        if column != "c":  # same rows, same order, same cells to the character
+            assert out[column].tolist() == original[column].tolist(), column
+    assert out.loc[3, "c"] == "0.25" and out.loc[3, "c_imputed"] == "False"
+    filled = out["c_imputed"] == "True"
+    assert filled.sum() == len(out) - 1 == written["partial"].filled["c"]
+    assert np.isfinite(pd.to_numeric(out["c"])).all()
     # The short block is completed too, not dropped.
-    assert out.loc[out["subject"] == "short", "c"].notna().all()
+    assert out.loc[out["subject"] == "short", "c"].ne("").all()
+    assert written["full"].filled == {}  # fill need: the source that has every channel gets predictions only
+
+
+def test_fill_all_also_fills_sensor_dropouts(dataset, tmp_path):
+    partial = dataset["frames"]["partial"].copy()
+    partial.loc[[2, 7, 8], "a"] = np.nan
+    partial.to_csv(dataset["paths"]["partial"], index=False)
+    run = train(dataset["write"](), progress_bar=False)
+    (written,) = complete_run(run.root, source="partial", output=tmp_path / "all")
+    out = _text(written.outputs["completed"])
+    assert (out["a_imputed"] == "True").tolist() == [i in (2, 7, 8) for i in range(len(out))]
+    assert out["a"].ne("").all() and written.filled["a"] == 3 and written.filled["c"] == len(out)
 
 
 def test_inputs_are_never_modified(trained):
@@ -63,10 +75,23 @@ def test_parquet_source_gives_parquet_output(dataset, tmp_path):
     cfg = dataset["config"]
     cfg["sources"][1]["path"] = str(parquet)
     run = train(dataset["write"](cfg), progress_bar=False)
-    written = complete_run(run.root, source="partial", output=tmp_path / "out")
-    out = pd.read_parquet(written[0].output)
+    (written,) = complete_run(run.root, source="partial", output=tmp_path / "out")
+    out = pd.read_parquet(written.outputs["completed"])
     pd.testing.assert_series_equal(out["a"], dataset["frames"]["partial"]["a"], check_exact=True)
     assert out["c_imputed"].all()
+
+
+def test_an_output_may_not_land_on_a_source(dataset):
+    # A source whose file is named like another source's output, in the output folder.
+    clash = dataset["dir"] / "partial_completed.csv"
+    dataset["frames"]["full"].to_csv(clash, index=False)
+    cfg = dataset["config"]
+    cfg["sources"][0]["path"] = str(clash)
+    run = train(dataset["write"](cfg), progress_bar=False)
+    before = _digest(clash)
+    with pytest.raises(RunError, match="overwrite an input"):
+        complete_run(run.root, output=dataset["dir"])
+    assert _digest(clash) == before
 
 
 def test_unknown_source_is_a_clear_error(trained):
@@ -80,13 +105,34 @@ def test_missing_run_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("length,window,stride,down", [(40, 16, 8, 1), (37, 16, 5, 1), (9, 16, 8, 1), (50, 10, 4, 2)])
-def test_cover_windows_reach_every_row_once_or_more(length, window, stride, down):
-    bounds = np.array([[0, length], [length, length + 23]])
-    rows, inside = cover_windows(bounds, window, down, stride)
-    seen = np.zeros(length + 23, dtype=int)
-    np.add.at(seen, rows[inside], 1)
-    assert (seen > 0).all()
-    for r, ok in zip(rows, inside):
-        block = 0 if r[0] < length else 1
-        lo, hi = bounds[block]
-        assert ((r >= lo) & (r < hi)).all()
+@pytest.mark.parametrize("chunk", [3, 1000])
+def test_the_stream_hands_back_every_row_once_in_order(length, window, stride, down, chunk):
+    from tgatunet.apply.stream import Stream, WindowModel
+    from tgatunet.data.normalize import ChannelStats
+
+    class Echo:
+        """A model that reconstructs each value as its window's first value, so coverage is visible."""
+
+        def predict_windows(self, values, visible, batch_size):
+            recon = values[:, :1].expand_as(values).numpy().astype(np.float32)
+            return recon, np.zeros((len(values), 2), np.float32)
+
+    stats = ChannelStats(mean=np.zeros(1), std=np.ones(1))
+    model = WindowModel(Echo(), ["x"], ["a", "b"], stats, window, down, stride)
+    stream = Stream(model, fillable=np.array([True]))
+    n = length + 23
+    values = np.arange(n, dtype=float)[:, None]
+    values[::3] = np.nan  # every third value missing: filled from the windows covering it
+    blocks = np.array(["one"] * length + ["two"] * 23, dtype=object)
+    frame = pd.DataFrame({"row": np.arange(n)})
+    parts = []
+    for lo in range(0, n, chunk):
+        parts += stream.feed(frame.iloc[lo : lo + chunk], values[lo : lo + chunk], blocks[lo : lo + chunk], lo)
+    parts += stream.finish()
+    rows = np.concatenate([p.frame["row"].to_numpy() for p in parts])
+    assert rows.tolist() == list(range(n))
+    completed = np.concatenate([p.completed for p in parts])
+    assert not np.isnan(completed).any()
+    assert np.array_equal(completed[1::3], values[1::3])  # observed values as they came
+    starts = {(w["block"], w["first_row"]) for w in stream.windows}
+    assert all(lo >= (0 if b == "one" else length) for b, lo in starts)  # no window crosses a block

@@ -156,8 +156,8 @@ def test_two_process_ddp_on_cpu(dataset, tmp_path):
     evaluated = evaluate_run(run.root)
     assert 0.0 <= evaluated["classification"]["accuracy"] <= 1.0
     assert evaluated["completion"]["model"]["mae"] > 0
-    written = complete_run(run.root, output=tmp_path / "completed")
-    assert written[0].filled["c"] > 0 and written[0].output.is_file()
+    written = {w.name: w for w in complete_run(run.root, output=tmp_path / "completed")}
+    assert written["partial"].filled["c"] > 0 and written["partial"].outputs["completed"].is_file()
 
 
 def test_ddp_with_micro_batches_keeps_the_processes_in_step(dataset, tmp_path):

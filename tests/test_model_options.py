@@ -133,8 +133,8 @@ def test_a_run_loaded_with_compile_gives_the_eager_outputs(dataset, tmp_path):
     torch.testing.assert_close(logits, want_logits, atol=1e-5, rtol=1e-5)
     assert load_run(run).module.compiled is None  # the run's config did not ask for it
     # `tgatunet complete --compile` writes what the eager model writes
-    (compiled_file,) = (item.output for item in complete_run(run.root, output=tmp_path / "compiled", compile=True))
-    (eager_file,) = (item.output for item in complete_run(run.root, output=tmp_path / "eager"))
+    (compiled_file,) = (w.outputs["completed"] for w in complete_run(run.root, "partial", tmp_path / "compiled", compile=True))
+    (eager_file,) = (w.outputs["completed"] for w in complete_run(run.root, "partial", tmp_path / "eager"))
     pd.testing.assert_frame_equal(pd.read_csv(compiled_file), pd.read_csv(eager_file), atol=1e-5, rtol=1e-5)
 
 

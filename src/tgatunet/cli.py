@@ -115,23 +115,76 @@ def evaluate(
     console.print(f"written: {run / 'metrics.json'}, plots in {run / 'plots'}")
 
 
+class Fill(str, Enum):
+    all = "all"
+    need = "need"
+
+
+class Format(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+FILL_HELP = "all: fill sensor drop-outs and absent channels; need: only the channels the file lacks."
+
+
+def _rows_progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+def _print_applied(written) -> None:
+    from tgatunet.report import print_applied
+
+    for item in written:
+        print_applied(item)
+
+
 @app.command()
 def complete(
     run: Path = typer.Option(..., "--run", "-r", help="Run directory of a trained model."),
     source: Optional[str] = typer.Option(None, "--source", "-s", help="Complete only this source."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default RUN/completed)."),
+    fill: Fill = typer.Option(Fill.all, "--fill", help=FILL_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
 ) -> None:
-    """Write completed copies of the sources: missing 'need' values filled, flagged, inputs untouched."""
+    """Completed copies of the run's sources, with class predictions per window, row and block; inputs untouched."""
     from tgatunet.apply.complete import complete_run
 
     try:
-        written = complete_run(run, source=source, output=output, compile=compile)
+        with _rows_progress() as progress:
+            task = progress.add_task("completing", total=None)
+            written = complete_run(run, source=source, output=output, fill=fill.value, compile=compile,
+                                   on_rows=lambda n: progress.advance(task, n))
     except TgatunetError as err:
         _fail(err)
-    for item in written:
-        filled = ", ".join(f"{k} {v}" for k, v in item.filled.items())
-        console.print(f"{item.name}: {item.rows} rows, filled {filled} -> [bold]{item.output}[/]")
+    _print_applied(written)
+
+
+@app.command()
+def predict(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory of a trained model."),
+    inputs: list[Path] = typer.Option(..., "--input", "-i", help="CSV or Parquet recording(s); repeat for several."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: each input's folder)."),
+    block_col: Optional[str] = typer.Option(None, "--block-col", help="Column naming recordings (default: the run's, if present)."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help="Output format (default: the input's)."),
+    fill: Fill = typer.Option(Fill.all, "--fill", help=FILL_HELP),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
+) -> None:
+    """Apply a trained run to new recordings: completed copies and class predictions per window, row and block."""
+    from tgatunet.apply.complete import predict_files
+    from tgatunet.data.tables import TableReader
+
+    try:
+        with _rows_progress() as progress:
+            task = progress.add_task("predicting", total=sum(TableReader(p).rows for p in inputs))
+            written = predict_files(run, inputs, output, block_col, fmt.value if fmt else None, fill.value, compile,
+                                    on_rows=lambda n: progress.advance(task, n))
+    except TgatunetError as err:
+        _fail(err)
+    _print_applied(written)
 
 
 @app.command()

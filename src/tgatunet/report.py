@@ -192,3 +192,12 @@ def print_bench(report: dict[str, Any]) -> None:
         console.print(f"  note: {note}")
     if report["processes"].get("recommend_devices"):
         console.print(f"  devices: {report['processes']['recommend_devices']} ({report['processes'].get('basis', '')})")
+
+
+def print_applied(applied: Any) -> None:
+    """One line per table completed and classified (``tgatunet predict``, ``tgatunet complete``)."""
+    filled = ", ".join(f"{k} {v}" for k, v in applied.filled.items() if v) or "nothing"
+    console.print(
+        f"{applied.name}: {applied.rows} rows, {applied.windows} windows in {applied.seconds:.1f} s; filled {filled} "
+        f"-> [bold]{applied.outputs['completed']}[/] (+ _windows, _blocks)"
+    )

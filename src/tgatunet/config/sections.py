@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -21,9 +22,14 @@ class SourceConfig(Strict):
     """One tabular source file and the modalities it has and lacks."""
 
     name: str = Field(description="Unique name of the source, used in reports and output files.")
-    path: str = Field(
+    path: str | None = Field(
+        default=None,
         description="CSV or Parquet file; relative paths are relative to the config file, "
-        "'bundled:NAME/FILE' names a dataset shipped with tgatunet."
+        "'bundled:NAME/FILE' names a dataset shipped with tgatunet.",
+    )
+    frame: Any = Field(
+        default=None, exclude=True,
+        description="Python API: a pandas DataFrame instead of a file (saved into the run directory when training).",
     )
     have: list[str] = Field(default_factory=list, description="Modality columns this source has, besides common_modalities.")
     need: list[str] = Field(
@@ -35,6 +41,10 @@ class SourceConfig(Strict):
 
     @model_validator(mode="after")
     def _have_and_need_disjoint(self) -> SourceConfig:
+        if (self.path is None) == (self.frame is None):
+            raise ValueError(f"source '{self.name}' needs exactly one of 'path' (a file) or 'frame' (a DataFrame)")
+        if self.frame is not None and not isinstance(self.frame, pd.DataFrame):
+            raise ValueError(f"source '{self.name}': 'frame' must be a pandas DataFrame, not {type(self.frame).__name__}")
         both = sorted(set(self.have) & set(self.need))
         if both:
             raise ValueError(f"source '{self.name}' lists {both} in both 'have' and 'need'")

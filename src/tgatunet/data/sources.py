@@ -17,6 +17,7 @@ import pandas as pd
 
 from tgatunet.config import Config, SourceConfig
 from tgatunet.data.datasets import BUNDLED_SCHEME, resolve_bundled
+from tgatunet.data.tables import PARQUET, TableReader, numeric_cells
 from tgatunet.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class SourceTable:
         segment_bounds: ``[S, 2]`` int64 ``[start, end)`` row ranges of contiguous blocks.
         segment_blocks: ``[S]`` block name of each segment (a block may span several segments
             when its rows are not consecutive; its segments share one split).
-        labels: ``[N]`` raw label values (object array; None where missing).
+        labels: ``[N]`` class name of each row (:func:`label_text`; None where unlabelled).
         block_split: split fixed by ``split_col`` for each block name, or empty.
     """
 
@@ -50,35 +51,24 @@ class SourceTable:
 
 
 def read_table(path: Path, source_name: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file as it is."""
+    """A CSV (every cell as text) or Parquet (its own column types) file, whole."""
     if not path.is_file():
         raise DataError(f"source '{source_name}': file '{path}' not found. Check 'path' in the config.")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if suffix in (".csv", ".txt", ".gz"):
-            return pd.read_csv(path)
-    except Exception as err:  # a parser error: report it against the file
-        raise DataError(f"source '{source_name}': cannot read '{path}': {err}") from None
-    raise DataError(
-        f"source '{source_name}': '{path}' has suffix '{suffix}'; use a .csv or .parquet file."
-    )
+    if path.suffix.lower() not in (".csv", ".txt", ".gz", *PARQUET):
+        raise DataError(f"source '{source_name}': '{path}' has suffix '{path.suffix}'; use a .csv or .parquet file.")
+    reader = TableReader(path)
+    chunks = list(reader.chunks())
+    return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=reader.columns)
 
 
-def _numeric_column(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
-    raw = frame[column]
-    if pd.api.types.is_bool_dtype(raw):
-        raise DataError(f"{where}: column '{column}' is boolean; modality columns must be numeric.")
-    numeric = pd.to_numeric(raw, errors="coerce")
-    bad = numeric.isna() & raw.notna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(
-            f"{where}: column '{column}' is not numeric: row {row} holds {raw.iloc[row]!r}. "
-            "Modality columns must hold numbers; leave cells empty for values not observed."
-        )
-    return numeric.to_numpy(dtype=np.float64)
+def label_text(value) -> str | None:
+    """A label cell as its class name: text as written, a whole number without ``.0``; None for an empty cell."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if value is None or pd.isna(value):
+        return None
+    number = float(value)
+    return str(int(number)) if number.is_integer() else str(value)
 
 
 def _segments(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +84,8 @@ def _segments(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def source_path(config: Config, source: SourceConfig) -> Path:
     """A source's file: bundled, absolute, or relative to the config file."""
+    if source.path is None:
+        raise DataError(f"source '{source.name}' is a DataFrame, not a file.")
     if source.path.startswith(BUNDLED_SCHEME):
         return resolve_bundled(source.path)
     return config.resolve(source.path)
@@ -101,9 +93,12 @@ def source_path(config: Config, source: SourceConfig) -> Path:
 
 def load_source(config: Config, source: SourceConfig) -> SourceTable:
     """Read one source and check it against the config."""
-    path = source_path(config, source)
+    if source.frame is not None:
+        path, frame = Path(f"<DataFrame {source.name}>"), source.frame
+    else:
+        path = source_path(config, source)
+        frame = read_table(path, source.name)
     where = f"source '{source.name}' ({path})"
-    frame = read_table(path, source.name)
     if len(frame) == 0:
         raise DataError(f"{where}: the file has no rows.")
 
@@ -129,7 +124,7 @@ def load_source(config: Config, source: SourceConfig) -> SourceTable:
     values = np.full((len(frame), len(channels)), np.nan, dtype=np.float32)
     for j, channel in enumerate(channels):
         if channel in expected or (channel in source.need and channel in frame.columns):
-            values[:, j] = _numeric_column(frame, channel, where)
+            values[:, j] = numeric_cells(frame[channel], where, 0)
     for channel in expected:
         if np.isnan(values[:, channels.index(channel)]).all():
             raise DataError(
@@ -138,16 +133,14 @@ def load_source(config: Config, source: SourceConfig) -> SourceTable:
             )
 
     if block_col is None:
-        blocks = np.zeros(len(frame), dtype=object)
+        blocks = np.full(len(frame), "0", dtype=object)
     else:
-        if frame[block_col].isna().any():
-            row = int(np.flatnonzero(frame[block_col].isna().to_numpy())[0])
+        blocks = np.array([label_text(b) for b in frame[block_col]], dtype=object)
+        if any(b is None for b in blocks):
+            row = next(i for i, b in enumerate(blocks) if b is None)
             raise DataError(f"{where}: block_col '{block_col}' is empty at row {row}; every row needs a block.")
-        blocks = frame[block_col].astype(str).to_numpy(dtype=object)
     bounds, segment_blocks = _segments(blocks)
-
-    labels = frame[label_col].to_numpy(dtype=object)
-    labels = np.where(pd.isna(frame[label_col]).to_numpy(), None, labels)
+    labels = np.array([label_text(v) for v in frame[label_col]], dtype=object)
 
     block_split: dict[str, str] = {}
     if config.data.split_col is not None:
@@ -174,24 +167,16 @@ def _block_splits(split: pd.Series, blocks: np.ndarray, where: str, column: str)
 
 
 def encode_labels(tables: list[SourceTable]) -> tuple[list[str], list[np.ndarray]]:
-    """Map raw labels of all sources to class indices (-1 = missing).
-
-    Classes are sorted numerically when every label is a number, else as text.
-    """
+    """Map the class names of all sources' rows to class indices (-1 = no label)."""
     names, index = order_classes({lab for t in tables for lab in t.labels if lab is not None})
     coded = [np.array([index.get(v, -1) if v is not None else -1 for v in t.labels], dtype=np.int64) for t in tables]
     return names, coded
 
 
-def order_classes(labels: set) -> tuple[list[str], dict]:
-    """Class names and the class index of each raw label value, for the distinct ``labels``.
-
-    Classes are sorted numerically when every label is a number, else as text.
-    """
-    if all(isinstance(v, (int, float, np.integer, np.floating)) for v in labels):
+def order_classes(labels: set[str]) -> tuple[list[str], dict[str, int]]:
+    """Class names in order, numerically when every name is a number, else as text; and each name's index."""
+    try:
+        ordered = sorted(labels, key=float)
+    except ValueError:
         ordered = sorted(labels)
-        names = [str(int(v)) if float(v).is_integer() else str(v) for v in ordered]
-    else:
-        ordered = sorted(labels, key=str)
-        names = [str(v) for v in ordered]
-    return names, {v: i for i, v in enumerate(ordered)}
+    return ordered, {v: i for i, v in enumerate(ordered)}

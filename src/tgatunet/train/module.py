@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 from typing import Any
 
 import lightning.pytorch as pl
@@ -180,6 +181,27 @@ class TGATUNetModule(pl.LightningModule):
         # The same hidden values every epoch, so validation losses are comparable.
         generator = torch.Generator(device=self.device).manual_seed(self.config.training.seed * 100_003 + batch_idx)
         self._log_losses("val", self.losses(batch, *self.inputs(batch, generator)), batch)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The random state at the end of an epoch, so that a resumed run draws the shuffles, hidden
+        # values and dropout masks the uninterrupted run would have drawn.
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()],  # plain data
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng")
+        if rng is None or self._trainer is None:  # loading to predict: leave the caller's random state alone
+            return
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        kind, keys, *rest = rng["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+        random.setstate(rng["python"])
 
     def configure_optimizers(self):
         t = self.config.training

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +11,15 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader
 
 from tgatunet.config import Config, load_config
-from tgatunet.data.normalize import ChannelStats
-from tgatunet.data.prepared import PreparedData, collate_windows, prepare_data
-from tgatunet.data.store_windows import StoreData, store_data, window_dataset
+from tgatunet.data.prepared import collate_windows
+from tgatunet.data.store_windows import window_dataset
 from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
 from tgatunet.errors import ConfigError, RunError
 from tgatunet.hardware import training_device
@@ -31,42 +31,12 @@ from tgatunet.train.memory_optimizer import MemoryOptimizer, MemoryPlan, plan_me
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.need_update import NeedUpdate
+from tgatunet.train.prepare import Data, check_checkpoint, check_trainable, load_data, prepare_run_dir, protected_paths
 from tgatunet.train.rundir import RunDir
+from tgatunet.train.csv_log import ContinuedCSVLogger
 
 log = logging.getLogger(__name__)
 
-# Keys that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {
-    "epochs", "patience", "num_workers", "accelerator", "run_dir",
-    # Where the same windows are read from, and by how many processes.
-    "data_store", "devices", "num_nodes",
-    # How a step is computed, not what: the memory optimizer keeps each step's gradient.
-    "use_memory_optimizer", "memory_target", "memory_budget_gb",
-    # A profile that resolves to other model keys is caught by those keys.
-    "hardware_profile", "use_graph_cache", "graph_cache_dir", "graph_cache_max_mb",
-}
-
-Data = PreparedData | StoreData
-
-
-def load_data(config: Config, stats: ChannelStats | None = None, block_splits: dict[str, str] | None = None) -> Data:
-    """The run's windows: read lazily from the config's ``data_store``, else from the sources into memory."""
-    if config.data.data_store is not None:
-        return store_data(config, stats=stats, block_splits=block_splits)
-    return prepare_data(config, stats=stats, block_splits=block_splits)
-
-
-def data_info(data: Data) -> dict[str, Any]:
-    """What ``data.json`` records about the prepared data."""
-    return {
-        "channels": data.channels,
-        "class_names": data.class_names,
-        "source_names": data.source_names,
-        "stats": data.stats.to_dict(),
-        "block_splits": data.block_splits,
-        "windows": {split: len(index) for split, index in data.windows.items()},
-        "skipped_blocks": data.skipped_blocks,
-    }
 
 
 def make_loader(
@@ -117,51 +87,6 @@ def plan_for_config(config: Config) -> MemoryPlan:
     return plan_memory(module, window_dataset(data, "train"), config, device)
 
 
-def _check_resumable(saved: Config, given: Config) -> None:
-    before, after = saved.to_dict(), given.to_dict()
-    changed = sorted(k for k in before if k not in RESUMABLE_CHANGES and before[k] != after.get(k))
-    if changed:
-        raise RunError(
-            f"cannot resume: the config differs from the interrupted run in {changed}. "
-            f"Only {sorted(RESUMABLE_CHANGES)} may change; start a new run (--overwrite or another run_dir) instead."
-        )
-
-
-def _prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool, writer: bool) -> Data:
-    """Check and write the run directory (only the ``writer``, global rank 0, does), and load the data."""
-    if resume:
-        if writer and not run.last_checkpoint.is_file():
-            raise RunError(f"nothing to resume: '{run.last_checkpoint}' does not exist. Train without --resume.")
-        if writer:
-            _check_resumable(run.read_config(), config)
-        stats, splits, _ = run.read_data()
-        data = load_data(config, stats=stats, block_splits=splits)
-        if writer:
-            run.write_config(config)
-        return data
-    if not writer:
-        return load_data(config)
-    # The graph cache is keyed by content, not by run: it may be built before training
-    # (tgatunet cache build) and stays valid for a new run in the same directory.
-    previous = [p for p in run.root.iterdir() if p != run.graph_cache] if run.root.exists() else []
-    if previous:
-        if not overwrite:
-            raise RunError(
-                f"run directory '{run.root}' already holds a run. Continue it with --resume, "
-                "start over with --overwrite, or set another run_dir."
-            )
-        for path in previous:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-    data = load_data(config)
-    run.root.mkdir(parents=True, exist_ok=True)
-    run.write_config(config)
-    run.write_data(data_info(data))
-    return data
-
-
 def _accelerator(config: Config) -> str:
     return "gpu" if config.performance.accelerator == "cuda" else config.performance.accelerator
 
@@ -178,7 +103,9 @@ def quiet_trainer(config: Config, callbacks: Sequence[pl.Callback] = (), **limit
     )
 
 
-def _make_trainer(config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool) -> pl.Trainer:
+def _make_trainer(
+    config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool, resumed_step: int | None
+) -> pl.Trainer:
     perf = config.performance
     try:
         return pl.Trainer(
@@ -187,7 +114,7 @@ def _make_trainer(config: Config, run: RunDir, callbacks: list[pl.Callback], pro
             callbacks=callbacks,
             logger=[
                 TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
-                CSVLogger(run.root, name="logs", version="csv"),
+                ContinuedCSVLogger(run.root, name="logs", version="csv", after_step=resumed_step),
             ],
             plugins=[AtomicCheckpointIO()], default_root_dir=run.root, log_every_n_steps=10, num_sanity_val_steps=0,
             enable_progress_bar=progress_bar,
@@ -246,7 +173,7 @@ class _Callbacks:
             **self.throughput.summary(),
             "epochs_completed": trainer.current_epoch,
             "best_val_loss": float(best) if best is not None else None,
-            "windows": data_info(data)["windows"],
+            "windows": {split: len(index) for split, index in data.windows.items()},
             "parameters": sum(p.numel() for p in module.model.parameters()),
             "device": str(trainer.strategy.root_device),
             "precision": config.performance.precision,
@@ -259,45 +186,71 @@ class _Callbacks:
         run.update_metrics("memory", {**self.resources.summary(), "optimizer": optimizer})
 
 
+class TrainingInterrupted(RunError):
+    """Training was stopped (Ctrl+C); the message says where it can continue from."""
+
+
 def train(
-    config_path: str | Path,
+    config: Config | str | Path,
     resume: bool = False,
     overwrite: bool = False,
     run_dir: str | Path | None = None,
     callbacks: Sequence[pl.Callback] = (),
     progress_bar: bool = True,
+    allow_changed_data: bool = False,
 ) -> RunDir:
-    """Train the model of ``config_path``; returns the run directory.
+    """Train the model of ``config`` (a :class:`Config` or a YAML file); returns the run directory.
 
     Args:
         resume: continue the run from its ``last.ckpt``.
-        overwrite: delete an existing run in the run directory first.
-        run_dir: overrides the config's ``run_dir``.
+        overwrite: delete an earlier run in the run directory first (only a tgatunet run directory is cleared).
+        run_dir: overrides the config's ``run_dir`` (default ``runs/<config file name>``, or ``runs/run``).
         callbacks: extra Lightning callbacks.
+        allow_changed_data: resume although source files changed since the run started (their old
+            normalisation and splits are kept).
     """
-    config_path = Path(config_path)
-    config = load_config(config_path)
-    run = RunDir(Path(run_dir) if run_dir else config.resolved_run_dir(config_path.stem))
+    config_file = None if isinstance(config, Config) else Path(config)
+    config = load_config(config_file) if config_file else config
+    run = RunDir(Path(run_dir) if run_dir else config.resolved_run_dir(config_file.stem if config_file else "run"))
+    writer = rank_zero_only.rank == 0  # Lightning's rank of this process, from the launcher's environment
+    if writer:
+        run.check_folder()
+    with run.lock() if writer else contextlib.nullcontext():
+        return _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow_changed_data, config_file)
+
+
+def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow_changed_data, config_file) -> RunDir:
     ours = _Callbacks.before_data(config, run)
-    trainer = _make_trainer(config, run, ours.trainer_callbacks(config, run, callbacks, progress_bar), progress_bar)
+    resumed_step = _checkpoint_step(run.last_checkpoint) if resume and run.last_checkpoint.is_file() else None
+    trainer = _make_trainer(config, run, ours.trainer_callbacks(config, run, callbacks, progress_bar), progress_bar, resumed_step)
     # Under DDP every process runs this function; only global rank 0 checks and writes the run directory.
-    data = _prepare_run_dir(run, config, resume, overwrite, writer=trainer.is_global_zero)
-    if len(data.windows["val"]) < trainer.world_size:
-        raise RunError(
-            f"{len(data.windows['val'])} validation window(s) for {trainer.world_size} process(es): "
-            "raise val_fraction or mark blocks 'val' in split_col."
-        )
+    protected = protected_paths(config, config_file)
+    config, data = prepare_run_dir(run, config, resume, overwrite, trainer.is_global_zero, protected, allow_changed_data)
+    check_trainable(data, trainer.world_size)
     inputs = ours.add_data_callbacks(trainer, config, data)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
     module = build_module(config, data)
     shard = (trainer.world_size, trainer.global_rank) if trainer.world_size > 1 else None
-    trainer.fit(
-        module,
-        train_dataloaders=make_loader(data, "train", config, shuffle=True, inputs=inputs),
-        val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard),
-        ckpt_path=str(run.last_checkpoint) if resume else None,
-    )
+    try:
+        trainer.fit(
+            module,
+            train_dataloaders=make_loader(data, "train", config, shuffle=True, inputs=inputs),
+            val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard),
+            ckpt_path=str(run.last_checkpoint) if resume else None,
+        )
+    except SystemExit:  # Lightning's answer to Ctrl+C, after its own clean-up
+        if not trainer.interrupted:
+            raise
+        where = f"'{run.last_checkpoint}'" if run.last_checkpoint.is_file() else "no checkpoint yet: start it again"
+        raise TrainingInterrupted(
+            f"training interrupted at epoch {trainer.current_epoch}; the last checkpoint is {where}. Continue with: "
+            f"tgatunet train --config {config_file or 'CONFIG'} --run-dir {run.root} --resume (in Python resume=True)."
+        ) from None
     if trainer.is_global_zero:
         ours.write_metrics(run, trainer, module, config, data)
         plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
     return run
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(check_checkpoint(path).get("global_step", 0))

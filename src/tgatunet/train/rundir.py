@@ -3,20 +3,32 @@
 Layout::
 
     RUN_DIR/
+      .tgatunet-run          marker: this folder is a tgatunet run (what --overwrite may delete)
+      .lock                  held while a training runs: its process id and host
       config.yaml            the resolved config of the run
-      data.json              channels, classes, sources, normalisation, block splits
+      data.json              channels, classes, sources and their content hashes, normalisation, block splits
       checkpoints/best.ckpt  lowest validation loss
       checkpoints/last.ckpt  end of the latest epoch (what --resume continues)
       logs/                  TensorBoard events and metrics.csv
       metrics.json           training, completion and classification figures
       plots/                 loss curves, completed vs true signals, confusion matrix
-      completed/             completed copies of the sources (tgatunet complete)
-      graph_cache/           knn graphs by content (default location; kept by --overwrite)
+      sources/               DataFrame sources given to tgatunet.train, saved as Parquet
+      completed/             outputs of tgatunet complete
+      bench/, ablation/      outputs of tgatunet bench and evaluate --ablation
+      graph_cache/           knn graphs by content (kept by --overwrite)
+
+A folder is only ever cleared when it carries the marker, and then only of the
+entries above; anything else in it, and any configured source or config file,
+is left alone.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,87 +37,194 @@ import yaml
 
 from tgatunet.config import Config, config_from_dict
 from tgatunet.data.normalize import ChannelStats
-from tgatunet.errors import RunError
+from tgatunet.errors import RunError, TgatunetError
 from tgatunet.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MARKER = ".tgatunet-run"
+LOCK = ".lock"
+# What tgatunet writes into a run directory: all that --overwrite removes (the graph cache stays).
+OWNED = ("config.yaml", "data.json", "checkpoints", "logs", "metrics.json", "plots", "sources", "completed", "bench", "ablation")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 @dataclass(frozen=True)
 class RunDir:
-    """Paths and readers of one run directory."""
+    """Paths, readers and ownership of one run directory."""
 
     root: Path
 
-    @property
-    def config_path(self) -> Path:
-        return self.root / "config.yaml"
+    config_path = property(lambda self: self.root / "config.yaml")
+    data_path = property(lambda self: self.root / "data.json")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    best_checkpoint = property(lambda self: self.checkpoints / "best.ckpt")
+    last_checkpoint = property(lambda self: self.checkpoints / "last.ckpt")
+    metrics_path = property(lambda self: self.root / "metrics.json")
+    plots = property(lambda self: self.root / "plots")
+    logs = property(lambda self: self.root / "logs")
+    graph_cache = property(lambda self: self.root / "graph_cache")
+    marker = property(lambda self: self.root / MARKER)
 
-    @property
-    def data_path(self) -> Path:
-        return self.root / "data.json"
+    # --- ownership ----------------------------------------------------------------------------
+    def holds_run(self) -> bool:
+        """Whether the folder holds a run that got as far as a checkpoint (a crashed first start does not)."""
+        return self.marker.is_file() and (self.last_checkpoint.is_file() or self.best_checkpoint.is_file())
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+    def claim(self, overwrite: bool, protected: list[Path]) -> None:
+        """Make the folder this run's: new, empty, a crashed first start, or (``overwrite``) an earlier run.
 
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.checkpoints / "best.ckpt"
+        ``protected``: files that must survive (the config and the sources); a folder holding one is refused.
+        """
+        self.check_folder()
+        if self.holds_run() and not overwrite:
+            raise RunError(
+                f"run directory '{self.root}' already holds a run. Continue it with --resume (in Python resume=True), "
+                "start over with --overwrite (overwrite=True), or set another run_dir."
+            )
+        owned = [self.root / name for name in OWNED if (self.root / name).exists()]
+        kept = [p for p in protected if any(_inside(p, o) for o in owned)]
+        if kept:
+            raise RunError(f"run directory '{self.root}' holds {kept[0]}, an input of this run; choose another run_dir.")
+        for path in owned:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        atomic_write_text(self.marker, json.dumps({"tgatunet": "run directory"}))
 
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.ckpt"
+    def check_folder(self) -> None:
+        """A clear error unless the run directory is new, empty, or marked as a run; then it exists and is writable."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RunError(f"run directory '{self.root}' is a file; give run_dir (or --run-dir) a folder.")
+        present = {p.name for p in self.root.iterdir()} if self.root.is_dir() else set()
+        foreign = sorted(present - {"graph_cache", LOCK})
+        if foreign and not self.marker.is_file():
+            raise RunError(
+                f"'{self.root}' is not empty and is not a tgatunet run directory (no {MARKER} marker): it holds "
+                f"{foreign[:5]}. Nothing there is deleted; choose a new or empty folder for the run."
+            )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            raise RunError(f"cannot write to run directory '{self.root}': {err.strerror}. Choose a folder you can write.") from None
 
-    @property
-    def metrics_path(self) -> Path:
-        return self.root / "metrics.json"
+    def lock(self) -> RunLock:
+        return RunLock(self.root / LOCK)
 
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def graph_cache(self) -> Path:
-        return self.root / "graph_cache"
-
+    # --- reading ------------------------------------------------------------------------------
     def require_trained(self) -> None:
-        """Fail with a clear message unless the run has a config and a checkpoint."""
+        """Fail with a clear message unless the run has a config, its data description and a checkpoint."""
         if not self.root.is_dir():
             raise RunError(f"run directory '{self.root}' does not exist. Train first: tgatunet train --config FILE")
         for path in (self.config_path, self.data_path):
             if not path.is_file():
                 raise RunError(f"'{self.root}' is not a complete run: '{path.name}' is missing. Train it again.")
         if not (self.best_checkpoint.is_file() or self.last_checkpoint.is_file()):
-            raise RunError(f"run '{self.root}' has no checkpoint yet; train it (or --resume) first.")
+            raise RunError(f"run '{self.root}' has no checkpoint yet; train it (or continue it with --resume) first.")
 
-    def checkpoint_for_inference(self) -> Path:
-        return self.best_checkpoint if self.best_checkpoint.is_file() else self.last_checkpoint
+    def inference_checkpoints(self) -> list[Path]:
+        """The checkpoints to load a model from, best first."""
+        return [p for p in (self.best_checkpoint, self.last_checkpoint) if p.is_file()]
 
     def write_config(self, config: Config) -> None:
         atomic_write_text(self.config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     def read_config(self) -> Config:
-        raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        return config_from_dict(raw, origin=str(self.config_path), config_dir=self.root)
+        try:
+            raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+            return config_from_dict(raw, origin=str(self.config_path), config_dir=self.root)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, TgatunetError) as err:
+            raise RunError(f"the run's config '{self.config_path}' cannot be read ({str(err).splitlines()[0]}); "
+                           "it is damaged: train the run again.") from None
 
     def write_data(self, info: dict[str, Any]) -> None:
         atomic_write_text(self.data_path, json.dumps(info, indent=1))
 
     def read_data(self) -> tuple[ChannelStats, dict[str, str], dict[str, Any]]:
         """Normalisation, block splits and the rest of ``data.json``."""
-        info = json.loads(self.data_path.read_text(encoding="utf-8"))
-        return ChannelStats.from_dict(info["stats"]), info["block_splits"], info
+        try:
+            info = json.loads(self.data_path.read_text(encoding="utf-8"))
+            return ChannelStats.from_dict(info["stats"]), info["block_splits"], info
+        except FileNotFoundError:
+            raise RunError(f"'{self.data_path}' is missing: '{self.root}' is not a complete run. Train it again.") from None
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            raise RunError(f"'{self.data_path}' is damaged ({type(err).__name__}: {err}); train the run again.") from None
 
     def read_metrics(self) -> dict[str, Any]:
-        if not self.metrics_path.is_file():
+        try:
+            return json.loads(self.metrics_path.read_text(encoding="utf-8")) if self.metrics_path.is_file() else {}
+        except (OSError, ValueError):
+            log.warning("'%s' is damaged; starting it afresh.", self.metrics_path)
             return {}
-        return json.loads(self.metrics_path.read_text(encoding="utf-8"))
 
     def update_metrics(self, section: str, values: Any) -> None:
         """Replace one top-level section of ``metrics.json``, keeping the others."""
         metrics = self.read_metrics()
         metrics[section] = values
         atomic_write_text(self.metrics_path, json.dumps(metrics, indent=2, default=float))
+
+
+class RunLock:
+    """Held by a training while it runs: a second training of the same directory is refused, naming the process.
+
+    The lock file is created exclusively and holds the process id and host; a lock
+    whose process has gone (killed, crashed) is taken over.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.held = False
+
+    def __enter__(self) -> RunLock:
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                self._take_over_if_stale(me["host"])
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(me, handle)
+            self.held = True
+            return self
+        raise RunError(f"cannot lock '{self.path}'; another training is starting in the same run directory.")
+
+    def _take_over_if_stale(self, host: str) -> None:
+        try:
+            owner = json.loads(self.path.read_text(encoding="utf-8"))
+            pid, where = int(owner["pid"]), owner["host"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pid, where = None, host  # a torn lock file: its writer died while writing it
+        if pid is not None and (where != host or _alive(pid)):
+            raise RunError(
+                f"run directory '{self.path.parent}' is in use by a training running as process {pid} on {where}. "
+                "Wait for it to finish, stop it, or train into another run_dir."
+            )
+        log.warning("taking over the lock of '%s' from process %s, which is no longer running.", self.path.parent, pid)
+        self.path.unlink(missing_ok=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
