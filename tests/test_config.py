@@ -316,12 +316,19 @@ def test_channels_are_ordered_union(dataset):
     raw = _base(dataset)
     raw["common_modalities"] = ["z", "a"]
     raw["sources"] = [
-        {"name": "s1", "path": "x.csv", "have": ["c", "b"], "need": ["d"]},
+        {"name": "s1", "path": "x.csv", "have": ["c", "b"], "need": ["d", "f"]},
         {"name": "s2", "path": "y.csv", "have": ["d"], "need": ["b", "e"]},
-        {"name": "s3", "path": "w.csv", "need": ["c", "f", "e"]},
+        {"name": "s3", "path": "w.csv", "have": ["e", "f"], "need": ["c"]},
     ]
     cfg = config_from_dict(raw)
-    assert cfg.channels == ["z", "a", "c", "b", "d", "e", "f"]
+    assert cfg.channels == ["z", "a", "c", "b", "d", "f", "e"]
+
+
+def test_a_need_channel_no_source_has_is_an_error_with_a_hint(dataset):
+    raw = _base(dataset)
+    raw["sources"][1]["need"] = ["cc"]  # a typo of c
+    with pytest.raises(ConfigError, match="'cc' is needed by \\['partial'\\] but no source has it.*Did you mean 'c'"):
+        config_from_dict(raw)
 
 
 def test_relative_source_paths_resolve_against_config_folder(dataset, tmp_path, monkeypatch):

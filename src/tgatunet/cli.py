@@ -242,12 +242,13 @@ def config_template_cmd(
 
 @config_app.command("validate")
 def config_validate(file: Path = typer.Argument(..., help="Config file to check.")) -> None:
-    """Check a config file: keys, types, ranges, and that its source files and columns exist."""
-    from tgatunet.data.prepared import prepare_data
+    """Check a config file as training would before it starts: keys, files, columns, values, splits, labels."""
+    from tgatunet.train.prepare import check_trainable, load_data
 
     try:
         cfg = load_config(file)
-        data = prepare_data(cfg)
+        data = load_data(cfg)
+        check_trainable(data)
     except TgatunetError as err:
         _fail(err)
     windows = ", ".join(f"{k} {len(v)}" for k, v in data.windows.items())

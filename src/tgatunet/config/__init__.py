@@ -71,6 +71,21 @@ def _apply_preset(raw: dict[str, Any]) -> dict[str, Any]:
     return {**PRESETS[profile], **raw, "hardware_profile": profile}
 
 
+def _check_needs_are_observed(data: DataConfig) -> None:
+    """A ``need`` channel must be observed by some source, or the model would complete it from nothing."""
+    observed = [*data.common_modalities, *(c for s in data.sources for c in s.have)]
+    for source in data.sources:
+        for channel in source.need:
+            if channel not in observed:
+                close = difflib.get_close_matches(channel, observed, n=1, cutoff=0.6)
+                hint = f" Did you mean '{close[0]}'?" if close else f" Channels some source has: {sorted(set(observed))}."
+                needing = [s.name for s in data.sources if channel in s.need]
+                raise ValueError(
+                    f"channel '{channel}' is needed by {needing} but no source has it (in common_modalities or a "
+                    f"source's have): nothing could learn it.{hint}"
+                )
+
+
 class Config(Strict):
     """Everything a run needs, by section; built from a flat mapping of keys (:func:`config_from_dict`)."""
 
@@ -114,6 +129,7 @@ class Config(Strict):
                 )
         if not data.channels:
             raise ValueError("no modality configured: set common_modalities or a source's have/need")
+        _check_needs_are_observed(data)
         if training.dynamic_need_update:
             if not any(s.need for s in data.sources):
                 raise ValueError("dynamic_need_update is on but no source lists 'need' channels: nothing to update")

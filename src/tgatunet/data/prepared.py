@@ -108,6 +108,25 @@ class PreparedData(WindowedData):
         return torch.from_numpy(self.values[rows]), torch.from_numpy(self.observed[rows])
 
 
+def warn_extreme_values(values: np.ndarray, stats: ChannelStats, channels: list[str]) -> None:
+    """Warn, naming the channel, when a few extreme values (a sentinel like 1e30 or -9999) set its scale.
+
+    Normalisation divides by the standard deviation; one huge value inflates it and squashes
+    every ordinary value of the channel to about zero. Compared with the spread of the middle
+    half of the values (interquartile range), such a standard deviation stands out by far.
+    """
+    q1, q3 = np.nanpercentile(values, [25, 75], axis=0) if len(values) else (stats.mean, stats.mean)
+    for c, channel in enumerate(channels):
+        spread = (q3[c] - q1[c]) / 1.349  # the standard deviation of a normal distribution with that IQR
+        if spread > 0 and stats.std[c] > 100 * spread:
+            extreme = float(np.nanmax(np.abs(values[:, c])))
+            log.warning(
+                "channel '%s': a few extreme values (largest |value| %.3g) dominate its normalisation (std %.3g against "
+                "%.3g for the middle half); its ordinary values are squashed to about 0. Check for sentinel values and "
+                "leave such cells empty.", channel, extreme, stats.std[c], spread,
+            )
+
+
 def source_need_mask(config: Config) -> torch.Tensor:
     """``[S, C]`` bool: the channels each source of ``config`` needs."""
     channels = config.channels
@@ -208,6 +227,7 @@ def prepare_data(
     if stats is None:
         train = [np.arange(lo, hi) for key, (lo, hi) in zip(seg_keys, bounds) if block_splits[key] == "train"]
         stats = ChannelStats.fit(raw[np.concatenate(train)])
+        warn_extreme_values(raw[np.concatenate(train)], stats, config.channels)
     normalised = stats.apply(raw)
     observed = ~np.isnan(normalised)
     values = np.nan_to_num(normalised, nan=0.0)

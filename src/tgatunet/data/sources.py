@@ -104,33 +104,8 @@ def load_source(config: Config, source: SourceConfig) -> SourceTable:
 
     label_col = source.label_col or config.data.label_col
     block_col = source.block_col or config.data.block_col
-    expected = [*config.data.common_modalities, *source.have]
-    for column, role in [(label_col, "label_col"), (block_col, "block_col"), (config.data.split_col, "split_col")]:
-        if column is not None and column not in frame.columns:
-            raise DataError(
-                f"{where}: {role} '{column}' is not a column of the file. "
-                f"Columns found: {', '.join(map(str, frame.columns))}."
-            )
-    missing = [c for c in expected if c not in frame.columns]
-    if missing:
-        close = {c: [str(x) for x in frame.columns if str(x).lower() == c.lower()] for c in missing}
-        hint = "".join(f" Did you mean '{v[0]}' for '{k}'?" for k, v in close.items() if v)
-        raise DataError(
-            f"{where}: modality column(s) {missing} (from common_modalities/have) are not in the file.{hint} "
-            f"Columns found: {', '.join(map(str, frame.columns))}."
-        )
-
-    channels = config.channels
-    values = np.full((len(frame), len(channels)), np.nan, dtype=np.float32)
-    for j, channel in enumerate(channels):
-        if channel in expected or (channel in source.need and channel in frame.columns):
-            values[:, j] = numeric_cells(frame[channel], where, 0)
-    for channel in expected:
-        if np.isnan(values[:, channels.index(channel)]).all():
-            raise DataError(
-                f"{where}: column '{channel}' has no observed value at all. "
-                f"Move it to this source's 'need' list if the source lacks it."
-            )
+    _check_columns(frame, where, source, config, label_col, block_col)
+    values = _modality_values(frame, where, source, config)
 
     if block_col is None:
         blocks = np.full(len(frame), "0", dtype=object)
@@ -146,6 +121,41 @@ def load_source(config: Config, source: SourceConfig) -> SourceTable:
     if config.data.split_col is not None:
         block_split = _block_splits(frame[config.data.split_col], blocks, where, config.data.split_col)
     return SourceTable(source.name, path, values, bounds, segment_blocks, labels, block_split)
+
+
+def _check_columns(frame: pd.DataFrame, where: str, source: SourceConfig, config: Config, label_col, block_col) -> None:
+    found = f"Columns found: {', '.join(map(str, frame.columns))}."
+    for column, role in [(label_col, "label_col"), (block_col, "block_col"), (config.data.split_col, "split_col")]:
+        if column is not None and column not in frame.columns:
+            raise DataError(f"{where}: {role} '{column}' is not a column of the file. {found}")
+    missing = [c for c in [*config.data.common_modalities, *source.have] if c not in frame.columns]
+    if missing:
+        close = {c: [str(x) for x in frame.columns if str(x).lower() == c.lower()] for c in missing}
+        hint = "".join(f" Did you mean '{v[0]}' for '{k}'?" for k, v in close.items() if v)
+        raise DataError(f"{where}: modality column(s) {missing} (from common_modalities/have) are not in the file.{hint} {found}")
+
+
+def _modality_values(frame: pd.DataFrame, where: str, source: SourceConfig, config: Config) -> np.ndarray:
+    """``[N, C]`` float32 in the config's channel order, NaN where not observed or not the source's."""
+    channels, expected = config.channels, [*config.data.common_modalities, *source.have]
+    values = np.full((len(frame), len(channels)), np.nan, dtype=np.float32)
+    for j, channel in enumerate(channels):
+        if channel in expected or (channel in source.need and channel in frame.columns):
+            values[:, j] = numeric_cells(frame[channel], where, 0)
+    for channel in expected:
+        if np.isnan(values[:, channels.index(channel)]).all():
+            raise DataError(
+                f"{where}: column '{channel}' has no observed value at all. Move it to this source's 'need' list if the source lacks it."
+            )
+    for channel in source.need:
+        held = int((~np.isnan(values[:, channels.index(channel)])).sum())
+        if held:
+            log.warning(
+                "%s: '%s' is listed in 'need' but the file holds %d observed value(s) of it; they are used as "
+                "observed inputs and kept in completed copies. Move it to 'have' if the source records it.",
+                where, channel, held,
+            )
+    return values
 
 
 def _block_splits(split: pd.Series, blocks: np.ndarray, where: str, column: str) -> dict[str, str]:

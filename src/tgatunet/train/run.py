@@ -176,7 +176,7 @@ class _Callbacks:
             "windows": {split: len(index) for split, index in data.windows.items()},
             "parameters": sum(p.numel() for p in module.model.parameters()),
             "device": str(trainer.strategy.root_device),
-            "precision": config.performance.precision,
+            "precision": trainer.precision,  # what ran: Lightning runs 16-mixed as bf16-mixed on a CPU
             "batch_size": config.training.batch_size,
             "micro_batch_size": module.micro_batches.size or config.training.batch_size,
             **({"need_update": self.need_update.summary()} if self.need_update is not None else {}),
@@ -246,6 +246,9 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
             f"training interrupted at epoch {trainer.current_epoch}; the last checkpoint is {where}. Continue with: "
             f"tgatunet train --config {config_file or 'CONFIG'} --run-dir {run.root} --resume (in Python resume=True)."
         ) from None
+    if trainer.precision != config.performance.precision:
+        log.warning("precision %s is not available on %s: trained with %s (recorded in metrics.json).",
+                    config.performance.precision, trainer.strategy.root_device, trainer.precision)
     if trainer.is_global_zero:
         ours.write_metrics(run, trainer, module, config, data)
         plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
