@@ -16,7 +16,7 @@ import typer
 import yaml
 from rich.markup import escape
 
-from tgatunet.cli import setup_logging
+from tgatunet.report import setup_logging
 from tgatunet.config import PRESETS, load_config
 from tgatunet.errors import ConfigError, TgatunetError
 from tgatunet.report import console

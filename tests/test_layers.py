@@ -20,7 +20,7 @@ LAYERS = {
     "model": 3,
     "train": 4,
     "apply": 5, "bench": 5,
-    "cli": 6, "report": 6, "api": 6, "__init__": 6, "__main__": 6,
+    "cli": 6, "cli_tools": 6, "report": 6, "api": 6, "__init__": 6, "__main__": 6,
 }  # fmt: skip
 NAMES = ["config", "data", "graph", "model", "train", "apply", "cli"]
 

@@ -1,13 +1,47 @@
-"""Printing results as tables on the terminal (rich)."""
+"""The terminal: logging set up on the console, errors without tracebacks, results as tables (rich)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import logging
+import warnings
+
+import typer
 from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
+from tgatunet.errors import TgatunetError
+
 console = Console()
+
+
+def setup_logging(verbose: bool) -> None:
+    """tgatunet's messages (and, with ``verbose``, Lightning's) on the console, once however often it is called."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "tgatunet", False)]:
+        root.removeHandler(handler)
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    handler.tgatunet = True
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("tgatunet").setLevel(logging.INFO)
+    # Lightning's advice about worker counts and loggers is noise for a 1-process CPU run.
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*deterministic.*")
+    warnings.filterwarnings("ignore", message=".*validation_step.* but have no .val_dataloader.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.distributed").setLevel(logging.WARNING)  # one line per DDP rank
+
+
+def fail(err: TgatunetError) -> None:
+    console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
+    raise typer.Exit(code=2)
 
 
 def print_completion(completion: dict[str, Any]) -> None:
@@ -66,9 +100,10 @@ def print_classification(classification: dict[str, Any]) -> None:
 
 
 def print_train(train: dict[str, Any]) -> None:
+    best = train["best_val_loss"]
     console.print(
         f"training: {train['epochs_completed']} epochs, {train['windows_per_second']:.0f} windows/s, "
-        f"best val loss {train['best_val_loss']:.4f}, {train['parameters']:,} parameters on {train['device']}"
+        f"best val loss {'-' if best is None else f'{best:.4f}'}, {train['parameters']:,} parameters on {train['device']}"
     )
 
 

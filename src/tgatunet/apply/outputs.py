@@ -169,6 +169,8 @@ def apply_chunks(
             stream.windows.clear()
 
     for first, chunk in _numbered(chunks):
+        if not len(chunk):
+            continue
         values = np.full((len(chunk), len(model.channels)), np.nan)
         for c, channel in enumerate(model.channels):
             if channel in chunk.columns:
@@ -176,6 +178,8 @@ def apply_chunks(
         blocks = _block_ids(chunk, plan, where, first)
         emit(stream.feed(chunk, values, blocks, first))
     emit(stream.finish())
+    if not result.rows:
+        raise DataError(f"{where} has no data rows.")
     sinks["blocks"](blocks_frame(stream.blocks, model.classes))
     result.filled = {c: int(n) for c, n, f in zip(model.channels, filled, plan.fillable) if f}
     result.seconds = time.perf_counter() - start

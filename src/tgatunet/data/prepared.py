@@ -115,11 +115,14 @@ def warn_extreme_values(values: np.ndarray, stats: ChannelStats, channels: list[
     every ordinary value of the channel to about zero. Compared with the spread of the middle
     half of the values (interquartile range), such a standard deviation stands out by far.
     """
-    q1, q3 = np.nanpercentile(values, [25, 75], axis=0) if len(values) else (stats.mean, stats.mean)
     for c, channel in enumerate(channels):
-        spread = (q3[c] - q1[c]) / 1.349  # the standard deviation of a normal distribution with that IQR
+        column = values[:, c][~np.isnan(values[:, c])]
+        if not len(column):
+            continue
+        q1, q3 = np.percentile(column, [25, 75])
+        spread = (q3 - q1) / 1.349  # the standard deviation of a normal distribution with that IQR
         if spread > 0 and stats.std[c] > 100 * spread:
-            extreme = float(np.nanmax(np.abs(values[:, c])))
+            extreme = float(np.abs(column).max())
             log.warning(
                 "channel '%s': a few extreme values (largest |value| %.3g) dominate its normalisation (std %.3g against "
                 "%.3g for the middle half); its ordinary values are squashed to about 0. Check for sentinel values and "

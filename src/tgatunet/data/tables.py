@@ -113,7 +113,7 @@ def numeric_cells(column: pd.Series, where: str, first_row: int) -> np.ndarray:
     if len(extreme):
         row = int(extreme[0])
         raise DataError(
-            f"{where}: column '{name}' row {first_row + row} holds {values[row]!r}, beyond float32's range "
+            f"{where}: column '{name}' row {first_row + row} holds {float(values[row])!r}, beyond float32's range "
             f"(|x| <= {FLOAT32_MAX:.3g}). Fix the cell, or leave it empty if it was not observed."
         )
     return values

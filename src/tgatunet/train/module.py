@@ -174,8 +174,12 @@ class TGATUNetModule(pl.LightningModule):
         else:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
-    def on_train_epoch_end(self) -> None:
-        self.lr_schedulers().step()
+    def on_train_epoch_start(self) -> None:
+        # At the start of every epoch but the first, not at the end of the one before: the end-of-epoch
+        # checkpoint is written before the module's own end-of-epoch hook, and a resumed run must
+        # continue with the learning rate the uninterrupted run would use.
+        if self.current_epoch > 0:
+            self.lr_schedulers().step()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # The same hidden values every epoch, so validation losses are comparable.

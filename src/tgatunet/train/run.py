@@ -114,7 +114,8 @@ def _make_trainer(
             callbacks=callbacks,
             logger=[
                 TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
-                ContinuedCSVLogger(run.root, name="logs", version="csv", after_step=resumed_step),
+                # Every row written at once: an interrupted run keeps the log of its finished epochs.
+                ContinuedCSVLogger(run.root, name="logs", version="csv", after_step=resumed_step, flush_logs_every_n_steps=1),
             ],
             plugins=[AtomicCheckpointIO()], default_root_dir=run.root, log_every_n_steps=10, num_sanity_val_steps=0,
             enable_progress_bar=progress_bar,
@@ -176,7 +177,7 @@ class _Callbacks:
             "windows": {split: len(index) for split, index in data.windows.items()},
             "parameters": sum(p.numel() for p in module.model.parameters()),
             "device": str(trainer.strategy.root_device),
-            "precision": trainer.precision,  # what ran: Lightning runs 16-mixed as bf16-mixed on a CPU
+            "precision": _precision_ran(trainer),  # what ran: Lightning runs 16-mixed as bf16-mixed on a CPU
             "batch_size": config.training.batch_size,
             "micro_batch_size": module.micro_batches.size or config.training.batch_size,
             **({"need_update": self.need_update.summary()} if self.need_update is not None else {}),
@@ -246,13 +247,18 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
             f"training interrupted at epoch {trainer.current_epoch}; the last checkpoint is {where}. Continue with: "
             f"tgatunet train --config {config_file or 'CONFIG'} --run-dir {run.root} --resume (in Python resume=True)."
         ) from None
-    if trainer.precision != config.performance.precision:
+    if _precision_ran(trainer) != config.performance.precision:
         log.warning("precision %s is not available on %s: trained with %s (recorded in metrics.json).",
-                    config.performance.precision, trainer.strategy.root_device, trainer.precision)
+                    config.performance.precision, trainer.strategy.root_device, _precision_ran(trainer))
     if trainer.is_global_zero:
         ours.write_metrics(run, trainer, module, config, data)
         plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
     return run
+
+
+def _precision_ran(trainer: pl.Trainer) -> str:
+    """The precision Lightning trained with, in the config's spelling (its "32-true" is the config's "32")."""
+    return "32" if trainer.precision == "32-true" else str(trainer.precision)
 
 
 def _checkpoint_step(path: Path) -> int:

@@ -135,6 +135,8 @@ class RunDir:
     # --- reading ------------------------------------------------------------------------------
     def require_trained(self) -> None:
         """Fail with a clear message unless the run has a config, its data description and a checkpoint."""
+        if self.root.is_file():
+            raise RunError(f"'{self.root}' is a file, not a run directory; give --run the folder a training wrote.")
         if not self.root.is_dir():
             raise RunError(f"run directory '{self.root}' does not exist. Train first: tgatunet train --config FILE")
         for path in (self.config_path, self.data_path):
