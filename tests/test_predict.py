@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
     new = make_frames(seed=5, blocks=3, rows=30)["full"]
     new = new[["c", "label", "subject", "a"]].copy()  # another order, no channel b, c partly missing
     new.loc[[3, 4, 5, 40], "c"] = np.nan
-    new.insert(1, "note", ["000", "NA", "x", "01", "1"] * (len(new) // 5))  # an extra column, cells as text
+    new.insert(1, "note", ["000", "NA", "None", "null", "n/a", "01", "1", ""] * (len(new) // 8) + [""] * (len(new) % 8))  # cells as text
     path = folder / "new.csv"
     new.to_csv(path, index=False)
     return {"run": run, "new": new, "path": path, "dir": folder}
