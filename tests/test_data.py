@@ -374,7 +374,7 @@ def test_split_blocks_fractions():
 
 @pytest.mark.parametrize(("window_size", "step", "downsample"), [(16, 8, 1), (8, 5, 3), (10, 1, 2)])
 def test_windows_stay_in_block_with_stride_and_downsample(dataset, window_size, step, downsample):
-    data = prepare_data(_config(dataset, window_size=window_size, step_size=step, downsample=downsample))
+    data = prepare_data(_config(dataset, window_size=window_size, step_size=step, downsample=downsample, fresh_offsets=False))
     span = window_span(window_size, downsample)
     assert span == (window_size - 1) * downsample + 1
     row_blocks = _row_blocks(dataset)
@@ -399,6 +399,7 @@ def test_windows_stay_in_block_with_stride_and_downsample(dataset, window_size, 
 def test_default_stride_is_half_window(dataset):
     raw = _raw(dataset)
     del raw["step_size"]
+    raw["fresh_offsets"] = False
     data = prepare_data(config_from_dict(raw))
     per_block = (40 - 16) // 8 + 1
     assert sum(len(w) for w in data.windows.values()) == 24 * per_block

@@ -34,7 +34,7 @@ def test_training_with_a_knn_graph_runs_end_to_end(dataset):
     # Training builds its own graphs (its hidden values never repeat); evaluation caches the
     # graphs of the test windows as it sees them, and a second evaluation reads them all back.
     first = metrics["graph_cache"]
-    assert first["built"] > 0 and first["disk_hits"] == 0
+    assert first["built"] > 0
     again = evaluate_run(run.root)["graph_cache"]
     assert again["built"] == 0 and again["disk_hits"] == first["lookups"]
     summary = cache_summary(run.graph_cache)

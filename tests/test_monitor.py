@@ -75,7 +75,7 @@ def test_batched_fetch_equals_window_by_window(dataset):
 
 
 def test_loader_gives_every_window_once_in_batches(dataset):
-    cfg = config_from_dict(dataset["config"])
+    cfg = config_from_dict({**dataset["config"], "fresh_offsets": False})
     data = prepare_data(cfg)
     batches = list(make_loader(data, "train", cfg, shuffle=True))
     assert all(len(b["values"]) <= cfg.training.batch_size for b in batches)
@@ -92,3 +92,12 @@ def test_peak_rss_counts_memory_touched_meanwhile():
     if peak is None:
         pytest.skip("no /proc high-water mark on this system")
     assert peak >= 48 * 2**20
+
+
+def test_with_fresh_offsets_an_epoch_draws_its_windows_anew(dataset):
+    cfg = config_from_dict(dataset["config"])
+    data = prepare_data(cfg)
+    loader = make_loader(data, "train", cfg, shuffle=True)
+    epochs = [torch.cat([b["index"] for b in loader]) for _ in range(2)]
+    assert all(len(e) == data.epoch_windows == len(set(e.tolist())) for e in epochs)
+    assert set(epochs[0].tolist()) != set(epochs[1].tolist())

@@ -175,7 +175,7 @@ def test_normalisation_early_stopping_and_model_selection_never_see_test_data(da
     a, b = first.read_data(), second.read_data()
     assert a[1] == b[1] and a[2]["stats"] == b[2]["stats"]
     ma, mb = first.read_metrics(), second.read_metrics()
-    assert ma["train"]["best_val_loss"] == mb["train"]["best_val_loss"]
+    assert ma["train"]["best_val_mae"] == mb["train"]["best_val_mae"]
     assert ma["train"]["epochs_completed"] == mb["train"]["epochs_completed"]
     assert ma["leakage_guard"]["start"]["val"] == mb["leakage_guard"]["start"]["val"]
     assert ma["leakage_guard"]["start"]["test"] != mb["leakage_guard"]["start"]["test"]  # the test data did change

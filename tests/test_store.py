@@ -208,7 +208,7 @@ def test_training_from_the_store_end_to_end(dataset):
     )
     stored, memory = run.read_metrics()["train"], in_memory.read_metrics()["train"]
     assert stored["windows"] == memory["windows"]
-    assert stored["best_val_loss"] == pytest.approx(memory["best_val_loss"], rel=1e-4)
+    assert stored["best_val_mae"] == pytest.approx(memory["best_val_mae"], rel=1e-4)
     assert run.read_data()[1] == in_memory.read_data()[1]
     assert run.read_metrics()["memory"]["optimizer"]["enabled"]
     # The leakage guard fingerprints the same validation and test inputs, whichever way they are read.

@@ -79,13 +79,25 @@ def evaluate(
         help="need-update: also train the same config with dynamic_need_update flipped (in RUN/ablation/) "
         "and compare both runs.",
     ),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Also retrain with the next N-1 seeds (in RUN/seeds/): mean and spread."),
+    baselines: Optional[list[str]] = typer.Option(
+        None, "--baselines", help="Extra baselines to train and score: saits (needs pip install \"tgatunet[baselines]\")."
+    ),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
 ) -> None:
-    """Score completion (vs mean fill and ridge baselines) and classification on the test blocks."""
+    """Score completion (need, gaps, points; vs mean fill, linear, LOCF, ridge, SAITS) and classification on the test blocks."""
     from tgatunet.apply.evaluate import evaluate_run
 
     try:
-        metrics = evaluate_run(run, compile=compile)
+        if seeds > 1:
+            from tgatunet.apply.seeds import seed_repeats
+
+            seed_repeats(run, seeds, tuple(baselines or ()))
+            from tgatunet.train.rundir import RunDir
+
+            metrics = RunDir(run).read_metrics()
+        else:
+            metrics = evaluate_run(run, compile=compile, baselines=tuple(baselines or ()))
         if ablation is Ablation.need_update:
             from tgatunet.apply.ablation import need_update_ablation
 

@@ -44,39 +44,57 @@ def fail(err: TgatunetError) -> None:
     raise typer.Exit(code=2)
 
 
+METHODS = ("model", "mean_fill", "linear", "locf", "ridge", "saits")
+PATTERN_TEXT = {
+    "need": "whole channels another source lacks",
+    "gaps": "contiguous drop-outs in observed channels",
+    "points": "single observed values",
+}
+
+
+def _pattern_table(title: str, rows: dict[str, dict[str, str]], best: dict[str, str]) -> Table:
+    methods = [m for m in METHODS if any(m in r for r in rows.values())]
+    table = Table(title=title)
+    table.add_column("pattern")
+    for method in methods:
+        table.add_column(method, justify="right")
+    for pattern, cells in rows.items():
+        table.add_row(pattern, *(f"[bold]{cells[m]}[/]" if best.get(pattern) == m else cells.get(m, "-") for m in methods))
+    return table
+
+
 def print_completion(completion: dict[str, Any]) -> None:
-    if "model" not in completion:
+    patterns = [p for p in PATTERN_TEXT if p in completion]
+    if not patterns:
         console.print(f"[yellow]completion:[/] {completion.get('note', 'not evaluated')}")
         return
-    for sc in completion["scenarios"]:
-        console.print(
-            f"completion: hid {', '.join(sc['hidden'])} in {sc['windows']} test windows of "
-            f"'{sc['source']}' (as {', '.join(sc['needed_by'])} lacks them)"
-        )
-    table = Table(title=f"Completion on test blocks ({completion['units']})")
-    table.add_column("channel")
-    for method in ("model", "ridge", "mean_fill"):
-        table.add_column(f"{method} MAE", justify="right")
-    table.add_column("model RMSE", justify="right")
-    table.add_column("ridge RMSE", justify="right")
-    table.add_column("model r", justify="right")
-    table.add_column("ridge r", justify="right")
-    rows = list(completion["model"]["per_channel"]) + ["mean"]
-    for channel in rows:
-        def get(method: str, key: str) -> float:
-            block = completion[method]
-            return block[key] if channel == "mean" else block["per_channel"][channel][key]
+    for sc in completion.get("scenarios", []):
+        console.print(f"need: hid {', '.join(sc['hidden'])} in the test recordings of '{sc['source']}' "
+                      f"(as {', '.join(sc['needed_by'])} lacks them)")
+    rows = {p: {m: f"{v['mae']:.3f}" for m, v in completion[p].items()} for p in patterns}
+    best = {p: min(completion[p], key=lambda m: completion[p][m]["mae"]) for p in patterns}
+    hidden = ", ".join(f"{p} {completion['hidden_values'][p]} ({PATTERN_TEXT[p]})" for p in patterns)
+    console.print(_pattern_table(f"Completion MAE on test recordings ({completion['units']})", rows, best))
+    console.print(f"hidden values: {hidden}")
+    if "need" in completion:
+        need = completion["need"]
+        table = Table(title="need pattern, per channel")
+        for column in ("channel", *(f"{m} MAE" for m in need), "model r"):
+            table.add_column(column, justify="left" if column == "channel" else "right")
+        for channel in need["model"]["per_channel"]:
+            table.add_row(channel, *(f"{need[m]['per_channel'][channel]['mae']:.3f}" for m in need),
+                          f"{need['model']['per_channel'][channel]['pearson']:.3f}")
+        console.print(table)
 
-        table.add_row(
-            channel,
-            *(f"{get(m, 'mae'):.3f}" for m in ("model", "ridge", "mean_fill")),
-            f"{get('model', 'rmse'):.3f}",
-            f"{get('ridge', 'rmse'):.3f}",
-            f"{get('model', 'pearson'):.3f}",
-            f"{get('ridge', 'pearson'):.3f}",
-            style="bold" if channel == "mean" else None,
-        )
-    console.print(table)
+
+def print_seeds(seeds: dict[str, Any]) -> None:
+    """``tgatunet evaluate --seeds N``: every completion MAE and the accuracy as mean ± standard deviation."""
+    completion = seeds["completion"]
+    rows = {p: {m: f"{v['mae']['mean']:.3f} ± {v['mae']['std']:.3f}" for m, v in completion[p].items()} for p in completion}
+    best = {p: min(completion[p], key=lambda m: completion[p][m]["mae"]["mean"]) for p in completion}
+    console.print(_pattern_table(f"Completion MAE over seeds {seeds['seeds']} (mean ± std)", rows, best))
+    figures = ", ".join(f"{k} {v['mean']:.3f} ± {v['std']:.3f}" for k, v in seeds["classification"].items())
+    console.print(f"classification over seeds: {figures}")
 
 
 def print_classification(classification: dict[str, Any]) -> None:
@@ -100,17 +118,18 @@ def print_classification(classification: dict[str, Any]) -> None:
 
 
 def print_train(train: dict[str, Any]) -> None:
-    best = train["best_val_loss"]
+    best = train["best_val_mae"]
     console.print(
-        f"training: {train['epochs_completed']} epochs, {train['windows_per_second']:.0f} windows/s, "
-        f"best val loss {'-' if best is None else f'{best:.4f}'}, {train['parameters']:,} parameters on {train['device']}"
+        f"training: {train['epochs_completed']} epochs ({train['steps']} steps), {train['windows_per_second']:.0f} windows/s, "
+        f"best validation completion MAE {'-' if best is None else f'{best:.4f}'}, {train['parameters']:,} parameters "
+        f"on {train['device']}"
     )
 
 
 def print_need_update(ablation: dict[str, Any]) -> None:
     table = Table(title="Dynamic need update, ablation (same config, seed and budget; test blocks)")
     table.add_column("")
-    for column in ("completion MAE", "accuracy", "macro-F1", "epochs", "best val loss"):
+    for column in ("completion MAE", "accuracy", "macro-F1", "epochs", "best val MAE"):
         table.add_column(column, justify="right")
     for name in ("with", "without"):
         f = ablation[name]
@@ -120,7 +139,7 @@ def print_need_update(ablation: dict[str, Any]) -> None:
             f"{f['accuracy']:.3f}",
             f"{f['macro_f1']:.3f}",
             str(f["epochs_completed"]),
-            f"{f['best_val_loss']:.4f}",
+            f"{f['best_val_mae']:.4f}",
         )
     console.print(table)
     said = {"with": "with the update", "without": "without the update", "tie": "a tie"}
@@ -198,6 +217,8 @@ def print_metrics(metrics: dict[str, Any]) -> None:
         print_classification(metrics["classification"])
     if "need_update" in metrics:
         print_need_update(metrics["need_update"])
+    if "seeds" in metrics:
+        print_seeds(metrics["seeds"])
 
 
 def print_bench(report: dict[str, Any]) -> None:

@@ -39,7 +39,7 @@ def _figures(run: RunDir, metrics: dict[str, Any]) -> dict[str, Any]:
         "accuracy": classification["accuracy"],
         "macro_f1": classification["macro_f1"],
         "epochs_completed": train.get("epochs_completed"),
-        "best_val_loss": train.get("best_val_loss"),
+        "best_val_mae": train.get("best_val_mae"),
         "run": str(run.root),
     }
 
@@ -48,6 +48,15 @@ def _better(with_: float, without: float, lower_is_better: bool) -> str:
     if with_ == without:
         return "tie"
     return "with" if (with_ < without) == lower_is_better else "without"
+
+
+def train_counterpart(run: RunDir, changes: dict[str, Any], folder: Path, progress_bar: bool = False) -> RunDir:
+    """Train ``run``'s config with ``changes`` into ``folder`` (a fresh run; its config file beside it)."""
+    raw = {**run.read_config().to_dict(), **changes, "run_dir": str(folder)}
+    config_path = folder.with_suffix(".yaml")
+    atomic_write_text(config_path, yaml.safe_dump(raw, sort_keys=False))
+    log.info("training %s with %s", folder, changes)
+    return train(config_path, overwrite=True, run_dir=folder, progress_bar=progress_bar)
 
 
 def need_update_ablation(run_dir: str | Path, progress_bar: bool = False) -> dict[str, Any]:
@@ -61,12 +70,7 @@ def need_update_ablation(run_dir: str | Path, progress_bar: bool = False) -> dic
     config = run.read_config()
     flipped = not config.training.dynamic_need_update
     counterpart_dir = run.root / "ablation" / f"need_update_{'on' if flipped else 'off'}"
-    raw = {**config.to_dict(), "dynamic_need_update": flipped, "run_dir": str(counterpart_dir)}
-    config_path = counterpart_dir.with_suffix(".yaml")
-    atomic_write_text(config_path, yaml.safe_dump(raw, sort_keys=False))
-
-    log.info("ablation: training the counterpart run with dynamic_need_update=%s in %s", flipped, counterpart_dir)
-    counterpart = train(config_path, overwrite=True, run_dir=counterpart_dir, progress_bar=progress_bar)
+    counterpart = train_counterpart(run, {"dynamic_need_update": flipped}, counterpart_dir, progress_bar)
     _, splits, info = run.read_data()
     _, other_splits, other_info = counterpart.read_data()
     if other_splits != splits or other_info["stats"] != info["stats"]:

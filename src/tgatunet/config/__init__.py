@@ -130,10 +130,12 @@ class Config(Strict):
         if not data.channels:
             raise ValueError("no modality configured: set common_modalities or a source's have/need")
         _check_needs_are_observed(data)
+        if training.epochs != "auto" and training.epochs < 1:
+            raise ValueError(f"epochs must be a positive number or 'auto' (got {training.epochs})")
         if training.dynamic_need_update:
             if not any(s.need for s in data.sources):
                 raise ValueError("dynamic_need_update is on but no source lists 'need' channels: nothing to update")
-            if training.need_update_start >= training.epochs:
+            if training.epochs != "auto" and training.need_update_start >= training.epochs:
                 raise ValueError(
                     f"need_update_start ({training.need_update_start}) must be below epochs ({training.epochs}), "
                     "or the dynamic need update never runs"

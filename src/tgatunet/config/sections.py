@@ -75,6 +75,9 @@ class DataConfig(Strict):
     test_fraction: float = Field(
         default=0.15, ge=0.0, lt=1.0, description="Share of blocks for testing (when split_col gives no test blocks)."
     )
+    split_seed: int | None = Field(
+        default=None, description="Seed of the block split; null: seed. evaluate --seeds keeps it while seed changes."
+    )
     data_store: str | None = Field(
         default=None,
         description="Folder written by `tgatunet data prepare`: training reads windows from it lazily "
@@ -123,10 +126,19 @@ class TrainingConfig(Strict):
     """The objective, the optimiser and the training budget."""
 
     batch_size: int = Field(default=16, ge=1, description="Windows per training step.")
-    epochs: int = Field(default=60, ge=1, description="Maximum training epochs.")
+    epochs: int | Literal["auto"] = Field(
+        default="auto",
+        description="Training epochs at most; auto: train until the validation completion error stops falling "
+        "(patience), at most max_steps optimiser steps, whatever the dataset's size.",
+    )
+    max_steps: int = Field(default=20000, ge=1, description="With epochs: auto, the most optimiser steps a run takes.")
     lr: float = Field(default=2e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(default=1e-4, ge=0.0, description="AdamW weight decay.")
-    patience: int = Field(default=12, ge=1, description="Early stopping: epochs without a better validation loss.")
+    patience: int = Field(
+        default=12, ge=1,
+        description="Early stopping: validation checks without a lower validation completion MAE (a check every "
+        "epoch, or every few epochs when an epoch is shorter than 200 steps).",
+    )
     grad_clip: float | None = Field(default=1.0, gt=0.0, description="Gradient norm clipping; null disables it.")
     seed: int = Field(default=42, description="Seed of splits, masking, initialisation and shuffling.")
     mask_pattern_prob: float = Field(
@@ -138,7 +150,20 @@ class TrainingConfig(Strict):
     mask_step_prob: float = Field(
         default=0.1, ge=0.0, le=1.0, description="Chance that each observed value is hidden on its own."
     )
-    recon_loss: Literal["mse", "l1", "huber"] = Field(default="mse", description="Reconstruction loss on hidden observed values.")
+    mask_gap_prob: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="Chance that an observed channel of a window loses a contiguous run of steps."
+    )
+    mask_gap_max: float = Field(
+        default=0.25, gt=0.0, le=1.0, description="Longest such run, as a share of window_size."
+    )
+    fresh_offsets: bool = Field(
+        default=True,
+        description="Draw each epoch's training windows at fresh start rows (as many as step_size gives) instead "
+        "of the same ones every epoch; step_size still lays out evaluation and completion windows.",
+    )
+    recon_loss: Literal["mse", "l1", "huber"] = Field(
+        default="l1", description="Reconstruction loss on hidden observed values (l1: completion is scored by MAE)."
+    )
     recon_weight: float = Field(default=1.0, ge=0.0, description="Weight of the reconstruction loss.")
     cls_weight: float = Field(default=0.5, ge=0.0, description="Weight of the classification loss.")
     dynamic_need_update: bool = Field(
@@ -225,6 +250,16 @@ class PerformanceConfig(Strict):
 class EvaluationConfig(Strict):
     """How `tgatunet evaluate` scores a run."""
 
+    eval_gap_max: float = Field(
+        default=0.25, gt=0.0, le=1.0,
+        description="Pattern gaps: each observed channel of a test window loses one contiguous run of up to this "
+        "share of window_size.",
+    )
+    eval_point_prob: float = Field(
+        default=0.1, gt=0.0, lt=1.0, description="Pattern points: the share of observed test values hidden one by one."
+    )
+    eval_seed: int = Field(default=0, description="Seed of the values evaluation hides: the same for every run and seed.")
+    saits_epochs: int = Field(default=100, ge=1, description="Training epochs of the SAITS baseline (--baselines saits).")
     ridge_lags: int = Field(default=3, ge=0, description="Ridge baseline: context steps on each side.")
     ridge_alpha: float = Field(default=1.0, ge=0.0, description="Ridge baseline: L2 penalty.")
 

@@ -22,7 +22,7 @@ from tgatunet.config import Config
 from tgatunet.data.normalize import ChannelStats
 from tgatunet.data.sources import SourceTable, encode_labels, load_source
 from tgatunet.data.splits import SPLITS, split_blocks
-from tgatunet.data.windows import row_index, window_labels, window_span, window_starts
+from tgatunet.data.windows import labels_of_windows, row_index, window_span, window_starts
 from tgatunet.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,13 @@ class WindowIndex:
 class WindowedData:
     """The windows of each split and what describes them, wherever their rows are kept.
 
+    With ``fresh_offsets`` the training split holds a window at every start row of its
+    blocks; an epoch draws ``epoch_windows`` of them (as many as ``step_size`` would give),
+    so training sees the series at fresh offsets each epoch.
+
     Attributes:
         source_need: ``[S, C]`` bool, the channels each source needs.
+        epoch_windows: training windows per epoch.
         row_offsets: ``[S + 1]`` first row of each source, in the row numbering of the windows' starts.
         block_splits: block key (``source/block``) -> split.
         skipped_blocks: segments shorter than one window, left out.
@@ -72,6 +77,7 @@ class WindowedData:
     window_size: int
     downsample: int
     skipped_blocks: int
+    epoch_windows: int
 
     def rows(self, starts: np.ndarray) -> np.ndarray:
         """``[W, T]`` absolute rows of windows starting at ``starts``."""
@@ -97,10 +103,20 @@ class PreparedData(WindowedData):
     Attributes:
         values: ``[N, C]`` float32, normalised, 0 where not observed; read-only.
         observed: ``[N, C]`` bool observation mask; read-only.
+        segments: ``[S, 2]`` ``[start, end)`` rows of every block segment (contiguous rows of one block).
+        segment_blocks: ``[S]`` block key of each segment.
     """
 
     values: np.ndarray
     observed: np.ndarray
+    segments: np.ndarray
+    segment_blocks: np.ndarray
+
+    def split_segments(self, split: str) -> list[tuple[int, int, int]]:
+        """``(source, start, end)`` of the segments whose block is in ``split``."""
+        sources = np.searchsorted(self.row_offsets, self.segments[:, 0], side="right") - 1
+        return [(int(s), int(lo), int(hi)) for s, (lo, hi), key in zip(sources, self.segments, self.segment_blocks)
+                if self.block_splits[key] == split]
 
     def gather(self, index: WindowIndex) -> tuple[torch.Tensor, torch.Tensor]:
         """``values, observed [W, T, C]`` of the windows in ``index`` (fresh, writable copies)."""
@@ -147,8 +163,8 @@ def index_windows(
     seg_source: np.ndarray,
     block_splits: dict[str, str],
     label_windows: Callable[[np.ndarray], np.ndarray],
-) -> tuple[dict[str, WindowIndex], int]:
-    """The windows of each split, and how many segments were too short for one.
+) -> tuple[dict[str, WindowIndex], int, int]:
+    """The windows of each split, how many segments were too short for one, and training windows per epoch.
 
     Args:
         bounds: ``[S, 2]`` absolute ``[start, end)`` rows of every segment.
@@ -180,7 +196,12 @@ def index_windows(
         raise DataError("no training window: every block went to val/test. Lower val_fraction/test_fraction.")
     counts = Counter(win_split.tolist())
     log.info("windows: %s", ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS))
-    return windows, skipped
+    if config.training.fresh_offsets:
+        train = np.flatnonzero(np.array([block_splits[k] == "train" for k in seg_keys]))
+        pool, seg = window_starts(bounds[train], span, 1)
+        seg = train[seg]
+        windows["train"] = WindowIndex(pool, label_windows(pool), seg_source[seg], seg_keys[seg])
+    return windows, skipped, counts.get("train", 0)
 
 
 def draw_splits(config: Config, tables: list[SourceTable], labels: np.ndarray, bounds: np.ndarray, seg_keys: np.ndarray):
@@ -195,7 +216,8 @@ def draw_splits(config: Config, tables: list[SourceTable], labels: np.ndarray, b
         block_label[key] = int(np.bincount(labelled).argmax()) if len(labelled) else -1
     fixed = {f"{t.name}/{b}": s for t in tables for b, s in t.block_split.items()}
     d = config.data
-    return split_blocks(block_label, d.val_fraction, d.test_fraction, config.training.seed, fixed)
+    seed = config.training.seed if d.split_seed is None else d.split_seed
+    return split_blocks(block_label, d.val_fraction, d.test_fraction, seed, fixed)
 
 
 def prepare_data(
@@ -223,9 +245,9 @@ def prepare_data(
         block_splits = draw_splits(config, tables, labels, bounds, seg_keys)
 
     d = config.data
-    windows, skipped = index_windows(
+    windows, skipped, epoch_windows = index_windows(
         config, bounds, seg_keys, seg_source, block_splits,
-        lambda starts: window_labels(labels, row_index(starts, d.window_size, d.downsample), d.label_rule),
+        lambda starts: labels_of_windows(labels, starts, d.window_size, d.downsample, d.label_rule),
     )
     if stats is None:
         train = [np.arange(lo, hi) for key, (lo, hi) in zip(seg_keys, bounds) if block_splits[key] == "train"]
@@ -239,7 +261,8 @@ def prepare_data(
     return PreparedData(
         channels=config.channels, class_names=class_names, source_names=[t.name for t in tables], stats=stats,
         source_need=source_need_mask(config), row_offsets=offsets, windows=windows, block_splits=block_splits,
-        window_size=d.window_size, downsample=d.downsample, skipped_blocks=skipped, values=values, observed=observed,
+        window_size=d.window_size, downsample=d.downsample, skipped_blocks=skipped, epoch_windows=epoch_windows,
+        values=values, observed=observed, segments=bounds, segment_blocks=seg_keys,
     )
 
 

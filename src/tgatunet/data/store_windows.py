@@ -99,9 +99,10 @@ def store_data(
     if block_splits is None:
         fixed = {f"{s.name}/{b}": split for s in store.sources for b, split in s.block_split.items()}
         block_labels = _block_labels(store, bounds, offsets, seg_keys)
-        block_splits = split_blocks(block_labels, config.data.val_fraction, config.data.test_fraction, config.training.seed, fixed)
+        block_splits = split_blocks(block_labels, config.data.val_fraction, config.data.test_fraction,
+                                    config.training.seed if config.data.split_seed is None else config.data.split_seed, fixed)
 
-    windows, skipped = index_windows(
+    windows, skipped, epoch_windows = index_windows(
         config,
         bounds,
         seg_keys,
@@ -127,6 +128,7 @@ def store_data(
         window_size=config.data.window_size,
         downsample=config.data.downsample,
         skipped_blocks=skipped,
+        epoch_windows=epoch_windows,
         store=store,
     )
 

@@ -16,6 +16,7 @@ from tgatunet.graph.cache import GraphCache
 from tgatunet.graph.knn import KnnGraph
 from tgatunet.model.compile import CompiledOrEager
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
+from tgatunet.train.learning_rate import LearningRate
 from tgatunet.train.micro_batch import MicroBatches
 from tgatunet.train.objective import classification_loss, masked_loss, sample_inputs
 
@@ -54,6 +55,7 @@ class TGATUNetModule(pl.LightningModule):
         self.automatic_optimization = False
         self.micro_batches = MicroBatches()
         self.knn = KnnGraph.from_config(self.config) if self.config.model.graph_type == "knn" else None
+        self.learning_rate = LearningRate(self.config.training.lr)
         self.graph_cache: GraphCache | None = None
 
     def neighbors(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -91,7 +93,8 @@ class TGATUNetModule(pl.LightningModule):
         """
         t = self.config.training
         probs = t.mask_pattern_prob, t.mask_channel_prob, t.mask_step_prob
-        return sample_inputs(batch["observed"], batch.get("filled"), self.patterns, *probs, generator)
+        return sample_inputs(batch["observed"], batch.get("filled"), self.patterns, *probs, generator,
+                             t.mask_gap_prob, t.mask_gap_max)
 
     def losses(
         self, batch: dict[str, torch.Tensor], visible: torch.Tensor, targets: torch.Tensor, rows: slice = slice(None)
@@ -102,8 +105,8 @@ class TGATUNetModule(pl.LightningModule):
         windows), so the shares of disjoint rows add up to the batch's losses, gradients included.
 
         Returns:
-            ``loss``, ``recon``, ``cls_loss`` (scalars) and ``correct`` (labelled windows of ``rows``
-            classified right).
+            ``loss``, ``recon``, ``cls_loss``, ``mae`` (of the reconstruction on the targets; scalars) and
+            ``correct`` (labelled windows of ``rows`` classified right).
         """
         t = self.config.training
         values, labels = batch["values"][rows], batch["label"][rows]
@@ -114,10 +117,13 @@ class TGATUNetModule(pl.LightningModule):
             "loss": t.recon_weight * loss_recon + t.cls_weight * loss_cls,
             "recon": loss_recon,
             "cls_loss": loss_cls,
+            "mae": masked_loss(recon.detach().float(), values, targets[rows], "l1", denominator=targets.sum()),
             "correct": ((logits.argmax(-1) == labels) & (labels >= 0)).sum(),
         }
 
-    def _log_losses(self, stage: str, totals: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+    def _log_losses(
+        self, stage: str, totals: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], hidden: int | None = None
+    ) -> None:
         size = len(batch["values"])
         # Epoch means weighted by batch size; under DDP the weighted sums and the sizes are each
         # summed over ranks (sync_dist), so the mean is over all windows, each counted once.
@@ -125,6 +131,8 @@ class TGATUNetModule(pl.LightningModule):
         self.log(f"{stage}/loss", totals["loss"], prog_bar=True, batch_size=size, **epoch)
         self.log(f"{stage}/recon", totals["recon"], batch_size=size, **epoch)
         self.log(f"{stage}/cls_loss", totals["cls_loss"], batch_size=size, **epoch)
+        # The completion error the run is selected by: a mean over all hidden values of the epoch.
+        self.log(f"{stage}/mae", totals["mae"], prog_bar=stage == "val", batch_size=max(hidden or size, 1), **epoch)
         # Logged for every batch, weighted by its labelled windows (possibly none): a rank that
         # skipped the key would leave the others waiting in the sync.
         labelled = int((batch["label"] >= 0).sum())
@@ -151,6 +159,8 @@ class TGATUNetModule(pl.LightningModule):
             )
             return totals["loss"]
 
+        for group in optimizer.param_groups:
+            group["lr"] = self.learning_rate.at(self.global_step)
         try:
             optimizer.step(closure=closure)
         except torch._dynamo.exc.TorchDynamoException as err:
@@ -174,17 +184,15 @@ class TGATUNetModule(pl.LightningModule):
         else:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
-    def on_train_epoch_start(self) -> None:
-        # At the start of every epoch but the first, not at the end of the one before: the end-of-epoch
-        # checkpoint is written before the module's own end-of-epoch hook, and a resumed run must
-        # continue with the learning rate the uninterrupted run would use.
-        if self.current_epoch > 0:
-            self.lr_schedulers().step()
+    def on_validation_epoch_end(self) -> None:
+        if "val/mae" in self.trainer.callback_metrics and not self.trainer.sanity_checking:
+            self.learning_rate.observe(float(self.trainer.callback_metrics["val/mae"]))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # The same hidden values every epoch, so validation losses are comparable.
         generator = torch.Generator(device=self.device).manual_seed(self.config.training.seed * 100_003 + batch_idx)
-        self._log_losses("val", self.losses(batch, *self.inputs(batch, generator)), batch)
+        visible, targets = self.inputs(batch, generator)
+        self._log_losses("val", self.losses(batch, visible, targets), batch, hidden=int(targets.sum()))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The random state at the end of an epoch, so that a resumed run draws the shuffles, hidden
@@ -195,8 +203,11 @@ class TGATUNetModule(pl.LightningModule):
             "numpy": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()],  # plain data
             "python": random.getstate(),
         }
+        checkpoint["learning_rate"] = self.learning_rate.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "learning_rate" in checkpoint:
+            self.learning_rate.load_state_dict(checkpoint["learning_rate"])
         rng = checkpoint.get("rng")
         if rng is None or self._trainer is None:  # loading to predict: leave the caller's random state alone
             return
@@ -212,6 +223,5 @@ class TGATUNetModule(pl.LightningModule):
         # torch's fused AdamW (one kernel for all parameters) is refused by Lightning's gradient clipping
         # under mixed precision, where the optimiser would have to unscale gradients itself.
         fused = self.device.type in ("cpu", "cuda") and not self.config.performance.precision.endswith("-mixed")
-        optimizer = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs, eta_min=t.lr * 0.05)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        # The learning rate of each step is set by self.learning_rate (see training_step).
+        return torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)

@@ -1,12 +1,13 @@
 """Masked-modality modelling: what to hide, and losses only where truth exists.
 
 Training hides some observed values and asks the model to reconstruct them.
-Three kinds of hiding, combined:
+Four kinds of hiding, combined:
 
 * **pattern**: the whole channel set that some source *needs* (e.g. all three
   gyroscope axes), so the model practises exactly the completion it will be
   asked for;
 * **channel**: other observed channels, whole window;
+* **gap**: a contiguous run of steps of an observed channel (a sensor drop-out);
 * **step**: single observed values.
 
 Only hidden *observed* values are targets: a value that was never measured (a
@@ -23,6 +24,16 @@ import torch
 import torch.nn.functional as F
 
 
+def contiguous_gaps(
+    B: int, T: int, C: int, prob: float, max_length: int, rand, device: torch.device
+) -> torch.Tensor:
+    """``[B, T, C]`` bool: in each (window, channel) with probability ``prob``, one run of ``1 .. max_length`` steps."""
+    start = (rand(B, 1, C) * T).long()  # [B, 1, C]
+    length = 1 + (rand(B, 1, C) * max_length).long().clamp_max(max_length - 1)
+    t = torch.arange(T, device=device)[None, :, None]  # [1, T, 1]
+    return (t >= start) & (t < start + length) & (rand(B, 1, C) < prob)
+
+
 def sample_hidden(
     observed: torch.Tensor,
     patterns: torch.Tensor,
@@ -30,6 +41,8 @@ def sample_hidden(
     channel_prob: float,
     step_prob: float,
     generator: torch.Generator | None = None,
+    gap_prob: float = 0.0,
+    gap_max: float = 0.25,
 ) -> torch.Tensor:
     """Choose the observed values to hide.
 
@@ -37,6 +50,8 @@ def sample_hidden(
         observed: ``[B, T, C]`` bool observation mask.
         patterns: ``[P, C]`` bool channel sets that sources need (P may be 0).
         generator: random source; the global one if None. Must live on ``observed``'s device.
+        gap_prob, gap_max: chance that a channel of a window loses one contiguous run of
+            steps, and the longest run as a share of the window (a sensor drop-out).
 
     Returns:
         ``hidden [B, T, C]`` bool, a subset of ``observed``. A window is never left with
@@ -49,6 +64,8 @@ def sample_hidden(
         return torch.rand(*shape, device=dev, generator=generator)
 
     hide = (rand(B, 1, C) < channel_prob) | (rand(B, T, C) < step_prob)  # [B, T, C]
+    if gap_prob > 0:
+        hide = hide | contiguous_gaps(B, T, C, gap_prob, max(1, round(gap_max * T)), rand, dev)
     if len(patterns):
         pick = (rand(B) * len(patterns)).long().clamp_max(len(patterns) - 1)  # [B]
         use = rand(B) < pattern_prob  # [B]
@@ -66,6 +83,8 @@ def sample_inputs(
     channel_prob: float,
     step_prob: float,
     generator: torch.Generator | None = None,
+    gap_prob: float = 0.0,
+    gap_max: float = 0.25,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What the model sees and what it must reconstruct.
 
@@ -81,7 +100,7 @@ def sample_inputs(
         (where the reconstruction loss applies; always a subset of ``observed``).
     """
     available = observed if filled is None else observed | filled
-    hidden = sample_hidden(available, patterns, pattern_prob, channel_prob, step_prob, generator)
+    hidden = sample_hidden(available, patterns, pattern_prob, channel_prob, step_prob, generator, gap_prob, gap_max)
     return available & ~hidden, hidden & observed
 
 

@@ -54,10 +54,15 @@ def data_info(data: Data, config: Config) -> dict[str, Any]:
         "source_names": data.source_names,
         "stats": data.stats.to_dict(),
         "block_splits": data.block_splits,
-        "windows": {split: len(index) for split, index in data.windows.items()},
+        "windows": window_counts(data),
         "skipped_blocks": data.skipped_blocks,
         "source_sha256": source_hashes(config),
     }
+
+
+def window_counts(data: Data) -> dict[str, int]:
+    """Windows per split; for training, per epoch (with fresh offsets they are drawn from every start row)."""
+    return {**{split: len(index) for split, index in data.windows.items()}, "train": data.epoch_windows}
 
 
 def source_hashes(config: Config) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from tgatunet.config import Config, load_config
 from tgatunet.data.prepared import collate_windows
@@ -31,7 +32,7 @@ from tgatunet.train.memory_optimizer import MemoryOptimizer, MemoryPlan, plan_me
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.need_update import NeedUpdate
-from tgatunet.train.prepare import Data, check_checkpoint, check_trainable, load_data, prepare_run_dir, protected_paths
+from tgatunet.train.prepare import Data, window_counts, check_checkpoint, check_trainable, load_data, prepare_run_dir, protected_paths
 from tgatunet.train.rundir import RunDir
 from tgatunet.train.csv_log import ContinuedCSVLogger
 
@@ -63,6 +64,8 @@ def make_loader(
     sampler = None
     if shard is not None:
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=shard[0], rank=shard[1], shuffle=False)
+    elif split == "train" and shuffle and len(dataset) > data.epoch_windows:  # fresh offsets: a new draw each epoch
+        sampler, shuffle = RandomSampler(dataset, num_samples=data.epoch_windows), False
     return DataLoader(
         dataset, batch_size=config.training.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate_windows,
         num_workers=workers, persistent_workers=workers > 0, pin_memory=cuda,
@@ -103,13 +106,28 @@ def quiet_trainer(config: Config, callbacks: Sequence[pl.Callback] = (), **limit
     )
 
 
+# With epochs: auto, validation runs at least this many steps apart (every epoch of a larger dataset).
+VALIDATION_STEPS = 200
+
+
+def training_budget(config: Config, data: Data) -> dict[str, Any]:
+    """Trainer limits: ``epochs`` epochs with a validation check each; or (``auto``) up to ``max_steps``
+    steps with a check every epoch or every few, so a small dataset gets as many steps per check as a large one."""
+    t = config.training
+    if t.epochs != "auto":
+        return {"max_epochs": t.epochs, "check_val_every_n_epoch": 1}
+    steps_per_epoch = max(1, math.ceil(data.epoch_windows / t.batch_size))
+    return {"max_epochs": -1, "max_steps": t.max_steps, "check_val_every_n_epoch": math.ceil(VALIDATION_STEPS / steps_per_epoch)}
+
+
 def _make_trainer(
-    config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool, resumed_step: int | None
+    config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool, resumed_step: int | None,
+    budget: dict[str, Any],
 ) -> pl.Trainer:
     perf = config.performance
     try:
         return pl.Trainer(
-            max_epochs=config.training.epochs, accelerator=_accelerator(config), devices=perf.devices,
+            **budget, accelerator=_accelerator(config), devices=perf.devices,
             num_nodes=perf.num_nodes, strategy=perf.strategy, precision=perf.precision, deterministic="warn",
             callbacks=callbacks,
             logger=[
@@ -142,7 +160,7 @@ class _Callbacks:
     @classmethod
     def before_data(cls, config: Config, run: RunDir) -> _Callbacks:
         best = ModelCheckpoint(
-            dirpath=run.checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
+            dirpath=run.checkpoints, filename="best", monitor="val/mae", mode="min", enable_version_counter=False
         )
         return cls(best, ThroughputMonitor(), ResourceMonitor(target=config.performance.memory_target))
 
@@ -150,7 +168,8 @@ class _Callbacks:
         # A second checkpoint without a monitor: Lightning's save_last only writes when "best" improved,
         # but resuming needs the end of every epoch.
         latest = ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
-        stop = EarlyStopping(monitor="val/loss", mode="min", patience=config.training.patience)
+        # Selected and stopped by the completion error on the validation windows, the task that is scored.
+        stop = EarlyStopping(monitor="val/mae", mode="min", patience=config.training.patience)
         return [self.best, latest, stop, self.throughput, self.resources, *extra, *([RichProgressBar()] if progress_bar else [])]
 
     def add_data_callbacks(self, trainer: pl.Trainer, config: Config, data: Data) -> TrainingInputs | None:
@@ -173,8 +192,10 @@ class _Callbacks:
         run.update_metrics("train", {
             **self.throughput.summary(),
             "epochs_completed": trainer.current_epoch,
-            "best_val_loss": float(best) if best is not None else None,
-            "windows": {split: len(index) for split, index in data.windows.items()},
+            "best_val_mae": float(best) if best is not None else None,  # what selects best.ckpt and stops training
+            "final_val_loss": _metric(trainer, "val/loss"),
+            "steps": trainer.global_step,
+            "windows": window_counts(data),
             "parameters": sum(p.numel() for p in module.model.parameters()),
             "device": str(trainer.strategy.root_device),
             "precision": _precision_ran(trainer),  # what ran: Lightning runs 16-mixed as bf16-mixed on a CPU
@@ -221,12 +242,13 @@ def train(
 
 
 def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow_changed_data, config_file) -> RunDir:
+    # Under DDP every process runs this function; only global rank 0 checks and writes the run directory.
+    writer = rank_zero_only.rank == 0
+    config, data = prepare_run_dir(run, config, resume, overwrite, writer, protected_paths(config, config_file), allow_changed_data)
     ours = _Callbacks.before_data(config, run)
     resumed_step = _checkpoint_step(run.last_checkpoint) if resume and run.last_checkpoint.is_file() else None
-    trainer = _make_trainer(config, run, ours.trainer_callbacks(config, run, callbacks, progress_bar), progress_bar, resumed_step)
-    # Under DDP every process runs this function; only global rank 0 checks and writes the run directory.
-    protected = protected_paths(config, config_file)
-    config, data = prepare_run_dir(run, config, resume, overwrite, trainer.is_global_zero, protected, allow_changed_data)
+    callbacks = ours.trainer_callbacks(config, run, callbacks, progress_bar)
+    trainer = _make_trainer(config, run, callbacks, progress_bar, resumed_step, training_budget(config, data))
     check_trainable(data, trainer.world_size)
     inputs = ours.add_data_callbacks(trainer, config, data)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
@@ -254,6 +276,11 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
         ours.write_metrics(run, trainer, module, config, data)
         plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
     return run
+
+
+def _metric(trainer: pl.Trainer, key: str) -> float | None:
+    value = trainer.callback_metrics.get(key)
+    return None if value is None else float(value)
 
 
 def _precision_ran(trainer: pl.Trainer) -> str:

@@ -14,7 +14,7 @@ Layout::
       plots/                 loss curves, completed vs true signals, confusion matrix
       sources/               DataFrame sources given to tgatunet.train, saved as Parquet
       completed/             outputs of tgatunet complete
-      bench/, ablation/      outputs of tgatunet bench and evaluate --ablation
+      bench/, ablation/, seeds/   outputs of tgatunet bench, evaluate --ablation and evaluate --seeds
       graph_cache/           knn graphs by content (kept by --overwrite)
 
 A folder is only ever cleared when it carries the marker, and then only of the
@@ -45,7 +45,10 @@ log = logging.getLogger(__name__)
 MARKER = ".tgatunet-run"
 LOCK = ".lock"
 # What tgatunet writes into a run directory: all that --overwrite removes (the graph cache stays).
-OWNED = ("config.yaml", "data.json", "checkpoints", "logs", "metrics.json", "plots", "sources", "completed", "bench", "ablation")
+OWNED = (
+    "config.yaml", "data.json", "checkpoints", "logs", "metrics.json", "plots", "sources", "completed", "bench", "ablation",
+    "seeds",
+)
 
 
 def _inside(path: Path, folder: Path) -> bool:
