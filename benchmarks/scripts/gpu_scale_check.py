@@ -98,7 +98,7 @@ def check(variant: str, config_path: Path, sampler: GpuSampler) -> dict:
         "epoch_seconds": [round(b - a, 2) for a, b in spans.spans],
         "gpu_util_mean_pct": round(sum(s[1] for s in samples) / len(samples), 1) if samples else None,
         "gpu_mem_used_max_mib": round(max(s[2] for s in samples)) if samples else None,
-        "best_val_loss": metrics["best_val_loss"],
+        "best_val_mae": metrics["best_val_mae"],
         "windows": metrics["windows"],
         "device": metrics["device"],
         "test_accuracy": evaluation["classification"]["accuracy"],
