@@ -104,18 +104,19 @@ def test_validation_completion_error_selects_the_checkpoint_and_stops_training(d
     assert run.read_metrics()["train"]["best_val_mae"] == pytest.approx(log["val/mae"].min(), rel=1e-6)
 
 
-def test_epochs_auto_gives_a_small_dataset_as_many_steps_per_check_as_a_large_one(dataset):
-    config = config_from_dict({**dataset["config"], "epochs": "auto", "max_steps": 500})
-    small = training_budget(config, prepare_data(config))
-    assert small["max_steps"] == 500 and small["max_epochs"] == -1
-    assert small["check_val_every_n_epoch"] * -(-prepare_data(config).epoch_windows // config.training.batch_size) >= 200
+def test_epochs_auto_gives_a_small_dataset_as_many_windows_per_check_as_a_large_one(dataset):
+    config = config_from_dict({**dataset["config"], "epochs": "auto", "max_windows": 8000})
+    data = prepare_data(config)
+    small = training_budget(config, data)
+    assert small["max_steps"] == 8000 // config.training.batch_size and small["max_epochs"] == -1
+    assert small["check_val_every_n_epoch"] * data.epoch_windows >= 3200 > (small["check_val_every_n_epoch"] - 1) * data.epoch_windows
     fixed = training_budget(config.with_keys(epochs=4), prepare_data(config))
     assert fixed == {"max_epochs": 4, "check_val_every_n_epoch": 1}
 
 
 def test_the_step_ceiling_holds(dataset):
-    run = train(dataset["write"]({**dataset["config"], "epochs": "auto", "max_steps": 30}), progress_bar=False)
-    assert run.read_metrics()["train"]["steps"] == 30
+    run = train(dataset["write"]({**dataset["config"], "epochs": "auto", "max_windows": 240}), progress_bar=False)
+    assert run.read_metrics()["train"]["steps"] == 240 // 8
 
 
 def test_fresh_offsets_draw_new_training_windows_every_epoch(dataset):

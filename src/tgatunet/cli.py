@@ -197,7 +197,11 @@ def hardware(
         if cfg:
             from tgatunet.train.run import plan_for_config
 
-            print_memory_plan(plan_for_config(cfg).summary())
+            plan, choice = plan_for_config(cfg)
+            if choice is not None:
+                tried = ", ".join(f"{p['batch_size']}: {p['windows_per_second']:.0f}/s" for p in choice.curve)
+                console.print(f"batch_size auto -> [bold]{choice.batch_size}[/] windows, lr {choice.lr:.3g} (windows/s at {tried})")
+            print_memory_plan(plan.summary())
     except TgatunetError as err:
         fail(err)
 

@@ -119,6 +119,10 @@ def print_classification(classification: dict[str, Any]) -> None:
 
 def print_train(train: dict[str, Any]) -> None:
     best = train["best_val_mae"]
+    if "batch_search" in train:
+        search = train["batch_search"]
+        tried = ", ".join(f"{p['batch_size']}: {p['windows_per_second']:.0f}/s" for p in search["curve"])
+        console.print(f"batch_size auto: {search['batch_size']} (lr {search['lr']:.3g}; windows/s at {tried})")
     console.print(
         f"training: {train['epochs_completed']} epochs ({train['steps']} steps), {train['windows_per_second']:.0f} windows/s, "
         f"best validation completion MAE {'-' if best is None else f'{best:.4f}'}, {train['parameters']:,} parameters "

@@ -130,8 +130,6 @@ class Config(Strict):
         if not data.channels:
             raise ValueError("no modality configured: set common_modalities or a source's have/need")
         _check_needs_are_observed(data)
-        if training.epochs != "auto" and training.epochs < 1:
-            raise ValueError(f"epochs must be a positive number or 'auto' (got {training.epochs})")
         if training.dynamic_need_update:
             if not any(s.need for s in data.sources):
                 raise ValueError("dynamic_need_update is on but no source lists 'need' channels: nothing to update")
@@ -208,18 +206,23 @@ def _check_keys(raw: dict[str, Any], valid: list[str], where: str) -> None:
             raise ConfigError(f"{where}: unknown key '{key}'.{hint}")
 
 
+def _key_of(loc: tuple) -> str:
+    """The file's name for an error location: sections and union members (``int``, ``literal['auto']``) left out."""
+    return ".".join(str(p) for p in loc if p not in SECTIONS and not str(p).startswith(("literal[", "function-")) and p not in ("int", "float", "str", "bool"))
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
-    lines = [f"{origin}: invalid configuration"]
+    lines, by_key = [f"{origin}: invalid configuration"], {}
     for e in err.errors():
-        # A file names keys without their section: show data.window_size as window_size.
-        loc = [str(p) for p in e["loc"] if p not in SECTIONS]
-        where = ".".join(loc)
-        msg = e["msg"].removeprefix("Value error, ")
-        shown = "" if e["type"] in ("missing", "value_error") else f" (got {e.get('input')!r})"
-        if e["type"] == "missing":
-            lines.append(f"  - key '{where}' is required")
-        elif loc:
-            lines.append(f"  - key '{where}': {msg}{shown}")
+        by_key.setdefault(_key_of(e["loc"]), []).append(e)
+    for key, errors in by_key.items():
+        msg = " or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errors))
+        first = errors[0]
+        shown = "" if first["type"] in ("missing", "value_error") else f" (got {first.get('input')!r})"
+        if first["type"] == "missing":
+            lines.append(f"  - key '{key}' is required")
+        elif key:
+            lines.append(f"  - key '{key}': {msg}{shown}")
         else:
             lines.append(f"  - {msg}")
     return "\n".join(lines)

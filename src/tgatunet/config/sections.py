@@ -8,10 +8,14 @@ it is); :class:`tgatunet.config.Config` holds one of each.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+# A positive whole number, or "auto": the value is then chosen by measuring.
+PositiveOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 
 class Strict(BaseModel):
@@ -125,19 +129,25 @@ class ModelConfig(Strict):
 class TrainingConfig(Strict):
     """The objective, the optimiser and the training budget."""
 
-    batch_size: int = Field(default=16, ge=1, description="Windows per training step.")
-    epochs: int | Literal["auto"] = Field(
+    batch_size: PositiveOrAuto = Field(
+        default=16,
+        description="Windows per training step; auto: the batch measured fastest within memory_target on the "
+        "training device, with the learning rate scaled by sqrt(batch / 16).",
+    )
+    epochs: PositiveOrAuto = Field(
         default="auto",
         description="Training epochs at most; auto: train until the validation completion error stops falling "
-        "(patience), at most max_steps optimiser steps, whatever the dataset's size.",
+        "(patience), at most max_windows windows seen, whatever the dataset's size.",
     )
-    max_steps: int = Field(default=20000, ge=1, description="With epochs: auto, the most optimiser steps a run takes.")
+    max_windows: int = Field(
+        default=320_000, ge=1, description="With epochs: auto, the most training windows a run sees (20,000 steps of 16)."
+    )
     lr: float = Field(default=2e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(default=1e-4, ge=0.0, description="AdamW weight decay.")
     patience: int = Field(
         default=12, ge=1,
         description="Early stopping: validation checks without a lower validation completion MAE (a check every "
-        "epoch, or every few epochs when an epoch is shorter than 200 steps).",
+        "epoch, or every few epochs when an epoch has fewer than 3,200 windows).",
     )
     grad_clip: float | None = Field(default=1.0, gt=0.0, description="Gradient norm clipping; null disables it.")
     seed: int = Field(default=42, description="Seed of splits, masking, initialisation and shuffling.")
@@ -205,7 +215,14 @@ class PerformanceConfig(Strict):
     use_gradient_checkpoint: bool = Field(
         default=False, description="Recompute block activations in the backward pass: less memory, more time."
     )
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(default="32", description="Numeric precision, through Lightning.")
+    checkpoint_mode: Literal["selective", "full"] = Field(
+        default="selective",
+        description="Gradient checkpointing: keep the matrix products' outputs and recompute the element-wise work "
+        "(selective), or recompute whole blocks (full: least memory).",
+    )
+    precision: Literal["32", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
+        default="32", description="Numeric precision, through Lightning (16-mixed runs as bf16-mixed on a CPU)."
+    )
     compile: bool = Field(
         default=False,
         description="Run the model through torch.compile, in training and when the trained run predicts "

@@ -7,6 +7,9 @@ the first backward pass, where the backward graph is compiled (outside the
 call: the training step catches that one and calls :meth:`CompiledOrEager.give_up`).
 Either way the run continues eagerly, with one warning that says why.
 
+Training on CUDA compiles with ``mode="reduce-overhead"``: the step is captured
+as CUDA graphs and replayed, without a kernel launch from Python each; its shapes
+must not change, so the training loader drops an epoch's last, partial batch.
 Prediction on a CPU compiles with :data:`CPU_INFERENCE_OPTIONS`: ``cpp_wrapper``
 drives the compiled graph from C++ (no Python between its kernels), and
 ``realize_reads_threshold: 1`` makes inductor compute the GAT's attention
@@ -38,17 +41,18 @@ class CompiledOrEager:
     Args:
         module: the model.
         options: inductor options for ``torch.compile`` (None: its defaults).
+        mode: ``torch.compile``'s mode: ``reduce-overhead`` replays the step as CUDA graphs.
 
     Attributes:
         module: the eager module.
         compiled: the compiled module, or None once compilation has failed.
     """
 
-    def __init__(self, module: nn.Module, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, module: nn.Module, options: dict[str, Any] | None = None, mode: str | None = None) -> None:
         self.module = module
         self.compiled: Any = None
         try:
-            self.compiled = torch.compile(module, options=options)
+            self.compiled = torch.compile(module, options=options, mode=mode)
         except RuntimeError as err:  # unsupported Python version or platform
             _fall_back(str(err))
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
 
 from tgatunet.model.dropout import Dropout
 from tgatunet.model.gat import BatchedGATConv, Graph
@@ -60,6 +60,7 @@ class ModelSpec:
     dropout: float = 0.1
     ff_multiplier: int = 2
     gradient_checkpoint: bool = False
+    checkpoint_mode: str = "selective"
     local_kernel: int = 7
     lite: bool = False
 
@@ -78,6 +79,7 @@ class ModelSpec:
             dropout=m.dropout,
             ff_multiplier=m.ff_multiplier,
             gradient_checkpoint=config.performance.use_gradient_checkpoint,
+            checkpoint_mode=config.performance.checkpoint_mode,
             lite=m.use_optimized_model,
         )
 
@@ -135,6 +137,15 @@ class GATBlock(nn.Module):
         return self.norm(x + self.dropout(F.elu(self.gat(x, graph), inplace=True)))
 
 
+# Selective checkpointing keeps what the matrix products computed and recomputes the element-wise work
+# around them: the products are most of a block's FLOPs, their outputs a minority of its activations.
+_MATRIX_PRODUCTS = [torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default]
+
+
+def _keep_matrix_products():
+    return create_selective_checkpoint_contexts(_MATRIX_PRODUCTS)
+
+
 class TGATUNet(nn.Module):
     """T-GAT-UNet: ``(values [B, T, C], visible [B, T, C], neighbors) -> (recon [B, T, C], logits [B, classes])``.
 
@@ -167,7 +178,8 @@ class TGATUNet(nn.Module):
         # backward uses and frees those two first, so recomputing them would mostly cost time.
         last = list(self.decoder)[-2:]
         if self.spec.gradient_checkpoint and self.training and torch.is_grad_enabled() and not any(module is b for b in last):
-            return checkpoint(module, *args, use_reentrant=False)
+            selective = {"context_fn": _keep_matrix_products} if self.spec.checkpoint_mode == "selective" else {}
+            return checkpoint(module, *args, use_reentrant=False, **selective)
         return module(*args)
 
     def forward(

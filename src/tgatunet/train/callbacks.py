@@ -30,7 +30,7 @@ class ThroughputMonitor(pl.Callback):
         self._mark = now
         # Every rank steps through a batch of the same size (the distributed sampler pads the
         # shards to equal length), so all ranks together processed world_size times this one's.
-        self.windows += len(batch["values"]) * trainer.world_size
+        self.windows += len(batch["index"]) * trainer.world_size
         pl_module.log("perf/windows_per_s", self.windows_per_second, prog_bar=True, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -97,7 +97,7 @@ class StepTimer(pl.Callback):
         self._add("optimizer", pl_module)
         if batch_idx >= self.skip:
             self.steps.append({phase: self._current.get(phase, 0.0) for phase in self.PHASES})
-            self.batch_sizes.append(len(batch["values"]))
+            self.batch_sizes.append(len(batch["index"]))
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._mark = None  # validation between epochs is not data loading: start counting here

@@ -217,7 +217,9 @@ def plan_memory(
 
     def measure(size: int) -> int:
         batch = dataset.__getitems__([i % len(dataset) for i in range(size)])
-        batch = {k: v.to(device) for k, v in batch.items()}
+        # As Lightning's precision plugin converts them: floating inputs in the weights' type (bf16-true).
+        dtype = next(module.parameters()).dtype
+        batch = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in batch.items()}
 
         def step() -> None:
             with context():
@@ -304,7 +306,7 @@ class MemoryOptimizer(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
         micro: MicroBatches = pl_module.micro_batches
-        current = min(micro.size or len(batch["values"]), len(batch["values"]))
+        current = min(micro.size or len(batch["index"]), len(batch["index"]))
         pl_module.log("memory/micro_batch_size", float(current), on_step=True, on_epoch=False)
         used = self.usage(current)
         # The CPU allocator keeps what it freed (no empty_cache there): a reading that has not

@@ -12,7 +12,9 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
 from tgatunet.config import Config, config_from_dict
+from tgatunet.data.resident import DeviceWindows
 from tgatunet.graph.cache import GraphCache
+from tgatunet.hardware import training_device
 from tgatunet.graph.knn import KnnGraph
 from tgatunet.model.compile import CompiledOrEager
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
@@ -48,7 +50,10 @@ class TGATUNetModule(pl.LightningModule):
         self.save_hyperparameters()
         self.config: Config = config_from_dict(config, origin="checkpoint")
         self.model = TGATUNet(ModelSpec.from_config(self.config, len(channels), len(class_names)))
-        self.compiled = CompiledOrEager(self.model) if self.config.performance.compile else None
+        self.compiled = None
+        if self.config.performance.compile:
+            cuda = training_device(self.config.performance.accelerator).kind == "cuda"
+            self.compiled = CompiledOrEager(self.model, mode="reduce-overhead" if cuda else None)
         self.register_buffer(
             "patterns", torch.tensor(need_patterns, dtype=torch.bool).reshape(-1, len(channels)), persistent=False
         )
@@ -57,6 +62,12 @@ class TGATUNetModule(pl.LightningModule):
         self.knn = KnnGraph.from_config(self.config) if self.config.model.graph_type == "knn" else None
         self.learning_rate = LearningRate(self.config.training.lr)
         self.graph_cache: GraphCache | None = None
+        self.resident: DeviceWindows | None = None  # training windows kept on the device (set by the trainer's caller)
+
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        if "values" not in batch and self.resident is not None:  # an index batch: gather the windows here
+            batch["values"], batch["observed"] = self.resident.gather(batch["index"])
+        return batch
 
     def neighbors(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The batch's full-resolution graph (None: temporal), from the graph cache when predicting with one."""
@@ -134,8 +145,9 @@ class TGATUNetModule(pl.LightningModule):
         # The completion error the run is selected by: a mean over all hidden values of the epoch.
         self.log(f"{stage}/mae", totals["mae"], prog_bar=stage == "val", batch_size=max(hidden or size, 1), **epoch)
         # Logged for every batch, weighted by its labelled windows (possibly none): a rank that
-        # skipped the key would leave the others waiting in the sync.
-        labelled = int((batch["label"] >= 0).sum())
+        # skipped the key would leave the others waiting in the sync. Training weighs by batch size
+        # instead: reading a count off the device every step would make the host wait for it.
+        labelled = size if stage == "train" else int((batch["label"] >= 0).sum())
         acc = totals["correct"].float() / max(labelled, 1)
         self.log(f"{stage}/acc", acc, prog_bar=stage == "val", batch_size=labelled, **epoch)
 

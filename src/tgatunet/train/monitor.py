@@ -15,6 +15,8 @@ from tgatunet.hardware import GB
 
 log = logging.getLogger(__name__)
 
+BUSY_TARGET = 70.0  # percent of an epoch the accelerator should be busy, at least
+
 
 class ResourceMonitor(pl.Callback):
     """Samples memory and GPU use every ``every_n_steps`` training steps.
@@ -45,6 +47,8 @@ class ResourceMonitor(pl.Callback):
         self._batches = 0
         self._nvml = True
         self._warned = False
+        self._epoch_busy: list[float] = []
+        self._warned_idle = False
         self._process = psutil.Process(os.getpid())
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -83,6 +87,8 @@ class ResourceMonitor(pl.Callback):
             return
         figures = self.sample(pl_module.device)
         self.samples.append(figures)
+        if "gpu_utilization_percent" in figures:
+            self._epoch_busy.append(figures["gpu_utilization_percent"])
         for logger in trainer.loggers:
             logger.log_metrics({f"monitor/{k}": v for k, v in figures.items()}, step=trainer.global_step)
         bar = {"mem_gb": figures.get("cuda_reserved_gb", figures["rss_gb"])}
@@ -90,6 +96,16 @@ class ResourceMonitor(pl.Callback):
             bar["gpu_%"] = figures["gpu_utilization_percent"]
         pl_module.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False)
         self._warn_above_target(figures)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        busy, self._epoch_busy = self._epoch_busy, []
+        if busy and not self._warned_idle and statistics.fmean(busy) < BUSY_TARGET:
+            self._warned_idle = True
+            log.warning(
+                "the GPU was busy %.0f%% of this training epoch (the target is 70-90%%): it waits for the host. Raise "
+                "batch_size (or set batch_size: auto), or set compile: true (CUDA graphs for the training step).",
+                statistics.fmean(busy),
+            )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A last sample, so that the run's peaks include its final steps.

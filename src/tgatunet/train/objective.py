@@ -132,10 +132,8 @@ def masked_loss(
 def classification_loss(
     logits: torch.Tensor, labels: torch.Tensor, denominator: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Cross-entropy over labelled windows (label -1 = none); ``denominator`` as in :func:`masked_loss`."""
-    if not (labels >= 0).any():
-        return logits.sum() * 0.0
-    if denominator is None:
-        return F.cross_entropy(logits, labels, ignore_index=-1)
+    """Cross-entropy over labelled windows (label -1 = none; 0 when there is none); ``denominator`` as in
+    :func:`masked_loss`. No branch on the labels' values: the host never waits for the device here."""
+    count = (labels >= 0).sum() if denominator is None else denominator
     total = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
-    return total / denominator.to(logits.dtype).clamp_min(1.0)
+    return total / count.to(logits.dtype).clamp_min(1.0)

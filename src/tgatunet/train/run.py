@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -19,30 +22,53 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, RandomSampler
 
 from tgatunet.config import Config, load_config
-from tgatunet.data.prepared import collate_windows
+from tgatunet.data.prepared import PreparedData, collate_windows
+from tgatunet.data.resident import DeviceWindows, IndexDataset, fits_on_device
 from tgatunet.data.store_windows import window_dataset
 from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
 from tgatunet.errors import ConfigError, RunError
 from tgatunet.hardware import training_device
 from tgatunet.plots import plot_loss_curves
+from tgatunet.train.batch_search import BatchChoice, search_batch
 from tgatunet.train.callbacks import ThroughputMonitor
 from tgatunet.train.checkpoint_io import AtomicCheckpointIO
+from tgatunet.train.csv_log import ContinuedCSVLogger
 from tgatunet.train.leakage_guard import LeakageGuard
 from tgatunet.train.memory_optimizer import MemoryOptimizer, MemoryPlan, plan_memory
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.need_update import NeedUpdate
-from tgatunet.train.prepare import Data, window_counts, check_checkpoint, check_trainable, load_data, prepare_run_dir, protected_paths
+from tgatunet.train.prepare import (
+    Data,
+    check_checkpoint,
+    check_trainable,
+    load_data,
+    prepare_run_dir,
+    protected_paths,
+    window_counts,
+)
+from tgatunet.train.processes import choose_processes, cpu_cores
 from tgatunet.train.rundir import RunDir
-from tgatunet.train.csv_log import ContinuedCSVLogger
 
 log = logging.getLogger(__name__)
 
+# The choices of batch_size: auto and devices: auto, for the DDP processes Lightning launches.
+BATCH_ENV, PROCESS_ENV = "TGATUNET_BATCH_SEARCH", "TGATUNET_PROCESSES"
+
+
+
+def resident_windows(config: Config, data: Data, inputs: TrainingInputs | None) -> DeviceWindows | None:
+    """The training windows on the GPU, when training on CUDA from memory and they fit (:mod:`tgatunet.data.resident`)."""
+    device = training_device(config.performance.accelerator).torch_device
+    if device.type != "cuda" or not isinstance(data, PreparedData) or inputs is not None:
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return DeviceWindows(data, device) if fits_on_device(data, free) else None
 
 
 def make_loader(
     data: Data, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None,
-    inputs: TrainingInputs | None = None,
+    inputs: TrainingInputs | None = None, resident: bool = False,
 ) -> DataLoader:
     """Batches of ``batch_size`` windows, fetched a batch at a time.
 
@@ -54,21 +80,27 @@ def make_loader(
             evaluation under DDP (each window then counts once in the synced metrics). Training
             loaders are left to Lightning, which shards them with a padded ``DistributedSampler``.
         inputs: the dynamic need update's buffer, read by the training windows instead of ``data``.
+        resident: the windows are on the device (:class:`DeviceWindows`): batches of indices only, no workers.
     """
     if inputs is not None and split != "train":
         raise ValueError(f"only the training split has an input buffer, not '{split}'")
     cuda = training_device(config.performance.accelerator).kind == "cuda"
     workers = config.performance.num_workers
-    workers = (2 if cuda else 0) if workers is None else workers
+    workers = (2 if cuda and not resident else 0) if workers is None else workers
     dataset = window_dataset(data, split) if inputs is None else TrainingWindowDataset(data, inputs)
+    if resident:
+        dataset = IndexDataset(data, split)
     sampler = None
     if shard is not None:
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=shard[0], rank=shard[1], shuffle=False)
     elif split == "train" and shuffle and len(dataset) > data.epoch_windows:  # fresh offsets: a new draw each epoch
         sampler, shuffle = RandomSampler(dataset, num_samples=data.epoch_windows), False
+    # CUDA graphs replay one shape: a compiled CUDA training step never sees the partial last batch.
+    drop_last = split == "train" and cuda and config.performance.compile
     return DataLoader(
         dataset, batch_size=config.training.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate_windows,
-        num_workers=workers, persistent_workers=workers > 0, pin_memory=cuda,
+        drop_last=drop_last,
+        num_workers=workers, persistent_workers=workers > 0, pin_memory=cuda and not resident,
     )
 
 
@@ -81,13 +113,51 @@ def build_module(config: Config, data: Data) -> TGATUNetModule:
     )
 
 
-def plan_for_config(config: Config) -> MemoryPlan:
-    """What the memory optimizer would choose for ``config`` on this machine (``tgatunet hardware --config``):
-    prepares the data, builds the model on the training device and measures, as training would."""
+def _decided(run: RunDir, key: str, env: str) -> Any:
+    """A choice made once for the run: in ``data.json`` (a resumed run), or inherited (a launched DDP process)."""
+    saved = run.read_data()[2].get(key) if run.data_path.is_file() else None
+    inherited = json.loads(os.environ.get(env, "{}"))
+    return saved if saved is not None else inherited.get("choice") if inherited.get("run") == str(run.root.resolve()) else None
+
+
+def _record(run: RunDir, key: str, env: str, choice: Any, writer: bool) -> None:
+    if writer and run.read_data()[2].get(key) is None:
+        run.write_data({**run.read_data()[2], key: choice})
+    os.environ[env] = json.dumps({"run": str(run.root.resolve()), "choice": choice})
+
+
+def resolve_processes(config: Config, data: Data, run: RunDir, writer: bool) -> tuple[Config, dict | None]:
+    """``devices: auto`` on a CPU: the measured faster of one process of N threads and N processes of one."""
+    perf = config.performance
+    if perf.devices != "auto" or training_device(perf.accelerator).kind != "cpu":
+        return config, None
+    choice = _decided(run, "processes", PROCESS_ENV)
+    if choice is None:
+        cores = cpu_cores()
+        if cores < 2 or not writer:
+            return config.with_keys(devices=1), None
+        batch = window_dataset(data, "train").__getitems__(list(range(min(len(data.windows["train"]), config.training.batch_size))))
+        choice = choose_processes(build_module(config, data), batch, cores)
+    _record(run, "processes", PROCESS_ENV, choice, writer)
+    torch.set_num_threads(choice["threads_per_process"])
+    n = choice["processes"]
+    keys = {"devices": n, "strategy": "ddp" if n > 1 else "auto", "accelerator": "cpu"}
+    return config.with_keys(**keys, batch_size=max(1, config.training.batch_size // n)), choice
+
+
+def plan_for_config(config: Config) -> tuple[MemoryPlan, BatchChoice | None]:
+    """What training would choose for ``config`` on this machine (``tgatunet hardware --config``): the batch of
+    ``batch_size: auto`` and the memory optimizer's micro-batch, measured on the training device as training would."""
     data = load_data(config)
     device = training_device(config.performance.accelerator).torch_device
+    choice = None
+    if config.training.batch_size == "auto":
+        probe = config.with_keys(batch_size=16)
+        choice = search_batch(build_module(probe, data).to(device), window_dataset(data, "train"), probe, device,
+                              max(16, data.epoch_windows // 4))
+        config = config.with_keys(batch_size=choice.batch_size, lr=choice.lr)
     module = build_module(config, data).to(device)
-    return plan_memory(module, window_dataset(data, "train"), config, device)
+    return plan_memory(module, window_dataset(data, "train"), config, device), choice
 
 
 def _accelerator(config: Config) -> str:
@@ -106,18 +176,41 @@ def quiet_trainer(config: Config, callbacks: Sequence[pl.Callback] = (), **limit
     )
 
 
-# With epochs: auto, validation runs at least this many steps apart (every epoch of a larger dataset).
-VALIDATION_STEPS = 200
+# With epochs: auto, validation checks are at least this many training windows apart (every epoch of a larger dataset).
+VALIDATION_WINDOWS = 3200
 
 
 def training_budget(config: Config, data: Data) -> dict[str, Any]:
-    """Trainer limits: ``epochs`` epochs with a validation check each; or (``auto``) up to ``max_steps``
-    steps with a check every epoch or every few, so a small dataset gets as many steps per check as a large one."""
+    """Trainer limits: ``epochs`` epochs with a validation check each; or (``auto``) up to ``max_windows``
+    windows with a check every epoch or every few, so a small dataset sees as many windows per check as a large one."""
     t = config.training
     if t.epochs != "auto":
         return {"max_epochs": t.epochs, "check_val_every_n_epoch": 1}
-    steps_per_epoch = max(1, math.ceil(data.epoch_windows / t.batch_size))
-    return {"max_epochs": -1, "max_steps": t.max_steps, "check_val_every_n_epoch": math.ceil(VALIDATION_STEPS / steps_per_epoch)}
+    every = math.ceil(VALIDATION_WINDOWS / max(1, data.epoch_windows))
+    return {"max_epochs": -1, "max_steps": max(1, t.max_windows // t.batch_size), "check_val_every_n_epoch": every}
+
+
+def resolve_batch_size(config: Config, data: Data, run: RunDir, writer: bool) -> tuple[Config, BatchChoice | None]:
+    """``config`` with ``batch_size: auto`` replaced by the measured batch and its learning rate.
+
+    The choice is made once: a resumed run, and the other processes of a DDP training that
+    Lightning launches, reuse it (``data.json``, and the environment the processes inherit).
+    """
+    if config.training.batch_size != "auto":
+        return config, None
+    saved = _decided(run, "batch_search", BATCH_ENV)
+    if saved is None:
+        if not writer:
+            raise RunError("batch_size: auto is measured by the first process: start the training with Lightning's "
+                           "launcher (devices in the config), or set batch_size to a number for torchrun or SLURM.")
+        probe_config = config.with_keys(batch_size=16)
+        device = training_device(config.performance.accelerator).torch_device
+        # At most a quarter of an epoch's windows: a batch that is most of the data leaves too few steps to learn in.
+        module = build_module(probe_config, data).to(device)
+        saved = search_batch(module, window_dataset(data, "train"), probe_config, device, max(16, data.epoch_windows // 4)).summary()
+    _record(run, "batch_search", BATCH_ENV, saved, writer)
+    choice = BatchChoice(**saved)
+    return config.with_keys(batch_size=choice.batch_size, lr=choice.lr), choice
 
 
 def _make_trainer(
@@ -156,6 +249,8 @@ class _Callbacks:
     guard: LeakageGuard | None = None
     need_update: NeedUpdate | None = None
     memory: MemoryOptimizer | None = None
+    batch_choice: BatchChoice | None = None
+    process_choice: dict | None = None
 
     @classmethod
     def before_data(cls, config: Config, run: RunDir) -> _Callbacks:
@@ -202,6 +297,10 @@ class _Callbacks:
             "batch_size": config.training.batch_size,
             "micro_batch_size": module.micro_batches.size or config.training.batch_size,
             **({"need_update": self.need_update.summary()} if self.need_update is not None else {}),
+            **({"batch_search": self.batch_choice.summary()} if self.batch_choice is not None else {}),
+            "processes": trainer.world_size,
+            "threads_per_process": torch.get_num_threads(),
+            **({"process_choice": self.process_choice} if self.process_choice is not None else {}),
         })
         run.update_metrics("leakage_guard", self.guard.summary())
         optimizer = self.memory.summary(module) if self.memory else {"enabled": False}
@@ -245,7 +344,10 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
     # Under DDP every process runs this function; only global rank 0 checks and writes the run directory.
     writer = rank_zero_only.rank == 0
     config, data = prepare_run_dir(run, config, resume, overwrite, writer, protected_paths(config, config_file), allow_changed_data)
+    config, batch_choice = resolve_batch_size(config, data, run, writer)
+    config, process_choice = resolve_processes(config, data, run, writer)
     ours = _Callbacks.before_data(config, run)
+    ours.batch_choice, ours.process_choice = batch_choice, process_choice
     resumed_step = _checkpoint_step(run.last_checkpoint) if resume and run.last_checkpoint.is_file() else None
     callbacks = ours.trainer_callbacks(config, run, callbacks, progress_bar)
     trainer = _make_trainer(config, run, callbacks, progress_bar, resumed_step, training_budget(config, data))
@@ -253,11 +355,12 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
     inputs = ours.add_data_callbacks(trainer, config, data)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
     module = build_module(config, data)
+    module.resident = resident_windows(config, data, inputs)
     shard = (trainer.world_size, trainer.global_rank) if trainer.world_size > 1 else None
     try:
         trainer.fit(
             module,
-            train_dataloaders=make_loader(data, "train", config, shuffle=True, inputs=inputs),
+            train_dataloaders=make_loader(data, "train", config, shuffle=True, inputs=inputs, resident=module.resident is not None),
             val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard),
             ckpt_path=str(run.last_checkpoint) if resume else None,
         )
