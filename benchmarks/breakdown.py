@@ -33,13 +33,13 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
+from benchmarks.training import device_of, profile_steps, step_timings
 from tgatunet.config import Config
 from tgatunet.profiling import median_seconds
 from tgatunet.train.callbacks import StepTimer
+from tgatunet.train.loaders import make_loader
 from tgatunet.train.module import TGATUNetModule
-from tgatunet.train.run import Data, make_loader
-
-from benchmarks.training import device_of, profile_steps, step_timings
+from tgatunet.train.run import Data
 
 PARTS = StepTimer.PHASES
 LABELS = {"data": "data loading", "forward": "forward", "backward": "backward", "optimizer": "optimizer"}

@@ -46,19 +46,19 @@ from typing import Any
 
 import torch
 
-from tgatunet.config import PRESETS, Config, load_config
-from tgatunet.errors import ConfigError
-from tgatunet.hardware import training_device
-from tgatunet.model.compile import CompiledOrEager
-from tgatunet.profiling import median_seconds, torch_threads
-from tgatunet.train.module import TGATUNetModule
-from tgatunet.train.run import Data, load_data, make_loader
-
 from benchmarks.breakdown import measure_breakdown, plot_breakdown
 from benchmarks.flops import copy_bandwidth, count_flops, sustained_matmul_flops
 from benchmarks.results import write_section
 from benchmarks.setting import write_setting_data
 from benchmarks.training import fit, new_module, step_seconds
+from tgatunet.config import PRESETS, Config, load_config
+from tgatunet.errors import ConfigError
+from tgatunet.hardware import training_device
+from tgatunet.model.compile import CompiledOrEager
+from tgatunet.profiling import median_seconds, torch_threads
+from tgatunet.train.loaders import make_loader
+from tgatunet.train.module import TGATUNetModule
+from tgatunet.train.run import Data, load_data
 
 log = logging.getLogger(__name__)
 

@@ -50,16 +50,15 @@ from typing import Any
 
 import yaml
 
+from benchmarks.results import write_section
+from benchmarks.training import fit
 from tgatunet.config import Config, load_config
 from tgatunet.data.prepared import prepare_data
 from tgatunet.data.store import build_store
 from tgatunet.data.store_windows import store_data
 from tgatunet.data.synth import SynthSpec, write_synthetic
 from tgatunet.train.callbacks import StepTimer
-from tgatunet.train.run import make_loader
-
-from benchmarks.results import write_section
-from benchmarks.training import fit
+from tgatunet.train.loaders import make_loader
 
 # The folder that holds the benchmarks package: the worker process imports it from there.
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,9 +31,9 @@ from tgatunet.config import Config
 from tgatunet.hardware import training_device
 from tgatunet.profiling import peak_memory_bytes
 from tgatunet.train.callbacks import StepTimer
+from tgatunet.train.loaders import make_loader
 from tgatunet.train.module import TGATUNetModule
-from tgatunet.train.run import Data, build_module, make_loader, quiet_trainer
-
+from tgatunet.train.run import Data, build_module, quiet_trainer
 
 QUIET = (".*no `val_dataloader`.*", ".*does not have many workers.*", ".*isinstance\\(treespec, LeafSpec\\).*")
 

@@ -6,11 +6,11 @@ import sys
 import pytest
 import torch
 
-from tgatunet.train import batch_search
 from tgatunet.config import config_from_dict
 from tgatunet.data.prepared import prepare_data
 from tgatunet.data.resident import DeviceWindows, fits_on_device
 from tgatunet.data.store_windows import window_dataset
+from tgatunet.train import batch_search
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.processes import choose_processes
 from tgatunet.train.run import build_module, resolve_batch_size, train
@@ -92,7 +92,7 @@ def test_the_training_step_never_waits_for_the_device(setup, monkeypatch):
 
         return wrapper
 
-    from tgatunet.train.run import make_loader
+    from tgatunet.train.loaders import make_loader
 
     trainer = pl.Trainer(max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")

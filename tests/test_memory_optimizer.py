@@ -12,10 +12,15 @@ import torch
 from tgatunet.config import config_from_dict
 from tgatunet.data.prepared import WindowDataset, prepare_data
 from tgatunet.errors import RunError
-from tgatunet.train.rundir import RunDir
-from tgatunet.train.memory_optimizer import MemoryModel, MemoryOptimizer, choose_micro_batch
+from tgatunet.train.loaders import make_loader
+from tgatunet.train.memory_optimizer import (
+    MemoryModel,
+    MemoryOptimizer,
+    choose_micro_batch,
+)
 from tgatunet.train.micro_batch import MicroBatches
-from tgatunet.train.run import build_module, make_loader, train
+from tgatunet.train.run import build_module, train
+from tgatunet.train.rundir import RunDir
 
 # --- choosing the size from a fake memory model ------------------------------------
 

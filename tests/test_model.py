@@ -124,3 +124,20 @@ def test_pool_and_upsample_are_avg_pool1d_and_nearest_interpolate():
     for steps in (6, 11, 12, 23, 40):
         want = F.interpolate(pooled.transpose(1, 2), size=steps, mode="nearest").transpose(1, 2)
         torch.testing.assert_close(upsample_to(pooled, steps), want)
+
+
+def test_selective_checkpointing_gives_the_same_gradients_and_keeps_less_than_none():
+    values, visible = torch.randn(3, 24, 5), torch.rand(3, 24, 5) > 0.2
+    grads, saved = [], []
+    for checkpointed, mode in ((False, "full"), (True, "selective")):
+        torch.manual_seed(0)
+        model = _model(gradient_checkpoint=checkpointed, checkpoint_mode=mode)
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            recon, logits = model(values, visible)
+        (recon.pow(2).mean() + logits.logsumexp(-1).mean()).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        saved.append(sum(sizes))
+    for plain, ckpt in zip(*grads):
+        torch.testing.assert_close(plain, ckpt, atol=1e-6, rtol=0)
+    assert saved[1] < saved[0]

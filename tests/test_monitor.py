@@ -14,8 +14,9 @@ from tgatunet.config import config_from_dict
 from tgatunet.data.prepared import WindowDataset, prepare_data
 from tgatunet.profiling import peak_rss_bytes
 from tgatunet.report import console, print_metrics
+from tgatunet.train.loaders import make_loader
 from tgatunet.train.monitor import ResourceMonitor
-from tgatunet.train.run import make_loader, train
+from tgatunet.train.run import train
 
 
 def test_monitor_figures_appear_in_logs_and_metrics(dataset, caplog):

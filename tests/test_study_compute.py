@@ -75,8 +75,7 @@ def test_utilisation_figures_are_plausible(results):
     assert mfu["peak_flops_per_second"] > 0 and mfu["peak_flops_per_second_2threads"] > 0
     assert mfu["model_flops_per_window_train"] > 2 * mfu["model_flops_per_window_infer"]  # backward ~ 2x forward
     # the low preset checkpoints: the recomputation is counted apart, on top of the model FLOPs
-    # Selective checkpointing recomputes the element-wise work, not the matrix products FlopCounterMode counts.
-    assert mfu["hardware_flops_per_window_train"] >= mfu["model_flops_per_window_train"]
+    assert mfu["hardware_flops_per_window_train"] > mfu["model_flops_per_window_train"]  # checkpointing recomputes
     assert 0.5 < mfu["matmul_share_of_flops"] < 1.0
 
 

@@ -40,8 +40,9 @@ from tgatunet.files import atomic_write_text
 from tgatunet.hardware import GB, detect_hardware, training_device
 from tgatunet.profiling import peak_memory_bytes, torch_threads
 from tgatunet.train.callbacks import StepTimer
+from tgatunet.train.loaders import make_loader
 from tgatunet.train.memory_optimizer import memory_budget
-from tgatunet.train.run import Data, build_module, load_data, make_loader, quiet_trainer
+from tgatunet.train.run import Data, build_module, load_data, quiet_trainer
 
 log = logging.getLogger(__name__)
 

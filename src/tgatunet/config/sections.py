@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-
 # A positive whole number, or "auto": the value is then chosen by measuring.
 PositiveOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
 
@@ -215,10 +214,10 @@ class PerformanceConfig(Strict):
     use_gradient_checkpoint: bool = Field(
         default=False, description="Recompute block activations in the backward pass: less memory, more time."
     )
-    checkpoint_mode: Literal["selective", "full"] = Field(
-        default="selective",
-        description="Gradient checkpointing: keep the matrix products' outputs and recompute the element-wise work "
-        "(selective), or recompute whole blocks (full: least memory).",
+    checkpoint_mode: Literal["full", "selective"] = Field(
+        default="full",
+        description="Gradient checkpointing: recompute whole blocks (full), or keep the matrix products' outputs and "
+        "recompute only the element-wise work (selective; on a CPU slower and larger, see docs/PERFORMANCE.md).",
     )
     precision: Literal["32", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
         default="32", description="Numeric precision, through Lightning (16-mixed runs as bf16-mixed on a CPU)."

@@ -60,7 +60,7 @@ class ModelSpec:
     dropout: float = 0.1
     ff_multiplier: int = 2
     gradient_checkpoint: bool = False
-    checkpoint_mode: str = "selective"
+    checkpoint_mode: str = "full"
     local_kernel: int = 7
     lite: bool = False
 

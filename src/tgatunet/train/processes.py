@@ -3,10 +3,12 @@
 Measured once, before training: the run's training step (forward, backward, the
 gradients averaged over the processes with gloo as DDP does, the optimiser step)
 on its own windows, first in this process with a thread per core, then in N
-processes of one thread each that split the batch, as Lightning's DDP would.
-The faster is kept: ``train.processes`` and ``train.threads_per_process`` in
-``metrics.json``. The global batch stays ``batch_size`` (each process takes its
-share), so the optimisation is the same either way.
+processes of one thread each, every one with a batch of ``batch_size`` windows,
+as Lightning's DDP runs them. The faster per window is kept:
+``train.processes`` and ``train.threads_per_process`` in ``metrics.json``. With
+N processes a step sees N x ``batch_size`` windows, and the learning rate is
+scaled by sqrt(N), the rule of ``batch_size: auto``
+(:mod:`tgatunet.train.batch_search`).
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ def _steps(module: Any, batch: dict[str, torch.Tensor], steps: int, world: int) 
 
     def step() -> None:
         module.losses(batch, *module.inputs(batch))["loss"].backward()
-        if world > 1:
-            for p in module.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
+        if world > 1:  # one all-reduce of every gradient together, as DDP's buckets do
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            flat = torch.cat([g.flatten() for g in grads])
+            dist.all_reduce(flat)
+            for g, part in zip(grads, torch.split(flat, [g.numel() for g in grads])):
+                g.copy_(part.view_as(g))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -51,8 +55,7 @@ def _steps(module: Any, batch: dict[str, torch.Tensor], steps: int, world: int) 
 def _worker(rank: int, world: int, port: int, module: Any, batch: dict[str, torch.Tensor], queue) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    share = {k: v.chunk(world)[rank] for k, v in batch.items()}
-    seconds = _steps(module, share, STEPS, world)
+    seconds = _steps(module, batch, STEPS, world)
     dist.destroy_process_group()
     if rank == 0:
         queue.put(seconds)
@@ -80,7 +83,7 @@ def choose_processes(module: Any, batch: dict[str, torch.Tensor], cores: int) ->
         w.start()
     for w in workers:
         w.join()
-    many = len(batch["values"]) * STEPS / queue.get() if all(w.exitcode == 0 for w in workers) else 0.0
+    many = cores * len(batch["values"]) * STEPS / queue.get() if all(w.exitcode == 0 for w in workers) else 0.0
     processes = cores if many > FASTER * one else 1
     log.info("devices auto: %d process(es) (%.0f windows/s with %d threads, %.0f with %d processes of one thread)",
              processes, one, cores, many, cores)

@@ -16,16 +16,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from torch.utils.data import DataLoader, RandomSampler
 
 from tgatunet.config import Config, load_config
-from tgatunet.data.prepared import PreparedData, collate_windows
-from tgatunet.data.resident import DeviceWindows, IndexDataset, fits_on_device
 from tgatunet.data.store_windows import window_dataset
-from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
+from tgatunet.data.training_inputs import TrainingInputs
 from tgatunet.errors import ConfigError, RunError
 from tgatunet.hardware import training_device
 from tgatunet.plots import plot_loss_curves
@@ -34,6 +30,7 @@ from tgatunet.train.callbacks import ThroughputMonitor
 from tgatunet.train.checkpoint_io import AtomicCheckpointIO
 from tgatunet.train.csv_log import ContinuedCSVLogger
 from tgatunet.train.leakage_guard import LeakageGuard
+from tgatunet.train.loaders import make_loader, resident_windows
 from tgatunet.train.memory_optimizer import MemoryOptimizer, MemoryPlan, plan_memory
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.monitor import ResourceMonitor
@@ -54,54 +51,6 @@ log = logging.getLogger(__name__)
 
 # The choices of batch_size: auto and devices: auto, for the DDP processes Lightning launches.
 BATCH_ENV, PROCESS_ENV = "TGATUNET_BATCH_SEARCH", "TGATUNET_PROCESSES"
-
-
-
-def resident_windows(config: Config, data: Data, inputs: TrainingInputs | None) -> DeviceWindows | None:
-    """The training windows on the GPU, when training on CUDA from memory and they fit (:mod:`tgatunet.data.resident`)."""
-    device = training_device(config.performance.accelerator).torch_device
-    if device.type != "cuda" or not isinstance(data, PreparedData) or inputs is not None:
-        return None
-    free, _ = torch.cuda.mem_get_info(device)
-    return DeviceWindows(data, device) if fits_on_device(data, free) else None
-
-
-def make_loader(
-    data: Data, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None,
-    inputs: TrainingInputs | None = None, resident: bool = False,
-) -> DataLoader:
-    """Batches of ``batch_size`` windows, fetched a batch at a time.
-
-    On CUDA, batches go through pinned memory (so the copy to the GPU overlaps compute) and,
-    unless ``num_workers`` says otherwise, two worker processes prepare the next batches.
-
-    Args:
-        shard: ``(world_size, rank)``: only this process's share of the windows, none repeated, for
-            evaluation under DDP (each window then counts once in the synced metrics). Training
-            loaders are left to Lightning, which shards them with a padded ``DistributedSampler``.
-        inputs: the dynamic need update's buffer, read by the training windows instead of ``data``.
-        resident: the windows are on the device (:class:`DeviceWindows`): batches of indices only, no workers.
-    """
-    if inputs is not None and split != "train":
-        raise ValueError(f"only the training split has an input buffer, not '{split}'")
-    cuda = training_device(config.performance.accelerator).kind == "cuda"
-    workers = config.performance.num_workers
-    workers = (2 if cuda and not resident else 0) if workers is None else workers
-    dataset = window_dataset(data, split) if inputs is None else TrainingWindowDataset(data, inputs)
-    if resident:
-        dataset = IndexDataset(data, split)
-    sampler = None
-    if shard is not None:
-        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=shard[0], rank=shard[1], shuffle=False)
-    elif split == "train" and shuffle and len(dataset) > data.epoch_windows:  # fresh offsets: a new draw each epoch
-        sampler, shuffle = RandomSampler(dataset, num_samples=data.epoch_windows), False
-    # CUDA graphs replay one shape: a compiled CUDA training step never sees the partial last batch.
-    drop_last = split == "train" and cuda and config.performance.compile
-    return DataLoader(
-        dataset, batch_size=config.training.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate_windows,
-        drop_last=drop_last,
-        num_workers=workers, persistent_workers=workers > 0, pin_memory=cuda and not resident,
-    )
 
 
 def build_module(config: Config, data: Data) -> TGATUNetModule:
@@ -142,7 +91,7 @@ def resolve_processes(config: Config, data: Data, run: RunDir, writer: bool) -> 
     torch.set_num_threads(choice["threads_per_process"])
     n = choice["processes"]
     keys = {"devices": n, "strategy": "ddp" if n > 1 else "auto", "accelerator": "cpu"}
-    return config.with_keys(**keys, batch_size=max(1, config.training.batch_size // n)), choice
+    return config.with_keys(**keys, lr=config.training.lr * math.sqrt(n)), choice
 
 
 def plan_for_config(config: Config) -> tuple[MemoryPlan, BatchChoice | None]:
@@ -228,7 +177,9 @@ def _make_trainer(
                 # Every row written at once: an interrupted run keeps the log of its finished epochs.
                 ContinuedCSVLogger(run.root, name="logs", version="csv", after_step=resumed_step, flush_logs_every_n_steps=1),
             ],
-            plugins=[AtomicCheckpointIO()], default_root_dir=run.root, log_every_n_steps=10, num_sanity_val_steps=0,
+            plugins=[AtomicCheckpointIO()], default_root_dir=run.root,
+            log_every_n_steps=10, num_sanity_val_steps=0,
+            use_distributed_sampler=False,  # make_loader shards every loader itself (fresh offsets need it)
             enable_progress_bar=progress_bar,
             enable_model_summary=False,  # our summary prints the parameter count; Lightning's FLOPs column reads 0
         )
@@ -360,7 +311,7 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
     try:
         trainer.fit(
             module,
-            train_dataloaders=make_loader(data, "train", config, shuffle=True, inputs=inputs, resident=module.resident is not None),
+            train_dataloaders=make_loader(data, "train", config, True, shard, inputs, resident=module.resident is not None),
             val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard),
             ckpt_path=str(run.last_checkpoint) if resume else None,
         )
