@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from tgatunet.config import config_from_dict
 from tgatunet.data.prepared import WindowDataset, prepare_data
 from tgatunet.profiling import peak_rss_bytes
 from tgatunet.report import console, print_metrics
+from tgatunet.train.callbacks import ProgressBar
 from tgatunet.train.loaders import make_loader
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.run import train
@@ -102,3 +104,10 @@ def test_with_fresh_offsets_an_epoch_draws_its_windows_anew(dataset):
     epochs = [torch.cat([b["index"] for b in loader]) for _ in range(2)]
     assert all(len(e) == data.epoch_windows == len(set(e.tolist())) for e in epochs)
     assert set(epochs[0].tolist()) != set(epochs[1].tolist())
+
+
+@pytest.mark.parametrize(("max_epochs", "expected"), [(-1, "Epoch 3 (step 40/200)"), (10, "Epoch 3/9")])
+def test_progress_bar_names_the_step_budget_when_epochs_are_auto(max_epochs, expected):
+    bar = ProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=max_epochs, global_step=40, max_steps=200)
+    assert bar._get_train_description(3).strip() == expected

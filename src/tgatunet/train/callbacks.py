@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 
 class ThroughputMonitor(pl.Callback):
@@ -116,3 +117,17 @@ class StepTimer(pl.Callback):
             "share": {phase: value / step if step else 0.0 for phase, value in median.items()},
             "windows_per_second": statistics.median(self.batch_sizes) / step if step else 0.0,
         }
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar, labelled with the step budget when training has no epoch count (``epochs: auto``).
+
+    Lightning writes ``Epoch e/max_epochs - 1``, which reads ``Epoch 12/-2`` for an unbounded run.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        description = f"Epoch {current_epoch} (step {trainer.global_step}/{trainer.max_steps})"
+        return f"{description:{len(self.validation_description)}}"

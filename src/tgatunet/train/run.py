@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -26,7 +26,7 @@ from tgatunet.errors import ConfigError, RunError
 from tgatunet.hardware import training_device
 from tgatunet.plots import plot_loss_curves
 from tgatunet.train.batch_search import BatchChoice, search_batch
-from tgatunet.train.callbacks import ThroughputMonitor
+from tgatunet.train.callbacks import ProgressBar, ThroughputMonitor
 from tgatunet.train.checkpoint_io import AtomicCheckpointIO
 from tgatunet.train.csv_log import ContinuedCSVLogger
 from tgatunet.train.leakage_guard import LeakageGuard
@@ -216,7 +216,7 @@ class _Callbacks:
         latest = ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
         # Selected and stopped by the completion error on the validation windows, the task that is scored.
         stop = EarlyStopping(monitor="val/mae", mode="min", patience=config.training.patience)
-        return [self.best, latest, stop, self.throughput, self.resources, *extra, *([RichProgressBar()] if progress_bar else [])]
+        return [self.best, latest, stop, self.throughput, self.resources, *extra, *([ProgressBar()] if progress_bar else [])]
 
     def add_data_callbacks(self, trainer: pl.Trainer, config: Config, data: Data) -> TrainingInputs | None:
         """The callbacks that need the data, placed ahead of the caller's (which then see each epoch's inputs as
