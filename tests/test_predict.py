@@ -130,6 +130,25 @@ def test_streaming_in_small_chunks_gives_the_same_result(trained):
         pd.testing.assert_frame_equal(chunked[name], whole[name], check_exact=False, atol=1e-6, rtol=1e-6)
 
 
+def test_reading_a_long_parquet_file_holds_one_chunk_at_a_time(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tgatunet.data.tables import TableReader
+
+    group = pa.table({f"ch{i}": np.random.default_rng(i).standard_normal(20_000) for i in range(4)})  # 640 KB
+    path = tmp_path / "long.parquet"
+    with pq.ParquetWriter(path, group.schema) as writer:
+        for _ in range(40):
+            writer.write_table(group)
+    before, peak, rows = pa.total_allocated_bytes(), 0, 0
+    for chunk in TableReader(path, chunk_rows=20_000).chunks():
+        rows += len(chunk)
+        peak = max(peak, pa.total_allocated_bytes() - before)
+    assert rows == 800_000
+    assert peak < 8 * group.nbytes, f"{peak / group.nbytes:.1f} of 40 row groups held while reading"
+
+
 def test_numpy_arrays_are_completed_in_their_channel_order(trained):
     run = trained["run"]
     frame = pd.read_csv(trained["path"])

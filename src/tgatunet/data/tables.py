@@ -47,7 +47,8 @@ class TableReader:
         self.format = table_format(self.path)
         try:
             if self.format == "parquet":
-                self._parquet = pq.ParquetFile(self.path)
+                # Pre-buffering keeps every row group read so far in memory: a long file would end up all there.
+                self._parquet = pq.ParquetFile(self.path, pre_buffer=False)
                 self.columns = list(self._parquet.schema_arrow.names)
             else:
                 with open(self.path, newline="", encoding="utf-8") as handle:
