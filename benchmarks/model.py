@@ -6,7 +6,8 @@ of :data:`tgatunet.config.PRESETS`), window_size 128, on the reference setting's
 (``config.with_keys``) whose real training step runs under Lightning (:mod:`benchmarks.training`):
 
 * ``standard`` and ``lite`` (``use_optimized_model``), checkpointing off, fp32;
-* ``standard_checkpoint`` and ``lite_checkpoint`` (``use_gradient_checkpoint: true``);
+* ``standard_checkpoint`` and ``lite_checkpoint`` (``use_gradient_checkpoint: true``), and
+  ``standard_selective`` (``checkpoint_mode: selective``: matrix products kept, the rest recomputed);
 * ``standard_bf16`` (``precision: bf16-mixed``), and on CUDA ``standard_fp16`` (``16-mixed``).
 
 How **time** is measured: every round fits each variant's module (built once, from the same
@@ -27,7 +28,8 @@ standard MAE.
 Figures in ``DIR/results.json`` under ``model`` (for ``P`` in medium, high):
 ``P.lite_param_reduction``, ``P.lite_step_speedup``, ``P.lite_peak_memory_reduction``,
 ``P.checkpoint_memory_reduction``, ``P.checkpoint_step_time_ratio`` (standard model;
-``P.lite_checkpoint_*`` for the lite one), ``P.bf16_step_speedup``, ``P.bf16_memory_reduction``
+``P.lite_checkpoint_*`` for the lite one, ``P.selective_checkpoint_*`` for selective recomputation),
+``P.bf16_step_speedup``, ``P.bf16_memory_reduction``
 (and ``P.fp16_*`` on CUDA), ``lite_mae_ratio``.
 """
 
@@ -61,6 +63,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lite": {"use_optimized_model": True},
     "standard_checkpoint": {"use_gradient_checkpoint": True},
     "lite_checkpoint": {"use_optimized_model": True, "use_gradient_checkpoint": True},
+    "standard_selective": {"use_gradient_checkpoint": True, "checkpoint_mode": "selective"},
     "standard_bf16": {"precision": "bf16-mixed"},
 }
 CUDA_VARIANTS: dict[str, dict[str, Any]] = {"standard_fp16": {"precision": "16-mixed"}}
@@ -119,6 +122,8 @@ def preset_figures(base: Config, data: Data, preset: str, rounds: int, steps: in
         "lite_peak_memory_reduction": reduction("lite", "standard"),
         "checkpoint_memory_reduction": reduction("standard_checkpoint", "standard"),
         "checkpoint_step_time_ratio": _median_ratio(times, "standard_checkpoint", "standard"),
+        "selective_checkpoint_memory_reduction": reduction("standard_selective", "standard"),
+        "selective_checkpoint_step_time_ratio": _median_ratio(times, "standard_selective", "standard"),
         "lite_checkpoint_memory_reduction": reduction("lite_checkpoint", "lite"),
         "lite_checkpoint_step_time_ratio": _median_ratio(times, "lite_checkpoint", "lite"),
         "bf16_step_speedup": _median_ratio(times, "standard", "standard_bf16"),

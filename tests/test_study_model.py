@@ -38,10 +38,12 @@ def test_each_variant_is_the_preset_with_its_own_keys(tmp_path):
         "lite": (True, False, "32"),
         "standard_checkpoint": (False, True, "32"),
         "lite_checkpoint": (True, True, "32"),
+        "standard_selective": (False, True, "32"),
         "standard_bf16": (False, False, "bf16-mixed"),
         "standard_fp16": (False, False, "16-mixed"),
     }
     assert "standard_fp16" not in bench.variant_configs(base, "high", cuda=False)
+    assert configs["standard_selective"].performance.checkpoint_mode == "selective"
 
 
 def test_the_real_step_learns_under_each_cpu_precision(tmp_path, monkeypatch):
@@ -69,6 +71,8 @@ def test_model_benchmark_writes_every_figure(dataset, tmp_path, monkeypatch):
             "lite_peak_memory_reduction",
             "checkpoint_memory_reduction",
             "checkpoint_step_time_ratio",
+            "selective_checkpoint_memory_reduction",
+            "selective_checkpoint_step_time_ratio",
             "bf16_step_speedup",
             "bf16_memory_reduction",
         ):

@@ -55,7 +55,7 @@ def _baseline_models(trained: TrainedRun, baselines: tuple[str, ...]) -> tuple[d
 
         config = trained.config
         imputer = SaitsImputer(training_windows(trained.data, config.data.stride), config.evaluation.saits_epochs,
-                               config.training.seed)
+                               config.training.seed, trained.module.device)
         models["saits"], seconds["saits_training"] = _window_model(trained, imputer, ["-"]), imputer.seconds
     return models, seconds
 

@@ -13,7 +13,9 @@ PyPOTS is an optional extra: ``pip install "tgatunet[baselines]"``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
 import time
 
@@ -29,7 +31,9 @@ INSTALL = 'pip install "tgatunet[baselines]" (PyPOTS)'
 
 def available() -> bool:
     try:
-        import pypots  # noqa: F401
+        # PyPOTS prints a banner on import (and reads stdout's encoding to draw it).
+        with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+            import pypots  # noqa: F401
     except ImportError:
         return False
     return True
@@ -40,9 +44,10 @@ class SaitsImputer:
 
     Args:
         windows: ``[W, T, C]`` training windows, normalised, NaN where not observed.
+        device: where SAITS trains and imputes (the evaluated model's device).
     """
 
-    def __init__(self, windows: np.ndarray, epochs: int, seed: int) -> None:
+    def __init__(self, windows: np.ndarray, epochs: int, seed: int, device: torch.device) -> None:
         if not available():
             raise RunError(f"the SAITS baseline needs PyPOTS, which is not installed: {INSTALL}")
         from pypots.imputation import SAITS
@@ -54,7 +59,7 @@ class SaitsImputer:
         with tempfile.TemporaryDirectory() as scratch:
             self.saits = SAITS(
                 n_steps=T, n_features=C, n_layers=2, d_model=256, n_heads=4, d_k=64, d_v=64, d_ffn=128,
-                dropout=0.1, epochs=epochs, batch_size=32, device="cpu", saving_path=scratch, verbose=False,
+                dropout=0.1, epochs=epochs, batch_size=32, device=str(device), saving_path=scratch, verbose=False,
             )
             self.saits.fit({"X": windows.astype(np.float32)})
         self.seconds = time.perf_counter() - start
