@@ -35,6 +35,8 @@ def setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*deterministic.*")
     warnings.filterwarnings("ignore", message=".*validation_step.* but have no .val_dataloader.*")
+    # Epoch figures are logged per epoch; fewer steps than the logging interval loses nothing.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric.utilities.distributed").setLevel(logging.WARNING)  # one line per DDP rank
 
