@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the repository root: the benchmarks package
+
+from benchmarks.runs import tgatunet, train_run  # noqa: E402
+
 CONFIG = ROOT / "configs" / "basicmotions.yaml"
 
 
@@ -34,12 +37,9 @@ def train_and_score(batch: int | str, seeds: int, out: Path) -> dict:
     config = out / f"batch_{batch}.yaml"
     config.write_text(yaml.safe_dump({**yaml.safe_load(CONFIG.read_text()), "batch_size": batch}))
     run_dir = out / f"run_batch_{batch}"
-    tgatunet = [sys.executable, "-m", "tgatunet"]
-    subprocess.run([*tgatunet, "train", "--config", str(config), "--run-dir", str(run_dir), "--overwrite"],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([*tgatunet, "evaluate", "--run", str(run_dir), "--seeds", str(seeds)], check=True,
-                   stdout=subprocess.DEVNULL)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    train_run(config, run_dir)
+    tgatunet("evaluate", "--run", str(run_dir), "--seeds", str(seeds))
+    metrics = json.loads((run_dir / "metrics.json").read_text())  # now with the seeds section
     return {"seeds": metrics["seeds"], "batch": metrics["train"]["batch_size"]}
 
 

@@ -17,15 +17,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: the benchmarks package
 
+from benchmarks.runs import train_run, write_variant  # noqa: E402
 from benchmarks.setting import write_setting_data  # noqa: E402
 
 # name: (config keys, environment); "one thread" is the baseline.
@@ -37,12 +35,6 @@ VARIANTS = {
 }
 
 
-def _train(config: Path, run_dir: Path, env: dict[str, str]) -> dict:
-    args = [sys.executable, "-m", "tgatunet", "train", "--config", str(config), "--run-dir", str(run_dir), "--overwrite"]
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, env={**os.environ, **env})
-    return json.loads((run_dir / "metrics.json").read_text())["train"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -52,16 +44,11 @@ def main() -> None:
 
     base = write_setting_data(args.out / "data", blocks_per_source=16, block_length=1024, epochs=args.epochs,
                               patience=args.epochs, use_gradient_checkpoint=False)
-    import yaml
-
-    keys = yaml.safe_load(base.read_text())
     speeds: dict[str, list[float]] = {name: [] for name in VARIANTS}
     chosen: dict[str, dict] = {}
     for round_ in range(args.rounds):
         for i, (name, (overrides, env)) in enumerate(VARIANTS.items()):
-            config = base.parent / f"variant_{i}.yaml"  # beside the data: source paths are relative to it
-            config.write_text(yaml.safe_dump({**keys, **overrides}))
-            train = _train(config, args.out / f"run_{i}", env)
+            train = train_run(write_variant(base, f"variant_{i}", overrides), args.out / f"run_{i}", env)["train"]
             speeds[name].append(train["windows_per_second"])
             chosen[name] = {k: train[k] for k in ("batch_size", "processes", "threads_per_process")}
             print(f"round {round_ + 1}/{args.rounds}  {name:26s} {train['windows_per_second']:8.0f} windows/s  {chosen[name]}")

@@ -31,25 +31,17 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the repository root: the benchmarks package
 
+from benchmarks.runs import train_run, write_variant  # noqa: E402
 from benchmarks.setting import write_setting_data  # noqa: E402
 
 VARIANTS = {
     "eager": {"batch_size": 16, "precision": "32", "compile": False},
     "filled": {"batch_size": "auto", "precision": "bf16-mixed", "compile": True},
 }
-
-
-def train(config: Path, run_dir: Path) -> dict:
-    """``train`` and ``memory`` sections of one ``tgatunet train`` run's ``metrics.json``."""
-    args = [sys.executable, "-m", "tgatunet", "train", "--config", str(config), "--run-dir", str(run_dir), "--overwrite"]
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"train": metrics["train"], "memory": metrics["memory"]}
 
 
 def main() -> None:
@@ -64,12 +56,10 @@ def main() -> None:
 
     base = write_setting_data(args.out / "data", blocks_per_source=64, block_length=4096, epochs=args.epochs,
                               patience=args.epochs, use_gradient_checkpoint=False, accelerator="gpu", devices=1)
-    keys = yaml.safe_load(base.read_text())
     results: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "variants": {}}
     for name, overrides in VARIANTS.items():
-        config = base.parent / f"{name}.yaml"  # beside the data: source paths are relative to it
-        config.write_text(yaml.safe_dump({**keys, **overrides}))
-        figures = train(config, args.out / f"run_{name}")
+        metrics = train_run(write_variant(base, name, overrides), args.out / f"run_{name}")
+        figures = {"train": metrics["train"], "memory": metrics["memory"]}
         results["variants"][name] = {"config": overrides, **figures}
         busy = figures["memory"].get("mean_gpu_utilization_percent")
         print(f"{name:7s} {figures['train']['windows_per_second']:10.0f} windows/s  batch {figures['train']['batch_size']}"

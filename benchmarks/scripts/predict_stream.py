@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: the benchmarks package
 
+from benchmarks.runs import train_run  # noqa: E402
 from benchmarks.setting import CHANNELS, write_setting_data  # noqa: E402
 from tgatunet.data.synth import channel_names  # noqa: E402
 
@@ -81,8 +82,7 @@ def main() -> None:
 
     config = write_setting_data(args.out / "data", blocks_per_source=4, block_length=512, epochs=1, patience=1)
     run_dir = args.out / "run"
-    subprocess.run([sys.executable, "-m", "tgatunet", "train", "--config", str(config), "--run-dir", str(run_dir),
-                    "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+    train_run(config, run_dir)
     results = []
     for rows in args.rows:
         recording = args.out / f"recording_{rows}.parquet"

@@ -46,9 +46,12 @@ def make_loader(
     cuda = training_device(config.performance.accelerator).kind == "cuda"
     workers = config.performance.num_workers
     workers = (2 if cuda and not resident else 0) if workers is None else workers
-    dataset = window_dataset(data, split) if inputs is None else TrainingWindowDataset(data, inputs)
     if resident:
         dataset = IndexDataset(data, split)
+    elif inputs is not None:
+        dataset = TrainingWindowDataset(data, inputs)
+    else:
+        dataset = window_dataset(data, split)
     sampler = None
     if split == "train" and shuffle and len(dataset) > data.epoch_windows:  # fresh offsets: a new draw each epoch
         sampler, shuffle = RandomSampler(dataset, num_samples=data.epoch_windows), False
