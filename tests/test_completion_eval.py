@@ -82,16 +82,76 @@ def test_the_saits_baseline_is_skipped_with_a_clear_message_without_pypots(run, 
     assert "tgatunet[baselines]" in caplog.text
 
 
-@pytest.mark.skipif(not __import__("tgatunet.apply.saits", fromlist=["available"]).available(), reason="PyPOTS not installed")
-def test_saits_is_scored_on_the_same_values(run):
+def _has_pypots() -> bool:
+    from tgatunet.apply.saits import available
+
+    return available()
+
+
+@pytest.mark.skipif(not _has_pypots(), reason="PyPOTS not installed")
+def test_both_saits_variants_train_early_stopped_and_are_scored_on_the_same_values(run):
+    import yaml
+
     from tgatunet.config import load_config
 
     config = run.read_config()
-    raw = {**config.to_dict(), "saits_epochs": 2}
-    (run.root / "config.yaml").write_text(__import__("yaml").safe_dump(raw))
+    (run.root / "config.yaml").write_text(yaml.safe_dump({**config.to_dict(), "saits_epochs": 3, "saits_patience": 1}))
     completion = evaluate_run(run.root, baselines=("saits",))["completion"]
-    assert completion["need"]["saits"]["mae"] > 0 and completion["seconds"]["saits_training"] > 0
-    assert load_config(run.root / "config.yaml").evaluation.saits_epochs == 2
+    for name in ("saits_default", "saits_task"):
+        assert completion["need"][name]["mae"] > 0 and completion["seconds"][f"{name}_training"] > 0
+        training = completion["baseline_training"][name]
+        assert 1 <= training["best_epoch"] <= training["epochs"] <= 3 and training["best_val_mae"] > 0
+    for pattern, peer in completion["strongest_peer"].items():
+        better = min(completion[pattern]["saits_default"]["mae"], completion[pattern]["saits_task"]["mae"])
+        assert peer["mae"] == better and peer["model_ratio"] == pytest.approx(completion[pattern]["model"]["mae"] / better)
+    assert load_config(run.root / "config.yaml").evaluation.saits_epochs == 3
+
+
+def test_the_task_hiding_of_saits_hides_exactly_the_channel_sets_a_source_needs():
+    from tgatunet.apply.saits import Hiding
+
+    gyro = torch.tensor([[False, False, True, True]])
+    only_need = Hiding(gyro, pattern_prob=1.0, channel_prob=0.0, step_prob=0.0, gap_prob=0.0, gap_max=0.25)
+    observed = torch.ones(20, 4, dtype=torch.bool)
+    assert torch.equal(only_need(observed), gyro.expand(20, 4))
+    observed[:, 3] = False  # a channel the window lacks is never hidden (nothing to score)
+    assert torch.equal(only_need(observed), observed & gyro)
+    drawn = Hiding(gyro, 0.5, 0.15, 0.1, 0.3, 0.25)
+    torch.manual_seed(0)
+    hidden = torch.stack([drawn(torch.ones(20, 4, dtype=torch.bool)) for _ in range(400)])
+    whole = hidden[:, :, 2:].all(dim=(1, 2))
+    assert 0.4 < whole.float().mean() < 0.65  # the need set in about pattern_prob of the windows
+
+
+def test_saits_is_selected_on_the_values_that_select_the_run(run):
+    from tgatunet.apply.evaluate import validation_windows
+    from tgatunet.apply.predict import load_run
+
+    trained = load_run(run)
+    x, x_ori = validation_windows(trained)
+    again, _ = validation_windows(trained)
+    hidden = np.isnan(x) & ~np.isnan(x_ori)
+    assert hidden.any() and np.array_equal(np.isnan(x), np.isnan(again))  # the same values every time
+    assert not (~np.isnan(x) & np.isnan(x_ori)).any()  # nothing unobserved shown
+    # The run's own validation step, batch by batch, hides the same values.
+    values, observed = trained.data.gather(trained.data.windows["val"])
+    size = trained.module.config.training.batch_size
+    visible, targets = trained.module.validation_inputs({"observed": observed[:size]}, 0)
+    assert np.array_equal(targets.numpy(), hidden[:size])
+
+
+def test_a_run_that_ends_at_its_budget_while_improving_says_so_and_names_the_key(dataset):
+    from tgatunet.train.stopping import training_ending
+
+    assert "too_early" not in training_ending(True, 12, 12, True, 1000)
+    assert "too_early" not in training_ending(False, 9, 12, True, 1000)  # flat for a while: the budget was not the limit
+    ending = training_ending(False, 0, 12, True, 320_000)
+    assert ending["stopped_by"] == "max_windows" and "max_windows: 640000" in ending["too_early"]
+    assert "Raise epochs" in training_ending(False, 1, 12, False, 500)["too_early"]
+    run = train(dataset["write"]({**dataset["config"], "epochs": "auto", "max_windows": 240, "patience": 50}),
+                progress_bar=False)
+    train_metrics = run.read_metrics()["train"]
+    assert train_metrics["stopped_by"] == "max_windows" and "max_windows" in train_metrics["too_early"]
 
 
 def test_validation_completion_error_selects_the_checkpoint_and_stops_training(dataset):

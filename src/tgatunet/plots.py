@@ -22,18 +22,22 @@ def _save(fig: Figure, out: Path) -> Path:
 
 
 def plot_loss_curves(metrics_csv: Path, out: Path) -> Path | None:
-    """Training and validation loss per epoch, from Lightning's CSV log."""
+    """Loss, completion MAE (the validation one selects the run; its best check marked) and accuracy per epoch,
+    from Lightning's CSV log."""
     if not metrics_csv.is_file():
         return None
     frame = pd.read_csv(metrics_csv)
-    fig = Figure(figsize=(10, 3.6))
-    axes = fig.subplots(1, 2)
-    for ax, metric, title in [(axes[0], "loss", "total loss"), (axes[1], "acc", "window accuracy")]:
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
+    panels = [("loss", "total loss"), ("mae", "completion MAE of hidden values"), ("acc", "window accuracy")]
+    for ax, (metric, title) in zip(axes, panels):
         for stage, style in [("train", "-"), ("val", "--")]:
             column = f"{stage}/{metric}"
             if column in frame:
                 series = frame[["epoch", column]].dropna().groupby("epoch")[column].last()
                 ax.plot(series.index, series.values, style, label=stage)
+                if stage == "val" and metric == "mae" and len(series):
+                    ax.plot(series.idxmin(), series.min(), "o", color="tab:red", label=f"best {series.min():.4f}")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend()

@@ -46,7 +46,7 @@ def fail(err: TgatunetError) -> None:
     raise typer.Exit(code=2)
 
 
-METHODS = ("model", "mean_fill", "linear", "locf", "ridge", "saits")
+METHODS = ("model", "mean_fill", "linear", "locf", "ridge", "saits_default", "saits_task")
 PATTERN_TEXT = {
     "need": "whole channels another source lacks",
     "gaps": "contiguous drop-outs in observed channels",
@@ -78,6 +78,13 @@ def print_completion(completion: dict[str, Any]) -> None:
     hidden = ", ".join(f"{p} {completion['hidden_values'][p]} ({PATTERN_TEXT[p]})" for p in patterns)
     console.print(_pattern_table(f"Completion MAE on test recordings ({completion['units']})", rows, best))
     console.print(f"hidden values: {hidden}")
+    for name, t in completion.get("baseline_training", {}).items():
+        console.print(f"{name}: trained {t['epochs']} epochs in {t['seconds']:.0f} s, best epoch {t['best_epoch']} "
+                      f"(validation MAE {t['best_val_mae']:.4f}; ended by {t['stopped_by'].replace('_', ' ')})")
+    peers = completion.get("strongest_peer", {})
+    if peers:
+        console.print("model vs the better SAITS per pattern: " + ", ".join(
+            f"{p} {v['model_ratio']:.3f}x of {v['method']}" for p, v in peers.items()) + " (below 1: the model is ahead)")
     if "need" in completion:
         need = completion["need"]
         table = Table(title="need pattern, per channel")
@@ -130,6 +137,8 @@ def print_train(train: dict[str, Any]) -> None:
         f"best validation completion MAE {'-' if best is None else f'{best:.4f}'}, {train['parameters']:,} parameters "
         f"on {train['device']}"
     )
+    if "too_early" in train:
+        console.print(f"[yellow]stopped too early:[/] {escape(train['too_early'])}", soft_wrap=True)
 
 
 def print_need_update(ablation: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix, multiclass_f1_score
 
 from tgatunet.apply.baselines import LaggedRidge
-from tgatunet.apply.completion import evaluate_patterns, hide, need_sets, through_windows
+from tgatunet.apply.completion import PATTERNS, evaluate_patterns, hide, need_sets, through_windows
 from tgatunet.apply.predict import TrainedRun, load_run
 from tgatunet.apply.stream import WindowModel
 from tgatunet.data.normalize import ChannelStats
@@ -44,29 +44,60 @@ def training_windows(data: PreparedData, stride: int) -> np.ndarray:
     return np.where(data.observed[rows], data.values[rows], np.nan)
 
 
-def _baseline_models(trained: TrainedRun, baselines: tuple[str, ...]) -> tuple[dict[str, WindowModel], dict[str, float]]:
-    models, seconds = {}, {}
+def validation_windows(trained: TrainedRun) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, x_ori)`` ``[V, T, C]``: the validation windows with the values hidden that select the run (NaN in ``x``),
+    batch by batch as its validation loader gave them, and with every observed value (``x_ori``)."""
+    module, data = trained.module, trained.data
+    values, observed = data.gather(data.windows["val"])
+    size = module.config.training.batch_size  # the resolved batch (a number, also after batch_size: auto)
+    visible = torch.cat([
+        module.validation_inputs({"observed": observed[lo : lo + size].to(module.device)}, i)[0].cpu()
+        for i, lo in enumerate(range(0, len(values), size))
+    ]) if len(values) else observed
+    return np.where(visible, values, np.nan), np.where(observed, values, np.nan)
+
+
+def _baseline_models(trained: TrainedRun, baselines: tuple[str, ...]) -> tuple[dict[str, WindowModel], dict[str, Any]]:
+    """SAITS trained both ways (:mod:`tgatunet.apply.saits`), as window models, with what their training took."""
+    models: dict[str, WindowModel] = {}
+    trainings: dict[str, Any] = {}
     if "saits" in baselines:
-        from tgatunet.apply.saits import INSTALL, SaitsImputer, available
+        from tgatunet.apply.saits import INSTALL, Hiding, SaitsImputer, available
 
         if not available():
             log.warning("the SAITS baseline is skipped: PyPOTS is not installed. Add it with: %s", INSTALL)
-            return models, seconds
+            return models, trainings
+        config, module = trained.config, trained.module
+        train, val = training_windows(trained.data, config.data.stride), validation_windows(trained)
+        hidings = {"saits_default": None, "saits_task": Hiding.of_training(module.config.training, module.patterns)}
+        for name, hiding in hidings.items():
+            imputer = SaitsImputer(train, val, hiding, config.evaluation.saits_epochs, config.evaluation.saits_patience,
+                                   config.training.seed, module.device)
+            models[name], trainings[name] = _window_model(trained, imputer, ["-"]), imputer.summary()
+    return models, trainings
 
-        config = trained.config
-        imputer = SaitsImputer(training_windows(trained.data, config.data.stride), config.evaluation.saits_epochs,
-                               config.training.seed, trained.module.device)
-        models["saits"], seconds["saits_training"] = _window_model(trained, imputer, ["-"]), imputer.seconds
-    return models, seconds
+
+def strongest_peer(result: dict[str, Any]) -> dict[str, Any]:
+    """Per pattern, the SAITS variant with the lower MAE and the model's MAE as a ratio of it (below 1: ahead)."""
+    peers = {}
+    for pattern in PATTERNS:
+        scored = {m: r["mae"] for m, r in result.get(pattern, {}).items() if m.startswith("saits")}
+        if scored and "model" in result[pattern]:
+            best = min(scored, key=scored.get)
+            peers[pattern] = {"method": best, "mae": scored[best], "model_ratio": result[pattern]["model"]["mae"] / scored[best]}
+    return peers
 
 
 def evaluate_completion(trained: TrainedRun, plot_dir: Path | None = None, baselines: tuple[str, ...] = ()) -> dict[str, Any]:
     """Completion scores of the model and the baselines for every pattern, as ``metrics.json`` records them."""
     data, config = trained.data, trained.config
     ridge = LaggedRidge(training_recordings(data), config.evaluation.ridge_lags, config.evaluation.ridge_alpha)
-    window_methods, trained_seconds = _baseline_models(trained, baselines)
+    window_methods, trainings = _baseline_models(trained, baselines)
     result = evaluate_patterns(data, _window_model(trained), ridge, config, window_methods)
-    result["seconds"].update(trained_seconds)
+    result["seconds"].update({f"{name}_training": t["seconds"] for name, t in trainings.items()})
+    if trainings:
+        result["baseline_training"] = trainings
+        result["strongest_peer"] = strongest_peer(result)
     result["scenarios"] = [
         {"source": data.source_names[s], "hidden": [data.channels[c] for c in np.flatnonzero(h)], "needed_by": names}
         for s, h, names in need_sets(data)

@@ -275,7 +275,16 @@ class EvaluationConfig(Strict):
         default=0.1, gt=0.0, lt=1.0, description="Pattern points: the share of observed test values hidden one by one."
     )
     eval_seed: int = Field(default=0, description="Seed of the values evaluation hides: the same for every run and seed.")
-    saits_epochs: int = Field(default=100, ge=1, description="Training epochs of the SAITS baseline (--baselines saits).")
+    saits_epochs: int = Field(
+        default=1000, ge=1,
+        description="SAITS peer (--baselines saits): the most epochs it may train; saits_patience, not this cap, "
+        "should end it.",
+    )
+    saits_patience: int = Field(
+        default=15, ge=1,
+        description="SAITS peer: epochs without a lower validation completion MAE that end its training (the best "
+        "epoch is kept).",
+    )
     ridge_lags: int = Field(default=3, ge=0, description="Ridge baseline: context steps on each side.")
     ridge_alpha: float = Field(default=1.0, ge=0.0, description="Ridge baseline: L2 penalty.")
 

@@ -200,10 +200,15 @@ class TGATUNetModule(pl.LightningModule):
         if "val/mae" in self.trainer.callback_metrics and not self.trainer.sanity_checking:
             self.learning_rate.observe(float(self.trainer.callback_metrics["val/mae"]))
 
+    def validation_inputs(self, batch: dict[str, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`inputs` of validation batch ``batch_idx``: the same hidden values every epoch, so validation
+        losses are comparable (and the SAITS peer is selected on the same values, :mod:`tgatunet.apply.saits`)."""
+        generator = torch.Generator(device=batch["observed"].device).manual_seed(
+            self.config.training.seed * 100_003 + batch_idx)
+        return self.inputs(batch, generator)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        # The same hidden values every epoch, so validation losses are comparable.
-        generator = torch.Generator(device=self.device).manual_seed(self.config.training.seed * 100_003 + batch_idx)
-        visible, targets = self.inputs(batch, generator)
+        visible, targets = self.validation_inputs(batch, batch_idx)
         self._log_losses("val", self.losses(batch, visible, targets), batch, hidden=int(targets.sum()))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

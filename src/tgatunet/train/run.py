@@ -46,6 +46,7 @@ from tgatunet.train.prepare import (
 )
 from tgatunet.train.processes import choose_processes, cpu_cores
 from tgatunet.train.rundir import RunDir
+from tgatunet.train.stopping import training_ending
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ class _Callbacks:
     """The callbacks of one training whose figures go to ``metrics.json``."""
 
     best: ModelCheckpoint
+    stop: EarlyStopping
     throughput: ThroughputMonitor
     resources: ResourceMonitor
     guard: LeakageGuard | None = None
@@ -208,15 +210,15 @@ class _Callbacks:
         best = ModelCheckpoint(
             dirpath=run.checkpoints, filename="best", monitor="val/mae", mode="min", enable_version_counter=False
         )
-        return cls(best, ThroughputMonitor(), ResourceMonitor(target=config.performance.memory_target))
+        # Selected and stopped by the completion error on the validation windows, the task that is scored.
+        stop = EarlyStopping(monitor="val/mae", mode="min", patience=config.training.patience)
+        return cls(best, stop, ThroughputMonitor(), ResourceMonitor(target=config.performance.memory_target))
 
     def trainer_callbacks(self, config: Config, run: RunDir, extra: Sequence[pl.Callback], progress_bar: bool) -> list:
         # A second checkpoint without a monitor: Lightning's save_last only writes when "best" improved,
         # but resuming needs the end of every epoch.
         latest = ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
-        # Selected and stopped by the completion error on the validation windows, the task that is scored.
-        stop = EarlyStopping(monitor="val/mae", mode="min", patience=config.training.patience)
-        return [self.best, latest, stop, self.throughput, self.resources, *extra, *([ProgressBar()] if progress_bar else [])]
+        return [self.best, latest, self.stop, self.throughput, self.resources, *extra, *([ProgressBar()] if progress_bar else [])]
 
     def add_data_callbacks(self, trainer: pl.Trainer, config: Config, data: Data) -> TrainingInputs | None:
         """The callbacks that need the data, placed ahead of the caller's (which then see each epoch's inputs as
@@ -240,6 +242,7 @@ class _Callbacks:
             "epochs_completed": trainer.current_epoch,
             "best_val_mae": float(best) if best is not None else None,  # what selects best.ckpt and stops training
             "final_val_loss": _metric(trainer, "val/loss"),
+            **self.ending(trainer, config),
             "steps": trainer.global_step,
             "windows": window_counts(data),
             "parameters": sum(p.numel() for p in module.model.parameters()),
@@ -254,8 +257,16 @@ class _Callbacks:
             **({"process_choice": self.process_choice} if self.process_choice is not None else {}),
         })
         run.update_metrics("leakage_guard", self.guard.summary())
+        if "too_early" in run.read_metrics()["train"]:
+            log.warning("%s", run.read_metrics()["train"]["too_early"])
         optimizer = self.memory.summary(module) if self.memory else {"enabled": False}
         run.update_metrics("memory", {**self.resources.summary(), "optimizer": optimizer})
+
+
+    def ending(self, trainer: pl.Trainer, config: Config) -> dict[str, Any]:
+        t = config.training
+        return training_ending(self.stop.stopped_epoch > 0, int(self.stop.wait_count), t.patience, t.epochs == "auto",
+                               trainer.global_step * t.batch_size)
 
 
 class TrainingInterrupted(RunError):
