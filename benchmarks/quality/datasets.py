@@ -89,7 +89,7 @@ def convert_watch(wheel: Path, out: Path) -> Path:
         "sources": [{"name": "watch_full", "path": "watch_full.csv", "have": names[3:]},
                     {"name": "watch_acc", "path": "watch_acc.csv", "need": names[3:]}],
         "block_col": "recording", "label_col": "exercise", "split_col": "split",
-        "window_size": 100, "step_size": 20, "seed": 7,
+        "window_size": 50, "downsample": 2, "step_size": 20, "seed": 7,
     }
     return _write_config(out, config, "seglearn smart-watch shoulder exercises: 10 subjects, acc + gyro, 50 Hz, "
                          "split by subject (test: 5, 6, 10; validation: 4, 9)")

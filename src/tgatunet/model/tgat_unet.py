@@ -3,7 +3,9 @@
 A window is a graph whose nodes are its time steps. For a batch ``[B, T, C]`` of
 values with their visibility mask:
 
-1. input projection of ``[values * mask, mask]`` (``2C -> D``) plus sinusoidal positions;
+1. input projection of ``[values * mask, mask]`` (``2C -> D``) plus sinusoidal positions (plus, with
+   ``channel_attention``, attention across the visible channels of each step,
+   :class:`~tgatunet.model.channel_attention.ChannelAttention`);
 2. encoder: ``encoder_layers`` levels, each a GAT block on the graph of its
    length, kept as a skip, then average-pooled to half the length;
 3. bottleneck: ``transformer_layers`` pre-norm transformer layers over time;
@@ -37,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
 
+from tgatunet.model.channel_attention import ChannelAttention
 from tgatunet.model.dropout import Dropout
 from tgatunet.model.gat import BatchedGATConv, Graph
 from tgatunet.model.lite_gat import LiteGATConv
@@ -63,6 +66,8 @@ class ModelSpec:
     checkpoint_mode: str = "full"
     local_kernel: int = 7
     lite: bool = False
+    channel_attention: bool = False
+    full_attention_layers: int = 0
 
     @classmethod
     def from_config(cls, config, in_channels: int, num_classes: int) -> ModelSpec:
@@ -81,6 +86,8 @@ class ModelSpec:
             gradient_checkpoint=config.performance.use_gradient_checkpoint,
             checkpoint_mode=config.performance.checkpoint_mode,
             lite=m.use_optimized_model,
+            channel_attention=m.channel_attention,
+            full_attention_layers=m.full_attention_layers,
         )
 
 
@@ -158,6 +165,10 @@ class TGATUNet(nn.Module):
         self.spec = spec
         D, H, C, p = spec.hidden_channels, spec.attention_heads, spec.in_channels, spec.dropout
         self.input = nn.Linear(2 * C, D)
+        self.channel_mixer = ChannelAttention(C, D) if spec.channel_attention else None
+        # Attention over every step of the window at full resolution, before the U-Net pools it.
+        self.full_attention = nn.ModuleList(TransformerLayer(D, H, spec.ff_multiplier * D, p)
+                                            for _ in range(spec.full_attention_layers))
         self.encoder = nn.ModuleList(GATBlock(D, H, p, spec.lite) for _ in range(spec.encoder_layers))
         ff_dim = spec.ff_multiplier * D * 3 // 4 if spec.lite else spec.ff_multiplier * D
         self.bottleneck = nn.ModuleList(
@@ -189,6 +200,10 @@ class TGATUNet(nn.Module):
         vis = visible.to(values.dtype)
         x = torch.cat([values * vis, vis], dim=-1)  # [B, T, 2C]
         h = self.input(x) + sinusoidal_positions(T, self.spec.hidden_channels, x.device).to(x.dtype)  # [B, T, D]
+        if self.channel_mixer is not None:
+            h = h + self.channel_mixer(values, visible)  # [B, T, D]: the channels of each step, attended
+        for layer in self.full_attention:
+            h = self._run(layer, h)  # [B, T, D]
 
         def graph(steps: int) -> Graph:
             return neighbors if neighbors is not None and steps == T else self.spec.time_k
