@@ -24,7 +24,8 @@ def test_output_shapes(T, enc, dec, tr, full):
     assert logits.shape == (3, 3)
 
 
-@pytest.mark.parametrize("options", [{}, {"lite": True}, {"full_attention_layers": 1}, {"channel_attention": True}])
+@pytest.mark.parametrize("options", [{}, {"lite": True}, {"full_attention_layers": 1}, {"channel_attention": True},
+                                     {"interpolation_path": True}])
 def test_hidden_values_cannot_reach_the_output(options):
     model = _model(**options).eval()
     values = torch.randn(2, 20, 5)

@@ -81,7 +81,9 @@ def evaluate(
     ),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Also retrain with the next N-1 seeds (in RUN/seeds/): mean and spread."),
     baselines: Optional[list[str]] = typer.Option(
-        None, "--baselines", help="Extra baselines to train and score: saits (needs pip install \"tgatunet\\[baselines]\")."
+        None, "--baselines", help="Extra baselines to train and score: saits, SAITS from PyPOTS trained two ways (its "
+        "default masking and the task's own hiding), each stopped early on the validation windows (needs pip install "
+        "\"tgatunet\\[baselines]\")."
     ),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
 ) -> None:

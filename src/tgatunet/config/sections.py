@@ -124,6 +124,12 @@ class ModelConfig(Strict):
         default=0, ge=0,
         description="Transformer layers over all time steps at full resolution, before the encoder pools them.",
     )
+    interpolation_path: bool = Field(
+        default=False,
+        description="Interpolate each channel linearly between its visible steps, give that to the network as an "
+        "input and add it to the output: the network learns the correction (a channel hidden for the whole window "
+        "gets the training mean as its base).",
+    )
     graph_type: Literal["temporal", "knn"] = Field(
         default="temporal",
         description="Graph over a window's time steps: 'temporal' links the steps within time_k; 'knn' also links "

@@ -42,6 +42,7 @@ from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_conte
 from tgatunet.model.channel_attention import ChannelAttention
 from tgatunet.model.dropout import Dropout
 from tgatunet.model.gat import BatchedGATConv, Graph
+from tgatunet.model.interpolate import interpolate_visible
 from tgatunet.model.lite_gat import LiteGATConv
 from tgatunet.model.transformer import TransformerLayer
 
@@ -68,6 +69,7 @@ class ModelSpec:
     lite: bool = False
     channel_attention: bool = False
     full_attention_layers: int = 0
+    interpolation_path: bool = False
 
     @classmethod
     def from_config(cls, config, in_channels: int, num_classes: int) -> ModelSpec:
@@ -88,6 +90,7 @@ class ModelSpec:
             lite=m.use_optimized_model,
             channel_attention=m.channel_attention,
             full_attention_layers=m.full_attention_layers,
+            interpolation_path=m.interpolation_path,
         )
 
 
@@ -164,7 +167,8 @@ class TGATUNet(nn.Module):
         super().__init__()
         self.spec = spec
         D, H, C, p = spec.hidden_channels, spec.attention_heads, spec.in_channels, spec.dropout
-        self.input = nn.Linear(2 * C, D)
+        # With the interpolation path the interpolated channels are inputs too, and the output's base.
+        self.input = nn.Linear((3 if spec.interpolation_path else 2) * C, D)
         self.channel_mixer = ChannelAttention(C, D) if spec.channel_attention else None
         # Attention over every step of the window at full resolution, before the U-Net pools it.
         self.full_attention = nn.ModuleList(TransformerLayer(D, H, spec.ff_multiplier * D, p)
@@ -199,7 +203,8 @@ class TGATUNet(nn.Module):
         B, T, C = values.shape
         vis = visible.to(values.dtype)
         x = torch.cat([values * vis, vis], dim=-1)  # [B, T, 2C]
-        h = self.input(x) + sinusoidal_positions(T, self.spec.hidden_channels, x.device).to(x.dtype)  # [B, T, D]
+        base = interpolate_visible(values, visible) if self.spec.interpolation_path else None  # [B, T, C]
+        h = self.input(x if base is None else torch.cat([x, base], dim=-1)) + sinusoidal_positions(T, self.spec.hidden_channels, x.device).to(x.dtype)  # [B, T, D]
         if self.channel_mixer is not None:
             h = h + self.channel_mixer(values, visible)  # [B, T, D]: the channels of each step, attended
         for layer in self.full_attention:
@@ -226,4 +231,5 @@ class TGATUNet(nn.Module):
             h = self._run(block, h, graph(skip.shape[1]))  # [B, T_l, D]
         h = upsample_to(h, T)
         local = self.local(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
-        return self.reconstruct(h) + local, logits
+        recon = self.reconstruct(h) + local  # [B, T, C]
+        return (recon if base is None else recon + base), logits
