@@ -115,21 +115,6 @@ class ModelConfig(Strict):
     time_k: int = Field(default=1, ge=1, description="Temporal graph: each step is linked to the steps within time_k.")
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout in the model.")
     ff_multiplier: int = Field(default=2, ge=1, description="Transformer feed-forward width / hidden_channels.")
-    channel_attention: bool = Field(
-        default=False,
-        description="Before the graph over time steps, attend across the visible channels of each step (the "
-        "sensors as tokens).",
-    )
-    full_attention_layers: int = Field(
-        default=0, ge=0,
-        description="Transformer layers over all time steps at full resolution, before the encoder pools them.",
-    )
-    interpolation_path: bool = Field(
-        default=False,
-        description="Interpolate each channel linearly between its visible steps, give that to the network as an "
-        "input and add it to the output: the network learns the correction (a channel hidden for the whole window "
-        "gets the training mean as its base).",
-    )
     graph_type: Literal["temporal", "knn"] = Field(
         default="temporal",
         description="Graph over a window's time steps: 'temporal' links the steps within time_k; 'knn' also links "

@@ -3,9 +3,7 @@
 A window is a graph whose nodes are its time steps. For a batch ``[B, T, C]`` of
 values with their visibility mask:
 
-1. input projection of ``[values * mask, mask]`` (``2C -> D``) plus sinusoidal positions (plus, with
-   ``channel_attention``, attention across the visible channels of each step,
-   :class:`~tgatunet.model.channel_attention.ChannelAttention`);
+1. input projection of ``[values * mask, mask]`` (``2C -> D``) plus sinusoidal positions;
 2. encoder: ``encoder_layers`` levels, each a GAT block on the graph of its
    length, kept as a skip, then average-pooled to half the length;
 3. bottleneck: ``transformer_layers`` pre-norm transformer layers over time;
@@ -39,10 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
 
-from tgatunet.model.channel_attention import ChannelAttention
 from tgatunet.model.dropout import Dropout
 from tgatunet.model.gat import BatchedGATConv, Graph
-from tgatunet.model.interpolate import interpolate_visible
 from tgatunet.model.lite_gat import LiteGATConv
 from tgatunet.model.transformer import TransformerLayer
 
@@ -67,9 +63,6 @@ class ModelSpec:
     checkpoint_mode: str = "full"
     local_kernel: int = 7
     lite: bool = False
-    channel_attention: bool = False
-    full_attention_layers: int = 0
-    interpolation_path: bool = False
 
     @classmethod
     def from_config(cls, config, in_channels: int, num_classes: int) -> ModelSpec:
@@ -88,9 +81,6 @@ class ModelSpec:
             gradient_checkpoint=config.performance.use_gradient_checkpoint,
             checkpoint_mode=config.performance.checkpoint_mode,
             lite=m.use_optimized_model,
-            channel_attention=m.channel_attention,
-            full_attention_layers=m.full_attention_layers,
-            interpolation_path=m.interpolation_path,
         )
 
 
@@ -167,12 +157,7 @@ class TGATUNet(nn.Module):
         super().__init__()
         self.spec = spec
         D, H, C, p = spec.hidden_channels, spec.attention_heads, spec.in_channels, spec.dropout
-        # With the interpolation path the interpolated channels are inputs too, and the output's base.
-        self.input = nn.Linear((3 if spec.interpolation_path else 2) * C, D)
-        self.channel_mixer = ChannelAttention(C, D) if spec.channel_attention else None
-        # Attention over every step of the window at full resolution, before the U-Net pools it.
-        self.full_attention = nn.ModuleList(TransformerLayer(D, H, spec.ff_multiplier * D, p)
-                                            for _ in range(spec.full_attention_layers))
+        self.input = nn.Linear(2 * C, D)
         self.encoder = nn.ModuleList(GATBlock(D, H, p, spec.lite) for _ in range(spec.encoder_layers))
         ff_dim = spec.ff_multiplier * D * 3 // 4 if spec.lite else spec.ff_multiplier * D
         self.bottleneck = nn.ModuleList(
@@ -203,12 +188,7 @@ class TGATUNet(nn.Module):
         B, T, C = values.shape
         vis = visible.to(values.dtype)
         x = torch.cat([values * vis, vis], dim=-1)  # [B, T, 2C]
-        base = interpolate_visible(values, visible) if self.spec.interpolation_path else None  # [B, T, C]
-        h = self.input(x if base is None else torch.cat([x, base], dim=-1)) + sinusoidal_positions(T, self.spec.hidden_channels, x.device).to(x.dtype)  # [B, T, D]
-        if self.channel_mixer is not None:
-            h = h + self.channel_mixer(values, visible)  # [B, T, D]: the channels of each step, attended
-        for layer in self.full_attention:
-            h = self._run(layer, h)  # [B, T, D]
+        h = self.input(x) + sinusoidal_positions(T, self.spec.hidden_channels, x.device).to(x.dtype)  # [B, T, D]
 
         def graph(steps: int) -> Graph:
             return neighbors if neighbors is not None and steps == T else self.spec.time_k
@@ -231,5 +211,4 @@ class TGATUNet(nn.Module):
             h = self._run(block, h, graph(skip.shape[1]))  # [B, T_l, D]
         h = upsample_to(h, T)
         local = self.local(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
-        recon = self.reconstruct(h) + local  # [B, T, C]
-        return (recon if base is None else recon + base), logits
+        return self.reconstruct(h) + local, logits
