@@ -39,7 +39,6 @@ from tgatunet.train.objective import sample_hidden
 log = logging.getLogger(__name__)
 
 INSTALL = 'pip install "tgatunet[baselines]" (PyPOTS)'
-VARIANTS = ("saits_default", "saits_task")
 
 
 def available() -> bool:

@@ -257,13 +257,11 @@ class _Callbacks:
             **({"process_choice": self.process_choice} if self.process_choice is not None else {}),
         })
         run.update_metrics("leakage_guard", self.guard.summary())
-        if "too_early" in run.read_metrics()["train"]:
-            log.warning("%s", run.read_metrics()["train"]["too_early"])
         optimizer = self.memory.summary(module) if self.memory else {"enabled": False}
         run.update_metrics("memory", {**self.resources.summary(), "optimizer": optimizer})
 
-
     def ending(self, trainer: pl.Trainer, config: Config) -> dict[str, Any]:
+        """What ended the training and, when the budget ended it too early, the key to raise (metrics.json)."""
         t = config.training
         return training_ending(self.stop.stopped_epoch > 0, int(self.stop.wait_count), t.patience, t.epochs == "auto",
                                trainer.global_step * t.batch_size)
