@@ -19,6 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tgatunet.apply.seeds import aggregate
+from tgatunet.train.rundir import RunDir
+
 from benchmarks.quality.datasets import DATASETS, prepare
 from benchmarks.results import write_section
 from benchmarks.runs import tgatunet, write_variant
@@ -42,14 +45,17 @@ def score_dataset(name: str, config: Path, out: Path, seeds: int, overrides: dic
     tgatunet("train", "--config", str(config), "--run-dir", str(run), "--overwrite")
     tgatunet("evaluate", "--run", str(run), "--seeds", str(seeds), "--baselines", "saits")
     metrics = json.loads((run / "metrics.json").read_text())
-    per_seed = [json.loads((Path(r) / "metrics.json").read_text()) for r in metrics["seeds"]["runs"]]
-    completion = metrics["seeds"]["completion"]
+    # One seed: evaluate writes no seeds section; the run is the only seed.
+    runs = metrics["seeds"]["runs"] if seeds > 1 else [str(run)]
+    per_seed = [json.loads((Path(r) / "metrics.json").read_text()) for r in runs]
+    figures = aggregate(per_seed)
+    completion = figures["completion"]
     result: dict[str, Any] = {
         "dataset": DATASETS[name].summary,
-        "seeds": metrics["seeds"]["seeds"],
+        "seeds": metrics["seeds"]["seeds"] if seeds > 1 else [RunDir(run).read_config().training.seed],
         "windows": metrics["train"]["windows"],
         "mae": {p: {m: completion[p][m]["mae"] for m in completion[p]} for p in PATTERNS if p in completion},
-        "accuracy": metrics["seeds"]["classification"].get("accuracy"),
+        "accuracy": figures["classification"].get("accuracy"),
         "training_seconds": {
             "model": _spread([m["train"]["train_seconds"] for m in per_seed]),
             **{peer: _spread([m["completion"]["seconds"][f"{peer}_training"] for m in per_seed]) for peer in PEERS},
