@@ -9,6 +9,7 @@ modifies the file.
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pandas as pd
 from tgatunet.config import Config, SourceConfig
 from tgatunet.data.datasets import BUNDLED_SCHEME, resolve_bundled
 from tgatunet.data.tables import PARQUET, TableReader, numeric_cells
-from tgatunet.errors import DataError
+from tgatunet.errors import DataError, shown
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,34 @@ def read_table(path: Path, source_name: str) -> pd.DataFrame:
 
 
 def label_text(value) -> str | None:
-    """A label cell as its class name: text as written, a whole number without ``.0``; None for an empty cell."""
+    """A label cell as its class name: text as written, a whole number without ``.0``; None for an empty cell.
+
+    Raises TypeError for a cell holding several values (a list, an array): it names no class.
+    """
     if isinstance(value, str):
         return value.strip() or None
+    if not pd.api.types.is_scalar(value):
+        raise TypeError(f"not a single value: {type(value).__name__}")
     if value is None or pd.isna(value):
         return None
-    number = float(value)
-    return str(int(number)) if number.is_integer() else str(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return str(int(number)) if number.is_integer() else str(value)
+    return str(value)
+
+
+def _cell_texts(frame: pd.DataFrame, column: str, where: str, role: str) -> np.ndarray:
+    """:func:`label_text` of every cell of ``column``, or a :class:`DataError` naming the first cell it cannot name."""
+    texts = np.empty(len(frame), dtype=object)
+    for row, value in enumerate(frame[column]):
+        try:
+            texts[row] = label_text(value)
+        except TypeError:
+            raise DataError(
+                f"{where}: {role} '{column}' row {row} holds {shown(value)}; each cell must be one value "
+                "(text or a number)."
+            ) from None
+    return texts
 
 
 def _segments(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,12 +132,12 @@ def load_source(config: Config, source: SourceConfig) -> SourceTable:
     if block_col is None:
         blocks = np.full(len(frame), "0", dtype=object)
     else:
-        blocks = np.array([label_text(b) for b in frame[block_col]], dtype=object)
+        blocks = _cell_texts(frame, block_col, where, "block_col")
         if any(b is None for b in blocks):
             row = next(i for i, b in enumerate(blocks) if b is None)
             raise DataError(f"{where}: block_col '{block_col}' is empty at row {row}; every row needs a block.")
     bounds, segment_blocks = _segments(blocks)
-    labels = np.array([label_text(v) for v in frame[label_col]], dtype=object)
+    labels = _cell_texts(frame, label_col, where, "label_col")
 
     block_split: dict[str, str] = {}
     if config.data.split_col is not None:

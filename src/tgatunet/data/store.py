@@ -24,9 +24,6 @@ header, size and hash of every array.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +45,9 @@ from tgatunet.data.store_format import (
     StoreSource,
 )
 from tgatunet.errors import DataError
-from tgatunet.files import sha256_file
+from tgatunet.files import output_lock, replace_dir, sha256_file
 
 log = logging.getLogger(__name__)
-
 
 
 def _rebuild_hint(root: Path) -> str:
@@ -150,34 +146,23 @@ def build_store(config: Config, out: str | Path, force: bool = False) -> tuple[D
 
     An up-to-date store already at ``out`` is kept unless ``force``; a stale or
     damaged one is replaced. The new store is written beside ``out`` and moved in
-    place at the end, so an interrupted build never leaves a half-written store.
+    place at the end, so an interrupted build never leaves a half-written store;
+    a second process building ``out`` meanwhile is refused (:func:`output_lock`).
 
     Returns:
         the opened store, and whether it was (re)built.
     """
     out = Path(out)
-    if (out / MANIFEST).is_file():
-        if not force:
-            try:
-                return open_store(config, out), False
-            except DataError as err:
-                log.warning("rebuilding the store: %s", err)
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"'{out}' exists and is not a tgatunet store (no {MANIFEST}); give a new or empty folder.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    try:
-        manifest = _write_store(config, building)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(building, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(building, out)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
+    with output_lock(out):
+        if (out / MANIFEST).is_file():
+            if not force:
+                try:
+                    return open_store(config, out), False
+                except DataError as err:
+                    log.warning("rebuilding the store: %s", err)
+        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise DataError(f"'{out}' exists and is not a tgatunet store (no {MANIFEST}); give a new or empty folder.")
+        manifest = replace_dir(out, lambda building: _write_store(config, building))
     return _open_arrays(out, manifest), True
 
 

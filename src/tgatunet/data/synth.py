@@ -13,12 +13,19 @@ channel is present in at least one source, so each can be learnt and scored.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+
+from tgatunet.errors import DataError
+from tgatunet.files import atomic_write, atomic_write_text
+
+# Marks a folder written by write_synthetic, which may write it again.
+MARKER = ".tgatunet-synth"
 
 
 @dataclass(frozen=True)
@@ -124,18 +131,33 @@ def generate(spec: SynthSpec) -> tuple[dict[str, pd.DataFrame], dict]:
     return frames, config
 
 
+def _claim(out_dir: Path) -> None:
+    """Make ``out_dir`` ours (:data:`MARKER`), or refuse a folder holding files this command did not write."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"'{out_dir}' is a file; give a new or empty folder for the synthetic data.")
+    found = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
+    if found and not (out_dir / MARKER).is_file():
+        raise DataError(
+            f"'{out_dir}' holds files that `tgatunet data synth` did not write (e.g. '{found[0].name}'); "
+            "give a new or empty folder, so that nothing of yours is overwritten."
+        )
+    atomic_write_text(out_dir / MARKER, json.dumps({"tgatunet": "synthetic data"}))
+
+
 def write_synthetic(spec: SynthSpec, out_dir: str | Path) -> Path:
-    """Write the sources and ``config.yaml`` to ``out_dir``; returns the config path."""
+    """Write the sources and ``config.yaml`` to ``out_dir``; returns the config path.
+
+    ``out_dir`` must be new, empty, or written by this function before (it marks the folder).
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim(out_dir)
     frames, config = generate(spec)
     for name, frame in frames.items():
-        path = out_dir / f"{name}.{spec.file_format}"
         if spec.file_format == "parquet":
-            frame.to_parquet(path, index=False)
+            atomic_write(out_dir / f"{name}.parquet", lambda handle: frame.to_parquet(handle, index=False))
         else:
-            frame.to_csv(path, index=False)
+            atomic_write(out_dir / f"{name}.csv", lambda handle: frame.to_csv(handle, index=False))
     config_path = out_dir / "config.yaml"
     header = f"# Synthetic data written by `tgatunet data synth` ({spec})\n"
-    config_path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    atomic_write_text(config_path, header + yaml.safe_dump(config, sort_keys=False))
     return config_path

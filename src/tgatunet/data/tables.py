@@ -4,23 +4,27 @@ A CSV file is read as text: every cell of a chunk is the string the file holds
 (``000``, ``NA`` and ``01`` stay what they are), and only the modality columns
 are parsed as numbers, for the model. A Parquet file is read one row group at a
 time with its own column types. Outputs are written to a temporary file beside
-the target, chunk after chunk, and renamed over it when complete, so a reader
-never sees half a file and an interrupted write leaves nothing behind.
+the target (unique to the process), chunk after chunk, and renamed over it when
+complete, so a reader never sees half a file and an interrupted write leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tgatunet.errors import DataError
+from tgatunet.errors import DataError, shown
+from tgatunet.files import AtomicFile
 
 PARQUET = (".parquet", ".pq")
 # Cells of a modality column that mean "not observed".
@@ -35,6 +39,11 @@ def table_format(path: Path) -> str:
 class TableReader:
     """A CSV or Parquet file read in chunks of about ``chunk_rows`` rows.
 
+    The file's size and modification time are noted when it is opened and checked again
+    after the last chunk: a file another program wrote meanwhile is refused, not half read.
+    A CSV row with more or fewer fields than the header, or a last line without a line
+    break (a writer cut off mid-row), is refused too, naming the row.
+
     Attributes:
         columns: the header, in file order.
         rows: the number of data rows (CSV: counted by newlines, when first asked).
@@ -46,6 +55,7 @@ class TableReader:
             raise DataError(f"input file '{self.path}' not found.")
         self.format = table_format(self.path)
         try:
+            self._stamp = _stamp(self.path)
             if self.format == "parquet":
                 # Pre-buffering keeps every row group read so far in memory: a long file would end up all there.
                 self._parquet = pq.ParquetFile(self.path, pre_buffer=False)
@@ -53,8 +63,11 @@ class TableReader:
             else:
                 with open(self.path, newline="", encoding="utf-8") as handle:
                     self.columns = next(csv.reader(handle), [])
+                _check_line_end(self.path)
         except (OSError, UnicodeDecodeError, pa.ArrowException, csv.Error) as err:
             raise DataError(f"cannot read '{self.path}': {err}") from None
+        if not self.columns:
+            raise DataError(f"'{self.path}' is empty: a table starts with a header line naming its columns.")
         dupes = sorted({c for c in self.columns if self.columns.count(c) > 1})
         if dupes:
             raise DataError(f"'{self.path}': the header names column(s) {dupes} more than once; rename them.")
@@ -72,11 +85,34 @@ class TableReader:
                 for batch in self._parquet.iter_batches(batch_size=self.chunk_rows):
                     yield batch.to_pandas(types_mapper=pd.ArrowDtype)
             else:
-                yield from pd.read_csv(
-                    self.path, dtype=str, keep_default_na=False, na_filter=False, chunksize=self.chunk_rows
-                )
+                yield from self._csv_chunks()
         except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as err:
+            if isinstance(err, pd.errors.ParserError):
+                _check_fields(self.path, self.columns)
             raise DataError(f"cannot read '{self.path}': {err}") from None
+        if _stamp(self.path) != self._stamp:
+            raise DataError(
+                f"'{self.path}' changed while it was being read (size/modification time differ); "
+                "read it again when the writer has finished."
+            )
+
+    def _csv_chunks(self) -> Iterator[pd.DataFrame]:
+        # pandas reads a row with too few fields as one ending in empty cells; only then is the file checked.
+        checked = len(self.columns) < 2
+        for chunk in pd.read_csv(self.path, dtype=str, keep_default_na=False, na_filter=False, chunksize=self.chunk_rows):
+            if not checked and (chunk.iloc[:, -1] == "").any():
+                _check_fields(self.path, self.columns)
+                checked = True
+            yield chunk
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Size and modification time of ``path`` (None once it is gone)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _count_lines(path: Path) -> int:
@@ -88,6 +124,51 @@ def _count_lines(path: Path) -> int:
     return count + (last != b"\n")
 
 
+def _row(row: int) -> str:
+    """A data row as messages name it: from 0, after the header (line 1)."""
+    return f"data row {row} (line {row + 2})"
+
+
+def _check_line_end(path: Path) -> None:
+    """Refuse a CSV whose last line has no line break: a writer stopped mid-row leaves such a file."""
+    with open(path, "rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        handle.seek(end - 1)
+        if handle.read(1) in (b"\n", b"\r"):
+            return
+    lines = _count_lines(path)
+    what = "its header (line 1)" if lines == 1 else f"its last line, {_row(lines - 2)},"
+    raise DataError(
+        f"'{path}': {what} does not end with a line break: the file looks cut off mid-write (a logger that "
+        "stopped?). If that line is whole, end the file with a line break; otherwise delete the line."
+    )
+
+
+def _check_fields(path: Path, columns: list[str]) -> None:
+    """Raise a :class:`DataError` at the first row whose number of fields differs from the header's.
+
+    One pass of Arrow's CSV parser over the file, keeping one column: a tenth of what reading it costs.
+    """
+    bad: list = []
+    read = pa_csv.ReadOptions(use_threads=False, column_names=columns, skip_rows=1)  # use_threads: rows numbered
+    parse = pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: bad.append(row) or "error")
+    convert = pa_csv.ConvertOptions(include_columns=columns[:1], column_types={columns[0]: pa.string()}, check_utf8=False)
+    try:
+        for _ in pa_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert):
+            pass
+    except pa.ArrowInvalid:
+        pass  # a bad row stopped the pass; any other failure is left to the reading itself
+    if bad:
+        row = bad[0]  # its number counts the header as 1
+        raise DataError(
+            f"'{path}': {_row(row.number - 2)} has {row.actual_columns} field(s) but the header has "
+            f"{row.expected_columns}: {shown(row.text)}. A row cut short (a logger that stopped mid-write?) or with a "
+            "stray delimiter cannot be read; fix the row or delete it."
+        )
+
+
 def numeric_cells(column: pd.Series, where: str, first_row: int) -> np.ndarray:
     """A modality column as ``float64`` (NaN = not observed), or a :class:`DataError` naming the bad cell.
 
@@ -95,8 +176,8 @@ def numeric_cells(column: pd.Series, where: str, first_row: int) -> np.ndarray:
     infinite values and values beyond float32's range are refused (the model computes in float32).
     """
     name = column.name
-    if pd.api.types.is_bool_dtype(column.dtype):
-        raise DataError(f"{where}: column '{name}' is boolean; modality columns must be numeric.")
+    if pd.api.types.is_bool_dtype(column.dtype) or pd.api.types.is_complex_dtype(column.dtype):
+        raise DataError(f"{where}: column '{name}' is {column.dtype}; modality columns must hold real numbers.")
     if pd.api.types.is_numeric_dtype(column.dtype):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
@@ -107,8 +188,9 @@ def numeric_cells(column: pd.Series, where: str, first_row: int) -> np.ndarray:
         if len(bad):
             row = int(bad[0])
             raise DataError(
-                f"{where}: column '{name}' is not numeric: row {first_row + row} holds {column.iloc[row]!r}. "
-                "Modality columns must hold numbers; leave cells empty for values not observed."
+                f"{where}: column '{name}' is not numeric: row {first_row + row} holds {shown(column.iloc[row])}. "
+                "Modality columns must hold numbers; leave cells empty (or NA, NaN, null, None, n/a, #N/A) for values "
+                "not observed."
             )
     extreme = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
     if len(extreme):
@@ -121,36 +203,38 @@ def numeric_cells(column: pd.Series, where: str, first_row: int) -> np.ndarray:
 
 
 class TableWriter:
-    """Chunks of one output table, written to a temporary file and renamed over ``path`` by :meth:`close`."""
+    """Chunks of one output table, streamed to an :class:`~tgatunet.files.AtomicFile` and put in place by :meth:`close`."""
 
     def __init__(self, path: Path, fmt: str) -> None:
         self.path, self.format = Path(path), fmt
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._file: AtomicFile | None = None
         self._parquet: pq.ParquetWriter | None = None
-        self._header = True
         self.rows = 0
 
     def write(self, frame: pd.DataFrame) -> None:
+        first = self._file is None
+        if first:
+            self._file = AtomicFile(self.path)
         if self.format == "parquet":
             table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self.tmp, table.schema)
+            if first:
+                self._parquet = pq.ParquetWriter(self._file.handle, table.schema)
             self._parquet.write_table(table.cast(self._parquet.schema))
         else:
-            frame.to_csv(self.tmp, mode="w" if self._header else "a", header=self._header, index=False)
-        self._header = False
+            frame.to_csv(self._file.handle, header=first, index=False)
         self.rows += len(frame)
 
     def close(self) -> None:
         """Finish the file and put it in place."""
+        if self._file is None:
+            raise DataError(f"'{self.path}': nothing to write.")
         if self._parquet is not None:
             self._parquet.close()
-        elif self._header:
-            raise DataError(f"'{self.path}': nothing to write.")
-        self.tmp.replace(self.path)
+        self._file.commit()
 
     def abort(self) -> None:
+        """Drop what was written; ``path`` stays as it was."""
         if self._parquet is not None:
             self._parquet.close()
-        self.tmp.unlink(missing_ok=True)
+        if self._file is not None:
+            self._file.abort()

@@ -21,6 +21,8 @@ step, so its graphs never repeat.
   the limit.
 
 ``ROOT/stats.json`` keeps the hit counts of the last run that saved them (``tgatunet cache info``).
+``ROOT/.tgatunet-graph-cache`` marks the folder as a cache: ``tgatunet cache clear``
+deletes the files the cache wrote, in a folder that is one.
 """
 
 from __future__ import annotations
@@ -30,9 +32,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import re
 import struct
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -42,7 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tgatunet.files import atomic_write_text
+from tgatunet.errors import RunError
+from tgatunet.files import atomic_write, atomic_write_text
 from tgatunet.graph.knn import KnnGraph
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 ENTRY_SUFFIX = ".nbr"
 STATS_FILE = "stats.json"
+MARKER = ".tgatunet-graph-cache"
+# An entry and the temporary files it is written through (:class:`~tgatunet.files.AtomicFile`, or older ones).
+_OWN_FILE = re.compile(r"[0-9a-f]{32}\.nbr|\.[0-9a-f]{32}\..*\.tmp")
 _MAGIC = b"TGNB"
 # magic, format version, bytes per index, T, K, key, CRC32 of the payload
 _HEADER = struct.Struct("<4sHHII16sI")
@@ -130,6 +135,7 @@ class DiskGraphStore:
         self.max_bytes = max_bytes
         self._bytes: int | None = None  # running estimate, from a scan at the first write
         self._write_error_reported = False
+        self._marked = False
 
     def path(self, key: bytes) -> str:
         name = key.hex()
@@ -150,17 +156,11 @@ class DiskGraphStore:
 
     def write(self, key: bytes, data: bytes) -> int:
         """Write an encoded entry atomically; returns the entries evicted for room. Failures are logged, not raised."""
-        path = self.path(key)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key.hex()}.", suffix=".tmp", dir=os.path.dirname(path))
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            if not self._marked:
+                mark_cache(self.root)
+                self._marked = True
+            atomic_write(self.path(key), lambda handle: handle.write(data), sync=False)
         except OSError as err:
             # The cache only saves time: a full or read-only disk must not stop a run.
             if not self._write_error_reported:
@@ -269,6 +269,7 @@ class GraphCache:
 def write_stats(directory: Path, by: str, stats: CacheStats) -> None:
     """Write ``stats`` as the last run's hit counts (``by``: what ran, e.g. evaluate or build)."""
     record = {"by": by, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), **stats.to_dict()}
+    mark_cache(directory)
     atomic_write_text(Path(directory) / STATS_FILE, json.dumps(record, indent=1))
 
 
@@ -290,20 +291,60 @@ def cache_summary(directory: Path | str) -> dict[str, Any]:
     """Location, entries, bytes and the last run's hit counts of a cache folder."""
     directory = Path(directory)
     entries = DiskGraphStore(directory, None).scan()
-    stats_path = directory / STATS_FILE
     return {
         "location": str(directory.resolve()),
         "exists": directory.is_dir(),
         "entries": len(entries),
         "bytes": sum(e.size for e in entries),
-        "last_run": json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else None,
+        "last_run": _last_run(directory),
     }
 
 
+def mark_cache(directory: Path) -> None:
+    """Mark ``directory`` as a graph cache (:data:`MARKER`), so that :func:`clear_cache` knows it may clear it."""
+    marker = Path(directory) / MARKER
+    if not marker.is_file():
+        atomic_write_text(marker, json.dumps({"tgatunet": "graph cache"}))
+
+
+def _last_run(directory: Path) -> dict[str, Any] | None:
+    """The counts :func:`write_stats` wrote; None when ``stats.json`` is absent, damaged or not the cache's."""
+    with contextlib.suppress(OSError, ValueError):
+        stats = json.loads((directory / STATS_FILE).read_text(encoding="utf-8"))
+        if isinstance(stats, dict) and {"by", "finished", *CacheStats().to_dict()} <= stats.keys():
+            return stats
+    return None
+
+
+def _is_cache(directory: Path) -> bool:
+    """Marked, or a cache made before the marker: it holds entries or the cache's ``stats.json``."""
+    return (directory / MARKER).is_file() or bool(DiskGraphStore(directory, None).scan()) or _last_run(directory) is not None
+
+
 def clear_cache(directory: Path | str) -> tuple[int, int]:
-    """Delete every entry (and leftover temporary file) and the stats; returns (entries, bytes) removed."""
+    """Delete the cache's entries, its leftover temporary files and its stats; returns (entries, bytes) removed.
+
+    Only files named as the cache names them are deleted (``entries/ab/<32 hex>.nbr``, their
+    temporary files, ``stats.json``), and only in a folder that is a graph cache: anything
+    else in it stays. A folder that is not one is refused (:class:`RunError`), nothing deleted.
+    """
     directory = Path(directory)
+    if not directory.exists():
+        return 0, 0
+    if not _is_cache(directory):
+        raise RunError(
+            f"'{directory}' is not a tgatunet graph cache (no {MARKER}, no cache entries): nothing was deleted. "
+            "Check the folder given with --dir, or the config's graph_cache_dir."
+        )
     entries = DiskGraphStore(directory, None).scan()
-    shutil.rmtree(directory / "entries", ignore_errors=True)
-    (directory / STATS_FILE).unlink(missing_ok=True)
+    for folder in (directory / "entries").glob("[0-9a-f][0-9a-f]"):
+        for path in folder.iterdir():
+            if _OWN_FILE.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # kept when it holds a file the cache did not write
+            folder.rmdir()
+    with contextlib.suppress(OSError):
+        (directory / "entries").rmdir()
+    if _last_run(directory) is not None:
+        (directory / STATS_FILE).unlink()
     return len(entries), sum(e.size for e in entries)
