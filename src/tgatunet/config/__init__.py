@@ -34,7 +34,7 @@ from tgatunet.config.sections import (
     TrainingConfig,
     resolve,
 )
-from tgatunet.errors import ConfigError
+from tgatunet.errors import ConfigError, shown
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _apply_preset(raw: dict[str, Any]) -> dict[str, Any]:
         budget = budget if isinstance(budget, (int, float)) and budget > 0 else None  # else: its own error
         profile, memory_gb, by = auto_profile(str(raw.get("accelerator", "auto")), budget)
         log.info("hardware_profile auto: %.1f GB (%s) -> preset '%s'", memory_gb, by, profile)
-    if profile not in PRESETS:
+    if not isinstance(profile, str) or profile not in PRESETS:
         return raw  # None, or the field's own validation names the allowed values
     # The resolved preset is kept, so a run's saved config says which one was applied.
     return {**PRESETS[profile], **raw, "hardware_profile": profile}
@@ -203,7 +203,7 @@ def _check_keys(raw: dict[str, Any], valid: list[str], where: str) -> None:
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
             hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(valid)}."
-            raise ConfigError(f"{where}: unknown key '{key}'.{hint}")
+            raise ConfigError(f"{where}: unknown key {shown(key)}.{hint}")
 
 
 def _key_of(loc: tuple) -> str:
@@ -211,20 +211,27 @@ def _key_of(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if p not in SECTIONS and not str(p).startswith(("literal[", "function-")) and p not in ("int", "float", "str", "bool"))
 
 
+# A message stays readable whatever the file holds: so many characters a problem, so many problems.
+_MAX_MESSAGE, _MAX_PROBLEMS = 1000, 10
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     lines, by_key = [f"{origin}: invalid configuration"], {}
     for e in err.errors():
         by_key.setdefault(_key_of(e["loc"]), []).append(e)
-    for key, errors in by_key.items():
+    for key, errors in list(by_key.items())[:_MAX_PROBLEMS]:
         msg = " or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errors))
+        msg = msg if len(msg) <= _MAX_MESSAGE else msg[: _MAX_MESSAGE - 3] + "..."  # names a user wrote may be huge
         first = errors[0]
-        shown = "" if first["type"] in ("missing", "value_error") else f" (got {first.get('input')!r})"
+        got = "" if first["type"] in ("missing", "value_error") else f" (got {shown(first.get('input'))})"
         if first["type"] == "missing":
             lines.append(f"  - key '{key}' is required")
         elif key:
-            lines.append(f"  - key '{key}': {msg}{shown}")
+            lines.append(f"  - key '{key}': {msg}{got}")
         else:
             lines.append(f"  - {msg}")
+    if len(by_key) > _MAX_PROBLEMS:
+        lines.append(f"  - and {len(by_key) - _MAX_PROBLEMS} more problem(s) like these")
     return "\n".join(lines)
 
 
@@ -251,6 +258,13 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"config file '{path}' not found. Write one with: tgatunet config template > {path.name}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "save the file as UTF-8 (e.g. in your editor's 'Save with encoding' menu)."
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file '{path}': {err.strerror}.") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     return config_from_dict(raw or {}, origin=str(path), config_dir=path.resolve().parent)

@@ -7,14 +7,19 @@ it is); :class:`tgatunet.config.Config` holds one of each.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # A positive whole number, or "auto": the value is then chosen by measuring.
 PositiveOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
+# A random seed: NumPy, PyTorch and Lightning all take 0 .. 2**32 - 1.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+# A file or folder: ``~`` is expanded as the shell would (a literal ``./~`` folder is never meant).
+PathText = Annotated[str, AfterValidator(os.path.expanduser)]
 
 
 class Strict(BaseModel):
@@ -25,7 +30,7 @@ class SourceConfig(Strict):
     """One tabular source file and the modalities it has and lacks."""
 
     name: str = Field(description="Unique name of the source, used in reports and output files.")
-    path: str | None = Field(
+    path: PathText | None = Field(
         default=None,
         description="CSV or Parquet file; relative paths are relative to the config file, "
         "'bundled:NAME/FILE' names a dataset shipped with tgatunet.",
@@ -78,10 +83,10 @@ class DataConfig(Strict):
     test_fraction: float = Field(
         default=0.15, ge=0.0, lt=1.0, description="Share of blocks for testing (when split_col gives no test blocks)."
     )
-    split_seed: int | None = Field(
+    split_seed: Seed | None = Field(
         default=None, description="Seed of the block split; null: seed. evaluate --seeds keeps it while seed changes."
     )
-    data_store: str | None = Field(
+    data_store: PathText | None = Field(
         default=None,
         description="Folder written by `tgatunet data prepare`: training reads windows from it lazily "
         "(relative to the config file); null reads the sources into memory.",
@@ -149,7 +154,7 @@ class TrainingConfig(Strict):
         "epoch, or every few epochs when an epoch has fewer than 3,200 windows).",
     )
     grad_clip: float | None = Field(default=1.0, gt=0.0, description="Gradient norm clipping; null disables it.")
-    seed: int = Field(default=42, description="Seed of splits, masking, initialisation and shuffling.")
+    seed: Seed = Field(default=42, description="Seed of splits, masking, initialisation and shuffling.")
     mask_pattern_prob: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Chance that a training window hides the channels another source needs."
     )
@@ -183,7 +188,7 @@ class TrainingConfig(Strict):
     )
     need_update_every: int = Field(default=5, ge=1, description="Epochs between two dynamic need updates.")
     need_update_start: int = Field(default=10, ge=0, description="First epoch (counted from 0) of the dynamic need update.")
-    run_dir: str | None = Field(
+    run_dir: PathText | None = Field(
         default=None, description="Run directory (relative to the working directory); default runs/<config name>."
     )
 
@@ -247,7 +252,7 @@ class PerformanceConfig(Strict):
         description="knn graph: evaluation and completion read the graphs of windows seen before from a disk "
         "cache (built by them or by `tgatunet cache build`) instead of rebuilding them. Training builds its own.",
     )
-    graph_cache_dir: str | None = Field(
+    graph_cache_dir: PathText | None = Field(
         default=None,
         description="Disk cache of knn graphs (relative to the working directory); default <run_dir>/graph_cache. "
         "Entries are keyed by content, so runs may share one.",
@@ -274,7 +279,7 @@ class EvaluationConfig(Strict):
     eval_point_prob: float = Field(
         default=0.1, gt=0.0, lt=1.0, description="Pattern points: the share of observed test values hidden one by one."
     )
-    eval_seed: int = Field(default=0, description="Seed of the values evaluation hides: the same for every run and seed.")
+    eval_seed: Seed = Field(default=0, description="Seed of the values evaluation hides: the same for every run and seed.")
     saits_epochs: int = Field(
         default=1000, ge=1,
         description="SAITS peer (--baselines saits): the most epochs it may train; saits_patience, not this cap, "
@@ -299,6 +304,6 @@ SECTIONS: dict[str, type[Strict]] = {
 
 
 def resolve(base: str | Path, path: str) -> Path:
-    """``path`` (``~`` expanded) if absolute, else relative to ``base``."""
-    p = Path(path).expanduser()
+    """``path`` if absolute, else relative to ``base`` (``~`` was expanded when the config was read: :data:`PathText`)."""
+    p = Path(path)
     return p if p.is_absolute() else Path(base) / p
