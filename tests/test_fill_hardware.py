@@ -8,13 +8,14 @@ import torch
 
 from tgatunet.config import config_from_dict
 from tgatunet.data.prepared import prepare_data
-from tgatunet.data.resident import DeviceWindows, fits_on_device
+from tgatunet.data.resident import fits_on_device
 from tgatunet.data.store_windows import window_dataset
 from tgatunet.train import batch_search
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.processes import choose_processes
-from tgatunet.train.run import build_module, resolve_batch_size, train
-from tgatunet.train.rundir import RunDir
+from tgatunet.train.plan import read_plan, resolve_plan
+from tgatunet.train.run import build_module, train
+from tgatunet.infer.rundir import RunDir
 
 
 @pytest.fixture
@@ -46,7 +47,11 @@ def test_batch_search_stops_where_memory_would_cross_the_target(setup, monkeypat
 
 def test_an_explicit_batch_size_is_kept(setup, tmp_path):
     config, data, _ = setup
-    assert resolve_batch_size(config, data, RunDir(tmp_path / "run"), writer=True) == (config, None)
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    plan = resolve_plan(config, data, run, writer=True)
+    assert (plan.batch_size, plan.lr, plan.batch_search) == (config.training.batch_size, config.training.lr, None)
+    assert plan.training_config(config) is config and read_plan(run) == plan
 
 
 def test_batch_size_auto_trains_with_the_measured_batch_and_records_it(dataset):
@@ -55,7 +60,7 @@ def test_batch_size_auto_trains_with_the_measured_batch_and_records_it(dataset):
     search = train_metrics["batch_search"]
     assert train_metrics["batch_size"] == search["batch_size"] >= 16
     assert search["curve"][0]["batch_size"] == 16 and "sqrt" in search["rule"]
-    assert run.read_data()[2]["batch_search"] == search  # a resume reuses it
+    assert read_plan(run).batch_search == search  # a resume reuses it
 
 
 def test_data_fits_on_the_device_only_within_its_share(setup):
@@ -65,11 +70,12 @@ def test_data_fits_on_the_device_only_within_its_share(setup):
 
 
 def test_training_from_device_resident_windows_equals_the_host_path(dataset, monkeypatch):
-    from tgatunet.train import run as run_module
+    from tgatunet.train import plan as plan_module
 
     host = train(dataset["write"]({**dataset["config"], "run_dir": str(dataset["dir"] / "host")}, "h.yaml"), progress_bar=False)
-    monkeypatch.setattr(run_module, "resident_windows", lambda config, data, inputs: DeviceWindows(data, torch.device("cpu")))
+    monkeypatch.setattr(plan_module, "keeps_windows_resident", lambda config, data, device: True)  # on this CPU
     kept = train(dataset["write"]({**dataset["config"], "run_dir": str(dataset["dir"] / "dev")}, "d.yaml"), progress_bar=False)
+    assert read_plan(RunDir(dataset["dir"] / "dev")).resident and not read_plan(RunDir(dataset["dir"] / "host")).resident
     assert kept.read_metrics()["train"]["final_val_loss"] == pytest.approx(host.read_metrics()["train"]["final_val_loss"], rel=1e-6)
 
 
@@ -139,13 +145,10 @@ def test_the_monitor_warns_once_when_the_gpu_waits(caplog):
 
 
 def test_compile_on_cuda_uses_cuda_graphs(dataset, monkeypatch):
-    from tgatunet.train import module as module_file
-
     seen = []
     monkeypatch.setattr(torch, "compile", lambda model, **kwargs: seen.append(kwargs.get("mode")) or model)
     config = config_from_dict({**dataset["config"], "compile": True})
     data = prepare_data(config)
-    build_module(config, data)  # this CPU machine: inductor's default mode
-    monkeypatch.setattr(module_file, "training_device", lambda accelerator: type("D", (), {"kind": "cuda"})())
-    build_module(config, data)
+    build_module(config, data, "cpu")  # inductor's default mode
+    build_module(config, data, "cuda")  # the plan's device kind
     assert seen == [None, "reduce-overhead"]

@@ -17,10 +17,11 @@ from tgatunet.train.memory_optimizer import (
     MemoryModel,
     MemoryOptimizer,
     choose_micro_batch,
+    plan_memory,
 )
 from tgatunet.train.micro_batch import MicroBatches
 from tgatunet.train.run import build_module, train
-from tgatunet.train.rundir import RunDir
+from tgatunet.infer.rundir import RunDir
 
 # --- choosing the size from a fake memory model ------------------------------------
 
@@ -245,8 +246,10 @@ def test_memory_crossing_the_target_lowers_the_size_for_the_next_steps(dataset):
     data = prepare_data(cfg)
     readings = iter([0.0, 0.0, 1.5, 1.5, 1.5, 2.0] + [0.0] * 100)  # in units of the limit
     train_windows = WindowDataset(data, "train")
-    optimizer = MemoryOptimizer(cfg, train_windows, usage=lambda size: int(next(readings) * optimizer.plan.limit))
-    module = build_module(cfg, data)
+    plan = plan_memory(build_module(cfg, data, "cpu"), train_windows, cfg, torch.device("cpu"))
+    optimizer = MemoryOptimizer(plan, usage=lambda size: int(next(readings) * plan.limit))
+    # The plan's micro-batches go to the module's constructor, as training gives them.
+    module = build_module(cfg, data, "cpu", micro_batches=MicroBatches(plan.micro_batch_size, recover_out_of_memory=True))
     trainer = pl.Trainer(
         accelerator="cpu",  # the CPU's reading rule (CUDA releases its cache and reads afresh)
         max_steps=7,

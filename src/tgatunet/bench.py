@@ -74,34 +74,34 @@ class Measurement:
         return self.step.get("windows_per_second", 0.0)
 
 
-def _fit(config: Config, data: Data, steps: int, callbacks: list) -> None:
+def _fit(config: Config, data: Data, steps: int, callbacks: list, device: torch.device) -> None:
     torch.manual_seed(config.training.seed)
-    module = build_module(config, data)
-    loader = make_loader(data, "train", config, shuffle=True)
+    module = build_module(config, data, device.type)
+    loader = make_loader(data, "train", config, shuffle=True, cuda=device.type == "cuda")
     trainer = quiet_trainer(config, callbacks, max_steps=steps, limit_val_batches=0)
     trainer.fit(module, train_dataloaders=loader)
 
 
-def measure_setting(config: Config, data: Data, steps: int, keys: dict[str, Any] | None = None) -> Measurement:
-    """The training step of ``config`` with ``keys`` changed: phases over ``steps`` steps, then peak memory of 2."""
+def measure_setting(config: Config, data: Data, steps: int, device: torch.device, keys: dict | None = None) -> Measurement:
+    """The training step of ``config`` with ``keys`` changed on ``device`` (the config's training device):
+    phases over ``steps`` steps, then peak memory of 2."""
     keys = keys or {}
     try:
         variant = config.with_keys(**keys) if keys else config
         timer = StepTimer(skip=min(2, steps - 1))
-        _fit(variant, data, steps, [timer])
-        device = training_device(variant.performance.accelerator).torch_device
-        peak = peak_memory_bytes(lambda: _fit(variant, data, 2, []), device)
+        _fit(variant, data, steps, [timer], device)
+        peak = peak_memory_bytes(lambda: _fit(variant, data, 2, [], device), device)
         return Measurement(keys, timer.summary(), peak)
     except Exception as err:  # a setting this machine cannot run (e.g. no bf16 kernels) is reported, not fatal
         log.warning("bench: %s could not be measured: %s", keys or "the config", err)
         return Measurement(keys, {}, 0, f"{type(err).__name__}: {err}")
 
 
-def inference_figures(config: Config, data: Data, repeats: int = 20) -> dict[str, float]:
+def inference_figures(config: Config, data: Data, device: torch.device, repeats: int = 20) -> dict[str, float]:
     """Windows per second of the model over the validation (else training) windows, and one window's latency."""
-    module = build_module(config, data).to(training_device(config.performance.accelerator).torch_device).eval()
+    module = build_module(config, data, device.type).to(device).eval()
     split = "val" if len(data.windows["val"]) else "train"
-    batch = next(iter(make_loader(data, split, config, shuffle=False)))
+    batch = next(iter(make_loader(data, split, config, shuffle=False, cuda=device.type == "cuda")))
     values, visible = batch["values"], batch["observed"]
     module.predict_windows(values, visible)  # warm-up
     start = time.perf_counter()
@@ -155,9 +155,9 @@ def process_advice(config: Config, data: Data, steps: int, device: torch.device)
     if cores < 2:
         return {"cpu_cores": cores, "recommend_devices": None}
     with torch_threads(1):
-        one = measure_setting(config, data, steps).windows_per_second
+        one = measure_setting(config, data, steps, device).windows_per_second
     with torch_threads(cores):
-        many = measure_setting(config, data, steps).windows_per_second
+        many = measure_setting(config, data, steps, device).windows_per_second
     # N processes of one thread each can reach up to N times the one-thread rate (estimate).
     better = one * cores > FASTER * many
     return {
@@ -231,15 +231,15 @@ def run_bench(
     budget, _ = memory_budget(device, config.performance.memory_budget_gb)
     limit = config.performance.memory_target * budget
     progress("the config as it is")
-    base = measure_setting(config, data, steps)
+    base = measure_setting(config, data, steps, device)
     if base.error:
         raise RuntimeError(f"the config's own training step failed: {base.error}")
     variants = []
     for keys in candidate_changes(config, device):
         progress(", ".join(f"{k}: {v}" for k, v in keys.items()))
-        variants.append(measure_setting(config, data, steps, keys))
+        variants.append(measure_setting(config, data, steps, device, keys))
     progress("inference")
-    inference = inference_figures(config, data)
+    inference = inference_figures(config, data, device)
     progress("processes")
     processes = process_advice(config, data, steps, device)
     report = BenchReport(str(config_path), str(device), base, variants, inference, processes, budget, limit)

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from tgatunet.config import Config
-from tgatunet.data.prepared import PreparedData, collate_windows
-from tgatunet.data.resident import DeviceWindows, IndexDataset, fits_on_device
+from tgatunet.data.prepared import collate_windows
+from tgatunet.data.resident import IndexDataset
 from tgatunet.data.store_windows import window_dataset
 from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
 from tgatunet.hardware import training_device
 from tgatunet.train.prepare import Data
 
 
-def resident_windows(config: Config, data: Data, inputs: TrainingInputs | None) -> DeviceWindows | None:
-    """The training windows on the GPU, when training on CUDA from memory and they fit (:mod:`tgatunet.data.resident`)."""
-    device = training_device(config.performance.accelerator).torch_device
-    if device.type != "cuda" or not isinstance(data, PreparedData) or inputs is not None:
-        return None
-    free, _ = torch.cuda.mem_get_info(device)
-    return DeviceWindows(data, device) if fits_on_device(data, free) else None
-
-
 def make_loader(
     data: Data, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None,
-    inputs: TrainingInputs | None = None, resident: bool = False,
+    inputs: TrainingInputs | None = None, resident: bool = False, cuda: bool | None = None,
 ) -> DataLoader:
     """Batches of ``batch_size`` windows, fetched a batch at a time.
 
@@ -40,10 +30,11 @@ def make_loader(
             padded to equal length, and with fresh offsets split each epoch's draw.
         inputs: the dynamic need update's buffer, read by the training windows instead of ``data``.
         resident: the windows are on the device (:class:`DeviceWindows`): batches of indices only, no workers.
+        cuda: training on CUDA (a training passes its plan's device; default: the config's training device).
     """
     if inputs is not None and split != "train":
         raise ValueError(f"only the training split has an input buffer, not '{split}'")
-    cuda = training_device(config.performance.accelerator).kind == "cuda"
+    cuda = training_device(config.performance.accelerator).kind == "cuda" if cuda is None else cuda
     workers = config.performance.num_workers
     workers = (2 if cuda and not resident else 0) if workers is None else workers
     if resident:

@@ -19,7 +19,8 @@ inputs and hidden-value mask. The chosen size is the largest ``b <= batch_size``
 (the line was optimistic), the size is interpolated between the largest size that
 fitted and the smallest that did not, and measured again, a few times at most.
 
-During training (:class:`MemoryOptimizer`), when the memory in use crosses the
+The plan is made before the Trainer is built (:mod:`tgatunet.train.plan`); during
+training (:class:`MemoryOptimizer`), when the memory in use crosses the
 target the size is lowered for the following steps; an out-of-memory error is
 recovered by :class:`~tgatunet.train.micro_batch.MicroBatches` itself.
 """
@@ -83,13 +84,8 @@ class MemoryModel:
         return int((limit - self.fixed) // self.per_window)
 
 
-def choose_micro_batch(
-    measure: Callable[[int], int],
-    limit: float,
-    batch_size: int,
-    probe_sizes: tuple[int, int] = PROBE_SIZES,
-    refinements: int = 4,
-) -> tuple[int, MemoryModel, dict[int, int]]:
+def choose_micro_batch(measure: Callable[[int], int], limit: float, batch_size: int, probe_sizes: tuple[int, int] = PROBE_SIZES,
+                       refinements: int = 4) -> tuple[int, MemoryModel, dict[int, int]]:
     """The largest micro-batch ``<= batch_size`` whose measured peak stays within ``limit`` bytes.
 
     The line through two small probes predicts the size; that size is measured. If it does not
@@ -195,13 +191,8 @@ class MemoryPlan:
         }
 
 
-def plan_memory(
-    module: Any,
-    dataset: WindowDataset,
-    config: Config,
-    device: torch.device,
-    step_context: Callable[[], contextlib.AbstractContextManager] | None = None,
-) -> MemoryPlan:
+def plan_memory(module: Any, dataset: WindowDataset, config: Config, device: torch.device,
+                step_context: Callable[[], contextlib.AbstractContextManager] | None = None) -> MemoryPlan:
     """Measure the training step of ``module`` on ``device`` and choose its micro-batch size.
 
     ``module`` is a :class:`~tgatunet.train.module.TGATUNetModule` already on ``device``. The
@@ -236,17 +227,8 @@ def plan_memory(
         budget, budget_from = memory_budget(device, config.performance.memory_budget_gb)
         size, model, measured = choose_micro_batch(measure, config.performance.memory_target * budget, config.training.batch_size)
     module.train(was_training)
-    return MemoryPlan(
-        device=str(device),
-        batch_size=config.training.batch_size,
-        micro_batch_size=size,
-        budget=budget,
-        budget_from=budget_from,
-        target=config.performance.memory_target,
-        fixed=model.fixed,
-        per_window=model.per_window,
-        measured=measured,
-    )
+    return MemoryPlan(str(device), config.training.batch_size, size, budget, budget_from, config.performance.memory_target,
+                      model.fixed, model.per_window, measured)
 
 
 def memory_in_use(device: torch.device, plan: MemoryPlan, size: int, planned_rss: int) -> int:
@@ -263,48 +245,31 @@ def memory_in_use(device: torch.device, plan: MemoryPlan, size: int, planned_rss
 
 
 class MemoryOptimizer(pl.Callback):
-    """Chooses the micro-batch size before training and lowers it when memory crosses the target.
+    """Lowers the micro-batch size of the plan (measured before training) when memory crosses the target.
 
     Args:
-        config: the run's config (``batch_size``, ``memory_target``, ``memory_budget_gb``, ``precision``).
-        dataset: the training windows (the probes use the first few).
+        plan: the memory plan of the training (:func:`plan_memory`, in :mod:`tgatunet.train.plan`).
         usage: ``micro-batch size -> bytes`` in use now; default :func:`memory_in_use`.
     """
 
-    def __init__(
-        self, config: Config, dataset: WindowDataset, usage: Callable[[int], int] | None = None
-    ) -> None:
-        self.config = config
-        self.dataset = dataset
+    def __init__(self, plan: MemoryPlan, usage: Callable[[int], int] | None = None) -> None:
+        self.plan = plan
         self.usage = usage
-        self.plan: MemoryPlan | None = None
         self._acted_at = 0  # CPU: the reading when the size was last lowered
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        device = pl_module.device
-        step_context = trainer.precision_plugin.train_step_context
-        self.plan = plan_memory(pl_module, self.dataset, self.config, device, step_context)
-        pl_module.micro_batches = MicroBatches(self.plan.micro_batch_size, recover_out_of_memory=True)
         if self.usage is None:
-            plan, planned_rss = self.plan, psutil.Process(os.getpid()).memory_info().rss
+            device, plan, planned_rss = pl_module.device, self.plan, psutil.Process(os.getpid()).memory_info().rss
             self.usage = lambda size: memory_in_use(device, plan, size, planned_rss)
         p = self.plan
         log.info(
             "memory optimizer: micro-batches of %d of the %d windows per step (budget %.2f GB from %s, "
             "target %.0f%%, predicted peak %.2f GB = %.3f GB fixed + %.2f MB per window)",
-            p.micro_batch_size,
-            p.batch_size,
-            p.budget / GB,
-            p.budget_from,
-            100 * p.target,
-            p.model.peak(p.micro_batch_size) / GB,
-            p.fixed / GB,
-            p.per_window / 2**20,
+            p.micro_batch_size, p.batch_size, p.budget / GB, p.budget_from, 100 * p.target,
+            p.model.peak(p.micro_batch_size) / GB, p.fixed / GB, p.per_window / 2**20,
         )
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
-    ) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
         micro: MicroBatches = pl_module.micro_batches
         current = min(micro.size or len(batch["index"]), len(batch["index"]))
         pl_module.log("memory/micro_batch_size", float(current), on_step=True, on_epoch=False)
@@ -318,13 +283,8 @@ class MemoryOptimizer(pl.Callback):
         per_window = max(used - self.plan.fixed, 1.0) / current
         fits = math.floor((self.plan.limit - self.plan.fixed) / per_window)
         micro.lower(current, min(current - 1, max(current // 2, fits)), trainer.global_step, "memory_target")
-        log.warning(
-            "memory in use %.2f GB crossed the target %.2f GB: micro-batches lowered from %d to %d windows",
-            used / GB,
-            self.plan.limit / GB,
-            current,
-            micro.size,
-        )
+        log.warning("memory in use %.2f GB crossed the target %.2f GB: micro-batches lowered from %d to %d windows",
+                    used / GB, self.plan.limit / GB, current, micro.size)
         if pl_module.device.type == "cuda":
             torch.cuda.empty_cache()  # reserved memory now shows the new, smaller working set
         else:
@@ -334,7 +294,7 @@ class MemoryOptimizer(pl.Callback):
         """The plan and what happened during training, for ``metrics.json``."""
         return {
             "enabled": True,
-            "plan": self.plan.summary() if self.plan else None,
+            "plan": self.plan.summary(),
             **pl_module.micro_batches.summary(),
         }
 

@@ -69,13 +69,8 @@ class MicroBatches:
         self.changes.append(SizeChange(step, reason, current, self.size))
 
     def accumulate(
-        self,
-        batch_size: int,
-        contribution: Callable[[slice], dict[str, torch.Tensor]],
-        backward: Callable[[torch.Tensor], None],
-        reset: Callable[[], None],
-        step: int,
-        hold_sync: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+        self, batch_size: int, contribution: Callable[[slice], dict[str, torch.Tensor]], backward: Callable[[torch.Tensor], None],
+        reset: Callable[[], None], step: int, hold_sync: Callable[[], AbstractContextManager] = contextlib.nullcontext,
     ) -> dict[str, torch.Tensor]:
         """Run one step over ``batch_size`` windows; returns the sum of the micro-batches' contributions.
 
@@ -111,20 +106,13 @@ class MicroBatches:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             self.lower(size, size // 2, step, "out_of_memory")
-            log.warning(
-                "out of memory at step %d with micro-batches of %d windows: retrying the step with %d",
-                step,
-                size,
-                self.size,
-            )
+            log.warning("out of memory at step %d with micro-batches of %d windows: retrying the step with %d",
+                        step, size, self.size)
 
     @staticmethod
     def _run(
-        batch_size: int,
-        size: int,
-        contribution: Callable[[slice], dict[str, torch.Tensor]],
-        backward: Callable[[torch.Tensor], None],
-        hold_sync: Callable[[], AbstractContextManager],
+        batch_size: int, size: int, contribution: Callable[[slice], dict[str, torch.Tensor]],
+        backward: Callable[[torch.Tensor], None], hold_sync: Callable[[], AbstractContextManager],
     ) -> dict[str, torch.Tensor]:
         totals: dict[str, torch.Tensor] = {}
         starts = range(0, batch_size, size)

@@ -13,21 +13,20 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from tgatunet.config import Config, config_from_dict
 from tgatunet.data.resident import DeviceWindows
-from tgatunet.graph.cache import GraphCache
-from tgatunet.hardware import training_device
+from tgatunet.infer.trained import predict_in_batches
 from tgatunet.graph.knn import KnnGraph
 from tgatunet.model.compile import CompiledOrEager
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
 from tgatunet.train.learning_rate import LearningRate
 from tgatunet.train.micro_batch import MicroBatches
-from tgatunet.train.objective import classification_loss, masked_loss, sample_inputs
+from tgatunet.train.objective import classification_loss, masked_loss, run_inputs, validation_inputs
 
 
 class TGATUNetModule(pl.LightningModule):
     """Wraps the T-GAT-UNet with its objective and optimiser.
 
     Training uses Lightning's manual optimisation, because a step may run as several
-    micro-batches (:class:`~tgatunet.train.micro_batch.MicroBatches`, set by the memory
+    micro-batches (:class:`~tgatunet.train.micro_batch.MicroBatches`, sized by the memory
     optimizer), which automatic optimisation cannot express: it zeroes the gradients between
     ``training_step`` and the backward pass. What Lightning does itself in automatic mode,
     gradient clipping and the per-epoch learning-rate schedule, is therefore done here.
@@ -37,32 +36,34 @@ class TGATUNetModule(pl.LightningModule):
         channels: channel names, in model order.
         class_names: class names, in logit order.
         need_patterns: ``[P][C]`` bool channel sets that some source needs; training hides them.
+        device_kind: the training device's kind (``cuda``: compile with CUDA graphs).
+        micro_batches: the step's micro-batches (the plan's, :mod:`tgatunet.train.plan`; default whole batches).
+        resident: the training windows kept on the device; batches then carry indices only.
 
     With ``graph_type: knn`` each batch's graph is built from what the model sees,
-    ``observed & ~hidden``, so no hidden value shapes it. A trained run that predicts may
-    set ``graph_cache`` to read the graphs of inputs seen before from disk.
+    ``observed & ~hidden``, so no hidden value shapes it. Applying a trained run does not go
+    through this module (:mod:`tgatunet.infer.trained`).
     """
 
     def __init__(
-        self, config: dict[str, Any], channels: list[str], class_names: list[str], need_patterns: list[list[bool]]
+        self, config: dict[str, Any], channels: list[str], class_names: list[str], need_patterns: list[list[bool]],
+        device_kind: str = "cpu", micro_batches: MicroBatches | None = None, resident: DeviceWindows | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters("config", "channels", "class_names", "need_patterns")
         self.config: Config = config_from_dict(config, origin="checkpoint")
         self.model = TGATUNet(ModelSpec.from_config(self.config, len(channels), len(class_names)))
         self.compiled = None
         if self.config.performance.compile:
-            cuda = training_device(self.config.performance.accelerator).kind == "cuda"
-            self.compiled = CompiledOrEager(self.model, mode="reduce-overhead" if cuda else None)
+            self.compiled = CompiledOrEager(self.model, mode="reduce-overhead" if device_kind == "cuda" else None)
         self.register_buffer(
             "patterns", torch.tensor(need_patterns, dtype=torch.bool).reshape(-1, len(channels)), persistent=False
         )
         self.automatic_optimization = False
-        self.micro_batches = MicroBatches()
+        self.micro_batches = micro_batches or MicroBatches()
         self.knn = KnnGraph.from_config(self.config) if self.config.model.graph_type == "knn" else None
         self.learning_rate = LearningRate(self.config.training.lr)
-        self.graph_cache: GraphCache | None = None
-        self.resident: DeviceWindows | None = None  # training windows kept on the device (set by the trainer's caller)
+        self.resident = resident
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
         if "values" not in batch and self.resident is not None:  # an index batch: gather the windows here
@@ -70,30 +71,18 @@ class TGATUNetModule(pl.LightningModule):
         return batch
 
     def neighbors(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The batch's full-resolution graph (None: temporal), from the graph cache when predicting with one."""
-        if self.knn is None:
-            return None
-        if self.graph_cache is not None and not self.training:
-            return self.graph_cache.get(values, visible)
-        return self.knn.build(values, visible)
+        """The batch's full-resolution graph (None: temporal)."""
+        return None if self.knn is None else self.knn.build(values, visible)
 
     def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``recon [B, T, C]`` and ``logits [B, classes]`` of ``values, visible [B, T, C]``."""
         return (self.compiled or self.model)(values, visible, self.neighbors(values, visible))
 
-    @torch.inference_mode()
     def predict_windows(
         self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Outputs for many windows ``values, visible [W, T, C]``: ``recon [W, T, C]``, ``logits [W, classes]`` (numpy)."""
-        recon, logits = [], []
-        for lo in range(0, len(values), batch_size):
-            r, lg = self(values[lo : lo + batch_size].to(self.device), visible[lo : lo + batch_size].to(self.device))
-            recon.append(r.float().cpu())
-            logits.append(lg.float().cpu())
-        if not recon:
-            return np.zeros((0, *values.shape[1:]), np.float32), np.zeros((0, self.model.spec.num_classes), np.float32)
-        return torch.cat(recon).numpy(), torch.cat(logits).numpy()
+        """``recon [W, T, C]``, ``logits [W, classes]`` (numpy) of many windows, as a trained run predicts them."""
+        return predict_in_batches(self, values, visible, batch_size, self.device, self.model.spec.num_classes)
 
     def inputs(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
@@ -102,10 +91,7 @@ class TGATUNetModule(pl.LightningModule):
 
         Values completed by the dynamic need update (``batch["filled"]``) may be shown, never targets.
         """
-        t = self.config.training
-        probs = t.mask_pattern_prob, t.mask_channel_prob, t.mask_step_prob
-        return sample_inputs(batch["observed"], batch.get("filled"), self.patterns, *probs, generator,
-                             t.mask_gap_prob, t.mask_gap_max)
+        return run_inputs(batch["observed"], batch.get("filled"), self.patterns, self.config.training, generator)
 
     def losses(
         self, batch: dict[str, torch.Tensor], visible: torch.Tensor, targets: torch.Tensor, rows: slice = slice(None)
@@ -200,15 +186,9 @@ class TGATUNetModule(pl.LightningModule):
         if "val/mae" in self.trainer.callback_metrics and not self.trainer.sanity_checking:
             self.learning_rate.observe(float(self.trainer.callback_metrics["val/mae"]))
 
-    def validation_inputs(self, batch: dict[str, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`inputs` of validation batch ``batch_idx``: the same hidden values every epoch, so validation
-        losses are comparable (and the SAITS peer is selected on the same values, :mod:`tgatunet.apply.saits`)."""
-        generator = torch.Generator(device=batch["observed"].device).manual_seed(
-            self.config.training.seed * 100_003 + batch_idx)
-        return self.inputs(batch, generator)
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        visible, targets = self.validation_inputs(batch, batch_idx)
+        visible, targets = validation_inputs(
+            batch["observed"], batch.get("filled"), self.patterns, self.config.training, batch_idx)
         self._log_losses("val", self.losses(batch, visible, targets), batch, hidden=int(targets.sum()))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

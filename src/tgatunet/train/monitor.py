@@ -79,9 +79,7 @@ class ResourceMonitor(pl.Callback):
                     log.info("GPU utilisation is not monitored (%s); install it with: pip install tgatunet[gpu]", err)
         return figures
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
-    ) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
         self._batches += 1
         if (self._batches - 1) % self.every_n_steps:
             return

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,98 +18,40 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from tgatunet.config import Config, load_config
-from tgatunet.data.store_windows import window_dataset
+from tgatunet.data.resident import DeviceWindows
 from tgatunet.data.training_inputs import TrainingInputs
-from tgatunet.errors import ConfigError, RunError
+from tgatunet.errors import ConfigError, RunError, TrainingInterrupted
 from tgatunet.hardware import training_device
+from tgatunet.infer.rundir import RunDir
 from tgatunet.plots import plot_loss_curves
-from tgatunet.train.batch_search import BatchChoice, search_batch
+from tgatunet.train.batch_search import BatchChoice
 from tgatunet.train.callbacks import ProgressBar, ThroughputMonitor
 from tgatunet.train.checkpoint_io import AtomicCheckpointIO
 from tgatunet.train.csv_log import ContinuedCSVLogger
 from tgatunet.train.leakage_guard import LeakageGuard
-from tgatunet.train.loaders import make_loader, resident_windows
-from tgatunet.train.memory_optimizer import MemoryOptimizer, MemoryPlan, plan_memory
+from tgatunet.train.loaders import make_loader
+from tgatunet.train.memory_optimizer import MemoryOptimizer, MemoryPlan
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.need_update import NeedUpdate
-from tgatunet.train.prepare import (
-    Data,
-    check_checkpoint,
-    check_trainable,
-    load_data,
-    prepare_run_dir,
-    protected_paths,
-    window_counts,
+from tgatunet.train.plan import (
+    TrainingPlan, build_module, lightning_accelerator, measure_batch, measure_memory, precision_ran, resolve_plan,
 )
-from tgatunet.train.processes import choose_processes, cpu_cores
-from tgatunet.train.rundir import RunDir
+from tgatunet.train.prepare import (
+    Data, check_checkpoint, check_trainable, load_data, prepare_run_dir, protected_paths, window_counts,
+)
 from tgatunet.train.stopping import training_ending
 
 log = logging.getLogger(__name__)
-
-# The choices of batch_size: auto and devices: auto, for the DDP processes Lightning launches.
-BATCH_ENV, PROCESS_ENV = "TGATUNET_BATCH_SEARCH", "TGATUNET_PROCESSES"
-
-
-def build_module(config: Config, data: Data) -> TGATUNetModule:
-    return TGATUNetModule(
-        config=config.flat(),
-        channels=data.channels,
-        class_names=data.class_names,
-        need_patterns=data.need_patterns().tolist(),
-    )
-
-
-def _decided(run: RunDir, key: str, env: str) -> Any:
-    """A choice made once for the run: in ``data.json`` (a resumed run), or inherited (a launched DDP process)."""
-    saved = run.read_data()[2].get(key) if run.data_path.is_file() else None
-    inherited = json.loads(os.environ.get(env, "{}"))
-    return saved if saved is not None else inherited.get("choice") if inherited.get("run") == str(run.root.resolve()) else None
-
-
-def _record(run: RunDir, key: str, env: str, choice: Any, writer: bool) -> None:
-    if writer and run.read_data()[2].get(key) is None:
-        run.write_data({**run.read_data()[2], key: choice})
-    os.environ[env] = json.dumps({"run": str(run.root.resolve()), "choice": choice})
-
-
-def resolve_processes(config: Config, data: Data, run: RunDir, writer: bool) -> tuple[Config, dict | None]:
-    """``devices: auto`` on a CPU: the measured faster of one process of N threads and N processes of one."""
-    perf = config.performance
-    if perf.devices != "auto" or training_device(perf.accelerator).kind != "cpu":
-        return config, None
-    choice = _decided(run, "processes", PROCESS_ENV)
-    if choice is None:
-        cores = cpu_cores()
-        if cores < 2 or not writer:
-            return config.with_keys(devices=1), None
-        batch = window_dataset(data, "train").__getitems__(list(range(min(len(data.windows["train"]), config.training.batch_size))))
-        choice = choose_processes(build_module(config, data), batch, cores)
-    _record(run, "processes", PROCESS_ENV, choice, writer)
-    torch.set_num_threads(choice["threads_per_process"])
-    n = choice["processes"]
-    keys = {"devices": n, "strategy": "ddp" if n > 1 else "auto", "accelerator": "cpu"}
-    return config.with_keys(**keys, lr=config.training.lr * math.sqrt(n)), choice
-
 
 def plan_for_config(config: Config) -> tuple[MemoryPlan, BatchChoice | None]:
     """What training would choose for ``config`` on this machine (``tgatunet hardware --config``): the batch of
     ``batch_size: auto`` and the memory optimizer's micro-batch, measured on the training device as training would."""
     data = load_data(config)
-    device = training_device(config.performance.accelerator).torch_device
-    choice = None
-    if config.training.batch_size == "auto":
-        probe = config.with_keys(batch_size=16)
-        choice = search_batch(build_module(probe, data).to(device), window_dataset(data, "train"), probe, device,
-                              max(16, data.epoch_windows // 4))
-        config = config.with_keys(batch_size=choice.batch_size, lr=choice.lr)
-    module = build_module(config, data).to(device)
-    return plan_memory(module, window_dataset(data, "train"), config, device), choice
-
-
-def _accelerator(config: Config) -> str:
-    return "gpu" if config.performance.accelerator == "cuda" else config.performance.accelerator
+    device = training_device(config.performance.accelerator)
+    choice = measure_batch(config, data, device) if config.training.batch_size == "auto" else None
+    config = config.with_keys(batch_size=choice.batch_size, lr=choice.lr) if choice else config
+    return measure_memory(config, data, device, precision_ran(config.performance.precision, device.kind)), choice
 
 
 def quiet_trainer(config: Config, callbacks: Sequence[pl.Callback] = (), **limits: Any) -> pl.Trainer:
@@ -120,9 +60,9 @@ def quiet_trainer(config: Config, callbacks: Sequence[pl.Callback] = (), **limit
     ``limits`` are Trainer stopping arguments (``max_epochs``, ``max_steps``, ``limit_val_batches``).
     """
     return pl.Trainer(
-        accelerator=_accelerator(config), devices=1, precision=config.performance.precision, callbacks=list(callbacks),
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, **limits,
+        accelerator=lightning_accelerator(config.performance.accelerator), devices=1,
+        precision=config.performance.precision, callbacks=list(callbacks), logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **limits,
     )
 
 
@@ -140,38 +80,15 @@ def training_budget(config: Config, data: Data) -> dict[str, Any]:
     return {"max_epochs": -1, "max_steps": max(1, t.max_windows // t.batch_size), "check_val_every_n_epoch": every}
 
 
-def resolve_batch_size(config: Config, data: Data, run: RunDir, writer: bool) -> tuple[Config, BatchChoice | None]:
-    """``config`` with ``batch_size: auto`` replaced by the measured batch and its learning rate.
-
-    The choice is made once: a resumed run, and the other processes of a DDP training that
-    Lightning launches, reuse it (``data.json``, and the environment the processes inherit).
-    """
-    if config.training.batch_size != "auto":
-        return config, None
-    saved = _decided(run, "batch_search", BATCH_ENV)
-    if saved is None:
-        if not writer:
-            raise RunError("batch_size: auto is measured by the first process: start the training with Lightning's "
-                           "launcher (devices in the config), or set batch_size to a number for torchrun or SLURM.")
-        probe_config = config.with_keys(batch_size=16)
-        device = training_device(config.performance.accelerator).torch_device
-        # At most a quarter of an epoch's windows: a batch that is most of the data leaves too few steps to learn in.
-        module = build_module(probe_config, data).to(device)
-        saved = search_batch(module, window_dataset(data, "train"), probe_config, device, max(16, data.epoch_windows // 4)).summary()
-    _record(run, "batch_search", BATCH_ENV, saved, writer)
-    choice = BatchChoice(**saved)
-    return config.with_keys(batch_size=choice.batch_size, lr=choice.lr), choice
-
-
 def _make_trainer(
-    config: Config, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool, resumed_step: int | None,
-    budget: dict[str, Any],
+    config: Config, plan: TrainingPlan, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool,
+    resumed_step: int | None, budget: dict[str, Any],
 ) -> pl.Trainer:
     perf = config.performance
     try:
         return pl.Trainer(
-            **budget, accelerator=_accelerator(config), devices=perf.devices,
-            num_nodes=perf.num_nodes, strategy=perf.strategy, precision=perf.precision, deterministic="warn",
+            **budget, accelerator=plan.accelerator, devices=plan.processes,
+            num_nodes=perf.num_nodes, strategy=plan.strategy, precision=perf.precision, deterministic="warn",
             callbacks=callbacks,
             logger=[
                 TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
@@ -186,54 +103,43 @@ def _make_trainer(
         )
     except (MisconfigurationException, ValueError) as err:
         raise ConfigError(
-            f"accelerator '{perf.accelerator}', devices {perf.devices!r}, num_nodes {perf.num_nodes}, "
-            f"strategy '{perf.strategy}': Lightning cannot train with these: {err}"
+            f"accelerator '{perf.accelerator}', devices {plan.processes!r}, num_nodes {perf.num_nodes}, "
+            f"strategy '{plan.strategy}': Lightning cannot train with these: {err}"
         ) from None
 
 
 @dataclass
 class _Callbacks:
-    """The callbacks of one training whose figures go to ``metrics.json``."""
+    """The callbacks of one training whose figures go to ``metrics.json``, all made before the Trainer."""
 
+    plan: TrainingPlan
     best: ModelCheckpoint
     stop: EarlyStopping
     throughput: ThroughputMonitor
     resources: ResourceMonitor
-    guard: LeakageGuard | None = None
-    need_update: NeedUpdate | None = None
-    memory: MemoryOptimizer | None = None
-    batch_choice: BatchChoice | None = None
-    process_choice: dict | None = None
+    guard: LeakageGuard | None  # only the first process records it
+    need_update: NeedUpdate | None
+    memory: MemoryOptimizer | None
 
     @classmethod
-    def before_data(cls, config: Config, run: RunDir) -> _Callbacks:
+    def make(cls, config: Config, run: RunDir, data: Data, plan: TrainingPlan, writer: bool) -> _Callbacks:
         best = ModelCheckpoint(
             dirpath=run.checkpoints, filename="best", monitor="val/mae", mode="min", enable_version_counter=False
         )
         # Selected and stopped by the completion error on the validation windows, the task that is scored.
-        stop = EarlyStopping(monitor="val/mae", mode="min", patience=config.training.patience)
-        return cls(best, stop, ThroughputMonitor(), ResourceMonitor(target=config.performance.memory_target))
+        t = config.training
+        stop = EarlyStopping(monitor="val/mae", mode="min", patience=t.patience)
+        update = NeedUpdate(TrainingInputs(data), t.need_update_every, t.need_update_start, t.batch_size) if t.dynamic_need_update else None
+        return cls(plan, best, stop, ThroughputMonitor(), ResourceMonitor(target=config.performance.memory_target),
+                   LeakageGuard(data) if writer else None, update, MemoryOptimizer(plan.memory) if plan.memory else None)
 
-    def trainer_callbacks(self, config: Config, run: RunDir, extra: Sequence[pl.Callback], progress_bar: bool) -> list:
+    def trainer_callbacks(self, run: RunDir, extra: Sequence[pl.Callback], progress_bar: bool) -> list:
+        """Ours, then the caller's (which see each epoch's inputs as training will), then the bar."""
         # A second checkpoint without a monitor: Lightning's save_last only writes when "best" improved,
         # but resuming needs the end of every epoch.
         latest = ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
-        return [self.best, latest, self.stop, self.throughput, self.resources, *extra, *([ProgressBar()] if progress_bar else [])]
-
-    def add_data_callbacks(self, trainer: pl.Trainer, config: Config, data: Data) -> TrainingInputs | None:
-        """The callbacks that need the data, placed ahead of the caller's (which then see each epoch's inputs as
-        training will); returns the need update's input buffer, if any. Only rank 0 records the guard."""
-        self.guard = LeakageGuard(data) if trainer.is_global_zero else None
-        inputs = None
-        if config.training.dynamic_need_update:
-            t = config.training
-            inputs = TrainingInputs(data)
-            self.need_update = NeedUpdate(inputs, t.need_update_every, t.need_update_start, t.batch_size)
-        if config.performance.use_memory_optimizer:
-            self.memory = MemoryOptimizer(config, window_dataset(data, "train"))
-        at = trainer.callbacks.index(self.resources) + 1
-        trainer.callbacks[at:at] = [c for c in (self.guard, self.need_update, self.memory) if c is not None]
-        return inputs
+        ours = [self.best, latest, self.stop, self.throughput, self.resources, self.guard, self.need_update, self.memory]
+        return [c for c in ours if c is not None] + [*extra, *([ProgressBar()] if progress_bar else [])]
 
     def write_metrics(self, run: RunDir, trainer: pl.Trainer, module: TGATUNetModule, config: Config, data: Data) -> None:
         best = self.best.best_model_score
@@ -247,14 +153,14 @@ class _Callbacks:
             "windows": window_counts(data),
             "parameters": sum(p.numel() for p in module.model.parameters()),
             "device": str(trainer.strategy.root_device),
-            "precision": _precision_ran(trainer),  # what ran: Lightning runs 16-mixed as bf16-mixed on a CPU
+            "precision": self.plan.precision,  # what ran: Lightning runs 16-mixed as bf16-mixed on a CPU
             "batch_size": config.training.batch_size,
             "micro_batch_size": module.micro_batches.size or config.training.batch_size,
             **({"need_update": self.need_update.summary()} if self.need_update is not None else {}),
-            **({"batch_search": self.batch_choice.summary()} if self.batch_choice is not None else {}),
+            **({"batch_search": self.plan.batch_search} if self.plan.batch_search is not None else {}),
             "processes": trainer.world_size,
             "threads_per_process": torch.get_num_threads(),
-            **({"process_choice": self.process_choice} if self.process_choice is not None else {}),
+            **({"process_choice": self.plan.process_choice} if self.plan.process_choice is not None else {}),
         })
         run.update_metrics("leakage_guard", self.guard.summary())
         optimizer = self.memory.summary(module) if self.memory else {"enabled": False}
@@ -265,10 +171,6 @@ class _Callbacks:
         t = config.training
         return training_ending(self.stop.stopped_epoch > 0, int(self.stop.wait_count), t.patience, t.epochs == "auto",
                                trainer.global_step * t.batch_size)
-
-
-class TrainingInterrupted(RunError):
-    """Training was stopped (Ctrl+C); the message says where it can continue from."""
 
 
 def train(
@@ -304,24 +206,25 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
     # Under DDP every process runs this function; only global rank 0 checks and writes the run directory.
     writer = rank_zero_only.rank == 0
     config, data = prepare_run_dir(run, config, resume, overwrite, writer, protected_paths(config, config_file), allow_changed_data)
-    config, batch_choice = resolve_batch_size(config, data, run, writer)
-    config, process_choice = resolve_processes(config, data, run, writer)
-    ours = _Callbacks.before_data(config, run)
-    ours.batch_choice, ours.process_choice = batch_choice, process_choice
+    plan = resolve_plan(config, data, run, writer)
+    config = plan.training_config(config)
+    if plan.threads_per_process is not None:
+        torch.set_num_threads(plan.threads_per_process)
+    ours = _Callbacks.make(config, run, data, plan, writer)
     resumed_step = _checkpoint_step(run.last_checkpoint) if resume and run.last_checkpoint.is_file() else None
-    callbacks = ours.trainer_callbacks(config, run, callbacks, progress_bar)
-    trainer = _make_trainer(config, run, callbacks, progress_bar, resumed_step, training_budget(config, data))
+    callbacks = ours.trainer_callbacks(run, callbacks, progress_bar)
+    trainer = _make_trainer(config, plan, run, callbacks, progress_bar, resumed_step, training_budget(config, data))
     check_trainable(data, trainer.world_size)
-    inputs = ours.add_data_callbacks(trainer, config, data)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
-    module = build_module(config, data)
-    module.resident = resident_windows(config, data, inputs)
+    resident = DeviceWindows(data, torch.device(plan.device)) if plan.resident else None
+    module = build_module(config, data, plan.device_kind, micro_batches=plan.micro_batches(), resident=resident)
     shard = (trainer.world_size, trainer.global_rank) if trainer.world_size > 1 else None
+    cuda, inputs = plan.device_kind == "cuda", ours.need_update.inputs if ours.need_update else None
     try:
         trainer.fit(
             module,
-            train_dataloaders=make_loader(data, "train", config, True, shard, inputs, resident=module.resident is not None),
-            val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard),
+            train_dataloaders=make_loader(data, "train", config, True, shard, inputs, resident is not None, cuda),
+            val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard, cuda=cuda),
             ckpt_path=str(run.last_checkpoint) if resume else None,
         )
     except SystemExit:  # Lightning's answer to Ctrl+C, after its own clean-up
@@ -332,9 +235,9 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
             f"training interrupted at epoch {trainer.current_epoch}; the last checkpoint is {where}. Continue with: "
             f"tgatunet train --config {config_file or 'CONFIG'} --run-dir {run.root} --resume (in Python resume=True)."
         ) from None
-    if _precision_ran(trainer) != config.performance.precision:
+    if plan.precision != config.performance.precision:
         log.warning("precision %s is not available on %s: trained with %s (recorded in metrics.json).",
-                    config.performance.precision, trainer.strategy.root_device, _precision_ran(trainer))
+                    config.performance.precision, trainer.strategy.root_device, plan.precision)
     if trainer.is_global_zero:
         ours.write_metrics(run, trainer, module, config, data)
         plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
@@ -344,11 +247,6 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
 def _metric(trainer: pl.Trainer, key: str) -> float | None:
     value = trainer.callback_metrics.get(key)
     return None if value is None else float(value)
-
-
-def _precision_ran(trainer: pl.Trainer) -> str:
-    """The precision Lightning trained with, in the config's spelling (its "32-true" is the config's "32")."""
-    return "32" if trainer.precision == "32-true" else str(trainer.precision)
 
 
 def _checkpoint_step(path: Path) -> int:
