@@ -219,9 +219,7 @@ def recommended_yaml(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_bench(
-    config_path: str | Path, out: str | Path, steps: int = 12, on_progress: Callable[[str], None] | None = None
-) -> BenchReport:
+def run_bench(config_path: str | Path, out: str | Path, steps: int = 12, on_progress: Callable[[str], None] | None = None) -> BenchReport:
     """Measure ``config_path`` on this machine and write ``OUT/bench.json`` and ``OUT/recommended.yaml``."""
     start = time.perf_counter()
     progress = on_progress or (lambda message: None)

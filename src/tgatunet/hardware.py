@@ -63,12 +63,7 @@ def detect_hardware(gpu_free_memory: bool = True) -> Hardware:
             else:
                 free, total = None, int(torch.cuda.get_device_properties(i).total_memory)
             gpus.append(DeviceMemory("cuda", i, torch.cuda.get_device_name(i), total, free))
-    return Hardware(
-        cpu_cores=os.cpu_count() or 1,
-        ram=ram,
-        gpus=tuple(gpus),
-        mps=bool(torch.backends.mps.is_available()),
-    )
+    return Hardware(cpu_cores=os.cpu_count() or 1, ram=ram, gpus=tuple(gpus), mps=bool(torch.backends.mps.is_available()))
 
 
 def training_device(accelerator: str, hardware: Hardware | None = None) -> DeviceMemory:

@@ -262,12 +262,9 @@ class MemoryOptimizer(pl.Callback):
             device, plan, planned_rss = pl_module.device, self.plan, psutil.Process(os.getpid()).memory_info().rss
             self.usage = lambda size: memory_in_use(device, plan, size, planned_rss)
         p = self.plan
-        log.info(
-            "memory optimizer: micro-batches of %d of the %d windows per step (budget %.2f GB from %s, "
-            "target %.0f%%, predicted peak %.2f GB = %.3f GB fixed + %.2f MB per window)",
-            p.micro_batch_size, p.batch_size, p.budget / GB, p.budget_from, 100 * p.target,
-            p.model.peak(p.micro_batch_size) / GB, p.fixed / GB, p.per_window / 2**20,
-        )
+        log.info("memory optimizer: micro-batches of %d of the %d windows per step (budget %.2f GB from %s, target %.0f%%, "
+                 "predicted peak %.2f GB = %.3f GB fixed + %.2f MB per window)", p.micro_batch_size, p.batch_size, p.budget / GB,
+                 p.budget_from, 100 * p.target, p.model.peak(p.micro_batch_size) / GB, p.fixed / GB, p.per_window / 2**20)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
         micro: MicroBatches = pl_module.micro_batches

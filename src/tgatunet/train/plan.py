@@ -81,10 +81,6 @@ def build_module(config: Config, data: Data, device_kind: str | None = None, **t
     )
 
 
-def lightning_accelerator(accelerator: str) -> str:
-    return "gpu" if accelerator == "cuda" else accelerator
-
-
 def precision_ran(precision: str, device_kind: str) -> str:
     """The precision Lightning runs for config key ``precision``: 16-mixed runs as bf16-mixed on a CPU."""
     return "bf16-mixed" if precision == "16-mixed" and device_kind == "cpu" else precision
@@ -153,7 +149,7 @@ def resolve_plan(config: Config, data: Data, run: RunDir, writer: bool) -> Train
     processes = choice["processes"] if choice else 1 if cpu_auto else perf.devices
     precision = precision_ran(perf.precision, device.kind)
     plan = TrainingPlan(
-        device=str(device.torch_device), accelerator="cpu" if choice else lightning_accelerator(perf.accelerator),
+        device=str(device.torch_device), accelerator="cpu" if choice else "gpu" if perf.accelerator == "cuda" else perf.accelerator,
         precision=precision, batch_size=batch_size, lr=lr * math.sqrt(processes) if choice else lr,
         batch_search=search, processes=processes, strategy=("ddp" if processes > 1 else "auto") if choice else perf.strategy,
         threads_per_process=choice["threads_per_process"] if choice else None, process_choice=choice, memory=None,

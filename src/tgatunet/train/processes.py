@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tgatunet.profiling import torch_threads
+
 log = logging.getLogger(__name__)
 
 STEPS = 6
@@ -69,12 +71,8 @@ def _free_port() -> int:
 
 def choose_processes(module: Any, batch: dict[str, torch.Tensor], cores: int) -> dict[str, Any]:
     """``{processes, threads_per_process, windows_per_second: {...}}`` for a batch of ``batch``'s windows."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(cores)
-    try:
+    with torch_threads(cores):
         one = len(batch["values"]) * STEPS / _steps(module, batch, STEPS, 1)
-    finally:
-        torch.set_num_threads(before)
     context = mp.get_context("spawn")
     queue = context.SimpleQueue()
     port = _free_port()

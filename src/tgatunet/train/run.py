@@ -35,7 +35,7 @@ from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.need_update import NeedUpdate
 from tgatunet.train.plan import (
-    TrainingPlan, build_module, lightning_accelerator, measure_batch, measure_memory, precision_ran, resolve_plan,
+    TrainingPlan, build_module, measure_batch, measure_memory, precision_ran, resolve_plan,
 )
 from tgatunet.train.prepare import (
     Data, check_checkpoint, check_trainable, load_data, prepare_run_dir, protected_paths, window_counts,
@@ -43,6 +43,7 @@ from tgatunet.train.prepare import (
 from tgatunet.train.stopping import training_ending
 
 log = logging.getLogger(__name__)
+
 
 def plan_for_config(config: Config) -> tuple[MemoryPlan, BatchChoice | None]:
     """What training would choose for ``config`` on this machine (``tgatunet hardware --config``): the batch of
@@ -60,7 +61,7 @@ def quiet_trainer(config: Config, callbacks: Sequence[pl.Callback] = (), **limit
     ``limits`` are Trainer stopping arguments (``max_epochs``, ``max_steps``, ``limit_val_batches``).
     """
     return pl.Trainer(
-        accelerator=lightning_accelerator(config.performance.accelerator), devices=1,
+        accelerator="gpu" if config.performance.accelerator == "cuda" else config.performance.accelerator, devices=1,
         precision=config.performance.precision, callbacks=list(callbacks), logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **limits,
     )
