@@ -68,9 +68,29 @@ def test_a_launched_process_reads_the_plan_the_first_process_wrote(dataset, tmp_
     run = RunDir(tmp_path / "run")
     first = resolve_plan(config, data, run, writer=True)
     assert first.memory is not None and first.micro_batches().size == first.memory.micro_batch_size
+    monkeypatch.setattr(plan_module.os, "getppid", os.getpid)  # as if this process had been launched by the first
     monkeypatch.setattr(plan_module, "training_device", _no_measuring)
     monkeypatch.setattr(plan_module, "plan_memory", _no_measuring)
     assert resolve_plan(config, data, run, writer=False) == first
+
+
+def test_ddp_processes_launched_by_lightning_train_with_the_first_process_batch_search(dataset, tmp_path):
+    from test_distributed import _ddp_run
+
+    cfg = {**dataset["config"], "accelerator": "cpu", "devices": 2, "strategy": "ddp", "batch_size": "auto", "epochs": 1,
+           "run_dir": str(tmp_path / "ddp")}
+    run, ranks = _ddp_run(dataset, tmp_path, cfg)  # the second process would refuse to measure batch_size: auto itself
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert read_plan(run).batch_search["batch_size"] == run.read_metrics()["train"]["batch_size"]
+
+
+def test_a_plan_left_by_an_earlier_start_is_not_taken_by_an_unrelated_process(dataset, tmp_path):
+    config = config_from_dict(dataset["config"])
+    data = prepare_data(config)
+    run = RunDir(tmp_path / "run")
+    resolve_plan(config, data, run, writer=True)  # written by this process, which launched nothing
+    other = resolve_plan(config.with_keys(batch_size=4), data, run, writer=False)  # e.g. a torchrun rank
+    assert other.batch_size == 4 and read_plan(run).batch_size == config.training.batch_size
 
 
 def test_no_process_without_a_plan_measures_batch_size_auto(dataset, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -53,6 +54,7 @@ class TrainingPlan:
     memory: MemoryPlan | None  # the memory optimizer's plan and micro-batch (None: whole batches)
     resident: bool  # the training windows are kept on the GPU
     compile: bool
+    pid: int = 0  # the process that resolved it: the processes it launches (DDP) read it
 
     @property
     def device_kind(self) -> str:
@@ -136,9 +138,10 @@ def _processes(config: Config, data: Data, batch_size: int, saved: TrainingPlan 
 
 def resolve_plan(config: Config, data: Data, run: RunDir, writer: bool) -> TrainingPlan:
     """The plan of this training. The first process (``writer``) resolves it, reusing the measured choices of
-    the run's ``plan.json`` (a resumed run), and writes it; a process Lightning launched reads that file."""
+    the run's ``plan.json`` (a resumed run), and writes it; the processes it launches (Lightning's DDP) read that
+    file; others (torchrun, SLURM) resolve their own, measuring nothing."""
     saved = read_plan(run)
-    if saved is not None and not writer:
+    if saved is not None and not writer and saved.pid == os.getppid():  # launched by the first process (Lightning)
         return saved
     perf, t = config.performance, config.training
     device = training_device(perf.accelerator)
@@ -153,7 +156,7 @@ def resolve_plan(config: Config, data: Data, run: RunDir, writer: bool) -> Train
         precision=precision, batch_size=batch_size, lr=lr * math.sqrt(processes) if choice else lr,
         batch_search=search, processes=processes, strategy=("ddp" if processes > 1 else "auto") if choice else perf.strategy,
         threads_per_process=choice["threads_per_process"] if choice else None, process_choice=choice, memory=None,
-        resident=keeps_windows_resident(config, data, device.torch_device), compile=perf.compile,
+        resident=keeps_windows_resident(config, data, device.torch_device), compile=perf.compile, pid=os.getpid(),
     )
     if perf.use_memory_optimizer:
         plan = replace(plan, memory=measure_memory(plan.training_config(config), data, device, precision))
