@@ -1,5 +1,5 @@
 # make run : create .venv, install, train + evaluate + complete on the bundled BasicMotions data
-# make test: create .venv, install, run the whole test suite
+# make test: create .venv, install, lint (ruff, settings in pyproject.toml), run the whole test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -25,6 +25,7 @@ run: $(STAMP)
 	$(VENV)/bin/tgatunet complete --run $(RUN_DIR)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 clean:

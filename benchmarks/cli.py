@@ -247,7 +247,7 @@ def quality(
 ) -> None:
     """Completion (need, gaps, points) and accuracy on real recordings of unseen people, against SAITS trained both
     ways; mean ± std over seeds, training times (needs PyPOTS: pip install "tgatunet\\[baselines]")."""
-    from tgatunet.apply.saits import INSTALL, available
+    from tgatunet.evaluate.saits import INSTALL, available
 
     from benchmarks.quality.datasets import DATASETS
     from benchmarks.quality.run import run_quality

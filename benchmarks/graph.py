@@ -16,7 +16,7 @@ over rounds, per window):
   on one window; ``disk``: :meth:`GraphCache.get` of one window whose entry is on disk (warm:
   written just before, so in the OS page cache, as when a trained run evaluates or completes the
   same windows again). Also ``rebuild_batched`` and ``disk_batched``: a whole batch in one call.
-* **prediction pass**, where the cache is used: ``module.predict_windows`` over every window of
+* **prediction pass**, where the cache is used: ``TrainedModel.predict_windows`` over every window of
   the bundled BasicMotions config with ``graph_type: knn`` (the module as training builds it, in
   eval mode), graph cache off (every graph built) vs on (a warm disk cache, as ``tgatunet cache
   build`` leaves it). Training does not use the cache: it hides fresh random values every step,
@@ -43,6 +43,7 @@ from tgatunet.data.prepared import WindowIndex, prepare_data
 from tgatunet.graph.cache import GraphCache
 from tgatunet.graph.knn import KnnGraph
 from tgatunet.graph.temporal import temporal_neighbors
+from tgatunet.infer.trained import TrainedModel
 from tgatunet.profiling import median_seconds
 
 from benchmarks.results import write_section
@@ -151,20 +152,21 @@ def predict_timings(config_path: Path, rounds: int, work_dir: Path) -> dict[str,
     data = prepare_data(config)
     values, observed = data.gather(WindowIndex.concat(list(data.windows.values())))
     module = new_module(config, data).eval()
+    model = TrainedModel(module.model, module.config, data.channels, data.class_names, module.patterns, data.stats,
+                         module.device, knn=module.knn)
     batch = config.training.batch_size
     warm = GraphCache(KnnGraph.from_config(config), work_dir / "predict_cache", max_disk_bytes=None)
     warm.get(values, observed)  # every window's graph on disk, as `tgatunet cache build` leaves them
 
     def run(cache: GraphCache | None) -> Callable[[], None]:
         def predict() -> None:
-            module.graph_cache = cache
-            module.predict_windows(values, observed, batch_size=batch)
+            model.graph_cache = cache
+            model.predict_windows(values, observed, batch_size=batch)
 
         return predict
 
     cached = GraphCache(KnnGraph.from_config(config), work_dir / "predict_cache", max_disk_bytes=None)
     seconds = interleaved({"off": run(None), "on": run(cached)}, rounds, repeats=1)
-    module.graph_cache = None
     if cached.stats.built:
         raise RuntimeError("prediction benchmark: a lookup missed the warm cache; the timing would be wrong")
     return {

@@ -22,7 +22,7 @@ temporaries count; the parameters, which exist before, do not.
 
 **Completion MAE**: the standard and the lite model are each trained on the bundled BasicMotions
 config for the same number of epochs (early stopping off), then evaluated
-(:func:`tgatunet.apply.evaluate.evaluate_run`) on its test split; ``lite_mae_ratio`` = lite MAE /
+(:func:`tgatunet.evaluate.evaluate.evaluate_run`) on its test split; ``lite_mae_ratio`` = lite MAE /
 standard MAE.
 
 Figures in ``DIR/results.json`` under ``model`` (for ``P`` in medium, high):
@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from tgatunet.apply.evaluate import evaluate_run
+from tgatunet.evaluate.evaluate import evaluate_run
 from tgatunet.config import PRESETS, Config, load_config
 from tgatunet.hardware import training_device
 from tgatunet.train.run import Data, load_data, train

@@ -18,7 +18,7 @@ The setting is :mod:`benchmarks.setting` (medium preset, window_size 128,
   ``steps`` steps built from nothing (module, AdamW, trainer, loader): parameters,
   gradients, optimiser state, batches and activations all count.
 * **inference throughput**: the trained run loaded by
-  :func:`~tgatunet.apply.predict.load_run`; its module's ``predict_windows`` over
+  :func:`~tgatunet.evaluate.trained_run.load_run`; its model's ``predict_windows`` over
   every window of the run's data in batches of the setting's batch size (outputs
   back on the CPU, as ``tgatunet complete`` does); the median time of
   ``repeats`` passes after a warm-up pass (:func:`~tgatunet.profiling.median_seconds`).
@@ -37,14 +37,14 @@ from typing import Any
 
 import torch
 
-from tgatunet.apply.predict import TrainedRun, load_run
+from tgatunet.evaluate.trained_run import TrainedRun, load_run
 from tgatunet.config import load_config
 from tgatunet.data.prepared import WindowIndex, prepare_data
 from tgatunet.hardware import GB
 from tgatunet.profiling import median_seconds, peak_memory_bytes
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.run import train
-from tgatunet.train.rundir import RunDir
+from tgatunet.infer.rundir import RunDir
 
 from benchmarks.memory import measure_training
 from benchmarks.setting import describe
@@ -77,7 +77,7 @@ def inference_throughput(
     """Windows/s and batches/s of ``predict_windows`` over ``values, visible [W, T, C]``, and a resource sample after."""
     batch = trained.config.training.batch_size
     seconds = median_seconds(
-        lambda: trained.module.predict_windows(values, visible, batch), repeats=repeats, warmup=1, device=device
+        lambda: trained.model.predict_windows(values, visible, batch), repeats=repeats, warmup=1, device=device
     )
     sample = ResourceMonitor().sample(device)
     batches = math.ceil(len(values) / batch)
@@ -97,7 +97,7 @@ def peak_inference_bytes(run_dir: Path, values: torch.Tensor, visible: torch.Ten
     """Peak tensor bytes of loading the trained run and running ``values, visible [B, T, C]`` as one batch."""
 
     def load_and_predict() -> None:
-        load_run(RunDir(run_dir), device).module.predict_windows(values, visible, len(values))
+        load_run(RunDir(run_dir), device).model.predict_windows(values, visible, len(values))
 
     return peak_memory_bytes(load_and_predict, device)
 
@@ -123,12 +123,12 @@ INFER_UNITS = {
 METHOD = {
     "train": "tgatunet.train.run.train on synthetic data at the setting; ThroughputMonitor: training batches only "
     "(batch to batch, data loading included, validation not), all epochs",
-    "infer": "apply.predict.load_run + module.predict_windows over every window of the run's data in batches of "
+    "infer": "evaluate.trained_run.load_run + model.predict_windows over every window of the run's data in batches of "
     "batch_size, outputs copied to the CPU; profiling.median_seconds of the passes after a warm-up pass",
     "peak_memory_gb": "profiling.peak_memory_bytes (CPU: every tensor storage followed from creation to release; "
     "CUDA: the allocator's peak). train: a Lightning fit of 2 steps built from nothing "
     "(benchmarks.memory.measure_training: parameters, gradients, AdamW state, batches, activations); "
-    "infer: apply.predict.load_run + predict_windows of one batch (parameters, activations, outputs)",
+    "infer: evaluate.trained_run.load_run + predict_windows of one batch (parameters, activations, outputs)",
     "memory_use_percent": "train: peak of ResourceMonitor's samples during the training run (every 10 steps and at "
     "the end); infer: ResourceMonitor.sample right after the timed inference passes; host_*: the machine's RAM in "
     "use (psutil)",

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tgatunet.apply.complete import complete_run
+from tgatunet.infer.predict import complete_run
 from tgatunet.errors import RunError
 from tgatunet.train.run import train
 
@@ -107,7 +107,7 @@ def test_missing_run_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("length,window,stride,down", [(40, 16, 8, 1), (37, 16, 5, 1), (9, 16, 8, 1), (50, 10, 4, 2)])
 @pytest.mark.parametrize("chunk", [3, 1000])
 def test_the_stream_hands_back_every_row_once_in_order(length, window, stride, down, chunk):
-    from tgatunet.apply.stream import Stream, WindowModel
+    from tgatunet.infer.stream import Stream, WindowModel
     from tgatunet.data.normalize import ChannelStats
 
     class Echo:
@@ -124,15 +124,42 @@ def test_the_stream_hands_back_every_row_once_in_order(length, window, stride, d
     values = np.arange(n, dtype=float)[:, None]
     values[::3] = np.nan  # every third value missing: filled from the windows covering it
     blocks = np.array(["one"] * length + ["two"] * 23, dtype=object)
-    frame = pd.DataFrame({"row": np.arange(n)})
     parts = []
     for lo in range(0, n, chunk):
-        parts += stream.feed(frame.iloc[lo : lo + chunk], values[lo : lo + chunk], blocks[lo : lo + chunk], lo)
+        parts += stream.feed(values[lo : lo + chunk], blocks[lo : lo + chunk], lo)
     parts += stream.finish()
-    rows = np.concatenate([p.frame["row"].to_numpy() for p in parts])
+    rows = np.concatenate([np.arange(p.first_row, p.first_row + len(p.completed)) for p in parts])
     assert rows.tolist() == list(range(n))
     completed = np.concatenate([p.completed for p in parts])
     assert not np.isnan(completed).any()
     assert np.array_equal(completed[1::3], values[1::3])  # observed values as they came
-    starts = {(w["block"], w["first_row"]) for w in stream.windows}
+    starts = {(b, lo) for w in stream.windows for b, lo in zip(w.blocks, w.first_row)}
     assert all(lo >= (0 if b == "one" else length) for b, lo in starts)  # no window crosses a block
+
+
+@pytest.mark.parametrize("length,window,stride,down", [(40, 16, 8, 1), (37, 16, 5, 1), (50, 10, 4, 2)])
+def test_how_rows_arrive_does_not_change_what_the_windows_see(length, window, stride, down):
+    """The window flush with a block's end reads rows that earlier windows already covered: they must still be there."""
+    from tgatunet.data.normalize import ChannelStats
+    from tgatunet.infer.stream import Stream, WindowModel
+
+    class WindowMean:
+        def predict_windows(self, values, visible, batch_size):
+            v, m = values.numpy(), visible.numpy()
+            mean = (v * m).sum(axis=1, keepdims=True) / np.maximum(m.sum(axis=1, keepdims=True), 1)
+            return np.broadcast_to(mean, v.shape).astype(np.float32), mean[:, 0, :1].repeat(2, axis=1).astype(np.float32)
+
+    n = length + 23
+    values = np.sin(np.arange(n, dtype=float))[:, None]
+    values[::3] = np.nan
+    blocks = np.array(["one"] * length + ["two"] * 23, dtype=object)
+
+    def completed(chunk):
+        stream = Stream(WindowModel(WindowMean(), ["x"], ["a", "b"], ChannelStats(np.zeros(1), np.ones(1)), window, down,
+                                    stride), fillable=np.array([True]))
+        parts = [p for lo in range(0, n, chunk) for p in stream.feed(values[lo : lo + chunk], blocks[lo : lo + chunk], lo)]
+        return np.concatenate([p.completed for p in parts + stream.finish()])
+
+    whole = completed(n)
+    for chunk in (1, 3, 7):
+        np.testing.assert_allclose(completed(chunk), whole, rtol=0, atol=1e-12)

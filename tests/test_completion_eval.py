@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from tgatunet.apply.baselines import LaggedRidge, linear_fill, locf_fill, mean_fill
-from tgatunet.apply.completion import PATTERNS, hide
-from tgatunet.apply.evaluate import evaluate_run
-from tgatunet.apply.seeds import aggregate, seed_repeats, spread
+from tgatunet.evaluate.baselines import LaggedRidge, linear_fill, locf_fill, mean_fill
+from tgatunet.evaluate.completion import PATTERNS, hide
+from tgatunet.evaluate.evaluate import evaluate_run
+from tgatunet.evaluate.seeds import aggregate, seed_repeats, spread
 from tgatunet.config import config_from_dict
+from tgatunet.train.objective import validation_inputs
 from tgatunet.data.prepared import prepare_data
 from tgatunet.train.objective import sample_hidden
 from tgatunet.train.run import train, training_budget
@@ -56,7 +57,7 @@ def run(dataset):
 
 
 def test_every_pattern_is_scored_for_every_method_on_observed_values_only(run):
-    from tgatunet.apply.predict import load_run
+    from tgatunet.evaluate.trained_run import load_run
 
     trained = load_run(run)
     for pattern in PATTERNS:
@@ -73,7 +74,7 @@ def test_every_pattern_is_scored_for_every_method_on_observed_values_only(run):
 
 
 def test_the_saits_baseline_is_skipped_with_a_clear_message_without_pypots(run, monkeypatch, caplog):
-    import tgatunet.apply.saits as saits
+    import tgatunet.evaluate.saits as saits
 
     monkeypatch.setattr(saits, "available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="tgatunet"):
@@ -83,7 +84,7 @@ def test_the_saits_baseline_is_skipped_with_a_clear_message_without_pypots(run, 
 
 
 def _has_pypots() -> bool:
-    from tgatunet.apply.saits import available
+    from tgatunet.evaluate.saits import available
 
     return available()
 
@@ -108,7 +109,7 @@ def test_both_saits_variants_train_early_stopped_and_are_scored_on_the_same_valu
 
 
 def test_the_task_hiding_of_saits_hides_exactly_the_channel_sets_a_source_needs():
-    from tgatunet.apply.saits import Hiding
+    from tgatunet.evaluate.saits import Hiding
 
     gyro = torch.tensor([[False, False, True, True]])
     only_need = Hiding(gyro, pattern_prob=1.0, channel_prob=0.0, step_prob=0.0, gap_prob=0.0, gap_max=0.25)
@@ -124,8 +125,8 @@ def test_the_task_hiding_of_saits_hides_exactly_the_channel_sets_a_source_needs(
 
 
 def test_saits_is_selected_on_the_values_that_select_the_run(run):
-    from tgatunet.apply.evaluate import validation_windows
-    from tgatunet.apply.predict import load_run
+    from tgatunet.evaluate.evaluate import validation_windows
+    from tgatunet.evaluate.trained_run import load_run
 
     trained = load_run(run)
     x, x_ori = validation_windows(trained)
@@ -135,9 +136,9 @@ def test_saits_is_selected_on_the_values_that_select_the_run(run):
     assert not (~np.isnan(x) & np.isnan(x_ori)).any()  # nothing unobserved shown
     # The run's own validation step, batch by batch, hides the same values.
     values, observed = trained.data.gather(trained.data.windows["val"])
-    size = trained.module.config.training.batch_size
-    visible, targets = trained.module.validation_inputs({"observed": observed[:size]}, 0)
-    assert np.array_equal(targets.numpy(), hidden[:size])
+    training = trained.model.config.training
+    visible, targets = validation_inputs(observed[: training.batch_size], None, trained.model.patterns, training, 0)
+    assert np.array_equal(targets.numpy(), hidden[: training.batch_size])
 
 
 def test_a_run_that_ends_at_its_budget_while_improving_says_so_and_names_the_key(dataset):

@@ -18,15 +18,15 @@ import lightning.pytorch as pl
 import pytest
 
 import tgatunet
-from tgatunet.apply.complete import complete_run
-from tgatunet.apply.evaluate import evaluate_run
-from tgatunet.apply.predict import load_run
+from tgatunet.infer.predict import complete_run
+from tgatunet.evaluate.evaluate import evaluate_run
+from tgatunet.evaluate.trained_run import load_run
 from tgatunet.config import config_from_dict
 from tgatunet.errors import ConfigError
 from tgatunet.train.loaders import make_loader
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.run import train
-from tgatunet.train.rundir import RunDir
+from tgatunet.infer.rundir import RunDir
 
 SCRIPT = '''
 import json

@@ -38,3 +38,12 @@ def test_chinese_performance_guide_keeps_the_english_figures():
     figures = [f.rstrip(".,") for cell in cells for f in re.findall(r"\d[\d.,]*[x%]?", cell)]
     missing = [f for f in figures if f not in chinese]
     assert not missing, f"docs/PERFORMANCE.zh-CN.md lacks figures {missing}"
+
+
+def test_the_config_reference_says_what_the_code_says():
+    """Each key's row in the README's config reference carries the description of its field in the code."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = {m.group(1): m.group(2).strip() for m in re.finditer(r"^\| `(\w+)` \| [^|]* \| (.*) \|$", readme, re.MULTILINE)}
+    differ = {k: (rows.get(k), f.description) for k, f in {**FIELDS, **SourceConfig.model_fields}.items()
+              if k != "sources" and f.description and rows.get(k) != f.description}
+    assert not differ, f"README.md's config reference differs from the code for {differ}"

@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 from tgatunet.cli import app
 from tgatunet.config import load_config
 from tgatunet.data.prepared import prepare_data
-from tgatunet.apply.evaluate import evaluate_run
+from tgatunet.evaluate.evaluate import evaluate_run
 from tgatunet.graph.cache import GraphCache, cache_summary
 from tgatunet.graph.knn import KnnGraph
-from tgatunet.apply.predict import build_graph_cache
+from tgatunet.evaluate.trained_run import build_graph_cache
 from tgatunet.data.prepared import WindowIndex
 from tgatunet.train.run import train
 

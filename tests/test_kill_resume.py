@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import base_config, make_frames
 
-from tgatunet.apply.predict import load_model
-from tgatunet.train.rundir import RunDir
+from tgatunet.infer.trained import load_trained
+from tgatunet.infer.rundir import RunDir
 
 EPOCHS = 100
 
@@ -69,7 +69,7 @@ def test_ten_kills_and_resumes_end_where_an_uninterrupted_run_ends(tmp_path):
     assert last.wait(timeout=600) == 0, last.stderr.read().decode()[-2000:]
 
     assert under_way == 5  # half the kills hit a training under way, whatever the machine's speed
-    load_model(RunDir(killed))  # its checkpoints load
+    load_trained(RunDir(killed))  # its checkpoints load
     losses, reference = _val_losses(killed), _val_losses(whole)
     assert sorted(losses.index) == list(range(EPOCHS))  # every epoch in the log, once
     print(f"final val loss: {losses[EPOCHS - 1]:.6f} killed and resumed, {reference[EPOCHS - 1]:.6f} uninterrupted")

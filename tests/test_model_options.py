@@ -4,12 +4,12 @@ import pandas as pd
 import pytest
 import torch
 
-from tgatunet.apply.complete import complete_run
+from tgatunet.infer.predict import complete_run
 from tgatunet.config import load_config
-from tgatunet.apply.evaluate import evaluate_run
+from tgatunet.evaluate.evaluate import evaluate_run
 from tgatunet.model.compile import CPU_INFERENCE_OPTIONS, CompiledOrEager
 from tgatunet.model.tgat_unet import TGATUNet
-from tgatunet.apply.predict import load_run
+from tgatunet.evaluate.trained_run import load_run
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.run import train
 
@@ -122,16 +122,16 @@ def test_compile_failing_in_the_backward_pass_falls_back_and_trains_on(dataset, 
 
 def test_a_run_loaded_with_compile_gives_the_eager_outputs(dataset, tmp_path):
     run = train(dataset["write"]({**dataset["config"], "epochs": 1}), progress_bar=False)
-    module = load_run(run, compile=True).module
-    assert isinstance(module.compiled, CompiledOrEager) and not module.training
-    values, visible = (t.to(module.device) for t in _inputs())  # the run loads on CUDA where there is one
+    model = load_run(run, compile=True).model
+    assert isinstance(model.compiled, CompiledOrEager) and not model.network.training
+    values, visible = (t.to(model.device) for t in _inputs())  # the run loads on CUDA where there is one
     with torch.inference_mode():
-        recon, logits = module(values, visible)  # compiled
-        want_recon, want_logits = module.model(values, visible)
-    assert module.compiled.compiled is not None  # it really ran compiled
+        recon, logits = model.forward(values, visible)  # compiled
+        want_recon, want_logits = model.network(values, visible)
+    assert model.compiled.compiled is not None  # it really ran compiled
     torch.testing.assert_close(recon, want_recon, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits, want_logits, atol=1e-5, rtol=1e-5)
-    assert load_run(run).module.compiled is None  # the run's config did not ask for it
+    assert load_run(run).model.compiled is None  # the run's config did not ask for it
     # `tgatunet complete --compile` writes what the eager model writes
     (compiled_file,) = (w.outputs["completed"] for w in complete_run(run.root, "partial", tmp_path / "compiled", compile=True))
     (eager_file,) = (w.outputs["completed"] for w in complete_run(run.root, "partial", tmp_path / "eager"))

@@ -24,7 +24,7 @@ from tgatunet.config import config_from_dict
 from tgatunet.data.prepared import collate_windows, prepare_data
 from tgatunet.data.training_inputs import TrainingInputs, TrainingWindowDataset
 from tgatunet.errors import ConfigError
-from tgatunet.train.rundir import RunDir
+from tgatunet.infer.rundir import RunDir
 from tgatunet.train.leakage_guard import LeakageGuard, split_fingerprint
 from tgatunet.train.need_update import NeedUpdate, every_window
 from tgatunet.train.objective import sample_inputs

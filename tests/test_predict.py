@@ -10,7 +10,7 @@ from conftest import base_config, make_frames
 from typer.testing import CliRunner
 
 import tgatunet
-from tgatunet.apply.complete import predict_files
+from tgatunet.infer.predict import predict_files
 from tgatunet.cli import app
 from tgatunet.errors import DataError, RunError
 
@@ -118,14 +118,14 @@ def test_parquet_in_and_out_keeps_types_and_values(trained):
 
 
 def test_streaming_in_small_chunks_gives_the_same_result(trained):
-    from tgatunet.apply.outputs import apply_frame
-    from tgatunet.apply.predict import load_model
-    from tgatunet.train.rundir import RunDir
+    from tgatunet.infer.outputs import apply_frame
+    from tgatunet.infer.rundir import RunDir
+    from tgatunet.infer.trained import load_trained
 
-    model = load_model(RunDir(trained["run"].directory))
+    model = load_trained(RunDir(trained["run"].directory)).windowed()
     frame = pd.read_csv(trained["path"])
-    whole, _ = apply_frame(model, frame, block_col="subject")
-    chunked, _ = apply_frame(model, frame, block_col="subject", chunk_rows=7)
+    whole = apply_frame(model, frame, block_col="subject").tables
+    chunked = apply_frame(model, frame, block_col="subject", chunk_rows=7).tables
     for name in ("completed", "windows", "blocks"):
         pd.testing.assert_frame_equal(chunked[name], whole[name], check_exact=False, atol=1e-6, rtol=1e-6)
 
@@ -160,6 +160,32 @@ def test_numpy_arrays_are_completed_in_their_channel_order(trained):
     assert run.complete(windows, channels=["c", "a"]).shape == (2, 20, 2)
     with pytest.raises(DataError, match="channels"):
         run.complete(values, channels=["c"])
+    with pytest.raises(DataError, match="not numbers"):
+        run.complete(np.array([["1.0", "x"]] * 20, dtype=object), channels=["c", "a"])
+
+
+def test_an_array_is_completed_as_the_same_data_in_a_frame(trained):
+    run = trained["run"]
+    frame = pd.read_csv(trained["path"])
+    windows = np.stack([frame[["a", "c"]].to_numpy()[lo : lo + 20] for lo in (0, 20, 40)])  # [3, 20, 2]
+    as_frame = pd.DataFrame(windows.reshape(-1, 2), columns=["a", "c"]).assign(w=np.repeat(["0", "1", "2"], 20))
+    want = run.complete(as_frame, block_col="w")[["a", "c"]].to_numpy().reshape(windows.shape)
+    np.testing.assert_allclose(run.complete(windows, channels=["a", "c"]), want, rtol=0, atol=1e-12)
+
+
+def test_complete_predict_and_predict_proba_of_one_frame_run_the_model_once(trained, monkeypatch):
+    run = tgatunet.load(trained["run"].directory)
+    frame = pd.read_csv(trained["path"])
+    computed = []  # windows through the model
+    model = run._model.predictor
+    monkeypatch.setattr(model, "predict_windows",
+                        lambda v, *a, **k: computed.append(len(v)) or type(model).predict_windows(model, v, *a, **k))
+    completed, windows, probs = run.complete(frame), run.predict(frame), run.predict_proba(frame)
+    assert sum(computed) == len(windows) == len(probs) > 0 and len(completed) == len(frame)  # one pass
+    completed["a"] = 0.0  # the caller's copy: the next view is unchanged
+    assert not (run.complete(frame)["a"] == 0.0).all() and sum(computed) == len(windows)
+    run.predict(frame.assign(a=frame["a"] + 1.0))  # new content: a new pass
+    assert sum(computed) == 2 * len(windows)
 
 
 def test_the_run_object_describes_itself(trained):

@@ -189,7 +189,7 @@ case("overwrite inside the data folder", 2, "not a tgatunet run directory")(lamb
 case("run-dir is the data folder", 2, "Nothing there is deleted")(lambda s: train(s, s.config, "--run-dir", str(s.data)))
 case("run-dir is a file", 2, "is a file")(lambda s: train(s, s.config, "--run-dir", str(s.data / "full.csv")))
 case("train again over a finished run", 2, "already holds a run")(lambda s: train(s, s.config))
-case("locked by a live training", 2, f"process {os.getpid()}")(
+case("locked by a live training", 2, f"process (pid {os.getpid()})")(
     lambda s: (s.run / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename})) and train(s, s.config, "--overwrite"))
 case("stale lock taken over", 0, "run directory")(
     lambda s: (s.run / ".lock").write_text(json.dumps({"pid": 2**22 + 11, "host": os.uname().nodename})) and train(s, s.config, "--overwrite"))

@@ -11,14 +11,14 @@ import torch
 from typer.testing import CliRunner
 
 from tgatunet.cli import app
-from tgatunet.apply.complete import complete_run
+from tgatunet.infer.predict import complete_run
 from tgatunet.config import config_from_dict
 from tgatunet.data import store_windows
 from tgatunet.data.prepared import WindowDataset, prepare_data
 from tgatunet.data.store import MANIFEST, build_store, open_store
 from tgatunet.data.store_windows import StoreWindowDataset, store_data
 from tgatunet.errors import ConfigError, DataError
-from tgatunet.apply.evaluate import evaluate_run
+from tgatunet.evaluate.evaluate import evaluate_run
 from tgatunet.train.run import train
 
 runner = CliRunner()

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tgatunet.errors import RunError
-from tgatunet.apply.evaluate import evaluate_run
-from tgatunet.train.rundir import RunDir
+from tgatunet.evaluate.evaluate import evaluate_run
+from tgatunet.infer.rundir import RunDir
 from tgatunet.files import atomic_write
 from tgatunet.train.run import train
 

@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tgatunet.apply.seeds import aggregate
-from tgatunet.train.rundir import RunDir
+from tgatunet.evaluate.seeds import aggregate
+from tgatunet.infer.rundir import RunDir
 
 from benchmarks.quality.datasets import DATASETS, prepare
 from benchmarks.results import write_section

@@ -38,7 +38,7 @@ import lightning.pytorch as pl
 import torch
 import yaml
 
-from tgatunet.apply.evaluate import evaluate_run
+from tgatunet.evaluate.evaluate import evaluate_run
 from tgatunet.config import load_config
 from tgatunet.data.store import build_store
 from tgatunet.data.synth import SynthSpec, write_synthetic

@@ -9,6 +9,9 @@ Example::
     windows = run.predict(df)                    # per-window classes; run.predict_proba(df) for probabilities
 """
 
+# The training subpackage is loaded first, so that importing its modules later (where a run trains)
+# does not rebind ``tgatunet.train`` from the function below to the subpackage.
+import tgatunet.train  # noqa: F401  (its __init__ only: Lightning is imported where a run trains)
 from tgatunet.api import Run, load, train
 from tgatunet.config import Config, config_from_dict, load_config
 from tgatunet.errors import ConfigError, DataError, RunError, TgatunetError

@@ -9,7 +9,9 @@ and data.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tgatunet.apply.evaluate import evaluate_run
-from tgatunet.apply.outputs import apply_frame
-from tgatunet.apply.predict import load_model
 from tgatunet.config import Config, config_from_dict
-from tgatunet.errors import DataError
-from tgatunet.train.run import train as _train
-from tgatunet.train.rundir import RunDir
+from tgatunet.errors import ConfigError, DataError, RunError
+from tgatunet.infer.outputs import Applied, apply_frame, complete_array
+from tgatunet.infer.rundir import RunDir
+from tgatunet.infer.trained import load_trained
 
 
 @contextlib.contextmanager
@@ -40,6 +40,33 @@ def _quiet_lightning():
             logger.setLevel(level)
 
 
+FILLS = ("all", "need")
+
+
+def _content_key(frame: pd.DataFrame) -> tuple:
+    """What identifies a frame's content (columns, index, cells) for reusing its result; a frame pandas
+    cannot hash (cells holding lists) gets a key of its own."""
+    try:
+        cells = pd.util.hash_pandas_object(frame, index=True).to_numpy()
+    except TypeError:
+        return (id(frame), object())
+    return (tuple(map(str, frame.columns)), tuple(map(str, frame.dtypes)), hashlib.sha256(cells.tobytes()).hexdigest())
+
+
+def _numeric_array(values: np.ndarray, channels: list[str] | None, run_channels: list[str]) -> np.ndarray:
+    """``values`` as float64, checked: ``[N, C]`` or ``[W, T, C]`` with ``channels`` naming the last axis."""
+    if channels is None or values.ndim not in (2, 3) or len(channels) != values.shape[-1]:
+        raise DataError(
+            f"an array to complete is [N, C] or [W, T, C] with channels=[...] naming its last axis; got shape "
+            f"{values.shape} and channels {channels}. The run's channels are {run_channels}."
+        )
+    try:
+        return values.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"the array to complete holds values that are not numbers ({err}); give a float array "
+                        "with NaN where a value was not observed.") from None
+
+
 class Run:
     """A trained run: its model, channels and classes, applied to new data.
 
@@ -52,10 +79,14 @@ class Run:
     """
 
     def __init__(self, run_dir: str | Path, device: torch.device | str | None = None, compile: bool | None = None) -> None:
-        self.directory = Path(run_dir)
+        if not isinstance(run_dir, (str, os.PathLike)):
+            raise RunError(f"a run is loaded from its directory, a str or Path, not {type(run_dir).__name__}: "
+                           "tgatunet.load('runs/my_run').")
+        self.directory = Path(run_dir).expanduser()
         self._run = RunDir(self.directory)
-        self._model = load_model(self._run, torch.device(device) if device else None, compile)
+        self._model = load_trained(self._run, torch.device(device) if device else None, compile).windowed()
         self.config: Config = self._run.read_config()
+        self._last: tuple[tuple, Applied] | None = None  # the latest frame applied (its content key), and the result
 
     @property
     def channels(self) -> list[str]:
@@ -70,13 +101,26 @@ class Run:
     def __repr__(self) -> str:
         return f"Run('{self.directory}', channels={self.channels}, classes={self.classes})"
 
-    def _apply(self, frame: pd.DataFrame, block_col: str | None, fill: str) -> dict[str, pd.DataFrame]:
+    def apply(self, frame: pd.DataFrame, block_col: str | None = None, fill: str = "all") -> Applied:
+        """One pass of the model over ``frame``: its ``tables`` ``completed``, ``windows`` and ``blocks``, and what
+        was filled. :meth:`complete`, :meth:`predict` and :meth:`predict_proba` are views of it: asked of the same
+        frame (same content) one after the other, the model runs once.
+
+        Example::
+
+            applied = run.apply(df)
+            applied.tables["completed"], applied.tables["windows"], applied.filled
+        """
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}; for arrays use complete(values, channels=[...]).")
+        if fill not in FILLS:
+            raise DataError(f"fill must be one of {list(FILLS)}, not {fill!r}.")
         if block_col is None and self.config.data.block_col in frame.columns:
             block_col = self.config.data.block_col
-        tables, _ = apply_frame(self._model, frame, block_col=block_col, fill=fill)
-        return tables
+        key = (_content_key(frame), block_col, fill)
+        if self._last is None or self._last[0] != key:
+            self._last = (key, apply_frame(self._model, frame, block_col=block_col, fill=fill))
+        return self._last[1]
 
     def complete(self, data: pd.DataFrame | np.ndarray, channels: list[str] | None = None, block_col: str | None = None,
                  fill: str = "all") -> pd.DataFrame | np.ndarray:
@@ -92,20 +136,8 @@ class Run:
             filled = run.complete(values, channels=["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"])
         """
         if isinstance(data, np.ndarray):
-            return self._complete_array(data, channels, fill)
-        return self._apply(data, block_col, fill)["completed"]
-
-    def _complete_array(self, values: np.ndarray, channels: list[str] | None, fill: str) -> np.ndarray:
-        if channels is None or len(channels) != values.shape[-1] or values.ndim not in (2, 3):
-            raise DataError(
-                f"an array to complete is [N, C] or [W, T, C] with channels=[...] naming its last axis; got shape "
-                f"{values.shape} and channels {channels}. The run's channels are {self.channels}."
-            )
-        frame = pd.DataFrame(values.reshape(-1, values.shape[-1]).astype(np.float64), columns=list(channels))
-        if values.ndim == 3:  # every window its own block
-            frame.insert(0, "_window", np.repeat(np.arange(values.shape[0]), values.shape[1]).astype(str))
-        completed = self._apply(frame, "_window" if values.ndim == 3 else None, fill)["completed"]
-        return completed[list(channels)].to_numpy(dtype=np.float64).reshape(values.shape)
+            return complete_array(self._model, _numeric_array(data, channels, self.channels), list(channels), fill)
+        return self.apply(data, block_col, fill).tables["completed"].copy()  # the caller's to change
 
     def predict(self, frame: pd.DataFrame, block_col: str | None = None) -> pd.DataFrame:
         """One row per window: ``block``, ``first_row``, ``last_row`` and its ``predicted`` class.
@@ -114,7 +146,7 @@ class Run:
 
             run.predict(df)["predicted"].value_counts()
         """
-        return self._apply(frame, block_col, "all")["windows"][["block", "first_row", "last_row", "predicted"]]
+        return self.apply(frame, block_col).tables["windows"][["block", "first_row", "last_row", "predicted"]]
 
     def predict_proba(self, frame: pd.DataFrame, block_col: str | None = None) -> pd.DataFrame:
         """One row per window: ``block``, ``first_row``, ``last_row`` and a ``p_<class>`` probability per class.
@@ -123,17 +155,18 @@ class Run:
 
             run.predict_proba(df).filter(like="p_").mean()
         """
-        windows = self._apply(frame, block_col, "all")["windows"]
-        return windows.drop(columns="predicted")
+        return self.apply(frame, block_col).tables["windows"].drop(columns="predicted")
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, allow_changed_data: bool = False) -> dict[str, Any]:
         """Completion and classification on the run's test blocks (reads its training sources), as ``metrics.json``.
 
         Example::
 
             run.evaluate()["classification"]["accuracy"]
         """
-        return evaluate_run(self.directory)
+        from tgatunet.evaluate.evaluate import evaluate_run  # the training stack: only where a run is scored
+
+        return evaluate_run(self.directory, allow_changed_data=allow_changed_data)
 
 
 def train(
@@ -154,6 +187,11 @@ def train(
         run = tgatunet.train({"sources": [{"name": "watch", "frame": df, "have": ["acc_x"]}],
                               "label_col": "activity", "block_col": "recording"}, run_dir="runs/mine")
     """
+    from tgatunet.train.run import train as _train  # Lightning is imported where a run trains, not to load one
+
+    if not isinstance(config, (Config, dict, str, os.PathLike)):
+        raise ConfigError(f"train() takes a Config, a dict of config keys or the path of a YAML file, not "
+                          f"{type(config).__name__}: tgatunet.train('config.yaml').")
     if isinstance(config, dict):
         config = config_from_dict(config, origin="config", config_dir=Path.cwd())
     with _quiet_lightning():

@@ -8,13 +8,30 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from tgatunet.config import load_config
-from tgatunet.errors import TgatunetError
+from tgatunet.errors import TgatunetError, TrainingInterrupted, os_error_message
 from tgatunet.cli_tools import cache_app, config_app, data_app
 from tgatunet.report import console, fail, print_metrics, setup_logging
 
+class _Commands(TyperGroup):
+    """Where every command's errors end: a message naming what to fix and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except TrainingInterrupted as err:
+            console.print(f"[bold yellow]interrupted:[/] {escape(str(err))}", soft_wrap=True)
+            raise typer.Exit(code=130) from None
+        except TgatunetError as err:
+            fail(err)
+        except OSError as err:  # the disk is full, the folder read-only, a file vanished: the machine's, not a bug
+            fail(TgatunetError(os_error_message(err)))
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Temporal Graph Attention U-Net: complete missing modalities and classify multimodal sensor windows.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -44,16 +61,9 @@ def train(
     """Train a T-GAT-UNet; writes checkpoints, logs and metrics to the run directory."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    from tgatunet.train.run import TrainingInterrupted
     from tgatunet.train.run import train as train_run
 
-    try:
-        run = train_run(config, resume=resume, overwrite=overwrite, run_dir=run_dir, allow_changed_data=allow_changed_data)
-    except TrainingInterrupted as err:
-        console.print(f"[bold yellow]interrupted:[/] {escape(str(err))}", soft_wrap=True)
-        raise typer.Exit(code=130) from None
-    except TgatunetError as err:
-        fail(err)
+    run = train_run(config, resume=resume, overwrite=overwrite, run_dir=run_dir, allow_changed_data=allow_changed_data)
     if rank_zero_only.rank != 0:  # the other DDP processes ran this command too
         return
     print_metrics(run.read_metrics())
@@ -86,26 +96,26 @@ def evaluate(
         "\"tgatunet\\[baselines]\")."
     ),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
+    allow_changed_data: bool = typer.Option(
+        False, "--allow-changed-data", help="Score although source files changed since the run trained."
+    ),
 ) -> None:
     """Score completion (need, gaps, points; vs mean fill, linear, LOCF, ridge, SAITS) and classification on the test blocks."""
-    from tgatunet.apply.evaluate import evaluate_run
+    from tgatunet.evaluate.evaluate import evaluate_run
 
-    try:
-        if seeds > 1:
-            from tgatunet.apply.seeds import seed_repeats
+    if seeds > 1:
+        from tgatunet.evaluate.seeds import seed_repeats
 
-            seed_repeats(run, seeds, tuple(baselines or ()))
-            from tgatunet.train.rundir import RunDir
+        seed_repeats(run, seeds, tuple(baselines or ()))
+        from tgatunet.infer.rundir import RunDir
 
-            metrics = RunDir(run).read_metrics()
-        else:
-            metrics = evaluate_run(run, compile=compile, baselines=tuple(baselines or ()))
-        if ablation is Ablation.need_update:
-            from tgatunet.apply.ablation import need_update_ablation
+        metrics = RunDir(run).read_metrics()
+    else:
+        metrics = evaluate_run(run, compile=compile, baselines=tuple(baselines or ()), allow_changed_data=allow_changed_data)
+    if ablation is Ablation.need_update:
+        from tgatunet.evaluate.ablation import need_update_ablation
 
-            metrics["need_update"] = need_update_ablation(run)
-    except TgatunetError as err:
-        fail(err)
+        metrics["need_update"] = need_update_ablation(run)
     print_metrics(metrics)
     console.print(f"written: {run / 'metrics.json'}, plots in {run / 'plots'}")
 
@@ -146,22 +156,20 @@ def complete(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
 ) -> None:
     """Completed copies of the run's sources, with class predictions per window, row and block; inputs untouched."""
-    from tgatunet.apply.complete import complete_run
+    from tgatunet.infer.predict import complete_run
 
-    try:
-        with _rows_progress() as progress:
-            task = progress.add_task("completing", total=None)
-            written = complete_run(run, source=source, output=output, fill=fill.value, compile=compile,
-                                   on_rows=lambda n: progress.advance(task, n))
-    except TgatunetError as err:
-        fail(err)
+    with _rows_progress() as progress:
+        task = progress.add_task("completing", total=None)
+        written = complete_run(run, source=source, output=output, fill=fill.value, compile=compile,
+                               on_rows=lambda n: progress.advance(task, n))
     _print_applied(written)
 
 
 @app.command()
 def predict(
     run: Path = typer.Option(..., "--run", "-r", help="Run directory of a trained model."),
-    inputs: list[Path] = typer.Option(..., "--input", "-i", help="CSV or Parquet recording(s); repeat for several."),
+    inputs: list[Path] = typer.Option(..., "--input", "-i", help="CSV or Parquet recording(s): --input a.csv b.parquet"),
+    more: Optional[list[Path]] = typer.Argument(None, help="More recordings, after --input's first.", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: each input's folder)."),
     block_col: Optional[str] = typer.Option(None, "--block-col", help="Column naming recordings (default: the run's, if present)."),
     fmt: Optional[Format] = typer.Option(None, "--format", help="Output format (default: the input's)."),
@@ -169,16 +177,14 @@ def predict(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
 ) -> None:
     """Apply a trained run to new recordings: completed copies and class predictions per window, row and block."""
-    from tgatunet.apply.complete import predict_files
     from tgatunet.data.tables import TableReader
+    from tgatunet.infer.predict import predict_files
 
-    try:
-        with _rows_progress() as progress:
-            task = progress.add_task("predicting", total=sum(TableReader(p).rows for p in inputs))
-            written = predict_files(run, inputs, output, block_col, fmt.value if fmt else None, fill.value, compile,
-                                    on_rows=lambda n: progress.advance(task, n))
-    except TgatunetError as err:
-        fail(err)
+    inputs = [p.expanduser() for p in [*inputs, *(more or [])]]
+    with _rows_progress() as progress:
+        task = progress.add_task("predicting", total=sum(TableReader(p).rows for p in inputs))
+        written = predict_files(run, inputs, output, block_col, fmt.value if fmt else None, fill.value, compile,
+                                on_rows=lambda n: progress.advance(task, n))
     _print_applied(written)
 
 
@@ -192,20 +198,17 @@ def hardware(
     from tgatunet.hardware import auto_profile, detect_hardware
     from tgatunet.report import print_hardware, print_memory_plan
 
-    try:
-        cfg = load_config(config) if config else None
-        accelerator, budget = (cfg.performance.accelerator, cfg.performance.memory_budget_gb) if cfg else ("auto", None)
-        print_hardware(detect_hardware(), auto_profile(accelerator, budget))
-        if cfg:
-            from tgatunet.train.run import plan_for_config
+    cfg = load_config(config) if config else None
+    accelerator, budget = (cfg.performance.accelerator, cfg.performance.memory_budget_gb) if cfg else ("auto", None)
+    print_hardware(detect_hardware(), auto_profile(accelerator, budget))
+    if cfg:
+        from tgatunet.train.run import plan_for_config
 
-            plan, choice = plan_for_config(cfg)
-            if choice is not None:
-                tried = ", ".join(f"{p['batch_size']}: {p['windows_per_second']:.0f}/s" for p in choice.curve)
-                console.print(f"batch_size auto -> [bold]{choice.batch_size}[/] windows, lr {choice.lr:.3g} (windows/s at {tried})")
-            print_memory_plan(plan.summary())
-    except TgatunetError as err:
-        fail(err)
+        plan, choice = plan_for_config(cfg)
+        if choice is not None:
+            tried = ", ".join(f"{p['batch_size']}: {p['windows_per_second']:.0f}/s" for p in choice.curve)
+            console.print(f"batch_size auto -> [bold]{choice.batch_size}[/] windows, lr {choice.lr:.3g} (windows/s at {tried})")
+        print_memory_plan(plan.summary())
 
 
 @app.command()
@@ -218,11 +221,8 @@ def bench(
     from tgatunet.bench import run_bench
     from tgatunet.report import print_bench
 
-    try:
-        target = out or load_config(config).resolved_run_dir(config.stem) / "bench"
-        with console.status("bench") as status:
-            report = run_bench(config, target, steps, on_progress=lambda what: status.update(f"bench: measuring {what}"))
-    except TgatunetError as err:
-        fail(err)
+    target = out or load_config(config).resolved_run_dir(config.stem) / "bench"
+    with console.status("bench") as status:
+        report = run_bench(config, target, steps, on_progress=lambda what: status.update(f"bench: measuring {what}"))
     print_bench(report.to_dict())
     console.print(f"written: {target / 'bench.json'}, {target / 'recommended.yaml'}")

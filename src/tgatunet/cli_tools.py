@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from tgatunet.config import PRESETS, config_template, load_config
 from tgatunet.errors import ConfigError, TgatunetError
-from tgatunet.report import console, fail
+from tgatunet.report import console
 
 config_app = typer.Typer(help="Write or check a config file.", no_args_is_help=True)
 data_app = typer.Typer(help="Make or convert datasets.", no_args_is_help=True)
@@ -35,12 +35,9 @@ def config_validate(file: Path = typer.Argument(..., help="Config file to check.
     """Check a config file as training would before it starts: keys, files, columns, values, splits, labels."""
     from tgatunet.train.prepare import check_trainable, load_data
 
-    try:
-        cfg = load_config(file)
-        data = load_data(cfg)
-        check_trainable(data)
-    except TgatunetError as err:
-        fail(err)
+    cfg = load_config(file)
+    data = load_data(cfg)
+    check_trainable(data)
     windows = ", ".join(f"{k} {len(v)}" for k, v in data.windows.items())
     console.print(
         f"[green]ok[/]: {len(cfg.data.sources)} source(s), channels {data.channels}, "
@@ -66,8 +63,7 @@ def data_synth(
     try:
         spec = SynthSpec(sources, channels, missing, blocks, length, classes, file_format=file_format, seed=seed)
     except ValueError as err:
-        console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
-        raise typer.Exit(code=2) from None
+        raise ConfigError(str(err)) from None
     path = write_synthetic(spec, out)
     console.print(f"wrote {sources} source(s) and [bold]{path}[/]; train with: tgatunet train --config {path}")
 
@@ -93,10 +89,7 @@ def cache_info(config: Optional[Path] = _CACHE_CONFIG, directory: Optional[Path]
     """Location, entries, size and the hit rate of the last run that used the cache."""
     from tgatunet.graph.cache import cache_summary
 
-    try:
-        summary = cache_summary(_cache_location(config, directory))
-    except TgatunetError as err:
-        fail(err)
+    summary = cache_summary(_cache_location(config, directory))
     console.print(f"location: [bold]{summary['location']}[/]{'' if summary['exists'] else '  (not created yet)'}")
     console.print(f"entries: {summary['entries']}, {summary['bytes'] / 2**20:.2f} MiB")
     last = summary["last_run"]
@@ -115,10 +108,7 @@ def cache_clear(config: Optional[Path] = _CACHE_CONFIG, directory: Optional[Path
     """Delete every cached graph (they are rebuilt when needed)."""
     from tgatunet.graph.cache import clear_cache
 
-    try:
-        location = _cache_location(config, directory)
-    except TgatunetError as err:
-        fail(err)
+    location = _cache_location(config, directory)
     entries, size = clear_cache(location)
     console.print(f"removed {entries} entries ({size / 2**20:.2f} MiB) from {location}")
 
@@ -131,20 +121,17 @@ def cache_build(
     """Build the knn graphs of every window of the config's data, for evaluation and completion, in parallel."""
     from rich.progress import Progress
 
-    from tgatunet.apply.predict import build_graph_cache
+    from tgatunet.evaluate.trained_run import build_graph_cache
 
-    try:
-        cfg = load_config(config)
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("building graphs", total=None)
-            report = build_graph_cache(
-                cfg,
-                cfg.resolved_run_dir(config.stem),
-                workers,
-                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
-    except TgatunetError as err:
-        fail(err)
+    cfg = load_config(config)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("building graphs", total=None)
+        report = build_graph_cache(
+            cfg,
+            cfg.resolved_run_dir(config.stem),
+            workers,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
     console.print(
         f"{report.windows} windows: built {report.built}, already cached {report.already_cached} "
         f"in {report.seconds:.1f} s -> [bold]{report.directory}[/]"
@@ -160,14 +147,11 @@ def data_prepare(
     """Convert the sources once into an on-disk store that training reads lazily (config key data_store)."""
     from tgatunet.data.store import build_store
 
-    try:
-        cfg = load_config(config)
-        target = out or cfg.data_store_path()
-        if target is None:
-            raise ConfigError(f"{config}: give --out DIR, or set data_store in the config.")
-        store, built = build_store(cfg, target, force=force)
-    except TgatunetError as err:
-        fail(err)
+    cfg = load_config(config)
+    target = out or cfg.data_store_path()
+    if target is None:
+        raise ConfigError(f"{config}: give --out DIR, or set data_store in the config.")
+    store, built = build_store(cfg, target, force=force)
     rows = sum(s.rows for s in store.sources)
     size = sum(a.path.stat().st_size for s in store.sources for a in s.arrays.values())
     state = "wrote" if built else "up to date:"

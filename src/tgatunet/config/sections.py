@@ -75,6 +75,11 @@ class DataConfig(Strict):
     )
     window_size: int = Field(default=50, ge=4, description="Time steps per window.")
     step_size: int | None = Field(default=None, ge=1, description="Stride between windows; default window_size // 2.")
+    apply_step: int | None = Field(
+        default=None, ge=1,
+        description="Stride of the windows laid over a recording to complete it (complete, predict, and evaluate's "
+        "completion scores); default window_size // 2: as accurate as denser windows at a fraction of the time.",
+    )
     downsample: int = Field(default=1, ge=1, description="Take every n-th row inside a window.")
     label_rule: Literal["last", "majority"] = Field(
         default="last", description="Window label: the label of its last row, or the most frequent one."
@@ -104,6 +109,10 @@ class DataConfig(Strict):
     @property
     def stride(self) -> int:
         return self.step_size or max(1, self.window_size // 2)
+
+    @property
+    def apply_stride(self) -> int:
+        return self.apply_step or max(1, self.window_size // 2)
 
 
 class ModelConfig(Strict):
@@ -173,7 +182,7 @@ class TrainingConfig(Strict):
     fresh_offsets: bool = Field(
         default=True,
         description="Draw each epoch's training windows at fresh start rows (as many as step_size gives) instead "
-        "of the same ones every epoch; step_size still lays out evaluation and completion windows.",
+        "of the same ones every epoch; step_size still lays out the windows that evaluation classifies.",
     )
     recon_loss: Literal["mse", "l1", "huber"] = Field(
         default="l1", description="Reconstruction loss on hidden observed values (l1: completion is scored by MAE)."

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,6 +203,27 @@ def numeric_cells(column: pd.Series, where: str, first_row: int) -> np.ndarray:
     return values
 
 
+def csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
+    """``frame`` as CSV text, as ``DataFrame.to_csv`` writes it (``True``/``False``, empty for missing), but through
+    Arrow's writer, about four times faster; quoted only where a cell needs it. A chunk Arrow cannot type (a column of
+    mixed Python objects) goes through pandas."""
+    flags = {c: np.where(frame[c], "True", "False") for c in frame.columns if frame[c].dtype == bool}
+    try:
+        table = pa.Table.from_pandas(frame.assign(**flags) if flags else frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return frame.to_csv(index=False, header=header).encode("utf-8")
+    buffer = io.StringIO()
+    if header:
+        csv.writer(buffer, lineterminator="\n").writerow(frame.columns)
+    out = io.BytesIO()
+    try:
+        pa_csv.write_csv(table, out, pa_csv.WriteOptions(include_header=False, quoting_style="none"))
+    except pa.ArrowInvalid:  # a cell holds a comma, a quote or a line break
+        out = io.BytesIO()
+        pa_csv.write_csv(table, out, pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+    return buffer.getvalue().encode("utf-8") + out.getvalue()
+
+
 class TableWriter:
     """Chunks of one output table, streamed to an :class:`~tgatunet.files.AtomicFile` and put in place by :meth:`close`."""
 
@@ -221,7 +243,7 @@ class TableWriter:
                 self._parquet = pq.ParquetWriter(self._file.handle, table.schema)
             self._parquet.write_table(table.cast(self._parquet.schema))
         else:
-            frame.to_csv(self._file.handle, header=first, index=False)
+            self._file.handle.write(csv_bytes(frame, header=first))
         self.rows += len(frame)
 
     def close(self) -> None:

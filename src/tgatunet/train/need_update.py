@@ -4,7 +4,7 @@ At the start of every due epoch (``need_update_start``, then every
 ``need_update_every`` epochs) the current model, in eval mode and without
 gradients, completes the ``need`` channels of every training window of the
 sources that lack them; the predictions of overlapping windows are averaged
-per row (as :mod:`tgatunet.apply.complete` does) and written to the training-only
+per row (as :mod:`tgatunet.infer.predict` does) and written to the training-only
 :class:`~tgatunet.data.training_inputs.TrainingInputs` buffer. From then on
 those windows carry the completed values as inputs (``filled``); the
 objective never uses them as targets (:func:`tgatunet.train.objective.sample_inputs`).

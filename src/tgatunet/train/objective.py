@@ -104,6 +104,25 @@ def sample_inputs(
     return available & ~hidden, hidden & observed
 
 
+
+def run_inputs(
+    observed: torch.Tensor, filled: torch.Tensor | None, patterns: torch.Tensor, training,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample_inputs` with the probabilities of a run's ``training`` config section."""
+    t = training
+    return sample_inputs(observed, filled, patterns, t.mask_pattern_prob, t.mask_channel_prob, t.mask_step_prob,
+                         generator, t.mask_gap_prob, t.mask_gap_max)
+
+
+def validation_inputs(
+    observed: torch.Tensor, filled: torch.Tensor | None, patterns: torch.Tensor, training, batch_idx: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`run_inputs` of validation batch ``batch_idx``: the same hidden values every epoch, so validation
+    losses are comparable, and the SAITS peer is selected on the values that select the run."""
+    generator = torch.Generator(device=observed.device).manual_seed(training.seed * 100_003 + batch_idx)
+    return run_inputs(observed, filled, patterns, training, generator)
+
 def masked_loss(
     prediction: torch.Tensor,
     target: torch.Tensor,

@@ -23,13 +23,13 @@ from tgatunet.data.sources import source_path
 from tgatunet.data.store_windows import StoreData, store_data
 from tgatunet.errors import DataError, RunError
 from tgatunet.files import atomic_write, sha256_file
-from tgatunet.train.rundir import RunDir
+from tgatunet.infer.rundir import RunDir
 
 Data = PreparedData | StoreData
 
 # Keys that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {
-    "epochs", "patience", "num_workers", "accelerator", "run_dir",
+    "epochs", "patience", "num_workers", "accelerator", "run_dir", "apply_step",
     # Where the same windows are read from, and by how many processes.
     "data_store", "devices", "num_nodes",
     # How a step is computed, not what: the memory optimizer keeps each step's gradient.
@@ -99,6 +99,7 @@ def save_frames(config: Config, run: RunDir, write: bool) -> Config:
             path = run.root / "sources" / f"{source.name}.parquet"
             if write:
                 _save_frame(source.name, source.frame, path)
+                run.note_written(path)
             entry["path"] = str(path.resolve())
         sources.append(entry)
     return config.with_keys(sources=sources)

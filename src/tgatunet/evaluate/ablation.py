@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 
 from tgatunet.errors import RunError
-from tgatunet.apply.evaluate import evaluate_run
+from tgatunet.evaluate.evaluate import evaluate_run
 from tgatunet.train.run import train
 from tgatunet.files import atomic_write_text
-from tgatunet.train.rundir import RunDir
+from tgatunet.infer.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ by one of three patterns, with a fixed seed:
 
 The model completes each recording as ``tgatunet complete`` would (covering
 windows, overlapping predictions averaged per row) and each baseline
-(:mod:`tgatunet.apply.baselines`, and SAITS through the same windows) fills the
+(:mod:`tgatunet.evaluate.baselines`, and SAITS through the same windows) fills the
 same recording; all are scored on exactly the hidden values, in normalised
 units (z-scores of the training split).
 """
@@ -19,14 +19,13 @@ units (z-scores of the training split).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 
-from tgatunet.apply.baselines import FILLS, LaggedRidge
-from tgatunet.apply.stream import Stream, WindowModel
+from tgatunet.evaluate.baselines import FILLS, LaggedRidge
+from tgatunet.infer.stream import Stream, WindowModel
 from tgatunet.data.normalize import ChannelStats
 from tgatunet.data.prepared import PreparedData
 
@@ -95,22 +94,12 @@ def _gaps(n: int, channels: int, window: int, gap_max: float, rng: np.random.Gen
 def through_windows(model: WindowModel, recordings: list[Recording]) -> list[np.ndarray]:
     """Each recording completed by ``model``'s windows (hidden values as NaN), as ``tgatunet complete`` does it."""
     C = len(model.channels)
-    identity = WindowModel(model.module, model.channels, model.classes, ChannelStats(np.zeros(C), np.ones(C)),
-                           model.window_size, model.downsample, model.stride)
-    stream = Stream(identity, fillable=np.ones(C, dtype=bool))
-    parts: dict[int, list[np.ndarray]] = {i: [] for i in range(len(recordings))}
-    first = 0
-    for i, r in enumerate(recordings):
-        values = np.where(r.visible, r.values, np.nan)
-        blocks = np.full(len(values), str(i), dtype=object)
-        frame = pd.DataFrame({"recording": np.full(len(values), i)})
-        for part in stream.feed(frame, values, blocks, first):
-            parts[int(part.frame["recording"].iloc[0])].append(part.completed)
-        first += len(values)
-    for part in stream.finish():
-        parts[int(part.frame["recording"].iloc[0])].append(part.completed)
-    stream.windows.clear()
-    return [np.concatenate(parts[i]) for i in range(len(recordings))]
+    stream = Stream(replace(model, stats=ChannelStats(np.zeros(C), np.ones(C))), fillable=np.ones(C, dtype=bool))
+    lengths = [len(r.values) for r in recordings]
+    values = np.concatenate([np.where(r.visible, r.values, np.nan) for r in recordings])
+    blocks = np.repeat(np.arange(len(recordings)).astype(str).astype(object), lengths)
+    parts = stream.feed(values, blocks, 0) + stream.finish()
+    return np.split(np.concatenate([p.completed for p in parts]), np.cumsum(lengths)[:-1])
 
 
 def scores(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -18,17 +18,18 @@ Layout::
       graph_cache/           knn graphs by content (kept by --overwrite)
 
 A folder is only ever cleared when it carries the marker, and then only of the
-entries above; anything else in it, and any configured source or config file,
-is left alone.
+files the marker lists as written by tgatunet; anything else in it (a file of
+yours in ``plots/`` or ``completed/``), and any configured source or config
+file, is left alone.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import contextlib
 import os
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import yaml
 from tgatunet.config import Config, config_from_dict
 from tgatunet.data.normalize import ChannelStats
 from tgatunet.errors import RunError, TgatunetError
-from tgatunet.files import atomic_write_text
+from tgatunet.files import atomic_write_text, output_lock
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ MARKER = ".tgatunet-run"
 LOCK = ".lock"
 # What tgatunet writes into a run directory: all that --overwrite removes (the graph cache stays).
 OWNED = (
-    "config.yaml", "data.json", "checkpoints", "logs", "metrics.json", "plots", "sources", "completed", "bench", "ablation",
+    "config.yaml", "data.json", "plan.json", "checkpoints", "logs", "metrics.json", "plots", "sources", "completed", "bench", "ablation",
     "seeds",
 )
 
@@ -59,21 +60,14 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class RunDir:
     """Paths, readers and ownership of one run directory."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser())
 
     config_path = property(lambda self: self.root / "config.yaml")
     data_path = property(lambda self: self.root / "data.json")
@@ -106,12 +100,48 @@ class RunDir:
         kept = [p for p in protected if any(_inside(p, o) for o in owned)]
         if kept:
             raise RunError(f"run directory '{self.root}' holds {kept[0]}, an input of this run; choose another run_dir.")
-        for path in owned:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        atomic_write_text(self.marker, json.dumps({"tgatunet": "run directory"}))
+        self._remove_written(owned)
+        atomic_write_text(self.marker, json.dumps({"tgatunet": "run directory", "written": []}))
+
+    def _written(self) -> set[str] | None:
+        """The files tgatunet wrote here (relative paths), from the marker; None for a marker without the list."""
+        try:
+            written = json.loads(self.marker.read_text(encoding="utf-8")).get("written")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return set(written) if isinstance(written, list) else None
+
+    def note_written(self, *paths: Path) -> None:
+        """Add ``paths`` (files, or folders: every file in them) to the marker's list of what tgatunet wrote here,
+        which is all that ``--overwrite`` deletes."""
+        files = [f for p in map(Path, paths) for f in ([p] if p.is_file() else sorted(p.rglob("*")) if p.is_dir() else [])]
+        new = {str(f.relative_to(self.root)) for f in files if f.is_file() and _inside(f, self.root)}
+        written = self._written()
+        if written is not None and not new <= written:
+            atomic_write_text(self.marker, json.dumps({"tgatunet": "run directory", "written": sorted(written | new)}))
+
+    def _remove_written(self, owned: list[Path]) -> None:
+        """Delete the files of ``owned`` that tgatunet wrote, and folders left empty; anything else stays."""
+        written = self._written()
+        if written is None and owned:
+            raise RunError(
+                f"'{self.root}' was written by an older tgatunet that did not list its files, so --overwrite cannot tell "
+                "them from yours. Delete the folder yourself, or train into another run_dir."
+            )
+        others = []
+        for entry in owned:
+            for path in sorted([entry] if not entry.is_dir() else entry.rglob("*"), reverse=True):
+                if path.is_dir() and not path.is_symlink():
+                    with contextlib.suppress(OSError):
+                        path.rmdir()  # only when empty
+                elif str(path.relative_to(self.root)) in written:
+                    path.unlink()
+                else:
+                    others.append(path)
+            if entry.is_dir() and not any(entry.iterdir()):
+                entry.rmdir()
+        if others:
+            log.warning("--overwrite kept %d file(s) that tgatunet did not write, e.g. '%s'.", len(others), others[0])
 
     def check_folder(self) -> None:
         """A clear error unless the run directory is new, empty, or marked as a run; then it exists and is writable."""
@@ -132,8 +162,9 @@ class RunDir:
         except OSError as err:
             raise RunError(f"cannot write to run directory '{self.root}': {err.strerror}. Choose a folder you can write.") from None
 
-    def lock(self) -> RunLock:
-        return RunLock(self.root / LOCK)
+    def lock(self) -> contextlib.AbstractContextManager:
+        """Held by a training while it runs: a second one of the same directory is refused, naming the process."""
+        return output_lock(self.root, self.root / LOCK)
 
     # --- reading ------------------------------------------------------------------------------
     def require_trained(self) -> None:
@@ -154,6 +185,7 @@ class RunDir:
 
     def write_config(self, config: Config) -> None:
         atomic_write_text(self.config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        self.note_written(self.config_path)
 
     def read_config(self) -> Config:
         try:
@@ -165,6 +197,7 @@ class RunDir:
 
     def write_data(self, info: dict[str, Any]) -> None:
         atomic_write_text(self.data_path, json.dumps(info, indent=1))
+        self.note_written(self.data_path)
 
     def read_data(self) -> tuple[ChannelStats, dict[str, str], dict[str, Any]]:
         """Normalisation, block splits and the rest of ``data.json``."""
@@ -188,48 +221,4 @@ class RunDir:
         metrics = self.read_metrics()
         metrics[section] = values
         atomic_write_text(self.metrics_path, json.dumps(metrics, indent=2, default=float))
-
-
-class RunLock:
-    """Held by a training while it runs: a second training of the same directory is refused, naming the process.
-
-    The lock file is created exclusively and holds the process id and host; a lock
-    whose process has gone (killed, crashed) is taken over.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.held = False
-
-    def __enter__(self) -> RunLock:
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                self._take_over_if_stale(me["host"])
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(me, handle)
-            self.held = True
-            return self
-        raise RunError(f"cannot lock '{self.path}'; another training is starting in the same run directory.")
-
-    def _take_over_if_stale(self, host: str) -> None:
-        try:
-            owner = json.loads(self.path.read_text(encoding="utf-8"))
-            pid, where = int(owner["pid"]), owner["host"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pid, where = None, host  # a torn lock file: its writer died while writing it
-        if pid is not None and (where != host or _alive(pid)):
-            raise RunError(
-                f"run directory '{self.path.parent}' is in use by a training running as process {pid} on {where}. "
-                "Wait for it to finish, stop it, or train into another run_dir."
-            )
-        log.warning("taking over the lock of '%s' from process %s, which is no longer running.", self.path.parent, pid)
-        self.path.unlink(missing_ok=True)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        self.note_written(self.metrics_path)

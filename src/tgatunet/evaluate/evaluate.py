@@ -1,8 +1,9 @@
-"""Evaluation on the test blocks: completion against baselines (:mod:`tgatunet.apply.completion`), and classification."""
+"""Evaluation on the test blocks: completion against baselines (:mod:`tgatunet.evaluate.completion`), and classification."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,26 +11,28 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix, multiclass_f1_score
 
-from tgatunet.apply.baselines import LaggedRidge
-from tgatunet.apply.completion import PATTERNS, evaluate_patterns, hide, need_sets, through_windows
-from tgatunet.apply.predict import TrainedRun, load_run
-from tgatunet.apply.stream import WindowModel
+from tgatunet.evaluate.baselines import LaggedRidge
+from tgatunet.evaluate.completion import PATTERNS, evaluate_patterns, hide, need_sets, through_windows
+from tgatunet.evaluate.trained_run import TrainedRun, load_run
+from tgatunet.infer.stream import WindowModel
 from tgatunet.data.normalize import ChannelStats
 from tgatunet.data.prepared import PreparedData
 from tgatunet.data.windows import window_span, window_starts
 from tgatunet.errors import RunError
 from tgatunet.plots import plot_completions, plot_confusion
-from tgatunet.train.rundir import RunDir
+from tgatunet.train.objective import validation_inputs
+from tgatunet.infer.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("saits",)
 
 
-def _window_model(trained: TrainedRun, module=None, classes=None) -> WindowModel:
-    d, C = trained.config.data, len(trained.data.channels)
-    return WindowModel(module or trained.module, trained.data.channels, classes or trained.data.class_names,
-                       ChannelStats(np.zeros(C), np.ones(C)), d.window_size, d.downsample, d.stride)
+def _window_model(trained: TrainedRun, predictor=None) -> WindowModel:
+    """The run's model (or a baseline ``predictor`` of windows, with no classes) on the normalised data."""
+    C = len(trained.data.channels)
+    model = trained.model.windowed(ChannelStats(np.zeros(C), np.ones(C)))
+    return model if predictor is None else replace(model, predictor=predictor, classes=["-"])
 
 
 def training_recordings(data: PreparedData) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -47,33 +50,34 @@ def training_windows(data: PreparedData, stride: int) -> np.ndarray:
 def validation_windows(trained: TrainedRun) -> tuple[np.ndarray, np.ndarray]:
     """``(x, x_ori)`` ``[V, T, C]``: the validation windows with the values hidden that select the run (NaN in ``x``),
     batch by batch as its validation loader gave them, and with every observed value (``x_ori``)."""
-    module, data = trained.module, trained.data
+    model, data = trained.model, trained.data
     values, observed = data.gather(data.windows["val"])
-    size = module.config.training.batch_size  # the resolved batch (a number, also after batch_size: auto)
+    training = model.config.training  # as the checkpoint has it: batch_size resolved (a number, also after auto)
+    size = training.batch_size
     visible = torch.cat([
-        module.validation_inputs({"observed": observed[lo : lo + size].to(module.device)}, i)[0].cpu()
+        validation_inputs(observed[lo : lo + size].to(model.device), None, model.patterns.to(model.device), training, i)[0].cpu()
         for i, lo in enumerate(range(0, len(values), size))
     ]) if len(values) else observed
     return np.where(visible, values, np.nan), np.where(observed, values, np.nan)
 
 
 def _baseline_models(trained: TrainedRun, baselines: tuple[str, ...]) -> tuple[dict[str, WindowModel], dict[str, Any]]:
-    """SAITS trained both ways (:mod:`tgatunet.apply.saits`), as window models, with what their training took."""
+    """SAITS trained both ways (:mod:`tgatunet.evaluate.saits`), as window models, with what their training took."""
     models: dict[str, WindowModel] = {}
     trainings: dict[str, Any] = {}
     if "saits" in baselines:
-        from tgatunet.apply.saits import INSTALL, Hiding, SaitsImputer, available
+        from tgatunet.evaluate.saits import INSTALL, Hiding, SaitsImputer, available
 
         if not available():
             log.warning("the SAITS baseline is skipped: PyPOTS is not installed. Add it with: %s", INSTALL)
             return models, trainings
-        config, module = trained.config, trained.module
+        config, model = trained.config, trained.model
         train, val = training_windows(trained.data, config.data.stride), validation_windows(trained)
-        hidings = {"saits_default": None, "saits_task": Hiding.of_training(module.config.training, module.patterns)}
+        hidings = {"saits_default": None, "saits_task": Hiding.of_training(model.config.training, model.patterns)}
         for name, hiding in hidings.items():
             imputer = SaitsImputer(train, val, hiding, config.evaluation.saits_epochs, config.evaluation.saits_patience,
-                                   config.training.seed, module.device)
-            models[name], trainings[name] = _window_model(trained, imputer, ["-"]), imputer.summary()
+                                   config.training.seed, model.device)
+            models[name], trainings[name] = _window_model(trained, imputer), imputer.summary()
     return models, trainings
 
 
@@ -136,7 +140,7 @@ def evaluate_classification(trained: TrainedRun, plot_dir: Path | None = None) -
     if len(test) == 0:
         return {"note": "no labelled test window"}
     values, observed = data.gather(test)
-    _, logits = trained.module.predict_windows(values, observed)
+    _, logits = trained.model.predict_windows(values, observed)
     pred = torch.from_numpy(logits.argmax(axis=1))
     target = torch.from_numpy(test.labels)
     k = len(data.class_names)
@@ -163,24 +167,28 @@ def evaluate_classification(trained: TrainedRun, plot_dir: Path | None = None) -
     }
 
 
-def evaluate_run(run_dir: str | Path, compile: bool | None = None, baselines: tuple[str, ...] = ()) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, compile: bool | None = None, baselines: tuple[str, ...] = (), allow_changed_data: bool = False
+) -> dict[str, Any]:
     """Evaluate a trained run on its test blocks; results go to ``metrics.json`` and ``plots/``.
 
     ``compile``: run the model through ``torch.compile`` (None: as the run's config says).
     ``baselines``: extra baselines to train and score (:data:`BASELINES`; ``saits`` needs PyPOTS).
+    ``allow_changed_data``: score although a source file changed since the run trained.
     """
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise RunError(f"unknown baseline(s) {unknown}; the ones tgatunet can train are {list(BASELINES)}.")
     run = RunDir(Path(run_dir))
-    trained = load_run(run, compile=compile)
+    trained = load_run(run, compile=compile, allow_changed_data=allow_changed_data)
     if len(trained.data.windows["test"]) == 0:
         raise RunError(f"run '{run.root}' has no test window: set test_fraction > 0 or mark test blocks in split_col.")
     completion = evaluate_completion(trained, run.plots, tuple(baselines))
     classification = evaluate_classification(trained, run.plots)
+    run.note_written(run.plots / "completion_examples.png", run.plots / "confusion_matrix.png")
     run.update_metrics("completion", completion)
     run.update_metrics("classification", classification)
-    cache = trained.module.graph_cache
+    cache = trained.model.graph_cache
     if cache is not None:
         cache.save_stats("evaluate")
         run.update_metrics("graph_cache", {"location": str(cache.directory), **cache.stats.to_dict()})

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tgatunet.apply.stream import Finished, Stream, WindowModel
+from tgatunet.infer.stream import Finished, Stream, WindowModel, Windows
 from tgatunet.data.tables import TableReader, TableWriter, numeric_cells
 from tgatunet.errors import DataError
 
@@ -40,7 +40,8 @@ class Applied:
     windows: int = 0
     filled: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-    outputs: dict[str, Path] = field(default_factory=dict)
+    outputs: dict[str, Path] = field(default_factory=dict)  # the files written (tgatunet predict, complete)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # the tables themselves (a DataFrame applied)
 
 
 @dataclass(frozen=True)
@@ -96,87 +97,97 @@ def _numbered(chunks: Iterable[pd.DataFrame]):
         first += len(chunk)
 
 
-def _as_column(original: pd.Series, values: np.ndarray, filled: np.ndarray, text: bool):
-    """``original`` with ``values`` where ``filled``: text cells get a number written, typed cells a float."""
-    if text:
-        cells = original.to_numpy(dtype=object, copy=True)
-        cells[filled] = [f"{v:.7g}" for v in values[filled]]
-        return cells
-    column = original.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    column[filled] = values[filled]
-    kind = original.dtype.numpy_dtype if isinstance(original.dtype, pd.ArrowDtype) else original.dtype
-    return column.astype(np.float32) if kind == np.float32 else column
+def _channel_column(original: pd.Series | None, part: Finished, c: int, text: bool):
+    """Channel ``c`` as written: text cells as read with a number written where filled (a CSV written as CSV),
+    or the parsed values with the fills (typed outputs: float32 where the input was, else float64)."""
+    if not text:
+        kind = getattr(original, "dtype", None)
+        kind = kind.numpy_dtype if isinstance(kind, pd.ArrowDtype) else kind
+        return part.completed[:, c].astype(np.float32 if kind == np.float32 else np.float64)
+    filled = part.filled[:, c]
+    cells = np.full(len(filled), "", dtype=object) if original is None else original.to_numpy(dtype=object, copy=True)
+    cells[filled] = np.char.mod("%.7g", part.completed[filled, c]).astype(object)
+    return cells
 
 
-def completed_frame(part: Finished, model: WindowModel, plan: Plan) -> pd.DataFrame:
-    """The rows of ``part`` as the completed table writes them."""
-    out = part.frame.copy()
-    for c, channel in enumerate(model.channels):
-        if plan.fillable[c]:
-            if channel in out.columns:
-                out[channel] = _as_column(out[channel], part.completed[:, c], part.filled[:, c], plan.text)
-            else:
-                out[channel] = _as_column(pd.Series(np.full(len(out), np.nan)), part.completed[:, c], part.filled[:, c], plan.text)
-    for c, channel in enumerate(model.channels):
-        if plan.fillable[c]:
-            out[channel + IMPUTED_SUFFIX] = part.filled[:, c]
-    return pd.concat([out, _class_columns(part.probabilities, model.classes, out.index)], axis=1)
+def completed_frame(rows: pd.DataFrame, part: Finished, model: WindowModel, plan: Plan) -> pd.DataFrame:
+    """The input ``rows`` of ``part`` as the completed table writes them (built at once: no column inserts)."""
+    at = {channel: c for c, channel in enumerate(model.channels)}
+    rewritten = lambda name: name in at and (plan.fillable[at[name]] or not plan.text)  # noqa: E731
+    columns = {name: _channel_column(rows[name], part, at[name], plan.text) if rewritten(name) else rows[name]
+               for name in rows.columns}
+    columns.update({ch: _channel_column(None, part, c, plan.text) for c, ch in enumerate(model.channels)
+                    if plan.fillable[c] and ch not in columns})
+    columns.update({ch + IMPUTED_SUFFIX: part.filled[:, c] for c, ch in enumerate(model.channels) if plan.fillable[c]})
+    columns.update(_class_columns(part.probabilities, model.classes))
+    return pd.DataFrame(columns, index=rows.index)
 
 
-def _class_columns(probs: np.ndarray, classes: list[str], index=None) -> pd.DataFrame:
-    columns = {"predicted": np.asarray(classes, dtype=object)[probs.argmax(axis=1)]} if len(probs) else {"predicted": []}
-    columns.update({f"p_{k}": probs[:, i] for i, k in enumerate(classes)})
-    return pd.DataFrame(columns, index=index)
+def _class_columns(probs: np.ndarray, classes: list[str]) -> dict[str, np.ndarray]:
+    predicted = np.asarray(classes, dtype=object)[probs.argmax(axis=1)] if len(probs) else np.zeros(0, dtype=object)
+    return {"predicted": predicted, **{f"p_{k}": probs[:, i] for i, k in enumerate(classes)}}
 
 
-def windows_frame(records: list[dict], classes: list[str]) -> pd.DataFrame:
-    probs = np.array([r["probs"] for r in records]).reshape(len(records), len(classes))
-    head = pd.DataFrame({key: [r[key] for r in records] for key in ("block", "first_row", "last_row")})
-    return pd.concat([head, _class_columns(probs, classes)], axis=1)
+def windows_frame(windows: list[Windows], classes: list[str]) -> pd.DataFrame:
+    head = {key: np.concatenate([getattr(w, key) for w in windows]) for key in ("blocks", "first_row", "last_row")}
+    probs = np.concatenate([w.probs for w in windows]).reshape(len(head["blocks"]), len(classes))
+    return pd.DataFrame({"block": head["blocks"], "first_row": head["first_row"], "last_row": head["last_row"],
+                         **_class_columns(probs, classes)})
 
 
 def blocks_frame(blocks: dict[str, tuple[np.ndarray, int]], classes: list[str]) -> pd.DataFrame:
     names = list(blocks)
     probs = np.array([blocks[b][0] / blocks[b][1] for b in names]).reshape(len(names), len(classes))
-    head = pd.DataFrame({"block": names, "windows": [blocks[b][1] for b in names]})
-    return pd.concat([head, _class_columns(probs, classes)], axis=1)
+    return pd.DataFrame({"block": names, "windows": [blocks[b][1] for b in names], **_class_columns(probs, classes)})
+
+
+def channel_values(chunk: pd.DataFrame, channels: list[str], where: str, first: int) -> np.ndarray:
+    """``[n, C]`` float64 values of the run's ``channels`` in ``chunk`` (NaN: absent or not observed)."""
+    values = np.full((len(chunk), len(channels)), np.nan)
+    for c, channel in enumerate(channels):
+        if channel in chunk.columns:
+            values[:, c] = numeric_cells(chunk[channel], where, first)
+    return values
 
 
 def apply_chunks(
     model: WindowModel,
     plan: Plan,
-    chunks: Iterable[pd.DataFrame],
+    chunks: Iterable[tuple[pd.DataFrame, np.ndarray]],
     sinks: dict[str, Callable[[pd.DataFrame], None]],
     where: str,
     on_rows: Callable[[int], None] | None = None,
 ) -> Applied:
-    """Stream ``chunks`` of a table through the model into ``sinks`` (one per name of :data:`OUTPUTS`)."""
+    """Stream ``chunks`` of a table (each with its channels' values, :func:`channel_values`) through the model
+    into ``sinks`` (one per name of :data:`OUTPUTS`)."""
     plan.check(model, where)
     start, result = time.perf_counter(), Applied(plan.name)
     stream = Stream(model, plan.fillable)
     filled = np.zeros(len(model.channels), dtype=np.int64)
+    pending: list[pd.DataFrame] = []  # input rows fed but not yet finished
 
     def emit(parts: list[Finished]) -> None:
         for part in parts:
-            sinks["completed"](completed_frame(part, model, plan))
+            n = len(part.completed)
+            head = pd.concat(pending) if len(pending) > 1 else pending[0]
+            pending[:] = [head.iloc[n:]]
+            sinks["completed"](completed_frame(head.iloc[:n], part, model, plan))
             filled[:] += part.filled.sum(axis=0)
-            result.rows += len(part.frame)
+            result.rows += n
             if on_rows:
-                on_rows(len(part.frame))
+                on_rows(n)
         if stream.windows:
-            sinks["windows"](windows_frame(stream.windows, model.classes))
-            result.windows += len(stream.windows)
+            table = windows_frame(stream.windows, model.classes)
+            sinks["windows"](table)
+            result.windows += len(table)
             stream.windows.clear()
 
-    for first, chunk in _numbered(chunks):
-        if not len(chunk):
-            continue
-        values = np.full((len(chunk), len(model.channels)), np.nan)
-        for c, channel in enumerate(model.channels):
-            if channel in chunk.columns:
-                values[:, c] = numeric_cells(chunk[channel], where, first)
-        blocks = _block_ids(chunk, plan, where, first)
-        emit(stream.feed(chunk, values, blocks, first))
+    first = 0
+    for chunk, values in chunks:
+        if len(chunk):
+            pending.append(chunk)
+            emit(stream.feed(values, _block_ids(chunk, plan, where, first), first))
+            first += len(chunk)
     emit(stream.finish())
     if not result.rows:
         raise DataError(f"{where} has no data rows.")
@@ -216,12 +227,13 @@ def apply_file(
     where = f"input '{path}'"
     name = name or path.stem
     empty = empty_channels(reader, model.channels) if fill == "need" and need is None else set()
-    plan = Plan(name, reader.columns, block_col, fillable_channels(model, reader.columns, fill, empty, need),
-                reader.format == "csv")
     fmt = fmt or reader.format
+    plan = Plan(name, reader.columns, block_col, fillable_channels(model, reader.columns, fill, empty, need),
+                text=reader.format == "csv" and fmt == "csv")
+    chunks = ((chunk, channel_values(chunk, model.channels, where, first)) for first, chunk in _numbered(reader.chunks()))
     writers = {o: TableWriter(Path(out_dir) / f"{name}_{o}.{fmt}", fmt) for o in OUTPUTS}
     try:
-        result = apply_chunks(model, plan, reader.chunks(), {o: w.write for o, w in writers.items()}, where, on_rows)
+        result = apply_chunks(model, plan, chunks, {o: w.write for o, w in writers.items()}, where, on_rows)
         for writer in writers.values():
             writer.close()
     except BaseException:
@@ -234,15 +246,34 @@ def apply_file(
 
 def apply_frame(
     model: WindowModel, frame: pd.DataFrame, *, block_col: str | None = None, fill: str = "all", chunk_rows: int = 65536
-) -> tuple[dict[str, pd.DataFrame], Applied]:
-    """:func:`apply_file` for a DataFrame in memory: the three tables, and what was done."""
+) -> Applied:
+    """:func:`apply_file` for a DataFrame in memory: what was done, with the three tables (``Applied.tables``)."""
     columns = [str(c) for c in frame.columns]
     if len(set(columns)) != len(columns):
         raise DataError(f"the DataFrame has duplicated column names {sorted({c for c in columns if columns.count(c) > 1})}.")
-    empty = {c for c in model.channels if c in frame.columns and not np.isfinite(numeric_cells(frame[c], "the DataFrame", 0)).any()}
+    frame = frame.set_axis(columns, axis=1)
+    values = channel_values(frame, model.channels, "the DataFrame", 0)  # every channel parsed once
+    empty = {c for i, c in enumerate(model.channels) if c in columns and not np.isfinite(values[:, i]).any()}
     plan = Plan("frame", columns, block_col, fillable_channels(model, columns, fill, empty), text=False)
     parts: dict[str, list[pd.DataFrame]] = {o: [] for o in OUTPUTS}
-    chunks = (frame.iloc[lo : lo + chunk_rows] for lo in range(0, len(frame), chunk_rows))
+    chunks = ((frame.iloc[lo : lo + chunk_rows], values[lo : lo + chunk_rows]) for lo in range(0, len(frame), chunk_rows))
     result = apply_chunks(model, plan, chunks, {o: parts[o].append for o in OUTPUTS}, "the DataFrame")
-    tables = {o: pd.concat(p, ignore_index=o != "completed") if p else pd.DataFrame() for o, p in parts.items()}
-    return tables, result
+    result.tables = {o: pd.concat(p, ignore_index=o != "completed") if p else pd.DataFrame() for o, p in parts.items()}
+    return result
+
+
+def complete_array(model: WindowModel, values: np.ndarray, channels: list[str], fill: str = "all") -> np.ndarray:
+    """``values`` ``[N, C]`` (one recording) or ``[W, T, C]`` (windows, each its own block), NaN where not observed,
+    ``channels`` naming the last axis, completed: the same array with the fillable run channels filled."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1, values.shape[-1])
+    present = [c for c, channel in enumerate(model.channels) if channel in channels]
+    where = [channels.index(model.channels[c]) for c in present]
+    raw = np.full((len(flat), len(model.channels)), np.nan)
+    raw[:, present] = flat[:, where]
+    empty = {model.channels[c] for c in present if not np.isfinite(raw[:, c]).any()}
+    stream = Stream(model, fillable_channels(model, channels, fill, empty))
+    blocks = np.repeat(np.arange(len(values)), values.shape[1]) if values.ndim == 3 else np.zeros(len(flat), np.int64)
+    parts = stream.feed(raw, blocks, 0) + stream.finish()
+    out = flat.copy()
+    out[:, where] = np.concatenate([p.completed for p in parts])[:, present]
+    return out.reshape(values.shape)

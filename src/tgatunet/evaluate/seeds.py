@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from tgatunet.apply.ablation import train_counterpart
-from tgatunet.apply.completion import PATTERNS
-from tgatunet.apply.evaluate import evaluate_run
-from tgatunet.train.rundir import RunDir
+from tgatunet.evaluate.ablation import train_counterpart
+from tgatunet.evaluate.completion import PATTERNS
+from tgatunet.evaluate.evaluate import evaluate_run
+from tgatunet.infer.rundir import RunDir
 
 CLASSIFICATION = ("accuracy", "macro_f1", "block_vote_accuracy")
 

@@ -1,1 +1,0 @@
-"""Using a trained run: predict, complete, evaluate."""

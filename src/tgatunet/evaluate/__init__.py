@@ -1,0 +1,1 @@
+"""Scoring a trained run on its test blocks against baselines, and experiments that train runs to compare (seeds, ablation)."""

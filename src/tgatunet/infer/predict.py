@@ -1,0 +1,111 @@
+"""A trained run applied to files: its own sources (``tgatunet complete``) and new recordings (``tgatunet predict``).
+
+Each file is read as it is and streamed through the model (:mod:`tgatunet.infer.outputs`):
+sensor drop-outs and absent channels filled (``fill="all"``), or only the channels
+the file lacks (``fill="need"``: a source's ``need`` channels; for a new recording the
+run channels it has no column for, or none observed); every other cell as read;
+class predictions per window, row and block. Input files are never written: no
+output may land on a source of the run or on another input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tgatunet.infer.outputs import OUTPUTS, Applied, apply_file
+from tgatunet.data.tables import TableReader, table_format
+from tgatunet.data.sources import source_path
+from tgatunet.errors import RunError
+from tgatunet.files import output_lock
+from tgatunet.infer.rundir import RunDir
+from tgatunet.infer.trained import load_trained
+
+def output_paths(out_dir: Path, name: str, fmt: str) -> dict[str, Path]:
+    return {o: out_dir / f"{name}_{o}.{fmt}" for o in OUTPUTS}
+
+
+def check_outputs(planned: dict[Path, dict[str, Path]], protected: list[Path]) -> None:
+    """Before any work: no output may replace an input or a source, nor be written for two inputs."""
+    taken = {p.resolve() for p in protected}
+    claimed: dict[Path, Path] = {}
+    for source, outputs in planned.items():
+        for path in outputs.values():
+            if path.resolve() in taken:
+                raise RunError(f"output '{path}' would overwrite an input file; choose another --output folder.")
+            if path.resolve() in claimed:
+                raise RunError(
+                    f"inputs '{claimed[path.resolve()]}' and '{source}' would both be written to '{path}'; "
+                    "apply them in separate calls with different --output folders, or rename one."
+                )
+            claimed[path.resolve()] = source
+
+
+def _apply_each(model, jobs: list[tuple[Path, dict[str, Path], dict]]) -> list[Applied]:
+    """Each input file into its outputs, holding their lock: a second process writing the same outputs is refused."""
+    written = []
+    for path, outputs, options in jobs:
+        with output_lock(outputs["completed"]):
+            written.append(apply_file(model, path, outputs["completed"].parent, **options))
+    return written
+
+
+def complete_run(
+    run_dir: str | Path,
+    source: str | None = None,
+    output: str | Path | None = None,
+    fill: str = "all",
+    compile: bool | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> list[Applied]:
+    """Complete and classify each source (or ``source``) of a trained run into ``output`` (default RUN/completed).
+
+    ``compile``: run the model through ``torch.compile`` (None: as the run's config says).
+    """
+    run = RunDir(Path(run_dir))
+    model = load_trained(run, compile=compile).windowed()
+    config = run.read_config()
+    names = [s.name for s in config.data.sources]
+    if source is not None and source not in names:
+        raise RunError(f"unknown source '{source}'; the run's sources are {names}.")
+    out_dir = Path(output).expanduser() if output else run.root / "completed"
+    inputs = {s.name: source_path(config, s) for s in config.data.sources}
+    chosen = [s for s in config.data.sources if source is None or s.name == source]
+    planned = {inputs[s.name]: output_paths(out_dir, s.name, table_format(inputs[s.name])) for s in chosen}
+    check_outputs(planned, list(inputs.values()))
+    jobs = [(inputs[s.name], planned[inputs[s.name]],
+             {"name": s.name, "block_col": s.block_col or config.data.block_col, "fill": fill,
+              "need": s.need if fill == "need" else None, "on_rows": on_rows}) for s in chosen]
+    written = _apply_each(model, jobs)
+    run.note_written(*(p for w in written for p in w.outputs.values()))
+    return written
+
+
+def predict_files(
+    run_dir: str | Path,
+    inputs: list[Path],
+    output: str | Path | None = None,
+    block_col: str | None = None,
+    fmt: str | None = None,
+    fill: str = "all",
+    compile: bool | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> list[Applied]:
+    """Complete and classify files that need not be in the run's config; outputs go to ``output``
+    (default: each input's folder). ``block_col``: default the run's, where the file has that column."""
+    run = RunDir(Path(run_dir))
+    model = load_trained(run, compile=compile).windowed()
+    config = run.read_config()
+    paths = [Path(p).expanduser() for p in inputs]
+    planned = {p: output_paths(Path(output).expanduser() if output else p.parent, p.stem, fmt or table_format(p))
+               for p in paths}
+    if len(planned) < len(paths):
+        raise RunError(f"an input is given twice: {[str(p) for p in paths]}.")
+    check_outputs(planned, [*paths, *(source_path(config, s) for s in config.data.sources)])
+    jobs = []
+    for path in paths:
+        column = block_col
+        if column is None and config.data.block_col:
+            column = config.data.block_col if config.data.block_col in TableReader(path).columns else None
+        jobs.append((path, planned[path], {"block_col": column, "fill": fill, "fmt": fmt, "on_rows": on_rows}))
+    return _apply_each(model, jobs)

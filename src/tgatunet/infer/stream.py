@@ -1,0 +1,219 @@
+"""Completing and classifying rows fed in order, with memory bounded by a chunk, not by the file.
+
+Rows arrive in chunks; contiguous rows with the same block id form a segment.
+Inside a segment the model runs over windows that cover every row, exactly as
+:func:`tgatunet.data.windows.covering_starts` lays them out: windows of
+``window_size`` steps every ``stride`` rows, one more flush with the segment's
+end, and a segment shorter than a window padded (padding hidden from the
+model). With ``downsample > 1`` each phase of rows (``lo, lo + d, ...``;
+``lo + 1, lo + 1 + d, ...``) is covered as its own sequence. A window is
+computed as soon as its rows have arrived; a row is finished once no window
+still to come covers it, and is then handed back with the mean of the
+reconstructions and class probabilities of the windows that covered it.
+
+Only cells that were not observed and belong to a fillable channel are filled;
+every observed value is returned as it came.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from tgatunet.data.normalize import ChannelStats
+
+
+class Predictor(Protocol):
+    def predict_windows(self, values: torch.Tensor, visible: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``recon [W, T, C]`` and ``logits [W, K]`` of normalised ``values, visible [W, T, C]``."""
+
+
+@dataclass(frozen=True)
+class WindowModel:
+    """What streaming needs: a predictor of windows (the trained network, or a baseline imputer) and the run's
+    channels, classes, normalisation and window layout."""
+
+    predictor: Predictor
+    channels: list[str]
+    classes: list[str]
+    stats: ChannelStats
+    window_size: int
+    downsample: int
+    stride: int
+
+
+@dataclass
+class Finished:
+    """Rows handed back, ``first_row ...`` in input order: completed values, what was filled, class probabilities."""
+
+    first_row: int
+    completed: np.ndarray  # [n, C] float64 raw units: observed values, fills where filled, NaN elsewhere
+    filled: np.ndarray  # [n, C] bool
+    probabilities: np.ndarray  # [n, K] mean over the windows covering each row
+
+
+@dataclass
+class _Segment:
+    """The rows of the current segment not yet handed back, and what the windows so far made of them."""
+
+    block: str
+    lo: int  # file row of the segment's first row
+    base: int  # file row of the first buffered row
+    values: np.ndarray  # [m, C] raw, NaN = not observed
+    recon: np.ndarray  # [m, C] sums
+    probs: np.ndarray  # [m, K] sums
+    count: np.ndarray  # [m]
+    next_start: list[int] = field(default_factory=list)  # per phase: next window start, in phase steps
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.values)
+
+
+@dataclass
+class Windows:
+    """Windows computed: their block, first and last input row, class probabilities."""
+
+    blocks: np.ndarray  # [W] block ids
+    first_row: np.ndarray  # [W]
+    last_row: np.ndarray  # [W]
+    probs: np.ndarray  # [W, K]
+
+
+class Stream:
+    """Feed chunks of rows in file order; get finished rows back, and every window's class probabilities.
+
+    The windows that a chunk completes, over all the segments in it, go through the model together,
+    so many short blocks (or an array of windows) cost batches, not one call each.
+
+    Args:
+        model: the trained model and its data settings.
+        fillable: ``[C]`` bool, the channels whose missing cells are filled.
+        batch_size: windows per forward pass.
+
+    Attributes:
+        windows: the windows computed since the caller last cleared the list.
+        blocks: block id -> (sum of window probabilities ``[K]``, windows).
+    """
+
+    def __init__(self, model: WindowModel, fillable: np.ndarray, batch_size: int = 256) -> None:
+        self.model, self.fillable, self.batch_size = model, fillable, batch_size
+        self.step = max(1, model.stride // model.downsample)
+        self.segment: _Segment | None = None
+        self.windows: list[Windows] = []
+        self.blocks: dict[str, tuple[np.ndarray, int]] = {}
+
+    def feed(self, values: np.ndarray, blocks: np.ndarray, first_row: int) -> list[Finished]:
+        """Rows ``first_row ...`` of the input: ``values [n, C]`` raw (NaN: not observed), ``blocks [n]`` ids."""
+        jobs: list[tuple[_Segment, np.ndarray]] = []
+        ended: list[_Segment] = []
+        change = np.flatnonzero(blocks[1:] != blocks[:-1]) + 1
+        for lo, hi in zip([0, *change], [*change, len(blocks)]):
+            block = blocks[lo]
+            if self.segment is None or self.segment.block != block:
+                if self.segment is not None:
+                    jobs.append((self.segment, self._due_rows(self.segment, ended=True)))
+                    ended.append(self.segment)
+                self.segment = self._new_segment(block, first_row + lo)
+            self._append(values[lo:hi])
+        if self.segment is not None:
+            jobs.append((self.segment, self._due_rows(self.segment, ended=False)))
+        self._compute(jobs)
+        out = [self._hand_back(s, ended=True) for s in ended]
+        if self.segment is not None:
+            out.append(self._hand_back(self.segment, ended=False))
+        return [f for f in out if f is not None]
+
+    def finish(self) -> list[Finished]:
+        """The end of the input: every buffered row, finished."""
+        if self.segment is None:
+            return []
+        s, self.segment = self.segment, None
+        self._compute([(s, self._due_rows(s, ended=True))])
+        last = self._hand_back(s, ended=True)
+        return [] if last is None else [last]
+
+    def _new_segment(self, block: str, lo: int) -> _Segment:
+        C, K = len(self.model.channels), len(self.model.classes)
+        return _Segment(block, lo, lo, np.zeros((0, C)), np.zeros((0, C)), np.zeros((0, K)), np.zeros(0, np.int64),
+                        [0] * self.model.downsample)
+
+    def _append(self, values: np.ndarray) -> None:
+        s = self.segment
+        s.values = np.concatenate([s.values, values])
+        s.recon = np.concatenate([s.recon, np.zeros_like(values)])
+        s.probs = np.concatenate([s.probs, np.zeros((len(values), s.probs.shape[1]))])
+        s.count = np.concatenate([s.count, np.zeros(len(values), np.int64)])
+
+    def _due_rows(self, s: _Segment, ended: bool) -> np.ndarray:
+        """``[W, T]`` input rows of the windows of ``s`` whose rows have all arrived (all the rest when ``ended``);
+        rows past the segment's end pad a segment shorter than a window."""
+        T, d = self.model.window_size, self.model.downsample
+        due = []
+        for phase in range(d):
+            steps = self._steps(s, phase)
+            if s.next_start[phase] + T <= steps:
+                starts = np.arange(s.next_start[phase], steps - T + 1, self.step)
+                due += [(phase, int(x)) for x in starts]
+                s.next_start[phase] = int(starts[-1]) + self.step
+            last = s.next_start[phase] - self.step  # the last window computed, if any
+            if ended and steps and (last < 0 or last + T < steps):
+                due.append((phase, max(0, steps - T)))  # flush with the end, or padded if shorter
+                s.next_start[phase] = steps
+        if not due:
+            return np.zeros((0, T), np.int64)
+        phase, start = (np.array(x) for x in zip(*due))
+        return s.lo + phase[:, None] + (start[:, None] + np.arange(T)) * d
+
+    def _steps(self, s: _Segment, phase: int) -> int:
+        """Rows of ``phase`` in segment ``s`` so far."""
+        return max(0, -(-(s.end - s.lo - phase) // self.model.downsample))
+
+    def _compute(self, jobs: list[tuple[_Segment, np.ndarray]]) -> None:
+        """Every due window of ``jobs`` through the model at once; each segment's rows get their windows' sums."""
+        jobs = [(s, rows) for s, rows in jobs if len(rows)]
+        if not jobs:
+            return
+        inside = [rows < s.end for s, rows in jobs]  # [W, T] each
+        local = [np.minimum(rows, s.end - 1) - s.base for s, rows in jobs]
+        raw = np.concatenate([s.values[at] for (s, _), at in zip(jobs, local)])  # [W, T, C]
+        visible = ~np.isnan(raw) & np.concatenate(inside)[..., None]
+        normalised = self.model.stats.apply(raw.reshape(-1, raw.shape[-1])).reshape(raw.shape)
+        values = torch.from_numpy(np.nan_to_num(normalised, nan=0.0))
+        recon, logits = self.model.predictor.predict_windows(values, torch.from_numpy(visible), self.batch_size)
+        probs = torch.softmax(torch.from_numpy(logits).double(), dim=-1).numpy()  # [W, K]
+        recon = self.model.stats.invert(recon)
+        lo = 0
+        for (s, rows), at, ok in zip(jobs, local, inside):
+            hi = lo + len(rows)
+            np.add.at(s.recon, at[ok], recon[lo:hi][ok])
+            np.add.at(s.probs, at[ok], np.repeat(probs[lo:hi, None], rows.shape[1], axis=1)[ok])
+            np.add.at(s.count, at[ok], 1)
+            total, n = self.blocks.get(s.block, (0.0, 0))
+            self.blocks[s.block] = (total + probs[lo:hi].sum(axis=0), n + hi - lo)
+            self.windows.append(Windows(np.full(hi - lo, s.block, dtype=object), rows[:, 0],
+                                        np.where(ok, rows, -1).max(axis=1), probs[lo:hi]))
+            lo = hi
+
+    def _hand_back(self, s: _Segment, ended: bool) -> Finished | None:
+        d = self.model.downsample
+        if ended:
+            upto = s.end
+        else:  # a row is finished once every window still to come starts after it, in its phase; the window
+            # flush with the segment's end starts no earlier than a window's length before the rows so far
+            T = self.model.window_size
+            upto = min(s.lo + phase + min(s.next_start[phase], max(0, self._steps(s, phase) - T)) * d
+                       for phase in range(d))
+        n = max(0, min(upto, s.end) - s.base)
+        if n == 0:
+            return None
+        raw, count = s.values[:n], np.maximum(s.count[:n], 1)[:, None]
+        filled = np.isnan(raw) & self.fillable[None, :] & (s.count[:n, None] > 0)
+        completed = np.where(filled, s.recon[:n] / count, raw)
+        finished = Finished(s.base, completed, filled, s.probs[:n] / count)
+        s.values, s.recon, s.probs, s.count = s.values[n:], s.recon[n:], s.probs[n:], s.count[n:]
+        s.base += n
+        return finished
