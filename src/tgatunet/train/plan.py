@@ -108,9 +108,8 @@ def measure_memory(config: Config, data: Data, device: DeviceMemory, precision: 
 
 def keeps_windows_resident(config: Config, data: Data, device: torch.device) -> bool:
     """Whether the training windows stay on the GPU: training on CUDA from memory (no need update) and they fit."""
-    if device.type != "cuda" or not isinstance(data, PreparedData) or config.training.dynamic_need_update:
-        return False
-    return fits_on_device(data, torch.cuda.mem_get_info(device)[0])
+    cuda_from_memory = device.type == "cuda" and isinstance(data, PreparedData) and not config.training.dynamic_need_update
+    return cuda_from_memory and fits_on_device(data, torch.cuda.mem_get_info(device)[0])
 
 
 def _batch(config: Config, data: Data, device: DeviceMemory, saved: TrainingPlan | None, writer: bool) -> dict | None:
@@ -167,8 +166,7 @@ def resolve_plan(config: Config, data: Data, run: RunDir, writer: bool) -> Train
 
 def read_plan(run: RunDir) -> TrainingPlan | None:
     """The plan in the run directory, if one was written."""
-    path = run.root / PLAN_FILE
-    if not path.is_file():
+    if not (path := run.root / PLAN_FILE).is_file():
         return None
     try:
         return TrainingPlan.from_dict(json.loads(path.read_text(encoding="utf-8")))
