@@ -28,7 +28,8 @@ def setup(dataset):
 def test_batch_search_doubles_until_no_gain_or_no_memory(setup, monkeypatch):
     config, data, module = setup
     rates = {16: 1000.0, 32: 1900.0, 64: 1950.0, 128: 4000.0}  # 64 gains < 5%: the search stops there
-    monkeypatch.setattr(batch_search, "_step_seconds", lambda m, batch, ctx, repeats=3: len(batch["values"]) / rates[len(batch["values"])] if repeats else 0.0)
+    monkeypatch.setattr(batch_search, "_step_seconds",
+                        lambda m, batch, ctx, repeats=3: len(batch["values"]) / rates[len(batch["values"])] if repeats else 0.0)
     monkeypatch.setattr(batch_search, "peak_memory_bytes", lambda fn, device: fn() or 2**20 * len(data.windows["train"]))
     choice = batch_search.search_batch(module, window_dataset(data, "train"), config, torch.device("cpu"), largest=128)
     assert [p["batch_size"] for p in choice.curve] == [16, 32, 64]
@@ -136,7 +137,7 @@ def test_the_monitor_warns_once_when_the_gpu_waits(caplog):
         loggers, global_step = [], 0
 
     with caplog.at_level(logging.WARNING, logger="tgatunet"):
-        for epoch in range(2):
+        for _epoch in range(2):
             for _ in range(2):
                 monitor.on_train_batch_end(Trainer, Module, None, None, 0)
             monitor.on_train_epoch_end(Trainer, Module)

@@ -40,7 +40,8 @@ class BatchChoice:
     lr: float
     limit_gb: float
     curve: list[dict[str, float]] = field(default_factory=list)
-    rule: str = f"doubling from {REFERENCE_BATCH} while the step fits memory_target and is >= {GAIN:.2f}x faster per window; lr x sqrt(batch / {REFERENCE_BATCH})"
+    rule: str = (f"doubling from {REFERENCE_BATCH} while the step fits memory_target and is >= {GAIN:.2f}x faster per window; "
+                 f"lr x sqrt(batch / {REFERENCE_BATCH})")
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)

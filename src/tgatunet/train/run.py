@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from tgatunet.config import Config, load_config
 from tgatunet.data.resident import DeviceWindows
 from tgatunet.data.training_inputs import TrainingInputs
-from tgatunet.errors import ConfigError, RunError, TrainingInterrupted
+from tgatunet.errors import ConfigError, TrainingInterrupted
 from tgatunet.hardware import training_device
 from tgatunet.infer.rundir import RunDir
 from tgatunet.plots import plot_loss_curves
