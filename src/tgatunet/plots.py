@@ -45,9 +45,7 @@ def plot_loss_curves(metrics_csv: Path, out: Path) -> Path | None:
     return _save(fig, out)
 
 
-def plot_completions(
-    true: np.ndarray, model: np.ndarray, ridge: np.ndarray, channels: list[str], titles: list[str], out: Path
-) -> Path:
+def plot_completions(true: np.ndarray, model: np.ndarray, ridge: np.ndarray, channels: list[str], titles: list[str], out: Path) -> Path:
     """Completed vs true signals: ``true/model/ridge [W, T, K]`` for W windows and K channels."""
     n_win, _, n_ch = true.shape
     fig = Figure(figsize=(3.2 * n_ch, 2.2 * n_win))

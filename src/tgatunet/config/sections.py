@@ -64,9 +64,7 @@ class DataConfig(Strict):
 
     sources: list[SourceConfig] = Field(min_length=1, description="The data sources (see the example above).")
     common_modalities: list[str] = Field(default_factory=list, description="Modality columns that every source has.")
-    block_col: str | None = Field(
-        default=None, description="Column naming contiguous recordings (subject/session); none: each file is one block."
-    )
+    block_col: str | None = Field(default=None, description="Column naming contiguous recordings (subject/session); none: each file is one block.")
     label_col: str = Field(description="Column holding the class of each row (int or string).")
     split_col: str | None = Field(
         default=None,
@@ -81,16 +79,10 @@ class DataConfig(Strict):
         "completion scores); default window_size // 2: as accurate as denser windows at a fraction of the time.",
     )
     downsample: int = Field(default=1, ge=1, description="Take every n-th row inside a window.")
-    label_rule: Literal["last", "majority"] = Field(
-        default="last", description="Window label: the label of its last row, or the most frequent one."
-    )
+    label_rule: Literal["last", "majority"] = Field(default="last", description="Window label: the label of its last row, or the most frequent one.")
     val_fraction: float = Field(default=0.15, ge=0.0, lt=1.0, description="Share of blocks for validation.")
-    test_fraction: float = Field(
-        default=0.15, ge=0.0, lt=1.0, description="Share of blocks for testing (when split_col gives no test blocks)."
-    )
-    split_seed: Seed | None = Field(
-        default=None, description="Seed of the block split; null: seed. evaluate --seeds keeps it while seed changes."
-    )
+    test_fraction: float = Field(default=0.15, ge=0.0, lt=1.0, description="Share of blocks for testing (when split_col gives no test blocks).")
+    split_seed: Seed | None = Field(default=None, description="Seed of the block split; null: seed. evaluate --seeds keeps it while seed changes.")
     data_store: PathText | None = Field(
         default=None,
         description="Folder written by `tgatunet data prepare`: training reads windows from it lazily "
@@ -118,9 +110,7 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     """The network: the T-GAT-UNet's sizes and the graph over a window's time steps."""
 
-    use_optimized_model: bool = Field(
-        default=False, description="Use the lightweight T-GAT-UNet variant (same inputs and outputs)."
-    )
+    use_optimized_model: bool = Field(default=False, description="Use the lightweight T-GAT-UNet variant (same inputs and outputs).")
     hidden_channels: int = Field(default=64, ge=2, description="Width of every hidden layer.")
     encoder_layers: int = Field(default=2, ge=1, description="GAT levels in the encoder.")
     decoder_layers: int = Field(default=2, ge=1, description="GAT levels in the decoder.")
@@ -134,9 +124,7 @@ class ModelConfig(Strict):
         description="Graph over a window's time steps: 'temporal' links the steps within time_k; 'knn' also links "
         "each step to its graph_knn most similar steps, by the values the model is allowed to see.",
     )
-    graph_knn: int = Field(
-        default=4, ge=1, description="knn graph: similar steps linked to each step, besides its temporal neighbours."
-    )
+    graph_knn: int = Field(default=4, ge=1, description="knn graph: similar steps linked to each step, besides its temporal neighbours.")
 
 
 class TrainingConfig(Strict):
@@ -152,9 +140,7 @@ class TrainingConfig(Strict):
         description="Training epochs at most; auto: train until the validation completion error stops falling "
         "(patience), at most max_windows windows seen, whatever the dataset's size.",
     )
-    max_windows: int = Field(
-        default=320_000, ge=1, description="With epochs: auto, the most training windows a run sees (20,000 steps of 16)."
-    )
+    max_windows: int = Field(default=320_000, ge=1, description="With epochs: auto, the most training windows a run sees (20,000 steps of 16).")
     lr: float = Field(default=2e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(default=1e-4, ge=0.0, description="AdamW weight decay.")
     patience: int = Field(
@@ -167,18 +153,12 @@ class TrainingConfig(Strict):
     mask_pattern_prob: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Chance that a training window hides the channels another source needs."
     )
-    mask_channel_prob: float = Field(
-        default=0.15, ge=0.0, le=1.0, description="Chance that each other observed channel is hidden."
-    )
-    mask_step_prob: float = Field(
-        default=0.1, ge=0.0, le=1.0, description="Chance that each observed value is hidden on its own."
-    )
+    mask_channel_prob: float = Field(default=0.15, ge=0.0, le=1.0, description="Chance that each other observed channel is hidden.")
+    mask_step_prob: float = Field(default=0.1, ge=0.0, le=1.0, description="Chance that each observed value is hidden on its own.")
     mask_gap_prob: float = Field(
         default=0.3, ge=0.0, le=1.0, description="Chance that an observed channel of a window loses a contiguous run of steps."
     )
-    mask_gap_max: float = Field(
-        default=0.25, gt=0.0, le=1.0, description="Longest such run, as a share of window_size."
-    )
+    mask_gap_max: float = Field(default=0.25, gt=0.0, le=1.0, description="Longest such run, as a share of window_size.")
     fresh_offsets: bool = Field(
         default=True,
         description="Draw each epoch's training windows at fresh start rows (as many as step_size gives) instead "
@@ -197,9 +177,7 @@ class TrainingConfig(Strict):
     )
     need_update_every: int = Field(default=5, ge=1, description="Epochs between two dynamic need updates.")
     need_update_start: int = Field(default=10, ge=0, description="First epoch (counted from 0) of the dynamic need update.")
-    run_dir: PathText | None = Field(
-        default=None, description="Run directory (relative to the working directory); default runs/<config name>."
-    )
+    run_dir: PathText | None = Field(default=None, description="Run directory (relative to the working directory); default runs/<config name>.")
 
 
 class PerformanceConfig(Strict):
@@ -225,9 +203,7 @@ class PerformanceConfig(Strict):
         description="Memory optimizer: memory training may use, in GB (2**30 bytes); "
         "null: the GPU's free memory on CUDA, the available RAM on CPU.",
     )
-    use_gradient_checkpoint: bool = Field(
-        default=False, description="Recompute block activations in the backward pass: less memory, more time."
-    )
+    use_gradient_checkpoint: bool = Field(default=False, description="Recompute block activations in the backward pass: less memory, more time.")
     checkpoint_mode: Literal["full", "selective"] = Field(
         default="full",
         description="Gradient checkpointing: recompute whole blocks (full), or keep the matrix products' outputs and "
@@ -241,12 +217,8 @@ class PerformanceConfig(Strict):
         description="Run the model through torch.compile, in training and when the trained run predicts "
         "(evaluate, complete); where that is not supported, warn and run eagerly.",
     )
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
-        default="auto", description="Where to train; auto picks CUDA when it is there."
-    )
-    devices: int | Literal["auto"] = Field(
-        default=1, description="Processes (GPUs, or CPU processes) per machine; more than 1 trains with DDP."
-    )
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(default="auto", description="Where to train; auto picks CUDA when it is there.")
+    devices: int | Literal["auto"] = Field(default=1, description="Processes (GPUs, or CPU processes) per machine; more than 1 trains with DDP.")
     num_nodes: int = Field(default=1, ge=1, description="Machines taking part in one training (torchrun, SLURM).")
     strategy: Literal["auto", "ddp", "fsdp"] = Field(
         default="auto", description="Lightning strategy: auto (DDP when devices x num_nodes > 1), ddp, or fsdp (GPUs only)."
@@ -266,9 +238,7 @@ class PerformanceConfig(Strict):
         description="Disk cache of knn graphs (relative to the working directory); default <run_dir>/graph_cache. "
         "Entries are keyed by content, so runs may share one.",
     )
-    graph_cache_max_mb: float = Field(
-        default=1024.0, gt=0.0, description="Disk cache size limit; least recently used entries are evicted beyond it."
-    )
+    graph_cache_max_mb: float = Field(default=1024.0, gt=0.0, description="Disk cache size limit; least recently used entries are evicted beyond it.")
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -285,9 +255,7 @@ class EvaluationConfig(Strict):
         description="Pattern gaps: each observed channel of a test window loses one contiguous run of up to this "
         "share of window_size.",
     )
-    eval_point_prob: float = Field(
-        default=0.1, gt=0.0, lt=1.0, description="Pattern points: the share of observed test values hidden one by one."
-    )
+    eval_point_prob: float = Field(default=0.1, gt=0.0, lt=1.0, description="Pattern points: the share of observed test values hidden one by one.")
     eval_seed: Seed = Field(default=0, description="Seed of the values evaluation hides: the same for every run and seed.")
     saits_epochs: int = Field(
         default=1000, ge=1,

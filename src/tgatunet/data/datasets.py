@@ -37,11 +37,7 @@ def list_bundled() -> list[str]:
     root = _bundled_root()
     if not root.is_dir():
         return []
-    return sorted(
-        BUNDLED_SCHEME + p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix in _DATA_SUFFIXES
-    )
+    return sorted(BUNDLED_SCHEME + p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.suffix in _DATA_SUFFIXES)
 
 
 def resolve_bundled(path: str) -> Path:
@@ -65,7 +61,4 @@ def load_basic_motions() -> dict[str, pd.DataFrame]:
     """Load the two BasicMotions sources: ``{"watch_full": df, "watch_acc": df}``."""
     # Block ids and labels are strings; keep them from being parsed as anything else.
     dtypes = {"recording": str, "split": str, "activity": str}
-    return {
-        name: pd.read_csv(resolve_bundled(f"{BUNDLED_SCHEME}basic_motions/{name}.csv"), dtype=dtypes)
-        for name in ("watch_full", "watch_acc")
-    }
+    return {name: pd.read_csv(resolve_bundled(f"{BUNDLED_SCHEME}basic_motions/{name}.csv"), dtype=dtypes) for name in ("watch_full", "watch_acc")}

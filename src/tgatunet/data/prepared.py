@@ -178,9 +178,7 @@ def index_windows(
     starts, seg_of_window = window_starts(bounds, span, d.stride)
     skipped = int(((bounds[:, 1] - bounds[:, 0]) < span).sum())
     if skipped:
-        log.warning(
-            "%d block segment(s) shorter than one window (%d rows) were skipped for training and evaluation.", skipped, span
-        )
+        log.warning("%d block segment(s) shorter than one window (%d rows) were skipped for training and evaluation.", skipped, span)
     if len(starts) == 0:
         longest = int((bounds[:, 1] - bounds[:, 0]).max())
         raise DataError(

@@ -166,9 +166,7 @@ def _modality_values(frame: pd.DataFrame, where: str, source: SourceConfig, conf
             values[:, j] = numeric_cells(frame[channel], where, 0)
     for channel in expected:
         if np.isnan(values[:, channels.index(channel)]).all():
-            raise DataError(
-                f"{where}: column '{channel}' has no observed value at all. Move it to this source's 'need' list if the source lacks it."
-            )
+            raise DataError(f"{where}: column '{channel}' has no observed value at all. Move it to this source's 'need' list if the source lacks it.")
     for channel in source.need:
         held = int((~np.isnan(values[:, channels.index(channel)])).sum())
         if held:
@@ -184,9 +182,7 @@ def _block_splits(split: pd.Series, blocks: np.ndarray, where: str, column: str)
     names = split.astype(str).str.strip().str.lower()
     unknown = sorted(set(names) - set(SPLIT_NAMES))
     if unknown:
-        raise DataError(
-            f"{where}: split_col '{column}' holds {unknown[:5]}; allowed values are train, val, test."
-        )
+        raise DataError(f"{where}: split_col '{column}' holds {unknown[:5]}; allowed values are train, val, test.")
     per_block = pd.DataFrame({"block": blocks, "split": names.map(SPLIT_NAMES)})
     counts = per_block.groupby("block")["split"].nunique()
     mixed = counts[counts > 1]

@@ -68,9 +68,7 @@ def split_blocks(
     # with the most training blocks, as long as it keeps one.
     for name, fraction in (("val", draw_val), ("test", draw_test)):
         if fraction > 0 and not any(v == name for v in result.values()):
-            train_by_label = {
-                label: [k for k in keys if result[k] == "train"] for label, keys in by_label.items()
-            }
+            train_by_label = {label: [k for k in keys if result[k] == "train"] for label, keys in by_label.items()}
             label = max(train_by_label, key=lambda lab: (len(train_by_label[lab]), -lab))
             if len(train_by_label[label]) >= 2:
                 result[train_by_label[label][int(rng.integers(len(train_by_label[label])))]] = name

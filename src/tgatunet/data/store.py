@@ -90,9 +90,7 @@ def _write_source(config: Config, index: int, folder: Path) -> tuple[SourceEntry
     entries = {}
     for name, array in arrays.items():
         np.save(folder / f"{name}.npy", array)
-        entries[name] = ArrayEntry(
-            file=f"{folder.name}/{name}.npy", shape=list(array.shape), dtype=array.dtype.str, sha256=""
-        )
+        entries[name] = ArrayEntry(file=f"{folder.name}/{name}.npy", shape=list(array.shape), dtype=array.dtype.str, sha256="")
     entry = SourceEntry(
         name=src.name,
         path=str(path.resolve()),
@@ -130,13 +128,7 @@ def _write_store(config: Config, root: Path) -> Manifest:
         _recode_labels(root / entry.arrays["labels"].file, mapping)
         for array in entry.arrays.values():
             array.sha256 = sha256_file(root / array.file)
-    manifest = Manifest(
-        schema_name=SCHEMA,
-        format_version=FORMAT_VERSION,
-        channels=config.channels,
-        class_names=class_names,
-        sources=entries,
-    )
+    manifest = Manifest(schema_name=SCHEMA, format_version=FORMAT_VERSION, channels=config.channels, class_names=class_names, sources=entries)
     (root / MANIFEST).write_text(manifest.model_dump_json(indent=1), encoding="utf-8")
     return manifest
 
@@ -178,9 +170,7 @@ def _read_manifest(root: Path) -> Manifest:
     try:
         manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'the file'}: {e['msg']}" for e in err.errors()[:3]
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'the file'}: {e['msg']}" for e in err.errors()[:3])
         raise DataError(f"store manifest '{path}' is damaged ({problems}). {_rebuild_hint(root)}") from None
     if manifest.schema_name != SCHEMA or manifest.format_version != FORMAT_VERSION:
         raise DataError(

@@ -79,11 +79,7 @@ def _window_labels(store: DataStore, offsets: np.ndarray, config: Config, starts
     return out
 
 
-def store_data(
-    config: Config,
-    stats: ChannelStats | None = None,
-    block_splits: dict[str, str] | None = None,
-) -> StoreData:
+def store_data(config: Config, stats: ChannelStats | None = None, block_splits: dict[str, str] | None = None) -> StoreData:
     """Open the config's ``data_store`` and index its windows (nothing but the index is loaded).
 
     Args:
@@ -113,9 +109,7 @@ def store_data(
 
     if stats is None:
         train = bounds[np.array([block_splits[k] == "train" for k in seg_keys])]
-        stats = ChannelStats.fit_chunks(
-            lambda: (store.read_values(*piece) for piece in _segment_chunks(train, offsets)), len(store.channels)
-        )
+        stats = ChannelStats.fit_chunks(lambda: (store.read_values(*piece) for piece in _segment_chunks(train, offsets)), len(store.channels))
     return StoreData(
         channels=store.channels,
         class_names=store.class_names,

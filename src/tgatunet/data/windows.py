@@ -77,17 +77,13 @@ def window_labels(row_labels: np.ndarray, rows: np.ndarray, rule: str) -> np.nda
     return result
 
 
-def labels_of_windows(row_labels: np.ndarray, starts: np.ndarray, window_size: int, downsample: int, rule: str,
-                      chunk: int = 1 << 16) -> np.ndarray:
+def labels_of_windows(row_labels: np.ndarray, starts: np.ndarray, window_size: int, downsample: int, rule: str, chunk: int = 1 << 16) -> np.ndarray:
     """``[W]`` :func:`window_labels` of the windows starting at ``starts``, a chunk of windows at a time."""
-    parts = [window_labels(row_labels, row_index(starts[i : i + chunk], window_size, downsample), rule)
-             for i in range(0, len(starts), chunk)]
+    parts = [window_labels(row_labels, row_index(starts[i : i + chunk], window_size, downsample), rule) for i in range(0, len(starts), chunk)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def average_overlaps(
-    rows: np.ndarray, predictions: np.ndarray, n_rows: int, where: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def average_overlaps(rows: np.ndarray, predictions: np.ndarray, n_rows: int, where: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-row mean of overlapping window predictions.
 
     Args:

@@ -41,9 +41,7 @@ class LiteGATConv(nn.Module):
         x: ``[B, T, F_in]``; graph: ``int`` or ``(index, valid)``; output: ``[B, T, H * F]``.
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, heads: int = 1, negative_slope: float = 0.2, dropout: float = 0.0
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, heads: int = 1, negative_slope: float = 0.2, dropout: float = 0.0) -> None:
         super().__init__()
         self.heads, self.out_channels = heads, out_channels
         self.negative_slope, self.dropout = negative_slope, dropout

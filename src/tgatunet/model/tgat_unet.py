@@ -182,9 +182,7 @@ class TGATUNet(nn.Module):
             return checkpoint(module, *args, use_reentrant=False, **selective)
         return module(*args)
 
-    def forward(
-        self, values: torch.Tensor, visible: torch.Tensor, neighbors: Neighbors | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, values: torch.Tensor, visible: torch.Tensor, neighbors: Neighbors | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, C = values.shape
         vis = visible.to(values.dtype)
         x = torch.cat([values * vis, vis], dim=-1)  # [B, T, 2C]

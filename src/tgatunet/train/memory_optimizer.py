@@ -289,9 +289,5 @@ class MemoryOptimizer(pl.Callback):
 
     def summary(self, pl_module: pl.LightningModule) -> dict[str, Any]:
         """The plan and what happened during training, for ``metrics.json``."""
-        return {
-            "enabled": True,
-            "plan": self.plan.summary(),
-            **pl_module.micro_batches.summary(),
-        }
+        return {"enabled": True, "plan": self.plan.summary(), **pl_module.micro_batches.summary()}
 

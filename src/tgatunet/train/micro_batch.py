@@ -106,8 +106,7 @@ class MicroBatches:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             self.lower(size, size // 2, step, "out_of_memory")
-            log.warning("out of memory at step %d with micro-batches of %d windows: retrying the step with %d",
-                        step, size, self.size)
+            log.warning("out of memory at step %d with micro-batches of %d windows: retrying the step with %d", step, size, self.size)
 
     @staticmethod
     def _run(

@@ -56,9 +56,7 @@ class TGATUNetModule(pl.LightningModule):
         self.compiled = None
         if self.config.performance.compile:
             self.compiled = CompiledOrEager(self.model, mode="reduce-overhead" if device_kind == "cuda" else None)
-        self.register_buffer(
-            "patterns", torch.tensor(need_patterns, dtype=torch.bool).reshape(-1, len(channels)), persistent=False
-        )
+        self.register_buffer("patterns", torch.tensor(need_patterns, dtype=torch.bool).reshape(-1, len(channels)), persistent=False)
         self.automatic_optimization = False
         self.micro_batches = micro_batches or MicroBatches()
         self.knn = KnnGraph.from_config(self.config) if self.config.model.graph_type == "knn" else None
@@ -78,15 +76,11 @@ class TGATUNetModule(pl.LightningModule):
         """``recon [B, T, C]`` and ``logits [B, classes]`` of ``values, visible [B, T, C]``."""
         return (self.compiled or self.model)(values, visible, self.neighbors(values, visible))
 
-    def predict_windows(
-        self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def predict_windows(self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """``recon [W, T, C]``, ``logits [W, classes]`` (numpy) of many windows, as a trained run predicts them."""
         return predict_in_batches(self, values, visible, batch_size, self.device, self.model.spec.num_classes)
 
-    def inputs(
-        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``visible [B, T, C]`` and ``targets [B, T, C]`` bool: what this step shows and reconstructs.
 
         Values completed by the dynamic need update (``batch["filled"]``) may be shown, never targets.
@@ -118,9 +112,7 @@ class TGATUNetModule(pl.LightningModule):
             "correct": ((logits.argmax(-1) == labels) & (labels >= 0)).sum(),
         }
 
-    def _log_losses(
-        self, stage: str, totals: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], hidden: int | None = None
-    ) -> None:
+    def _log_losses(self, stage: str, totals: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], hidden: int | None = None) -> None:
         size = len(batch["values"])
         # Epoch means weighted by batch size; under DDP the weighted sums and the sizes are each
         # summed over ranks (sync_dist), so the mean is over all windows, each counted once.
@@ -187,8 +179,7 @@ class TGATUNetModule(pl.LightningModule):
             self.learning_rate.observe(float(self.trainer.callback_metrics["val/mae"]))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        visible, targets = validation_inputs(
-            batch["observed"], batch.get("filled"), self.patterns, self.config.training, batch_idx)
+        visible, targets = validation_inputs(batch["observed"], batch.get("filled"), self.patterns, self.config.training, batch_idx)
         self._log_losses("val", self.losses(batch, visible, targets), batch, hidden=int(targets.sum()))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -59,10 +59,7 @@ class ResourceMonitor(pl.Callback):
 
     def sample(self, device: torch.device) -> dict[str, float]:
         """Read the figures now."""
-        figures = {
-            "rss_gb": self._process.memory_info().rss / GB,
-            "system_memory_percent": psutil.virtual_memory().percent,
-        }
+        figures = {"rss_gb": self._process.memory_info().rss / GB, "system_memory_percent": psutil.virtual_memory().percent}
         if device.type == "cuda":
             free, total = torch.cuda.mem_get_info(device)
             figures.update(

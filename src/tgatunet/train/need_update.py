@@ -85,11 +85,7 @@ class NeedUpdate(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # Checkpoints carry the completed values, so a resumed run feeds the same inputs.
-        return {
-            "epochs": list(self.epochs),
-            "filled": self.inputs.filled.clone(),
-            "values": self.inputs.values[self.inputs.filled].clone(),
-        }
+        return {"epochs": list(self.epochs), "filled": self.inputs.filled.clone(), "values": self.inputs.values[self.inputs.filled].clone()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         filled = state_dict["filled"]

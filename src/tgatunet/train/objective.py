@@ -24,9 +24,7 @@ import torch
 import torch.nn.functional as F
 
 
-def contiguous_gaps(
-    B: int, T: int, C: int, prob: float, max_length: int, rand, device: torch.device
-) -> torch.Tensor:
+def contiguous_gaps(B: int, T: int, C: int, prob: float, max_length: int, rand, device: torch.device) -> torch.Tensor:
     """``[B, T, C]`` bool: in each (window, channel) with probability ``prob``, one run of ``1 .. max_length`` steps."""
     start = (rand(B, 1, C) * T).long()  # [B, 1, C]
     length = 1 + (rand(B, 1, C) * max_length).long().clamp_max(max_length - 1)
@@ -148,9 +146,7 @@ def masked_loss(
     return per_value.sum() / count.to(per_value.dtype).clamp_min(1.0)
 
 
-def classification_loss(
-    logits: torch.Tensor, labels: torch.Tensor, denominator: torch.Tensor | None = None
-) -> torch.Tensor:
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, denominator: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy over labelled windows (label -1 = none; 0 when there is none); ``denominator`` as in
     :func:`masked_loss`. No branch on the labels' values: the host never waits for the device here."""
     count = (labels >= 0).sum() if denominator is None else denominator

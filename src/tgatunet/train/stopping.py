@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def training_ending(
-    early_stopped: bool, checks_since_best: int, patience: int, epochs_auto: bool, windows_seen: int
-) -> dict[str, Any]:
+def training_ending(early_stopped: bool, checks_since_best: int, patience: int, epochs_auto: bool, windows_seen: int) -> dict[str, Any]:
     """``stopped_by`` (``early_stopping``, ``max_windows`` or ``epochs``) and, when the budget ended a run whose
     validation completion MAE was still improving, ``too_early`` with the key to raise.
 
