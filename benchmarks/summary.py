@@ -80,7 +80,8 @@ def print_model_bench(results: dict[str, Any], presets: tuple[str, ...]) -> None
             f"{preset}: lite {r['lite_param_reduction']:.0%} fewer parameters, {r['lite_step_speedup']:.2f}x step speed, "
             f"{r['lite_peak_memory_reduction']:.0%} less peak memory; checkpointing {r['checkpoint_memory_reduction']:.0%} "
             f"less memory at {r['checkpoint_step_time_ratio']:.2f}x step time (selective: "
-            f"{r['selective_checkpoint_memory_reduction']:.0%} at {r['selective_checkpoint_step_time_ratio']:.2f}x); bf16 {r['bf16_step_speedup']:.2f}x speed, "
+            f"{r['selective_checkpoint_memory_reduction']:.0%} at {r['selective_checkpoint_step_time_ratio']:.2f}x); "
+            f"bf16 {r['bf16_step_speedup']:.2f}x speed, "
             f"{r['bf16_memory_reduction']:.0%} less memory ({results['device']})"
         )
     console.print(f"lite / standard completion MAE after {results['epochs']} epochs: {results['lite_mae_ratio']:.3f}")

@@ -40,7 +40,7 @@ def test_channels_are_coupled_and_labels_depend_on_signals():
     assert np.abs(corr[np.triu_indices(4, 1)]).max() > 0.3
     # The dominant frequency of a block tells its class.
     peak = {}
-    for block, part in frame.groupby("block"):
+    for _, part in frame.groupby("block"):
         spectrum = np.abs(np.fft.rfft(part["ch00"] - part["ch00"].mean()))
         peak.setdefault(part["label"].iloc[0], []).append(int(spectrum[1:].argmax()))
     medians = sorted(np.median(v) for v in peak.values())

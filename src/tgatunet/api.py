@@ -61,10 +61,15 @@ def _numeric_array(values: np.ndarray, channels: list[str] | None, run_channels:
             f"{values.shape} and channels {channels}. The run's channels are {run_channels}."
         )
     try:
-        return values.astype(np.float64)
+        values = values.astype(np.float64)
     except (TypeError, ValueError) as err:
         raise DataError(f"the array to complete holds values that are not numbers ({err}); give a float array "
                         "with NaN where a value was not observed.") from None
+    if np.isinf(values).any():
+        where = tuple(int(i) for i in np.argwhere(np.isinf(values))[0])
+        raise DataError(f"the array to complete holds {values[where]} at index {where}; a value not observed is NaN, "
+                        "not infinite. Replace it (values = np.where(np.isinf(values), np.nan, values)).")
+    return values
 
 
 class Run:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from tgatunet.config import PRESETS, config_template, load_config
 from tgatunet.errors import ConfigError, TgatunetError

@@ -208,7 +208,8 @@ def _check_keys(raw: dict[str, Any], valid: list[str], where: str) -> None:
 
 def _key_of(loc: tuple) -> str:
     """The file's name for an error location: sections and union members (``int``, ``literal['auto']``) left out."""
-    return ".".join(str(p) for p in loc if p not in SECTIONS and not str(p).startswith(("literal[", "function-")) and p not in ("int", "float", "str", "bool"))
+    kept = [p for p in loc if p not in SECTIONS and p not in ("int", "float", "str", "bool")]
+    return ".".join(str(p) for p in kept if not str(p).startswith(("literal[", "function-")))
 
 
 # A message stays readable whatever the file holds: so many characters a problem, so many problems.

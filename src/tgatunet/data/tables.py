@@ -37,6 +37,13 @@ def table_format(path: Path) -> str:
     return "parquet" if path.suffix.lower() in PARQUET else "csv"
 
 
+def _reason(err: Exception) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return (f"it is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at byte {err.start}); "
+                "save it as UTF-8 (in a spreadsheet: CSV UTF-8).")
+    return str(err)
+
+
 class TableReader:
     """A CSV or Parquet file read in chunks of about ``chunk_rows`` rows.
 
@@ -66,7 +73,7 @@ class TableReader:
                     self.columns = next(csv.reader(handle), [])
                 _check_line_end(self.path)
         except (OSError, UnicodeDecodeError, pa.ArrowException, csv.Error) as err:
-            raise DataError(f"cannot read '{self.path}': {err}") from None
+            raise DataError(f"cannot read '{self.path}': {_reason(err)}") from None
         if not self.columns:
             raise DataError(f"'{self.path}' is empty: a table starts with a header line naming its columns.")
         dupes = sorted({c for c in self.columns if self.columns.count(c) > 1})
@@ -90,7 +97,7 @@ class TableReader:
         except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as err:
             if isinstance(err, pd.errors.ParserError):
                 _check_fields(self.path, self.columns)
-            raise DataError(f"cannot read '{self.path}': {err}") from None
+            raise DataError(f"cannot read '{self.path}': {_reason(err)}") from None
         if _stamp(self.path) != self._stamp:
             raise DataError(
                 f"'{self.path}' changed while it was being read (size/modification time differ); "
@@ -238,7 +245,9 @@ class TableWriter:
         if first:
             self._file = AtomicFile(self.path)
         if self.format == "parquet":
-            table = pa.Table.from_pandas(frame, preserve_index=False)
+            # Without pandas' dtype names (an Arrow-backed categorical's cannot be read back by pandas):
+            # the Arrow types alone, which pandas, pyarrow and other readers all understand.
+            table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
             if first:
                 self._parquet = pq.ParquetWriter(self._file.handle, table.schema)
             self._parquet.write_table(table.cast(self._parquet.schema))

@@ -86,6 +86,7 @@ def need_update_ablation(run_dir: str | Path, progress_bar: bool = False) -> dic
         config.training.dynamic_need_update: _figures(run, metrics),
         flipped: _figures(counterpart, evaluate_run(counterpart.root)),
     }
+    run.note_written(counterpart.root)  # a run inside this one: --overwrite of this one removes it
     result = {
         "with": figures[True],
         "without": figures[False],

@@ -56,6 +56,7 @@ def seed_repeats(run_dir: str | Path, seeds: int, baselines: tuple[str, ...] = (
     for seed in range(first + 1, first + seeds):
         other = train_counterpart(run, {"seed": seed, **same_split}, run.root / "seeds" / f"seed_{seed}", progress_bar)
         metrics.append(evaluate_run(other.root, baselines=baselines))
+        run.note_written(other.root)  # a run inside this one: --overwrite of this one removes it
         roots.append(str(other.root))
     result = {"seeds": list(range(first, first + seeds)), "runs": roots, **aggregate(metrics)}
     run.update_metrics("seeds", result)

@@ -29,7 +29,6 @@ import json
 import logging
 import contextlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

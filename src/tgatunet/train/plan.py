@@ -161,6 +161,7 @@ def resolve_plan(config: Config, data: Data, run: RunDir, writer: bool) -> Train
         plan = replace(plan, memory=measure_memory(plan.training_config(config), data, device, precision))
     if writer:
         atomic_write_text(run.root / PLAN_FILE, json.dumps(asdict(plan), indent=1))
+        run.note_written(run.root / PLAN_FILE)
     return plan
 
 

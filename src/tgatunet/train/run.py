@@ -236,12 +236,16 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
             f"training interrupted at epoch {trainer.current_epoch}; the last checkpoint is {where}. Continue with: "
             f"tgatunet train --config {config_file or 'CONFIG'} --run-dir {run.root} --resume (in Python resume=True)."
         ) from None
+    finally:
+        if writer:  # what this training wrote, for --overwrite to delete later (also after a crash)
+            run.note_written(run.checkpoints, run.logs)
     if plan.precision != config.performance.precision:
         log.warning("precision %s is not available on %s: trained with %s (recorded in metrics.json).",
                     config.performance.precision, trainer.strategy.root_device, plan.precision)
     if trainer.is_global_zero:
         ours.write_metrics(run, trainer, module, config, data)
         plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
+        run.note_written(run.plots / "loss_curves.png")
     return run
 
 
