@@ -160,13 +160,9 @@ def process_advice(config: Config, data: Data, steps: int, device: torch.device)
         many = measure_setting(config, data, steps, device).windows_per_second
     # N processes of one thread each can reach up to N times the one-thread rate (estimate).
     better = one * cores > FASTER * many
-    return {
-        "cpu_cores": cores,
-        "windows_per_second_1_thread": one,
-        f"windows_per_second_{cores}_threads": many,
-        "recommend_devices": cores if better else None,
-        "basis": "estimate: N processes x the one-thread rate, against one process with N threads",
-    }
+    return {"cpu_cores": cores, "windows_per_second_1_thread": one, f"windows_per_second_{cores}_threads": many,
+            "recommend_devices": cores if better else None,
+            "basis": "estimate: N processes x the one-thread rate, against one process with N threads"}
 
 
 def verdict(share: dict[str, float]) -> str:
@@ -222,7 +218,7 @@ def recommended_yaml(report: BenchReport) -> str:
 def run_bench(config_path: str | Path, out: str | Path, steps: int = 12, on_progress: Callable[[str], None] | None = None) -> BenchReport:
     """Measure ``config_path`` on this machine and write ``OUT/bench.json`` and ``OUT/recommended.yaml``."""
     start = time.perf_counter()
-    progress = on_progress or (lambda message: None)
+    progress = on_progress or (lambda _: None)
     config = load_config(config_path)
     data = load_data(config)
     device = training_device(config.performance.accelerator).torch_device

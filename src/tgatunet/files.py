@@ -157,21 +157,17 @@ def _take_over(lock: Path, holder: dict) -> None:
 def _busy(path: Path, lock: Path, holder: dict) -> RunError:
     pid = holder["pid"] if holder["pid"] is not None else "unknown"
     host = "" if holder["host"] in (None, socket.gethostname()) else f" on {holder['host']}"
-    return RunError(
-        f"another tgatunet process (pid {pid}{host}) is writing '{path}'; wait for it to finish, "
-        f"or delete '{lock}' if no such process runs."
-    )
+    return RunError(f"another tgatunet process (pid {pid}{host}) is writing '{path}'; wait for it to finish, "
+                    f"or delete '{lock}' if no such process runs.")
 
 
 @contextlib.contextmanager
 def output_lock(path: Path | str, lock: Path | str | None = None) -> Iterator[Path]:
-    """Hold ``path`` (a file or folder to write) for this process while the block runs.
+    """Hold ``path`` (a file or folder to write) for this process while the block runs; yields the lock file's path.
 
-    Creates the lock file ``lock`` (default ``PATH.lock``, beside ``path``) exclusively
-    (``O_CREAT | O_EXCL``) with this process's pid and host; a second process wanting the
-    same output gets a :class:`RunError` at once, naming the holder, instead of both
-    writing it. A lock left by a process of this machine that no longer runs is taken
-    over. The lock is deleted when the block ends. Yields the lock file's path.
+    The lock file ``lock`` (default ``PATH.lock``) is created exclusively (``O_CREAT | O_EXCL``) with this
+    process's pid and host: a second process wanting the same output gets a :class:`RunError` at once, naming
+    the holder. A lock left by a dead process of this machine is taken over; the lock is deleted at the end.
     """
     path = Path(path)
     lock = Path(lock) if lock is not None else path.with_name(f"{path.name}.lock")

@@ -21,8 +21,7 @@ GB = 2**30
 
 @dataclass(frozen=True)
 class DeviceMemory:
-    """One device that can train: ``kind`` (``cuda``, ``mps``, ``cpu``), its name and memory in bytes
-    (``available_bytes`` None: not read, see :func:`detect_hardware`)."""
+    """One device that can train: ``kind`` (``cuda``, ``mps``, ``cpu``), its name and memory in bytes (available None: not read)."""
 
     kind: str
     index: int
@@ -76,7 +75,6 @@ def training_device(accelerator: str, hardware: Hardware | None = None) -> Devic
     if accelerator in ("auto", "gpu", "cuda") and hardware.gpus:
         return hardware.gpus[0]
     if accelerator in ("auto", "gpu", "mps") and hardware.mps:
-        # MPS shares the machine's RAM.
         return DeviceMemory("mps", 0, "Apple MPS (shared RAM)", hardware.ram.total_bytes, hardware.ram.available_bytes)
     return hardware.ram
 
@@ -90,13 +88,10 @@ def preset_for_memory(total_bytes: float) -> str:
 
 
 def auto_profile(accelerator: str, budget_gb: float | None) -> tuple[str, float, str]:
-    """The preset ``hardware_profile: auto`` picks.
+    """``(preset, memory in GB it was chosen by, what that memory is)`` that ``hardware_profile: auto`` picks.
 
-    By ``memory_budget_gb`` when the config sets one (the user's word on what training may
-    use), else by the training device's total memory.
-
-    Returns:
-        ``(preset, memory in GB it was chosen by, what that memory is)``.
+    By ``memory_budget_gb`` when the config sets one (the user's word on what training may use), else by the
+    training device's total memory.
     """
     if budget_gb is not None:
         return preset_for_memory(budget_gb * GB), float(budget_gb), "memory_budget_gb"

@@ -47,11 +47,8 @@ def fail(err: TgatunetError) -> None:
 
 
 METHODS = ("model", "mean_fill", "linear", "locf", "ridge", "saits_default", "saits_task")
-PATTERN_TEXT = {
-    "need": "whole channels another source lacks",
-    "gaps": "contiguous drop-outs in observed channels",
-    "points": "single observed values",
-}
+PATTERN_TEXT = {"need": "whole channels another source lacks", "gaps": "contiguous drop-outs in observed channels",
+                "points": "single observed values"}
 
 
 def _pattern_table(title: str, rows: dict[str, dict[str, str]], best: dict[str, str]) -> Table:
@@ -119,11 +116,8 @@ def print_classification(classification: dict[str, Any]) -> None:
         table.add_row(name, *(str(v) for v in row))
     console.print(table)
     per_source = ", ".join(f"{k} {v:.3f}" for k, v in classification["per_source_accuracy"].items())
-    console.print(
-        f"classification: accuracy [bold]{classification['accuracy']:.3f}[/], "
-        f"macro-F1 {classification['macro_f1']:.3f}, per source: {per_source}, "
-        f"per block (majority vote) {classification['block_vote_accuracy']:.3f}"
-    )
+    console.print(f"classification: accuracy [bold]{classification['accuracy']:.3f}[/], macro-F1 {classification['macro_f1']:.3f}, "
+                  f"per source: {per_source}, per block (majority vote) {classification['block_vote_accuracy']:.3f}")
 
 
 def print_train(train: dict[str, Any]) -> None:
@@ -148,21 +142,12 @@ def print_need_update(ablation: dict[str, Any]) -> None:
         table.add_column(column, justify="right")
     for name in ("with", "without"):
         f = ablation[name]
-        table.add_row(
-            name,
-            f"{f['completion_mae']:.4f}",
-            f"{f['accuracy']:.3f}",
-            f"{f['macro_f1']:.3f}",
-            str(f["epochs_completed"]),
-            f"{f['best_val_mae']:.4f}",
-        )
+        table.add_row(name, f"{f['completion_mae']:.4f}", f"{f['accuracy']:.3f}", f"{f['macro_f1']:.3f}", str(f["epochs_completed"]),
+                      f"{f['best_val_mae']:.4f}")
     console.print(table)
     said = {"with": "with the update", "without": "without the update", "tie": "a tie"}
     better = ablation["better"]
-    console.print(
-        f"lower completion MAE: [bold]{said[better['completion_mae']]}[/]; "
-        f"higher accuracy: [bold]{said[better['accuracy']]}[/]"
-    )
+    console.print(f"lower completion MAE: [bold]{said[better['completion_mae']]}[/]; higher accuracy: [bold]{said[better['accuracy']]}[/]")
 
 
 def print_leakage_guard(guard: dict[str, Any]) -> None:
@@ -184,10 +169,7 @@ def print_memory(memory: dict[str, Any]) -> None:
     if optimizer.get("enabled") and optimizer.get("plan"):
         plan = optimizer["plan"]
         used = ", ".join(f"{k} windows x {v} steps" for k, v in optimizer["steps_by_micro_batch_size"].items())
-        parts.append(
-            f"memory optimizer: batch {plan['batch_size']} in micro-batches ({used}), "
-            f"{len(optimizer['changes'])} change(s)"
-        )
+        parts.append(f"memory optimizer: batch {plan['batch_size']} in micro-batches ({used}), {len(optimizer['changes'])} change(s)")
     if parts:
         console.print("memory: " + ", ".join(parts))
 
@@ -220,20 +202,11 @@ def print_memory_plan(plan: dict[str, Any]) -> None:
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
-    if "train" in metrics:
-        print_train(metrics["train"])
-    if "leakage_guard" in metrics:
-        print_leakage_guard(metrics["leakage_guard"])
-    if "memory" in metrics:
-        print_memory(metrics["memory"])
-    if "completion" in metrics:
-        print_completion(metrics["completion"])
-    if "classification" in metrics:
-        print_classification(metrics["classification"])
-    if "need_update" in metrics:
-        print_need_update(metrics["need_update"])
-    if "seeds" in metrics:
-        print_seeds(metrics["seeds"])
+    printers = {"train": print_train, "leakage_guard": print_leakage_guard, "memory": print_memory, "completion": print_completion,
+                "classification": print_classification, "need_update": print_need_update, "seeds": print_seeds}
+    for section, printer in printers.items():
+        if section in metrics:
+            printer(metrics[section])
 
 
 def print_bench(report: dict[str, Any]) -> None:
