@@ -221,12 +221,9 @@ class CacheStats:
 
 
 class GraphCache:
-    """Graphs of windows by content: read from disk, and one batched build of the rest.
+    """Graphs of ``graph``'s builder by window content: read from ``directory``, and one batched build of the rest.
 
-    Args:
-        graph: the builder whose graphs are cached.
-        directory: the cache's folder.
-        max_disk_bytes: size limit (None: this instance never evicts, e.g. a worker whose parent does).
+    ``max_disk_bytes``: size limit (None: this instance never evicts, e.g. a worker whose parent does).
     """
 
     def __init__(self, graph: KnnGraph, directory: Path | str, max_disk_bytes: int | None) -> None:
@@ -291,13 +288,8 @@ def cache_summary(directory: Path | str) -> dict[str, Any]:
     """Location, entries, bytes and the last run's hit counts of a cache folder."""
     directory = Path(directory)
     entries = DiskGraphStore(directory, None).scan()
-    return {
-        "location": str(directory.resolve()),
-        "exists": directory.is_dir(),
-        "entries": len(entries),
-        "bytes": sum(e.size for e in entries),
-        "last_run": _last_run(directory),
-    }
+    return {"location": str(directory.resolve()), "exists": directory.is_dir(), "entries": len(entries),
+            "bytes": sum(e.size for e in entries), "last_run": _last_run(directory)}
 
 
 def mark_cache(directory: Path) -> None:
@@ -332,10 +324,8 @@ def clear_cache(directory: Path | str) -> tuple[int, int]:
     if not directory.exists():
         return 0, 0
     if not _is_cache(directory):
-        raise RunError(
-            f"'{directory}' is not a tgatunet graph cache (no {MARKER}, no cache entries): nothing was deleted. "
-            "Check the folder given with --dir, or the config's graph_cache_dir."
-        )
+        raise RunError(f"'{directory}' is not a tgatunet graph cache (no {MARKER}, no cache entries): nothing was deleted. "
+                       "Check the folder given with --dir, or the config's graph_cache_dir.")
     entries = DiskGraphStore(directory, None).scan()
     for folder in (directory / "entries").glob("[0-9a-f][0-9a-f]"):
         for path in folder.iterdir():

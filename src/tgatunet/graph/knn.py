@@ -62,14 +62,9 @@ class KnnGraph:
 
     @torch.no_grad()
     def build(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Neighbour tables of a batch of windows.
+        """Neighbour tables ``index [B, T, K]`` long and ``valid [B, T, K]`` bool, on ``values``' device.
 
-        Args:
-            values: ``[B, T, C]`` window values (anything at invisible positions).
-            visible: ``[B, T, C]`` bool, what the model is allowed to see.
-
-        Returns:
-            ``index [B, T, K]`` long and ``valid [B, T, K]`` bool, on ``values``' device.
+        ``values [B, T, C]`` may hold anything where ``visible [B, T, C]`` (what the model may see) is False.
         """
         B, T, _ = values.shape
         if self.k > T:

@@ -53,16 +53,8 @@ def build_chunk(graph: KnnGraph, directory: Path, values: np.ndarray, visible: n
     return cache.stats
 
 
-def precompute_graphs(
-    graph: KnnGraph,
-    directory: Path,
-    values: np.ndarray,
-    visible: np.ndarray,
-    max_bytes: int,
-    workers: int,
-    chunk_size: int = 256,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> PrecomputeReport:
+def precompute_graphs(graph: KnnGraph, directory: Path, values: np.ndarray, visible: np.ndarray, max_bytes: int, workers: int,
+                      chunk_size: int = 256, on_progress: Callable[[int, int], None] | None = None) -> PrecomputeReport:
     """Build the graphs of windows ``values, visible [W, T, C]`` into the cache at ``directory``.
 
     Args:
@@ -90,9 +82,7 @@ def precompute_graphs(
                 finished(job.result())
     total.evicted += DiskGraphStore(directory, max_bytes).enforce_limit()
     if total.evicted:
-        log.warning(
-            "the graphs exceed graph_cache_max_mb (%.0f MB): %d entries were evicted again. Raise graph_cache_max_mb.",
-            max_bytes / 2**20, total.evicted,
-        )
+        log.warning("the graphs exceed graph_cache_max_mb (%.0f MB): %d entries were evicted again. Raise graph_cache_max_mb.",
+                    max_bytes / 2**20, total.evicted)
     write_stats(directory, "build", total)
     return PrecomputeReport(directory, len(values), total.built, total.disk_hits, total.evicted, time.perf_counter() - start)

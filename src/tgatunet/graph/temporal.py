@@ -18,12 +18,8 @@ import torch
 
 
 def temporal_neighbors(num_steps: int, time_k: int, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Neighbour table of the temporal graph.
-
-    Returns:
-        ``index [T, K]`` long: neighbour step of each slot (clamped into range),
-        ``valid [T, K]`` bool: whether the slot is a real edge.
-    """
+    """Neighbour table of the temporal graph: ``index [T, K]`` long, each slot's step (clamped into range), and
+    ``valid [T, K]`` bool, whether the slot is a real edge."""
     offsets = torch.arange(-time_k, time_k + 1, device=device)  # [K]
     raw = torch.arange(num_steps, device=device)[:, None] + offsets[None, :]  # [T, K]
     valid = (raw >= 0) & (raw < num_steps)

@@ -38,14 +38,8 @@ class CompiledOrEager:
     Not an ``nn.Module``: it holds no parameters of its own, so a module that keeps
     one as an attribute saves the same state dict with or without compilation.
 
-    Args:
-        module: the model.
-        options: inductor options for ``torch.compile`` (None: its defaults).
-        mode: ``torch.compile``'s mode: ``reduce-overhead`` replays the step as CUDA graphs.
-
-    Attributes:
-        module: the eager module.
-        compiled: the compiled module, or None once compilation has failed.
+    ``options``: inductor options (None: its defaults); ``mode``: ``torch.compile``'s mode (``reduce-overhead``
+    replays the step as CUDA graphs). ``compiled`` is the compiled module, or None once compilation has failed.
     """
 
     def __init__(self, module: nn.Module, options: dict[str, Any] | None = None, mode: str | None = None) -> None:

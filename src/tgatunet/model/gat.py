@@ -52,16 +52,8 @@ class BatchedGATConv(nn.Module):
         output: ``[B, T, H * F]`` or ``[B, T, F]``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        heads: int = 1,
-        concat: bool = True,
-        negative_slope: float = 0.2,
-        dropout: float = 0.0,
-        bias: bool = True,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, heads: int = 1, concat: bool = True, negative_slope: float = 0.2,
+                 dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
         self.heads, self.out_channels, self.concat = heads, out_channels, concat
         self.negative_slope, self.dropout = negative_slope, dropout
@@ -69,9 +61,8 @@ class BatchedGATConv(nn.Module):
         self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
         self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
         self.bias = nn.Parameter(torch.zeros(heads * out_channels if concat else out_channels)) if bias else None
-        nn.init.xavier_uniform_(self.lin.weight)
-        nn.init.xavier_uniform_(self.att_src)
-        nn.init.xavier_uniform_(self.att_dst)
+        for weight in (self.lin.weight, self.att_src, self.att_dst):
+            nn.init.xavier_uniform_(weight)
 
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         B, T, _ = x.shape

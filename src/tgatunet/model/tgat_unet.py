@@ -66,22 +66,11 @@ class ModelSpec:
 
     @classmethod
     def from_config(cls, config, in_channels: int, num_classes: int) -> ModelSpec:
-        m = config.model
-        return cls(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            hidden_channels=m.hidden_channels,
-            encoder_layers=m.encoder_layers,
-            decoder_layers=m.decoder_layers,
-            transformer_layers=m.transformer_layers,
-            attention_heads=m.attention_heads,
-            time_k=m.time_k,
-            dropout=m.dropout,
-            ff_multiplier=m.ff_multiplier,
-            gradient_checkpoint=config.performance.use_gradient_checkpoint,
-            checkpoint_mode=config.performance.checkpoint_mode,
-            lite=m.use_optimized_model,
-        )
+        m, perf = config.model, config.performance
+        return cls(in_channels=in_channels, num_classes=num_classes, hidden_channels=m.hidden_channels, encoder_layers=m.encoder_layers,
+                   decoder_layers=m.decoder_layers, transformer_layers=m.transformer_layers, attention_heads=m.attention_heads,
+                   time_k=m.time_k, dropout=m.dropout, ff_multiplier=m.ff_multiplier, gradient_checkpoint=perf.use_gradient_checkpoint,
+                   checkpoint_mode=perf.checkpoint_mode, lite=m.use_optimized_model)
 
 
 def sinusoidal_positions(steps: int, dim: int, device: torch.device) -> torch.Tensor:

@@ -37,10 +37,8 @@ class TransformerLayer(nn.Module):
         attention_dropout: dropout on the attention weights (None: ``dropout``).
     """
 
-    def __init__(
-        self, dim: int, heads: int, ff_dim: int, dropout: float, kv_heads: int | None = None,
-        attention_dropout: float | None = None,
-    ) -> None:
+    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float, kv_heads: int | None = None,
+                 attention_dropout: float | None = None) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads or heads, dim // heads
         self.attention_dropout = dropout if attention_dropout is None else attention_dropout
