@@ -126,11 +126,9 @@ def print_train(train: dict[str, Any]) -> None:
         search = train["batch_search"]
         tried = ", ".join(f"{p['batch_size']}: {p['windows_per_second']:.0f}/s" for p in search["curve"])
         console.print(f"batch_size auto: {search['batch_size']} (lr {search['lr']:.3g}; windows/s at {tried})")
-    console.print(
-        f"training: {train['epochs_completed']} epochs ({train['steps']} steps), {train['windows_per_second']:.0f} windows/s, "
-        f"best validation completion MAE {'-' if best is None else f'{best:.4f}'}, {train['parameters']:,} parameters "
-        f"on {train['device']}"
-    )
+    console.print(f"training: {train['epochs_completed']} epochs ({train['steps']} steps), {train['windows_per_second']:.0f} windows/s, "
+                  f"best validation completion MAE {'-' if best is None else f'{best:.4f}'}, {train['parameters']:,} parameters "
+                  f"on {train['device']}")
     if "too_early" in train:
         console.print(f"[yellow]stopped too early:[/] {escape(train['too_early'])}", soft_wrap=True)
 
@@ -192,13 +190,11 @@ def print_hardware(hardware: Any, auto: tuple[str, float, str]) -> None:
 
 def print_memory_plan(plan: dict[str, Any]) -> None:
     """The memory optimizer's choice for a config (``tgatunet hardware --config``)."""
-    console.print(
-        f"memory optimizer on {plan['device']}: budget {plan['budget_gb']:.2f} GB ({plan['budget_from']}), "
-        f"target {100 * plan['target_fraction']:.0f}% = {plan['limit_gb']:.2f} GB; measured peak = "
-        f"{plan['fixed_gb']:.3f} GB + {plan['per_window_mb']:.2f} MB per window; batch_size {plan['batch_size']} "
-        f"-> micro-batches of [bold]{plan['micro_batch_size']}[/] windows "
-        f"(predicted peak {plan['predicted_peak_gb']:.3f} GB; up to {plan['largest_fitting_micro_batch']} would fit)"
-    )
+    console.print(f"memory optimizer on {plan['device']}: budget {plan['budget_gb']:.2f} GB ({plan['budget_from']}), "
+                  f"target {100 * plan['target_fraction']:.0f}% = {plan['limit_gb']:.2f} GB; measured peak = "
+                  f"{plan['fixed_gb']:.3f} GB + {plan['per_window_mb']:.2f} MB per window; batch_size {plan['batch_size']} "
+                  f"-> micro-batches of [bold]{plan['micro_batch_size']}[/] windows "
+                  f"(predicted peak {plan['predicted_peak_gb']:.3f} GB; up to {plan['largest_fitting_micro_batch']} would fit)")
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
@@ -212,12 +208,10 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 def print_bench(report: dict[str, Any]) -> None:
     """``tgatunet bench``'s figures, the settings it tried, and what it recommends."""
     train, infer = report["train"], report["infer"]
-    console.print(
-        f"training on {report['device']}: [bold]{train['windows_per_second']:.0f}[/] windows/s, "
-        f"{1e3 * train['step']['step_seconds']:.1f} ms/step, peak memory {train['peak_memory_gb']:.3f} GB "
-        f"(limit {report['memory_limit_gb']:.1f} GB); inference {infer['windows_per_second']:.0f} windows/s, "
-        f"one window {infer['latency_ms_p50']:.2f} ms"
-    )
+    console.print(f"training on {report['device']}: [bold]{train['windows_per_second']:.0f}[/] windows/s, "
+                  f"{1e3 * train['step']['step_seconds']:.1f} ms/step, peak memory {train['peak_memory_gb']:.3f} GB "
+                  f"(limit {report['memory_limit_gb']:.1f} GB); inference {infer['windows_per_second']:.0f} windows/s, "
+                  f"one window {infer['latency_ms_p50']:.2f} ms")
     console.print(f"step: {report['verdict']}")
     table = Table(title="One change at a time (same data, same steps)")
     for column in ("change", "windows/s", "speed", "peak GB"):
@@ -241,7 +235,5 @@ def print_bench(report: dict[str, Any]) -> None:
 def print_applied(applied: Any) -> None:
     """One line per table completed and classified (``tgatunet predict``, ``tgatunet complete``)."""
     filled = ", ".join(f"{k} {v}" for k, v in applied.filled.items() if v) or "nothing"
-    console.print(
-        f"{applied.name}: {applied.rows} rows, {applied.windows} windows in {applied.seconds:.1f} s; filled {filled} "
-        f"-> [bold]{applied.outputs['completed']}[/] (+ _windows, _blocks)"
-    )
+    console.print(f"{applied.name}: {applied.rows} rows, {applied.windows} windows in {applied.seconds:.1f} s; filled {filled} "
+                  f"-> [bold]{applied.outputs['completed']}[/] (+ _windows, _blocks)")

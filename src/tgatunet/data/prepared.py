@@ -181,11 +181,9 @@ def index_windows(
         log.warning("%d block segment(s) shorter than one window (%d rows) were skipped for training and evaluation.", skipped, span)
     if len(starts) == 0:
         longest = int((bounds[:, 1] - bounds[:, 0]).max())
-        raise DataError(
-            f"no window left after windowing: a window spans {span} rows (window_size {d.window_size}, "
-            f"downsample {d.downsample}) but the longest block has {longest} rows. "
-            "Lower window_size or downsample, or check block_col."
-        )
+        raise DataError(f"no window left after windowing: a window spans {span} rows (window_size {d.window_size}, "
+                        f"downsample {d.downsample}) but the longest block has {longest} rows. "
+                        "Lower window_size or downsample, or check block_col.")
     win_blocks = seg_keys[seg_of_window]
     win_split = np.array([block_splits[k] for k in win_blocks])
     all_windows = WindowIndex(starts, label_windows(starts), seg_source[seg_of_window], win_blocks)

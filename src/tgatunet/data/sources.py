@@ -86,10 +86,8 @@ def _cell_texts(frame: pd.DataFrame, column: str, where: str, role: str) -> np.n
         try:
             texts[row] = label_text(value)
         except TypeError:
-            raise DataError(
-                f"{where}: {role} '{column}' row {row} holds {shown(value)}; each cell must be one value "
-                "(text or a number)."
-            ) from None
+            raise DataError(f"{where}: {role} '{column}' row {row} holds {shown(value)}; each cell must be one value "
+                            "(text or a number).") from None
     return texts
 
 
@@ -187,10 +185,8 @@ def _block_splits(split: pd.Series, blocks: np.ndarray, where: str, column: str)
     counts = per_block.groupby("block")["split"].nunique()
     mixed = counts[counts > 1]
     if len(mixed):
-        raise DataError(
-            f"{where}: block '{mixed.index[0]}' has rows in several splits in split_col '{column}'; "
-            "a block must belong to one split, or windows would leak between splits."
-        )
+        raise DataError(f"{where}: block '{mixed.index[0]}' has rows in several splits in split_col '{column}'; "
+                        "a block must belong to one split, or windows would leak between splits.")
     return per_block.groupby("block")["split"].first().to_dict()
 
 

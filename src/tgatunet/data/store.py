@@ -32,18 +32,7 @@ from pydantic import ValidationError
 
 from tgatunet.config import Config
 from tgatunet.data.sources import load_source, order_classes, source_path
-from tgatunet.data.store_format import (
-    ARRAYS,
-    FORMAT_VERSION,
-    MANIFEST,
-    SCHEMA,
-    ArrayEntry,
-    ArrayFile,
-    DataStore,
-    Manifest,
-    SourceEntry,
-    StoreSource,
-)
+from tgatunet.data.store_format import ARRAYS, FORMAT_VERSION, MANIFEST, SCHEMA, ArrayEntry, ArrayFile, DataStore, Manifest, SourceEntry, StoreSource
 from tgatunet.errors import DataError
 from tgatunet.files import output_lock, replace_dir, sha256_file
 
@@ -56,11 +45,8 @@ def _rebuild_hint(root: Path) -> str:
 
 def _effective_columns(config: Config, index: int) -> dict[str, str | None]:
     src = config.data.sources[index]
-    return {
-        "label_col": src.label_col or config.data.label_col,
-        "block_col": src.block_col or config.data.block_col,
-        "split_col": config.data.split_col,
-    }
+    return {"label_col": src.label_col or config.data.label_col, "block_col": src.block_col or config.data.block_col,
+            "split_col": config.data.split_col}
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -81,28 +67,15 @@ def _write_source(config: Config, index: int, folder: Path) -> tuple[SourceEntry
     table = load_source(config, src)
     codes, uniques = pd.factorize(table.labels)  # None (no label) -> -1
     folder.mkdir(parents=True)
-    arrays = {
-        "values": table.values,
-        "observed": ~np.isnan(table.values),
-        "labels": codes.astype(np.int64),
-        "segments": table.segment_bounds.astype(np.int64),
-    }
+    arrays = {"values": table.values, "observed": ~np.isnan(table.values), "labels": codes.astype(np.int64),
+              "segments": table.segment_bounds.astype(np.int64)}
     entries = {}
     for name, array in arrays.items():
         np.save(folder / f"{name}.npy", array)
         entries[name] = ArrayEntry(file=f"{folder.name}/{name}.npy", shape=list(array.shape), dtype=array.dtype.str, sha256="")
-    entry = SourceEntry(
-        name=src.name,
-        path=str(path.resolve()),
-        sha256=source_hash,
-        have=src.have,
-        need=src.need,
-        **_effective_columns(config, index),
-        rows=len(table.values),
-        segment_blocks=[str(b) for b in table.segment_blocks],
-        block_split=table.block_split,
-        arrays=entries,
-    )
+    entry = SourceEntry(name=src.name, path=str(path.resolve()), sha256=source_hash, have=src.have, need=src.need,
+                        **_effective_columns(config, index), rows=len(table.values), segment_blocks=[str(b) for b in table.segment_blocks],
+                        block_split=table.block_split, arrays=entries)
     return entry, np.asarray(uniques, dtype=object)
 
 
@@ -134,15 +107,11 @@ def _write_store(config: Config, root: Path) -> Manifest:
 
 
 def build_store(config: Config, out: str | Path, force: bool = False) -> tuple[DataStore, bool]:
-    """Convert the sources of ``config`` into a store at ``out``.
+    """Convert the sources of ``config`` into a store at ``out``; returns the opened store and whether it was (re)built.
 
-    An up-to-date store already at ``out`` is kept unless ``force``; a stale or
-    damaged one is replaced. The new store is written beside ``out`` and moved in
-    place at the end, so an interrupted build never leaves a half-written store;
-    a second process building ``out`` meanwhile is refused (:func:`output_lock`).
-
-    Returns:
-        the opened store, and whether it was (re)built.
+    An up-to-date store already at ``out`` is kept unless ``force``; a stale or damaged one is replaced. The new
+    store is written beside ``out`` and moved in place at the end, so an interrupted build never leaves a
+    half-written store; a second process building ``out`` meanwhile is refused (:func:`output_lock`).
     """
     out = Path(out)
     with output_lock(out):
@@ -173,10 +142,8 @@ def _read_manifest(root: Path) -> Manifest:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'the file'}: {e['msg']}" for e in err.errors()[:3])
         raise DataError(f"store manifest '{path}' is damaged ({problems}). {_rebuild_hint(root)}") from None
     if manifest.schema_name != SCHEMA or manifest.format_version != FORMAT_VERSION:
-        raise DataError(
-            f"store manifest '{path}' has format {manifest.schema_name!r} version {manifest.format_version}; "
-            f"this tgatunet reads {SCHEMA!r} version {FORMAT_VERSION}. {_rebuild_hint(root)}"
-        )
+        raise DataError(f"store manifest '{path}' has format {manifest.schema_name!r} version {manifest.format_version}; "
+                        f"this tgatunet reads {SCHEMA!r} version {FORMAT_VERSION}. {_rebuild_hint(root)}")
     return manifest
 
 
@@ -184,10 +151,8 @@ def _check_config(root: Path, manifest: Manifest, config: Config) -> None:
     """The store must have been prepared for this config's sources, channels and columns."""
 
     def differs(what: str, stored, configured) -> DataError:
-        return DataError(
-            f"data_store '{root}' was prepared for another config: {what} is {stored!r} in the store "
-            f"but {configured!r} in the config. {_rebuild_hint(root)}"
-        )
+        return DataError(f"data_store '{root}' was prepared for another config: {what} is {stored!r} in the store "
+                         f"but {configured!r} in the config. {_rebuild_hint(root)}")
 
     if manifest.channels != config.channels:
         raise differs("the channel list", manifest.channels, config.channels)
@@ -208,10 +173,8 @@ def _check_sources_fresh(root: Path, manifest: Manifest, config: Config) -> None
         if not path.is_file():
             raise DataError(f"source '{src.name}': file '{path}' not found (the store '{root}' was made from it).")
         if sha256_file(path) != entry.sha256:
-            raise DataError(
-                f"data_store '{root}' is stale: source '{src.name}' file '{path}' changed since the store was "
-                f"prepared (its content hash differs). {_rebuild_hint(root)}"
-            )
+            raise DataError(f"data_store '{root}' is stale: source '{src.name}' file '{path}' changed since the store was "
+                            f"prepared (its content hash differs). {_rebuild_hint(root)}")
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -243,28 +206,22 @@ def _open_arrays(root: Path, manifest: Manifest, verify_hashes: bool = False) ->
     sources = []
     for entry in manifest.sources:
         if sorted(entry.arrays) != sorted(ARRAYS):
-            raise DataError(
-                f"store manifest '{root / MANIFEST}': source '{entry.name}' lists arrays {sorted(entry.arrays)}, "
-                f"expected {sorted(ARRAYS)}. {_rebuild_hint(root)}"
-            )
+            raise DataError(f"store manifest '{root / MANIFEST}': source '{entry.name}' lists arrays {sorted(entry.arrays)}, "
+                            f"expected {sorted(ARRAYS)}. {_rebuild_hint(root)}")
         arrays = {}
         for name, (shape, dtype) in _expected_shapes(entry, len(manifest.channels)).items():
             item = entry.arrays[name]
             path = root / item.file
             if (item.shape, item.dtype) != (shape, dtype):
-                raise DataError(
-                    f"store manifest '{root / MANIFEST}': array '{item.file}' is {item.dtype} {item.shape}, but source "
-                    f"'{entry.name}' with {entry.rows} rows needs {dtype} {shape}. {_rebuild_hint(root)}"
-                )
+                raise DataError(f"store manifest '{root / MANIFEST}': array '{item.file}' is {item.dtype} {item.shape}, but source "
+                                f"'{entry.name}' with {entry.rows} rows needs {dtype} {shape}. {_rebuild_hint(root)}")
             if not path.is_file():
                 raise DataError(f"store array '{path}' is missing. {_rebuild_hint(root)}")
             file_shape, file_dtype, offset = _npy_header(path)
             expected_bytes = offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             if list(file_shape) != shape or file_dtype.str != dtype or path.stat().st_size != expected_bytes:
-                raise DataError(
-                    f"store array '{path}' holds {file_dtype} {list(file_shape)} in {path.stat().st_size} bytes; "
-                    f"the manifest says {dtype} {shape} ({expected_bytes} bytes). {_rebuild_hint(root)}"
-                )
+                raise DataError(f"store array '{path}' holds {file_dtype} {list(file_shape)} in {path.stat().st_size} bytes; "
+                                f"the manifest says {dtype} {shape} ({expected_bytes} bytes). {_rebuild_hint(root)}")
             if verify_hashes and sha256_file(path) != item.sha256:
                 raise DataError(f"store array '{path}' does not match its hash in the manifest (damaged). {_rebuild_hint(root)}")
             arrays[name] = ArrayFile(path, tuple(shape), np.dtype(dtype), offset)
@@ -278,8 +235,7 @@ def _open_arrays(root: Path, manifest: Manifest, verify_hashes: bool = False) ->
 def open_store(config: Config, path: str | Path | None = None) -> DataStore:
     """Open and validate the store at ``path`` (default: the config's ``data_store``) for ``config``.
 
-    Raises:
-        DataError: the store is missing, damaged, prepared for another config, or stale.
+    Raises :class:`DataError` when the store is missing, damaged, prepared for another config, or stale.
     """
     root = Path(path) if path is not None else config.data_store_path()
     if root is None:

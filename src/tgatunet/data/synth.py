@@ -137,10 +137,8 @@ def _claim(out_dir: Path) -> None:
         raise DataError(f"'{out_dir}' is a file; give a new or empty folder for the synthetic data.")
     found = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
     if found and not (out_dir / MARKER).is_file():
-        raise DataError(
-            f"'{out_dir}' holds files that `tgatunet data synth` did not write (e.g. '{found[0].name}'); "
-            "give a new or empty folder, so that nothing of yours is overwritten."
-        )
+        raise DataError(f"'{out_dir}' holds files that `tgatunet data synth` did not write (e.g. '{found[0].name}'); "
+                        "give a new or empty folder, so that nothing of yours is overwritten.")
     atomic_write_text(out_dir / MARKER, json.dumps({"tgatunet": "synthetic data"}))
 
 

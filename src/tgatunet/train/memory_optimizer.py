@@ -123,11 +123,9 @@ def choose_micro_batch(measure: Callable[[int], int], limit: float, batch_size: 
         points[1] = measure(1)
     if points[1] <= limit:
         return 1, model, points
-    raise RunError(
-        f"a training step needs {points[1] / GB:.2f} GB even with one window at a time, above the memory target "
-        f"{limit / GB:.2f} GB (memory_target x budget). Raise memory_budget_gb or memory_target, or lower "
-        "window_size or hidden_channels, or set use_gradient_checkpoint: true."
-    )
+    raise RunError(f"a training step needs {points[1] / GB:.2f} GB even with one window at a time, above the memory target "
+                   f"{limit / GB:.2f} GB (memory_target x budget). Raise memory_budget_gb or memory_target, or lower "
+                   "window_size or hidden_channels, or set use_gradient_checkpoint: true.")
 
 
 def memory_budget(device: torch.device, budget_gb: float | None) -> tuple[int, str]:

@@ -94,10 +94,8 @@ class MicroBatches:
                 if not self.recover_out_of_memory:
                     raise
                 if size == 1:
-                    raise RunError(
-                        "out of memory with a micro-batch of a single window: lower window_size or "
-                        "hidden_channels, set use_gradient_checkpoint: true, or free memory on the device."
-                    ) from err
+                    raise RunError("out of memory with a micro-batch of a single window: lower window_size or "
+                                   "hidden_channels, set use_gradient_checkpoint: true, or free memory on the device.") from err
             else:
                 self.steps_by_size[size] += 1
                 return totals

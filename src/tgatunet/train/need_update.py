@@ -90,11 +90,9 @@ class NeedUpdate(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         filled = state_dict["filled"]
         if filled.shape != self.inputs.filled.shape or (filled & ~self.inputs.fillable).any():
-            raise RunError(
-                f"the checkpoint's need-update state ({tuple(filled.shape)} rows x channels) does not fit this "
-                f"run's training windows ({tuple(self.inputs.filled.shape)}): the data or its splits changed since "
-                "the checkpoint was written. Train again without --resume."
-            )
+            raise RunError(f"the checkpoint's need-update state ({tuple(filled.shape)} rows x channels) does not fit this "
+                           f"run's training windows ({tuple(self.inputs.filled.shape)}): the data or its splits changed since "
+                           "the checkpoint was written. Train again without --resume.")
         self.epochs = list(state_dict["epochs"])
         self.inputs.values[filled] = state_dict["values"]
         self.inputs.filled.copy_(filled)

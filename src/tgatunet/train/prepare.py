@@ -72,10 +72,8 @@ def source_hashes(config: Config) -> dict[str, str]:
 def check_trainable(data: Data, processes: int = 1) -> None:
     """What training needs of the data beyond reading it: validation windows for every process, labels."""
     if len(data.windows["val"]) < processes:
-        raise RunError(
-            f"{len(data.windows['val'])} validation window(s) for {processes} process(es): the run needs validation "
-            "blocks to select its model. Raise val_fraction, add blocks, or mark blocks 'val' in split_col."
-        )
+        raise RunError(f"{len(data.windows['val'])} validation window(s) for {processes} process(es): the run needs validation "
+                       "blocks to select its model. Raise val_fraction, add blocks, or mark blocks 'val' in split_col.")
     if not len(data.class_names) or not (data.windows["train"].labels >= 0).any():
         raise DataError("no training window has a label: fill label_col in the training blocks (the model also classifies).")
 
@@ -116,10 +114,8 @@ def check_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated, empty, or not a checkpoint: every reader's own error type
-        raise RunError(
-            f"checkpoint '{path}' is damaged ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}). "
-            "It cannot be resumed from: start the run again (--overwrite; in Python overwrite=True)."
-        ) from None
+        raise RunError(f"checkpoint '{path}' is damaged ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}). "
+                       "It cannot be resumed from: start the run again (--overwrite; in Python overwrite=True).") from None
 
 
 def _check_resumable(run: RunDir, config: Config, allow_changed_data: bool) -> None:
@@ -129,17 +125,13 @@ def _check_resumable(run: RunDir, config: Config, allow_changed_data: bool) -> N
     before, after = run.read_config().to_dict(), config.to_dict()
     changed = sorted(k for k in before if k not in RESUMABLE_CHANGES and before[k] != after.get(k))
     if changed:
-        raise RunError(
-            f"cannot resume: the config differs from the interrupted run in {changed}. Only {sorted(RESUMABLE_CHANGES)} "
-            "may change; start a new run (--overwrite, in Python overwrite=True, or another run_dir) instead."
-        )
+        raise RunError(f"cannot resume: the config differs from the interrupted run in {changed}. Only {sorted(RESUMABLE_CHANGES)} "
+                       "may change; start a new run (--overwrite, in Python overwrite=True, or another run_dir) instead.")
     saved = run.read_data()[2].get("source_sha256", {})
     moved = [name for name, digest in source_hashes(config).items() if saved.get(name) not in (None, digest)]
     if moved and not allow_changed_data:
-        raise RunError(
-            f"cannot resume: source(s) {moved} changed since the run started, so its normalisation and splits no longer "
-            "describe them. Start a new run (--overwrite), or resume anyway keeping the old ones (--allow-changed-data)."
-        )
+        raise RunError(f"cannot resume: source(s) {moved} changed since the run started, so its normalisation and splits no longer "
+                       "describe them. Start a new run (--overwrite), or resume anyway keeping the old ones (--allow-changed-data).")
 
 
 def prepare_run_dir(
