@@ -156,14 +156,8 @@ def source_need_mask(config: Config) -> torch.Tensor:
     return need
 
 
-def index_windows(
-    config: Config,
-    bounds: np.ndarray,
-    seg_keys: np.ndarray,
-    seg_source: np.ndarray,
-    block_splits: dict[str, str],
-    label_windows: Callable[[np.ndarray], np.ndarray],
-) -> tuple[dict[str, WindowIndex], int, int]:
+def index_windows(config: Config, bounds: np.ndarray, seg_keys: np.ndarray, seg_source: np.ndarray, block_splits: dict[str, str],
+                  label_windows: Callable[[np.ndarray], np.ndarray]) -> tuple[dict[str, WindowIndex], int, int]:
     """The windows of each split, how many segments were too short for one, and training windows per epoch.
 
     Args:
@@ -216,12 +210,8 @@ def draw_splits(config: Config, tables: list[SourceTable], labels: np.ndarray, b
     return split_blocks(block_label, d.val_fraction, d.test_fraction, seed, fixed)
 
 
-def prepare_data(
-    config: Config,
-    stats: ChannelStats | None = None,
-    block_splits: dict[str, str] | None = None,
-    tables: list[SourceTable] | None = None,
-) -> PreparedData:
+def prepare_data(config: Config, stats: ChannelStats | None = None, block_splits: dict[str, str] | None = None,
+                 tables: list[SourceTable] | None = None) -> PreparedData:
     """Read, split, normalise and window every source of ``config``.
 
     Args:

@@ -25,13 +25,8 @@ def _allocate(n: int, val_fraction: float, test_fraction: float) -> tuple[int, i
     return n_val, n_test
 
 
-def split_blocks(
-    block_labels: dict[str, int],
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-    fixed: dict[str, str] | None = None,
-) -> dict[str, str]:
+def split_blocks(block_labels: dict[str, int], val_fraction: float, test_fraction: float, seed: int,
+                 fixed: dict[str, str] | None = None) -> dict[str, str]:
     """Assign every block to ``train``, ``val`` or ``test``.
 
     Args:

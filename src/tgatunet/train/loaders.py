@@ -15,10 +15,8 @@ from tgatunet.hardware import training_device
 from tgatunet.train.prepare import Data
 
 
-def make_loader(
-    data: Data, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None,
-    inputs: TrainingInputs | None = None, resident: bool = False, cuda: bool | None = None,
-) -> DataLoader:
+def make_loader(data: Data, split: str, config: Config, shuffle: bool, shard: tuple[int, int] | None = None, inputs: TrainingInputs | None = None,
+                resident: bool = False, cuda: bool | None = None) -> DataLoader:
     """Batches of ``batch_size`` windows, fetched a batch at a time.
 
     On CUDA, batches go through pinned memory (so the copy to the GPU overlaps compute) and,

@@ -68,10 +68,9 @@ class MicroBatches:
         self.size = max(1, new)
         self.changes.append(SizeChange(step, reason, current, self.size))
 
-    def accumulate(
-        self, batch_size: int, contribution: Callable[[slice], dict[str, torch.Tensor]], backward: Callable[[torch.Tensor], None],
-        reset: Callable[[], None], step: int, hold_sync: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-    ) -> dict[str, torch.Tensor]:
+    def accumulate(self, batch_size: int, contribution: Callable[[slice], dict[str, torch.Tensor]], backward: Callable[[torch.Tensor], None],
+                   reset: Callable[[], None], step: int,
+                   hold_sync: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> dict[str, torch.Tensor]:
         """Run one step over ``batch_size`` windows; returns the sum of the micro-batches' contributions.
 
         Args:
@@ -107,10 +106,8 @@ class MicroBatches:
             log.warning("out of memory at step %d with micro-batches of %d windows: retrying the step with %d", step, size, self.size)
 
     @staticmethod
-    def _run(
-        batch_size: int, size: int, contribution: Callable[[slice], dict[str, torch.Tensor]],
-        backward: Callable[[torch.Tensor], None], hold_sync: Callable[[], AbstractContextManager],
-    ) -> dict[str, torch.Tensor]:
+    def _run(batch_size: int, size: int, contribution: Callable[[slice], dict[str, torch.Tensor]], backward: Callable[[torch.Tensor], None],
+             hold_sync: Callable[[], AbstractContextManager]) -> dict[str, torch.Tensor]:
         totals: dict[str, torch.Tensor] = {}
         starts = range(0, batch_size, size)
         for lo in starts:

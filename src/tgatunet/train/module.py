@@ -45,10 +45,8 @@ class TGATUNetModule(pl.LightningModule):
     through this module (:mod:`tgatunet.infer.trained`).
     """
 
-    def __init__(
-        self, config: dict[str, Any], channels: list[str], class_names: list[str], need_patterns: list[list[bool]],
-        device_kind: str = "cpu", micro_batches: MicroBatches | None = None, resident: DeviceWindows | None = None,
-    ) -> None:
+    def __init__(self, config: dict[str, Any], channels: list[str], class_names: list[str], need_patterns: list[list[bool]], device_kind: str = "cpu",
+                 micro_batches: MicroBatches | None = None, resident: DeviceWindows | None = None) -> None:
         super().__init__()
         self.save_hyperparameters("config", "channels", "class_names", "need_patterns")
         self.config: Config = config_from_dict(config, origin="checkpoint")

@@ -32,16 +32,8 @@ def contiguous_gaps(B: int, T: int, C: int, prob: float, max_length: int, rand, 
     return (t >= start) & (t < start + length) & (rand(B, 1, C) < prob)
 
 
-def sample_hidden(
-    observed: torch.Tensor,
-    patterns: torch.Tensor,
-    pattern_prob: float,
-    channel_prob: float,
-    step_prob: float,
-    generator: torch.Generator | None = None,
-    gap_prob: float = 0.0,
-    gap_max: float = 0.25,
-) -> torch.Tensor:
+def sample_hidden(observed: torch.Tensor, patterns: torch.Tensor, pattern_prob: float, channel_prob: float, step_prob: float,
+                  generator: torch.Generator | None = None, gap_prob: float = 0.0, gap_max: float = 0.25) -> torch.Tensor:
     """Choose the observed values to hide.
 
     Args:
@@ -73,17 +65,9 @@ def sample_hidden(
     return hide & ~nothing_visible[:, None, None]
 
 
-def sample_inputs(
-    observed: torch.Tensor,
-    filled: torch.Tensor | None,
-    patterns: torch.Tensor,
-    pattern_prob: float,
-    channel_prob: float,
-    step_prob: float,
-    generator: torch.Generator | None = None,
-    gap_prob: float = 0.0,
-    gap_max: float = 0.25,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_inputs(observed: torch.Tensor, filled: torch.Tensor | None, patterns: torch.Tensor, pattern_prob: float, channel_prob: float,
+                  step_prob: float, generator: torch.Generator | None = None, gap_prob: float = 0.0,
+                  gap_max: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
     """What the model sees and what it must reconstruct.
 
     With ``available = observed | filled``, ``hidden = sample_hidden(available, ...)``:
@@ -103,10 +87,8 @@ def sample_inputs(
 
 
 
-def run_inputs(
-    observed: torch.Tensor, filled: torch.Tensor | None, patterns: torch.Tensor, training,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def run_inputs(observed: torch.Tensor, filled: torch.Tensor | None, patterns: torch.Tensor, training,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sample_inputs` with the probabilities of a run's ``training`` config section."""
     t = training
     return sample_inputs(observed, filled, patterns, t.mask_pattern_prob, t.mask_channel_prob, t.mask_step_prob,
@@ -121,13 +103,8 @@ def validation_inputs(
     generator = torch.Generator(device=observed.device).manual_seed(training.seed * 100_003 + batch_idx)
     return run_inputs(observed, filled, patterns, training, generator)
 
-def masked_loss(
-    prediction: torch.Tensor,
-    target: torch.Tensor,
-    where: torch.Tensor,
-    kind: str = "mse",
-    denominator: torch.Tensor | None = None,
-) -> torch.Tensor:
+def masked_loss(prediction: torch.Tensor, target: torch.Tensor, where: torch.Tensor, kind: str = "mse",
+                denominator: torch.Tensor | None = None) -> torch.Tensor:
     """Mean ``mse``, ``l1`` or ``huber`` error over the positions ``where`` is True (0, graph kept, if none).
 
     ``denominator`` replaces the count of ``where``: micro-batches of one step divide by the

@@ -134,10 +134,8 @@ def _check_resumable(run: RunDir, config: Config, allow_changed_data: bool) -> N
                        "describe them. Start a new run (--overwrite), or resume anyway keeping the old ones (--allow-changed-data).")
 
 
-def prepare_run_dir(
-    run: RunDir, config: Config, resume: bool, overwrite: bool, writer: bool, protected: list[Path],
-    allow_changed_data: bool = False,
-) -> tuple[Config, Data]:
+def prepare_run_dir(run: RunDir, config: Config, resume: bool, overwrite: bool, writer: bool, protected: list[Path],
+                    allow_changed_data: bool = False) -> tuple[Config, Data]:
     """Check and write the run directory (only the ``writer``, global rank 0, does); the config as the run
     keeps it (DataFrame sources saved there) and the data."""
     if resume or not writer:
