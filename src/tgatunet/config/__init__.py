@@ -23,17 +23,8 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from tgatunet.config.sections import (
-    SECTIONS,
-    DataConfig,
-    EvaluationConfig,
-    ModelConfig,
-    PerformanceConfig,
-    SourceConfig,
-    Strict,
-    TrainingConfig,
-    resolve,
-)
+from tgatunet.config.sections import (SECTIONS, DataConfig, EvaluationConfig, ModelConfig, PerformanceConfig, SourceConfig, Strict,
+                                      TrainingConfig, resolve)
 from tgatunet.errors import ConfigError, shown
 
 log = logging.getLogger(__name__)
@@ -80,10 +71,8 @@ def _check_needs_are_observed(data: DataConfig) -> None:
                 close = difflib.get_close_matches(channel, observed, n=1, cutoff=0.6)
                 hint = f" Did you mean '{close[0]}'?" if close else f" Channels some source has: {sorted(set(observed))}."
                 needing = [s.name for s in data.sources if channel in s.need]
-                raise ValueError(
-                    f"channel '{channel}' is needed by {needing} but no source has it (in common_modalities or a "
-                    f"source's have): nothing could learn it.{hint}"
-                )
+                raise ValueError(f"channel '{channel}' is needed by {needing} but no source has it (in common_modalities or a "
+                                 f"source's have): nothing could learn it.{hint}")
 
 
 class Config(Strict):
@@ -113,9 +102,7 @@ class Config(Strict):
     def _consistent(self) -> Config:
         data, model, training = self.data, self.model, self.training
         if model.hidden_channels % model.attention_heads:
-            raise ValueError(
-                f"hidden_channels ({model.hidden_channels}) must be divisible by attention_heads ({model.attention_heads})"
-            )
+            raise ValueError(f"hidden_channels ({model.hidden_channels}) must be divisible by attention_heads ({model.attention_heads})")
         names = [s.name for s in data.sources]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -123,10 +110,8 @@ class Config(Strict):
         for s in data.sources:
             clash = sorted(set(data.common_modalities) & (set(s.have) | set(s.need)))
             if clash:
-                raise ValueError(
-                    f"source '{s.name}' lists common modalities {clash} in have/need; "
-                    "common_modalities already belong to every source"
-                )
+                raise ValueError(f"source '{s.name}' lists common modalities {clash} in have/need; "
+                                 "common_modalities already belong to every source")
         if not data.channels:
             raise ValueError("no modality configured: set common_modalities or a source's have/need")
         _check_needs_are_observed(data)
@@ -134,28 +119,20 @@ class Config(Strict):
             if not any(s.need for s in data.sources):
                 raise ValueError("dynamic_need_update is on but no source lists 'need' channels: nothing to update")
             if training.epochs != "auto" and training.need_update_start >= training.epochs:
-                raise ValueError(
-                    f"need_update_start ({training.need_update_start}) must be below epochs ({training.epochs}), "
-                    "or the dynamic need update never runs"
-                )
+                raise ValueError(f"need_update_start ({training.need_update_start}) must be below epochs ({training.epochs}), "
+                                 "or the dynamic need update never runs")
             if data.data_store is not None:
-                raise ValueError(
-                    "dynamic_need_update keeps a writable copy of the training rows in memory and cannot "
-                    "run on a data_store: unset data_store (the sources are read into memory) or the update"
-                )
+                raise ValueError("dynamic_need_update keeps a writable copy of the training rows in memory and cannot "
+                                 "run on a data_store: unset data_store (the sources are read into memory) or the update")
         if model.graph_type == "knn" and model.graph_knn > data.window_size - (2 * model.time_k + 1):
-            raise ValueError(
-                f"graph_knn ({model.graph_knn}) must leave room in the window: at most window_size - (2 * time_k + 1) "
-                f"= {data.window_size - 2 * model.time_k - 1} steps are not temporal neighbours already"
-            )
+            raise ValueError(f"graph_knn ({model.graph_knn}) must leave room in the window: at most window_size - (2 * time_k + 1) "
+                             f"= {data.window_size - 2 * model.time_k - 1} steps are not temporal neighbours already")
         perf = self.performance
         if isinstance(perf.devices, int) and perf.devices < 1:
             raise ValueError(f"devices must be a positive number or 'auto' (got {perf.devices})")
         if perf.strategy == "fsdp" and perf.accelerator not in ("gpu", "cuda"):
-            raise ValueError(
-                f"strategy 'fsdp' shards the model over CUDA GPUs and needs accelerator: gpu "
-                f"(got accelerator: {perf.accelerator}); use strategy: ddp to train on several CPU processes"
-            )
+            raise ValueError(f"strategy 'fsdp' shards the model over CUDA GPUs and needs accelerator: gpu "
+                             f"(got accelerator: {perf.accelerator}); use strategy: ddp to train on several CPU processes")
         if data.val_fraction + data.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave blocks for training (sum < 1)")
         return self
@@ -294,10 +271,8 @@ def _yaml_value(value: Any) -> str:
 def config_template(preset: str | None = None) -> str:
     """A complete, commented config: every key with its default and meaning, by section."""
     values = {**_EXAMPLE_VALUES, **(PRESETS[preset] if preset else {})}
-    out = [
-        "# tgatunet configuration. Every key is optional except sources and label_col.",
-        f"# Generated by `tgatunet config template{' --preset ' + preset if preset else ''}`.",
-    ]
+    out = ["# tgatunet configuration. Every key is optional except sources and label_col.",
+           f"# Generated by `tgatunet config template{' --preset ' + preset if preset else ''}`."]
     for name, section in SECTIONS.items():
         doc = section.__doc__.strip().rstrip(".")
         out += ["", f"# --- {name}: {doc[0].lower()}{doc[1:]} ---"]

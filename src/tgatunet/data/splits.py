@@ -27,18 +27,10 @@ def _allocate(n: int, val_fraction: float, test_fraction: float) -> tuple[int, i
 
 def split_blocks(block_labels: dict[str, int], val_fraction: float, test_fraction: float, seed: int,
                  fixed: dict[str, str] | None = None) -> dict[str, str]:
-    """Assign every block to ``train``, ``val`` or ``test``.
+    """Block key -> ``train``, ``val`` or ``test``, for ``block_labels`` (block key -> majority class, -1: unlabelled).
 
-    Args:
-        block_labels: block key -> majority class of its rows (-1 if unlabelled).
-        val_fraction, test_fraction: shares of blocks drawn for val and test.
-        seed: seed of the draw.
-        fixed: block key -> split given by ``split_col``. Fixed ``test`` and ``val``
-            blocks are kept; when no block is fixed to ``val`` (or to ``test``), that
-            split is drawn from the ``train`` blocks.
-
-    Returns:
-        block key -> split name.
+    ``fixed``: block key -> split given by ``split_col``. Fixed ``test`` and ``val`` blocks are kept; when no block
+    is fixed to ``val`` (or to ``test``), that split is drawn from the ``train`` blocks.
     """
     fixed = fixed or {}
     result = {key: fixed[key] for key in block_labels if key in fixed}

@@ -28,11 +28,7 @@ CHUNK_ROWS = 1 << 16
 
 @dataclass(frozen=True)
 class StoreData(WindowedData):
-    """A store's windows: the rows stay on disk and are read when a window is asked for.
-
-    Attributes:
-        store: the opened store the rows are read from.
-    """
+    """A store's windows: the rows stay on disk, in ``store``, and are read when a window is asked for."""
 
     store: DataStore
 
@@ -98,33 +94,16 @@ def store_data(config: Config, stats: ChannelStats | None = None, block_splits: 
         block_splits = split_blocks(block_labels, config.data.val_fraction, config.data.test_fraction,
                                     config.training.seed if config.data.split_seed is None else config.data.split_seed, fixed)
 
-    windows, skipped, epoch_windows = index_windows(
-        config,
-        bounds,
-        seg_keys,
-        seg_source,
-        block_splits,
-        lambda starts: _window_labels(store, offsets, config, starts),
-    )
+    windows, skipped, epoch_windows = index_windows(config, bounds, seg_keys, seg_source, block_splits,
+                                                    lambda starts: _window_labels(store, offsets, config, starts))
 
     if stats is None:
         train = bounds[np.array([block_splits[k] == "train" for k in seg_keys])]
         stats = ChannelStats.fit_chunks(lambda: (store.read_values(*piece) for piece in _segment_chunks(train, offsets)), len(store.channels))
-    return StoreData(
-        channels=store.channels,
-        class_names=store.class_names,
-        source_names=[s.name for s in store.sources],
-        stats=stats,
-        source_need=source_need_mask(config),
-        row_offsets=offsets,
-        windows=windows,
-        block_splits=block_splits,
-        window_size=config.data.window_size,
-        downsample=config.data.downsample,
-        skipped_blocks=skipped,
-        epoch_windows=epoch_windows,
-        store=store,
-    )
+    return StoreData(channels=store.channels, class_names=store.class_names, source_names=[s.name for s in store.sources], stats=stats,
+                     source_need=source_need_mask(config), row_offsets=offsets, windows=windows, block_splits=block_splits,
+                     window_size=config.data.window_size, downsample=config.data.downsample, skipped_blocks=skipped,
+                     epoch_windows=epoch_windows, store=store)
 
 
 class StoreWindowDataset(WindowDataset):

@@ -99,10 +99,8 @@ class TableReader:
                 _check_fields(self.path, self.columns)
             raise DataError(f"cannot read '{self.path}': {_reason(err)}") from None
         if _stamp(self.path) != self._stamp:
-            raise DataError(
-                f"'{self.path}' changed while it was being read (size/modification time differ); "
-                "read it again when the writer has finished."
-            )
+            raise DataError(f"'{self.path}' changed while it was being read (size/modification time differ); "
+                            "read it again when the writer has finished.")
 
     def _csv_chunks(self) -> Iterator[pd.DataFrame]:
         # pandas reads a row with too few fields as one ending in empty cells; only then is the file checked.
@@ -148,10 +146,8 @@ def _check_line_end(path: Path) -> None:
             return
     lines = _count_lines(path)
     what = "its header (line 1)" if lines == 1 else f"its last line, {_row(lines - 2)},"
-    raise DataError(
-        f"'{path}': {what} does not end with a line break: the file looks cut off mid-write (a logger that "
-        "stopped?). If that line is whole, end the file with a line break; otherwise delete the line."
-    )
+    raise DataError(f"'{path}': {what} does not end with a line break: the file looks cut off mid-write (a logger that "
+                    "stopped?). If that line is whole, end the file with a line break; otherwise delete the line.")
 
 
 def _check_fields(path: Path, columns: list[str]) -> None:
@@ -170,11 +166,9 @@ def _check_fields(path: Path, columns: list[str]) -> None:
         pass  # a bad row stopped the pass; any other failure is left to the reading itself
     if bad:
         row = bad[0]  # its number counts the header as 1
-        raise DataError(
-            f"'{path}': {_row(row.number - 2)} has {row.actual_columns} field(s) but the header has "
-            f"{row.expected_columns}: {shown(row.text)}. A row cut short (a logger that stopped mid-write?) or with a "
-            "stray delimiter cannot be read; fix the row or delete it."
-        )
+        raise DataError(f"'{path}': {_row(row.number - 2)} has {row.actual_columns} field(s) but the header has "
+                        f"{row.expected_columns}: {shown(row.text)}. A row cut short (a logger that stopped mid-write?) or with a "
+                        "stray delimiter cannot be read; fix the row or delete it.")
 
 
 def numeric_cells(column: pd.Series, where: str, first_row: int) -> np.ndarray:
@@ -203,10 +197,8 @@ def numeric_cells(column: pd.Series, where: str, first_row: int) -> np.ndarray:
     extreme = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
     if len(extreme):
         row = int(extreme[0])
-        raise DataError(
-            f"{where}: column '{name}' row {first_row + row} holds {float(values[row])!r}, beyond float32's range "
-            f"(|x| <= {FLOAT32_MAX:.3g}). Fix the cell, or leave it empty if it was not observed."
-        )
+        raise DataError(f"{where}: column '{name}' row {first_row + row} holds {float(values[row])!r}, beyond float32's range "
+                        f"(|x| <= {FLOAT32_MAX:.3g}). Fix the cell, or leave it empty if it was not observed.")
     return values
 
 

@@ -63,14 +63,9 @@ class TrainingInputs:
         return starts[:, None] + np.arange(self.window_size) * self.downsample
 
     def fill(self, completed: torch.Tensor, covered: torch.Tensor) -> int:
-        """Write completed values where allowed; returns how many values were written.
+        """Write ``completed [R, C]`` (normalised units) in the rows it reached (``covered [R]``); returns how many values.
 
-        Args:
-            completed: ``[R, C]`` completed inputs (normalised units).
-            covered: ``[R]`` bool, rows the completion reached.
-
-        Only positions in ``fillable`` are written: observed values and channels the
-        source has are never touched, whatever ``completed`` holds.
+        Only positions in ``fillable`` are written: observed values and channels the source has are never touched.
         """
         write = self.fillable & covered[:, None]
         self.values[write] = completed.to(self.values.dtype)[write]

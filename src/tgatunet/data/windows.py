@@ -16,16 +16,9 @@ def window_span(window_size: int, downsample: int) -> int:
 
 
 def window_starts(bounds: np.ndarray, span: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start rows of every window inside each segment.
+    """Windows of ``span`` rows every ``stride`` rows inside each segment ``bounds [S, 2]`` (``[start, end)`` rows).
 
-    Args:
-        bounds: ``[S, 2]`` ``[start, end)`` rows of each segment.
-        span: rows a window covers.
-        stride: rows between consecutive window starts.
-
-    Returns:
-        ``starts [W]`` (absolute row of each window's first row) and
-        ``segment [W]`` (index of the segment it lies in).
+    Returns ``starts [W]`` (absolute row of each window's first row) and ``segment [W]`` (the segment it lies in).
     """
     starts, segments = [], []
     for s, (lo, hi) in enumerate(bounds):
@@ -36,20 +29,6 @@ def window_starts(bounds: np.ndarray, span: int, stride: int) -> tuple[np.ndarra
     if not starts:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(starts), np.concatenate(segments)
-
-
-def covering_starts(lo: int, hi: int, span: int, stride: int) -> np.ndarray:
-    """Window starts that cover every row of ``[lo, hi)`` (for completion).
-
-    Regular strides plus one window flush with the segment end; a segment shorter
-    than ``span`` gets one window at ``lo`` that the caller pads.
-    """
-    if hi - lo <= span:
-        return np.array([lo], dtype=np.int64)
-    starts = np.arange(lo, hi - span + 1, stride, dtype=np.int64)
-    if starts[-1] + span < hi:
-        starts = np.append(starts, hi - span)
-    return starts
 
 
 def row_index(starts: np.ndarray, window_size: int, downsample: int) -> np.ndarray:
@@ -84,15 +63,10 @@ def labels_of_windows(row_labels: np.ndarray, starts: np.ndarray, window_size: i
 
 
 def average_overlaps(rows: np.ndarray, predictions: np.ndarray, n_rows: int, where: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row mean of overlapping window predictions.
+    """Per-row ``mean [n_rows, C]`` float64 (0 where no step landed) and ``count [n_rows]`` of overlapping predictions.
 
-    Args:
-        rows: ``[W, T]`` row (in an array of ``n_rows``) of each window step.
-        predictions: ``[W, T, C]`` per-step predictions.
-        where: ``[W, T]`` bool, the steps that count (e.g. False on padding); all if None.
-
-    Returns:
-        ``mean [n_rows, C]`` float64 (0 where no step landed) and ``count [n_rows]``.
+    ``rows [W, T]``: the row of each window step; ``predictions [W, T, C]``; ``where [W, T]`` bool: the steps that
+    count (e.g. False on padding), all if None.
     """
     where = np.ones(rows.shape, dtype=bool) if where is None else where
     total = np.zeros((n_rows, predictions.shape[-1]), dtype=np.float64)

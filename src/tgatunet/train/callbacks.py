@@ -44,12 +44,9 @@ class ThroughputMonitor(pl.Callback):
         return self.windows / self.seconds if self.seconds else 0.0
 
     def summary(self) -> dict[str, float]:
-        return {
-            "windows_per_second": round(self.windows_per_second, 2),
-            "train_seconds": round(self.seconds, 2),
-            "epochs_timed": self.epochs,
-            "epochs_per_minute": round(60.0 * self.epochs / self.seconds, 3) if self.seconds else 0.0,
-        }
+        per_minute = round(60.0 * self.epochs / self.seconds, 3) if self.seconds else 0.0
+        return {"windows_per_second": round(self.windows_per_second, 2), "train_seconds": round(self.seconds, 2),
+                "epochs_timed": self.epochs, "epochs_per_minute": per_minute}
 
 
 class StepTimer(pl.Callback):
@@ -60,9 +57,7 @@ class StepTimer(pl.Callback):
     up to the backward pass), ``backward``, ``optimizer`` (clipping, the optimiser step, logging).
     With micro-batches a step has several forward and backward phases; they add up. On CUDA every
     mark waits for the device (which slows the step a little: use it to measure, not to train).
-
-    Args:
-        skip: first steps left out (warm-up: allocator, kernel selection, compilation).
+    ``skip``: first steps left out (warm-up: allocator, kernel selection, compilation).
     """
 
     PHASES = ("data", "forward", "backward", "optimizer")
@@ -110,13 +105,9 @@ class StepTimer(pl.Callback):
             return {"steps": 0}
         median = {phase: statistics.median(s[phase] for s in self.steps) for phase in self.PHASES}
         step = sum(median.values())  # the typical step, phase by phase: its shares add up to 1
-        return {
-            "steps": len(self.steps),
-            "step_seconds": step,
-            "phase_seconds": median,
-            "share": {phase: value / step if step else 0.0 for phase, value in median.items()},
-            "windows_per_second": statistics.median(self.batch_sizes) / step if step else 0.0,
-        }
+        return {"steps": len(self.steps), "step_seconds": step, "phase_seconds": median,
+                "share": {phase: value / step if step else 0.0 for phase, value in median.items()},
+                "windows_per_second": statistics.median(self.batch_sizes) / step if step else 0.0}
 
 
 class ProgressBar(RichProgressBar):

@@ -47,12 +47,9 @@ class SizeChange:
 
 
 class MicroBatches:
-    """Runs a step's forward and backward in micro-batches and keeps the size in use.
+    """Runs a step's forward and backward in micro-batches of ``size`` windows (None: the whole batch at once).
 
-    Args:
-        size: windows per micro-batch; None: the whole batch at once.
-        recover_out_of_memory: retry a step that runs out of memory with half the size
-            (else the error propagates, as without micro-batches).
+    ``recover_out_of_memory``: retry a step that runs out of memory with half the size (else the error propagates).
     """
 
     def __init__(self, size: int | None = None, recover_out_of_memory: bool = False) -> None:
@@ -71,19 +68,12 @@ class MicroBatches:
     def accumulate(self, batch_size: int, contribution: Callable[[slice], dict[str, torch.Tensor]], backward: Callable[[torch.Tensor], None],
                    reset: Callable[[], None], step: int,
                    hold_sync: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> dict[str, torch.Tensor]:
-        """Run one step over ``batch_size`` windows; returns the sum of the micro-batches' contributions.
+        """Run one step over ``batch_size`` windows; returns every key of the contributions, summed and detached.
 
-        Args:
-            contribution: ``rows -> {"loss": scalar with grad, ...}``: a micro-batch's share of the
-                step's loss and of any other figure to add up (e.g. correct predictions).
-            backward: back-propagates one micro-batch loss (Lightning's ``manual_backward``).
-            reset: drops partial gradients before a retry (``optimizer.zero_grad``).
-            step: the global step, for the record of size changes.
-            hold_sync: context in which a backward does not synchronise gradients across
-                processes; every micro-batch but the last runs in it.
-
-        Returns:
-            every key of the contributions, summed over the step's micro-batches and detached.
+        ``contribution``: ``rows -> {"loss": scalar with grad, ...}``, a micro-batch's share of the step's loss and of
+        any other figure to add up (e.g. correct predictions). ``backward``: Lightning's ``manual_backward``.
+        ``reset``: drops partial gradients before a retry. ``step``: the global step, for the record of size changes.
+        ``hold_sync``: the context in which a backward does not synchronise gradients across processes.
         """
         while True:
             size = min(self.size or batch_size, batch_size)
@@ -120,8 +110,5 @@ class MicroBatches:
 
     def summary(self) -> dict:
         """Sizes used (steps per size) and every change, for ``metrics.json``."""
-        return {
-            "micro_batch_size": self.size,
-            "steps_by_micro_batch_size": {str(k): v for k, v in sorted(self.steps_by_size.items())},
-            "changes": [asdict(c) for c in self.changes],
-        }
+        steps = {str(k): v for k, v in sorted(self.steps_by_size.items())}
+        return {"micro_batch_size": self.size, "steps_by_micro_batch_size": steps, "changes": [asdict(c) for c in self.changes]}

@@ -85,17 +85,13 @@ class TGATUNetModule(pl.LightningModule):
         """
         return run_inputs(batch["observed"], batch.get("filled"), self.patterns, self.config.training, generator)
 
-    def losses(
-        self, batch: dict[str, torch.Tensor], visible: torch.Tensor, targets: torch.Tensor, rows: slice = slice(None)
-    ) -> dict[str, torch.Tensor]:
-        """The share of windows ``rows`` in the batch's losses, for the inputs of :meth:`inputs`.
+    def losses(self, batch: dict[str, torch.Tensor], visible: torch.Tensor, targets: torch.Tensor,
+               rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+        """The share of windows ``rows`` in the batch's losses, for the inputs of :meth:`inputs`: scalars ``loss``,
+        ``recon``, ``cls_loss``, ``mae`` (of the reconstruction on the targets) and ``correct`` (labelled windows right).
 
         Sums over ``rows`` are divided by the whole batch's counts (target values, labelled
         windows), so the shares of disjoint rows add up to the batch's losses, gradients included.
-
-        Returns:
-            ``loss``, ``recon``, ``cls_loss``, ``mae`` (of the reconstruction on the targets; scalars) and
-            ``correct`` (labelled windows of ``rows`` classified right).
         """
         t = self.config.training
         values, labels = batch["values"][rows], batch["label"][rows]
@@ -134,17 +130,10 @@ class TGATUNetModule(pl.LightningModule):
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
-            totals.update(
-                self.micro_batches.accumulate(
-                    len(batch["values"]),
-                    lambda rows: self.losses(batch, visible, targets, rows),
-                    self.manual_backward,
-                    optimizer.zero_grad,
-                    self.global_step,
-                    # DDP: one gradient all-reduce per step, not one per micro-batch.
-                    getattr(self.trainer.strategy, "block_backward_sync", contextlib.nullcontext),
-                )
-            )
+            # DDP: one gradient all-reduce per step, not one per micro-batch.
+            hold_sync = getattr(self.trainer.strategy, "block_backward_sync", contextlib.nullcontext)
+            totals.update(self.micro_batches.accumulate(len(batch["values"]), lambda rows: self.losses(batch, visible, targets, rows),
+                                                        self.manual_backward, optimizer.zero_grad, self.global_step, hold_sync))
             return totals["loss"]
 
         for group in optimizer.param_groups:

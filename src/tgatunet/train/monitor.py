@@ -33,11 +33,8 @@ class ResourceMonitor(pl.Callback):
 
     Memory (and GPU use) also show in the progress bar. A warning is logged the first time the
     machine's or the GPU's memory in use crosses ``target`` (the guide: stay below 80%).
-    :meth:`summary` gives peaks and means for ``metrics.json``.
-
-    Args:
-        every_n_steps: sampling interval; default the trainer's ``log_every_n_steps``.
-        target: fraction of memory in use that triggers the warning.
+    :meth:`summary` gives peaks and means for ``metrics.json``. ``every_n_steps`` defaults to the trainer's
+    ``log_every_n_steps``.
     """
 
     def __init__(self, every_n_steps: int | None = None, target: float = 0.8) -> None:
@@ -96,11 +93,9 @@ class ResourceMonitor(pl.Callback):
         busy, self._epoch_busy = self._epoch_busy, []
         if busy and not self._warned_idle and statistics.fmean(busy) < BUSY_TARGET:
             self._warned_idle = True
-            log.warning(
-                "the GPU was busy %.0f%% of this training epoch (the target is 70-90%%): it waits for the host. Raise "
-                "batch_size (or set batch_size: auto), or set compile: true (CUDA graphs for the training step).",
-                statistics.fmean(busy),
-            )
+            log.warning("the GPU was busy %.0f%% of this training epoch (the target is 70-90%%): it waits for the host. Raise "
+                        "batch_size (or set batch_size: auto), or set compile: true (CUDA graphs for the training step).",
+                        statistics.fmean(busy))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A last sample, so that the run's peaks include its final steps.
@@ -113,12 +108,8 @@ class ResourceMonitor(pl.Callback):
         for key in ("system_memory_percent", "cuda_memory_percent"):
             if figures.get(key, 0.0) > 100 * self.target:
                 self._warned = True
-                log.warning(
-                    "%s is %.0f%%, above the %.0f%% target: lower batch_size or set use_memory_optimizer: true",
-                    key.replace("_", " "),
-                    figures[key],
-                    100 * self.target,
-                )
+                log.warning("%s is %.0f%%, above the %.0f%% target: lower batch_size or set use_memory_optimizer: true",
+                            key.replace("_", " "), figures[key], 100 * self.target)
 
     def summary(self) -> dict[str, float | int | None]:
         """Peaks and means of the samples, plus the process's peak resident memory since it started."""
@@ -128,14 +119,11 @@ class ResourceMonitor(pl.Callback):
         def column(key: str) -> list[float]:
             return [s[key] for s in self.samples if key in s]
 
-        out: dict[str, float | int | None] = {
-            "samples": len(self.samples),
-            "every_n_steps": self.every_n_steps,
-            "peak_rss_gb": round(max(column("rss_gb")), 4),
-            "process_max_rss_gb": _process_max_rss_gb(),
-            "peak_system_memory_percent": round(max(column("system_memory_percent")), 2),
-            "mean_system_memory_percent": round(statistics.fmean(column("system_memory_percent")), 2),
-        }
+        system = column("system_memory_percent")
+        out: dict[str, float | int | None] = {"samples": len(self.samples), "every_n_steps": self.every_n_steps,
+                                              "peak_rss_gb": round(max(column("rss_gb")), 4), "process_max_rss_gb": _process_max_rss_gb(),
+                                              "peak_system_memory_percent": round(max(system), 2),
+                                              "mean_system_memory_percent": round(statistics.fmean(system), 2)}
         if column("cuda_peak_gb"):
             out["cuda_peak_allocated_gb"] = round(max(column("cuda_peak_gb")), 4)
             out["cuda_peak_reserved_gb"] = round(max(column("cuda_reserved_gb")), 4)

@@ -33,13 +33,9 @@ log = logging.getLogger(__name__)
 
 
 class NeedUpdate(pl.Callback):
-    """Completes the ``need`` channels of the training windows at epochs ``start, start + every, ...``.
+    """Completes the ``need`` channels of the training windows at epochs ``start, start + every, ...`` (0-based).
 
-    Args:
-        inputs: the training split's input buffer (the only thing written).
-        every: epochs between updates.
-        start: first epoch (0-based) of an update.
-        batch_size: windows per inference batch.
+    ``inputs`` is the training split's input buffer, the only thing written; ``batch_size``: windows per inference batch.
     """
 
     def __init__(self, inputs: TrainingInputs, every: int, start: int, batch_size: int) -> None:
@@ -76,12 +72,8 @@ class NeedUpdate(pl.Callback):
         log.info("epoch %d: need update completed %d values in %d training windows", epoch, written, len(rows))
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "epochs": list(self.epochs),
-            "values_completed": int(self.inputs.filled.sum()),
-            "windows": int((self.inputs.window_start >= 0).sum()),
-            "windows_completed_by_this_process": list(self.computed),
-        }
+        return {"epochs": list(self.epochs), "values_completed": int(self.inputs.filled.sum()),
+                "windows": int((self.inputs.window_start >= 0).sum()), "windows_completed_by_this_process": list(self.computed)}
 
     def state_dict(self) -> dict[str, Any]:
         # Checkpoints carry the completed values, so a resumed run feeds the same inputs.

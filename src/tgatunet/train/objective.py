@@ -34,18 +34,12 @@ def contiguous_gaps(B: int, T: int, C: int, prob: float, max_length: int, rand, 
 
 def sample_hidden(observed: torch.Tensor, patterns: torch.Tensor, pattern_prob: float, channel_prob: float, step_prob: float,
                   generator: torch.Generator | None = None, gap_prob: float = 0.0, gap_max: float = 0.25) -> torch.Tensor:
-    """Choose the observed values to hide.
+    """``hidden [B, T, C]`` bool: the values of ``observed [B, T, C]`` to hide (a window that would be left with
+    nothing visible hides nothing).
 
-    Args:
-        observed: ``[B, T, C]`` bool observation mask.
-        patterns: ``[P, C]`` bool channel sets that sources need (P may be 0).
-        generator: random source; the global one if None. Must live on ``observed``'s device.
-        gap_prob, gap_max: chance that a channel of a window loses one contiguous run of
-            steps, and the longest run as a share of the window (a sensor drop-out).
-
-    Returns:
-        ``hidden [B, T, C]`` bool, a subset of ``observed``. A window is never left with
-        nothing visible: such a window hides nothing.
+    ``patterns [P, C]``: channel sets that sources need (P may be 0). ``generator``: on ``observed``'s device
+    (None: the global one). ``gap_prob``, ``gap_max``: chance that a channel of a window loses one contiguous run
+    of steps (a sensor drop-out), and the longest run as a share of the window.
     """
     B, T, C = observed.shape
     dev = observed.device
@@ -68,23 +62,15 @@ def sample_hidden(observed: torch.Tensor, patterns: torch.Tensor, pattern_prob: 
 def sample_inputs(observed: torch.Tensor, filled: torch.Tensor | None, patterns: torch.Tensor, pattern_prob: float, channel_prob: float,
                   step_prob: float, generator: torch.Generator | None = None, gap_prob: float = 0.0,
                   gap_max: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the model sees and what it must reconstruct.
+    """What the model sees and what it must reconstruct: ``visible, targets [B, T, C]`` bool.
 
-    With ``available = observed | filled``, ``hidden = sample_hidden(available, ...)``:
-    ``visible = available & ~hidden`` and ``targets = hidden & observed``.
-
-    Args:
-        observed: ``[B, T, C]`` bool observation mask.
-        filled: ``[B, T, C]`` bool completed (not observed) values, or None.
-
-    Returns:
-        ``visible [B, T, C]`` (the model's ``visible`` input) and ``targets [B, T, C]``
-        (where the reconstruction loss applies; always a subset of ``observed``).
+    With ``available = observed | filled`` (``filled``: completed, not observed values, or None) and
+    ``hidden = sample_hidden(available, ...)``: ``visible = available & ~hidden`` is the model's input and
+    ``targets = hidden & observed`` where the reconstruction loss applies.
     """
     available = observed if filled is None else observed | filled
     hidden = sample_hidden(available, patterns, pattern_prob, channel_prob, step_prob, generator, gap_prob, gap_max)
     return available & ~hidden, hidden & observed
-
 
 
 def run_inputs(observed: torch.Tensor, filled: torch.Tensor | None, patterns: torch.Tensor, training,
@@ -95,13 +81,13 @@ def run_inputs(observed: torch.Tensor, filled: torch.Tensor | None, patterns: to
                          generator, t.mask_gap_prob, t.mask_gap_max)
 
 
-def validation_inputs(
-    observed: torch.Tensor, filled: torch.Tensor | None, patterns: torch.Tensor, training, batch_idx: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_inputs(observed: torch.Tensor, filled: torch.Tensor | None, patterns: torch.Tensor, training,
+                      batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`run_inputs` of validation batch ``batch_idx``: the same hidden values every epoch, so validation
     losses are comparable, and the SAITS peer is selected on the values that select the run."""
     generator = torch.Generator(device=observed.device).manual_seed(training.seed * 100_003 + batch_idx)
     return run_inputs(observed, filled, patterns, training, generator)
+
 
 def masked_loss(prediction: torch.Tensor, target: torch.Tensor, where: torch.Tensor, kind: str = "mse",
                 denominator: torch.Tensor | None = None) -> torch.Tensor:

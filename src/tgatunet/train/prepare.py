@@ -48,16 +48,9 @@ def load_data(config: Config, stats=None, block_splits: dict[str, str] | None = 
 
 def data_info(data: Data, config: Config) -> dict[str, Any]:
     """What ``data.json`` records about the prepared data and the files it came from."""
-    return {
-        "channels": data.channels,
-        "class_names": data.class_names,
-        "source_names": data.source_names,
-        "stats": data.stats.to_dict(),
-        "block_splits": data.block_splits,
-        "windows": window_counts(data),
-        "skipped_blocks": data.skipped_blocks,
-        "source_sha256": source_hashes(config),
-    }
+    return {"channels": data.channels, "class_names": data.class_names, "source_names": data.source_names, "stats": data.stats.to_dict(),
+            "block_splits": data.block_splits, "windows": window_counts(data), "skipped_blocks": data.skipped_blocks,
+            "source_sha256": source_hashes(config)}
 
 
 def window_counts(data: Data) -> dict[str, int]:

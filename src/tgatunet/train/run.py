@@ -34,12 +34,8 @@ from tgatunet.train.memory_optimizer import MemoryOptimizer, MemoryPlan
 from tgatunet.train.module import TGATUNetModule
 from tgatunet.train.monitor import ResourceMonitor
 from tgatunet.train.need_update import NeedUpdate
-from tgatunet.train.plan import (
-    TrainingPlan, build_module, measure_batch, measure_memory, precision_ran, resolve_plan,
-)
-from tgatunet.train.prepare import (
-    Data, check_checkpoint, check_trainable, load_data, prepare_run_dir, protected_paths, window_counts,
-)
+from tgatunet.train.plan import TrainingPlan, build_module, measure_batch, measure_memory, precision_ran, resolve_plan
+from tgatunet.train.prepare import Data, check_checkpoint, check_trainable, load_data, prepare_run_dir, protected_paths, window_counts
 from tgatunet.train.stopping import training_ending
 
 log = logging.getLogger(__name__)
@@ -81,10 +77,8 @@ def training_budget(config: Config, data: Data) -> dict[str, Any]:
     return {"max_epochs": -1, "max_steps": max(1, t.max_windows // t.batch_size), "check_val_every_n_epoch": every}
 
 
-def _make_trainer(
-    config: Config, plan: TrainingPlan, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool,
-    resumed_step: int | None, budget: dict[str, Any],
-) -> pl.Trainer:
+def _make_trainer(config: Config, plan: TrainingPlan, run: RunDir, callbacks: list[pl.Callback], progress_bar: bool, resumed_step: int | None,
+                  budget: dict[str, Any]) -> pl.Trainer:
     perf = config.performance
     try:
         return pl.Trainer(
@@ -103,10 +97,8 @@ def _make_trainer(
             enable_model_summary=False,  # our summary prints the parameter count; Lightning's FLOPs column reads 0
         )
     except (MisconfigurationException, ValueError) as err:
-        raise ConfigError(
-            f"accelerator '{perf.accelerator}', devices {plan.processes!r}, num_nodes {perf.num_nodes}, "
-            f"strategy '{plan.strategy}': Lightning cannot train with these: {err}"
-        ) from None
+        raise ConfigError(f"accelerator '{perf.accelerator}', devices {plan.processes!r}, num_nodes {perf.num_nodes}, "
+                          f"strategy '{plan.strategy}': Lightning cannot train with these: {err}") from None
 
 
 @dataclass
@@ -124,9 +116,7 @@ class _Callbacks:
 
     @classmethod
     def make(cls, config: Config, run: RunDir, data: Data, plan: TrainingPlan, writer: bool) -> _Callbacks:
-        best = ModelCheckpoint(
-            dirpath=run.checkpoints, filename="best", monitor="val/mae", mode="min", enable_version_counter=False
-        )
+        best = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val/mae", mode="min", enable_version_counter=False)
         # Selected and stopped by the completion error on the validation windows, the task that is scored.
         t = config.training
         stop = EarlyStopping(monitor="val/mae", mode="min", patience=t.patience)
@@ -174,15 +164,8 @@ class _Callbacks:
                                trainer.global_step * t.batch_size)
 
 
-def train(
-    config: Config | str | Path,
-    resume: bool = False,
-    overwrite: bool = False,
-    run_dir: str | Path | None = None,
-    callbacks: Sequence[pl.Callback] = (),
-    progress_bar: bool = True,
-    allow_changed_data: bool = False,
-) -> RunDir:
+def train(config: Config | str | Path, resume: bool = False, overwrite: bool = False, run_dir: str | Path | None = None,
+          callbacks: Sequence[pl.Callback] = (), progress_bar: bool = True, allow_changed_data: bool = False) -> RunDir:
     """Train the model of ``config`` (a :class:`Config` or a YAML file); returns the run directory.
 
     Args:
@@ -232,10 +215,9 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
         if not trainer.interrupted:
             raise
         where = f"'{run.last_checkpoint}'" if run.last_checkpoint.is_file() else "no checkpoint yet: start it again"
-        raise TrainingInterrupted(
-            f"training interrupted at epoch {trainer.current_epoch}; the last checkpoint is {where}. Continue with: "
-            f"tgatunet train --config {config_file or 'CONFIG'} --run-dir {run.root} --resume (in Python resume=True)."
-        ) from None
+        raise TrainingInterrupted(f"training interrupted at epoch {trainer.current_epoch}; the last checkpoint is {where}. Continue with: "
+                                  f"tgatunet train --config {config_file or 'CONFIG'} --run-dir {run.root} --resume "
+                                  "(in Python resume=True).") from None
     finally:
         if writer:  # what this training wrote, for --overwrite to delete later (also after a crash)
             run.note_written(run.checkpoints, run.logs)
