@@ -1,11 +1,9 @@
 """The leakage guard: proof that a run left its validation and test inputs as they were.
 
-Validation and test inputs are read-only by construction
-(read-only NumPy arrays); the guard checks the result,
-whatever path a write might have taken. At the start and at the end of
-fitting it hashes (SHA-256) the values and observation mask of each split's
-windows, in order, as the model reads them (from memory or from a data store); ``held`` is True when both
-hashes of both splits are equal.
+Validation and test inputs are read-only by construction (read-only NumPy arrays); the guard checks the
+result, whatever path a write might have taken. At the start and at the end of fitting it hashes (SHA-256) the
+values and observation mask of each split's windows, in order, as the model reads them (from memory or from a
+data store); ``held`` is True when both hashes of both splits are equal.
 """
 
 from __future__ import annotations

@@ -55,8 +55,5 @@ def make_loader(data: Data, split: str, config: Config, shuffle: bool, shard: tu
         shuffle = False
     # CUDA graphs replay one shape: a compiled CUDA training step never sees the partial last batch.
     drop_last = split == "train" and cuda and config.performance.compile
-    return DataLoader(
-        dataset, batch_size=config.training.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate_windows,
-        drop_last=drop_last,
-        num_workers=workers, persistent_workers=workers > 0, pin_memory=cuda and not resident,
-    )
+    return DataLoader(dataset, batch_size=config.training.batch_size, shuffle=shuffle, sampler=sampler, collate_fn=collate_windows,
+                      drop_last=drop_last, num_workers=workers, persistent_workers=workers > 0, pin_memory=cuda and not resident)

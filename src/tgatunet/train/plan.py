@@ -76,11 +76,8 @@ class TrainingPlan:
 
 def build_module(config: Config, data: Data, device_kind: str | None = None, **training: Any) -> TGATUNetModule:
     """The module of ``config``; ``training``: what a training's plan gives it (``micro_batches``, ``resident``)."""
-    return TGATUNetModule(
-        config=config.flat(), channels=data.channels, class_names=data.class_names,
-        need_patterns=data.need_patterns().tolist(),
-        device_kind=device_kind or training_device(config.performance.accelerator).kind, **training,
-    )
+    return TGATUNetModule(config=config.flat(), channels=data.channels, class_names=data.class_names, need_patterns=data.need_patterns().tolist(),
+                          device_kind=device_kind or training_device(config.performance.accelerator).kind, **training)
 
 
 def precision_ran(precision: str, device_kind: str) -> str:

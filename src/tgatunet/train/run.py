@@ -82,16 +82,14 @@ def _make_trainer(config: Config, plan: TrainingPlan, run: RunDir, callbacks: li
     perf = config.performance
     try:
         return pl.Trainer(
-            **budget, accelerator=plan.accelerator, devices=plan.processes,
-            num_nodes=perf.num_nodes, strategy=plan.strategy, precision=perf.precision, deterministic="warn",
-            callbacks=callbacks,
+            **budget, accelerator=plan.accelerator, devices=plan.processes, num_nodes=perf.num_nodes, strategy=plan.strategy,
+            precision=perf.precision, deterministic="warn", callbacks=callbacks,
             logger=[
                 TensorBoardLogger(run.root, name="logs", version="tensorboard", default_hp_metric=False),
                 # Every row written at once: an interrupted run keeps the log of its finished epochs.
                 ContinuedCSVLogger(run.root, name="logs", version="csv", after_step=resumed_step, flush_logs_every_n_steps=1),
             ],
-            plugins=[AtomicCheckpointIO()], default_root_dir=run.root,
-            log_every_n_steps=10, num_sanity_val_steps=0,
+            plugins=[AtomicCheckpointIO()], default_root_dir=run.root, log_every_n_steps=10, num_sanity_val_steps=0,
             use_distributed_sampler=False,  # make_loader shards every loader itself (fresh offsets need it)
             enable_progress_bar=progress_bar,
             enable_model_summary=False,  # our summary prints the parameter count; Lightning's FLOPs column reads 0
@@ -135,22 +133,16 @@ class _Callbacks:
     def write_metrics(self, run: RunDir, trainer: pl.Trainer, module: TGATUNetModule, config: Config, data: Data) -> None:
         best = self.best.best_model_score
         run.update_metrics("train", {
-            **self.throughput.summary(),
-            "epochs_completed": trainer.current_epoch,
+            **self.throughput.summary(), "epochs_completed": trainer.current_epoch,
             "best_val_mae": float(best) if best is not None else None,  # what selects best.ckpt and stops training
-            "final_val_loss": _metric(trainer, "val/loss"),
-            **self.ending(trainer, config),
-            "steps": trainer.global_step,
-            "windows": window_counts(data),
-            "parameters": sum(p.numel() for p in module.model.parameters()),
+            "final_val_loss": _metric(trainer, "val/loss"), **self.ending(trainer, config), "steps": trainer.global_step,
+            "windows": window_counts(data), "parameters": sum(p.numel() for p in module.model.parameters()),
             "device": str(trainer.strategy.root_device),
             "precision": self.plan.precision,  # what ran: Lightning runs 16-mixed as bf16-mixed on a CPU
-            "batch_size": config.training.batch_size,
-            "micro_batch_size": module.micro_batches.size or config.training.batch_size,
+            "batch_size": config.training.batch_size, "micro_batch_size": module.micro_batches.size or config.training.batch_size,
             **({"need_update": self.need_update.summary()} if self.need_update is not None else {}),
             **({"batch_search": self.plan.batch_search} if self.plan.batch_search is not None else {}),
-            "processes": trainer.world_size,
-            "threads_per_process": torch.get_num_threads(),
+            "processes": trainer.world_size, "threads_per_process": torch.get_num_threads(),
             **({"process_choice": self.plan.process_choice} if self.plan.process_choice is not None else {}),
         })
         run.update_metrics("leakage_guard", self.guard.summary())
@@ -205,12 +197,9 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
     shard = (trainer.world_size, trainer.global_rank) if trainer.world_size > 1 else None
     cuda, inputs = plan.device_kind == "cuda", ours.need_update.inputs if ours.need_update else None
     try:
-        trainer.fit(
-            module,
-            train_dataloaders=make_loader(data, "train", config, True, shard, inputs, resident is not None, cuda),
-            val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard, cuda=cuda),
-            ckpt_path=str(run.last_checkpoint) if resume else None,
-        )
+        trainer.fit(module, train_dataloaders=make_loader(data, "train", config, True, shard, inputs, resident is not None, cuda),
+                    val_dataloaders=make_loader(data, "val", config, shuffle=False, shard=shard, cuda=cuda),
+                    ckpt_path=str(run.last_checkpoint) if resume else None)
     except SystemExit:  # Lightning's answer to Ctrl+C, after its own clean-up
         if not trainer.interrupted:
             raise
