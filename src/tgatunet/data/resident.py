@@ -42,8 +42,5 @@ class IndexDataset(WindowDataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = np.asarray(indices, dtype=np.int64)
-        return {
-            "label": torch.from_numpy(self.index.labels[index].astype(np.int64)),
-            "source": torch.from_numpy(self.index.sources[index].astype(np.int64)),
-            "index": torch.from_numpy(index),
-        }
+        return {"label": torch.from_numpy(self.index.labels[index].astype(np.int64)),
+                "source": torch.from_numpy(self.index.sources[index].astype(np.int64)), "index": torch.from_numpy(index)}

@@ -30,28 +30,16 @@ MARKER = ".tgatunet-synth"
 
 @dataclass(frozen=True)
 class SynthSpec:
-    """Shape of a synthetic dataset.
+    """Shape of a synthetic dataset; the same spec (seed included) gives the same files."""
 
-    Attributes:
-        sources: number of source files.
-        channels: modality channels in total.
-        missing_per_source: channels each source lacks (0 for the first source).
-        blocks_per_source: recordings per source.
-        block_length: rows per recording.
-        classes: number of classes.
-        nan_fraction: share of observed cells left empty at random.
-        file_format: ``csv`` or ``parquet``.
-        seed: random seed; the same spec and seed give the same files.
-    """
-
-    sources: int = 3
-    channels: int = 9
-    missing_per_source: int = 2
-    blocks_per_source: int = 20
-    block_length: int = 400
+    sources: int = 3  # source files
+    channels: int = 9  # modality channels in total
+    missing_per_source: int = 2  # channels each source lacks (0 for the first source)
+    blocks_per_source: int = 20  # recordings per source
+    block_length: int = 400  # rows per recording
     classes: int = 3
-    nan_fraction: float = 0.01
-    file_format: str = "csv"
+    nan_fraction: float = 0.01  # share of observed cells left empty at random
+    file_format: str = "csv"  # or "parquet"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -119,15 +107,8 @@ def generate(spec: SynthSpec) -> tuple[dict[str, pd.DataFrame], dict]:
         frames[name] = pd.concat(parts, ignore_index=True)
         have = [c for c in names if c not in common and c not in missing[s]]
         sources.append({"name": name, "path": f"{name}.{spec.file_format}", "have": have, "need": missing[s]})
-    config = {
-        "common_modalities": common,
-        "sources": sources,
-        "block_col": "block",
-        "label_col": "label",
-        "window_size": min(128, spec.block_length),
-        "step_size": max(1, min(128, spec.block_length) // 2),
-        "seed": spec.seed,
-    }
+    config = {"common_modalities": common, "sources": sources, "block_col": "block", "label_col": "label",
+              "window_size": min(128, spec.block_length), "step_size": max(1, min(128, spec.block_length) // 2), "seed": spec.seed}
     return frames, config
 
 

@@ -189,11 +189,8 @@ def numeric_cells(column: pd.Series, where: str, first_row: int) -> np.ndarray:
         bad = np.flatnonzero(np.isnan(values) & ~missing.to_numpy())
         if len(bad):
             row = int(bad[0])
-            raise DataError(
-                f"{where}: column '{name}' is not numeric: row {first_row + row} holds {shown(column.iloc[row])}. "
-                "Modality columns must hold numbers; leave cells empty (or NA, NaN, null, None, n/a, #N/A) for values "
-                "not observed."
-            )
+            raise DataError(f"{where}: column '{name}' is not numeric: row {first_row + row} holds {shown(column.iloc[row])}. "
+                            "Modality columns must hold numbers; leave cells empty (or NA, NaN, null, None, n/a, #N/A) for values not observed.")
     extreme = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
     if len(extreme):
         row = int(extreme[0])
