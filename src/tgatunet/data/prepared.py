@@ -139,11 +139,9 @@ def warn_extreme_values(values: np.ndarray, stats: ChannelStats, channels: list[
         spread = (q3 - q1) / 1.349  # the standard deviation of a normal distribution with that IQR
         if spread > 0 and stats.std[c] > 100 * spread:
             extreme = float(np.abs(column).max())
-            log.warning(
-                "channel '%s': a few extreme values (largest |value| %.3g) dominate its normalisation (std %.3g against "
-                "%.3g for the middle half); its ordinary values are squashed to about 0. Check for sentinel values and "
-                "leave such cells empty.", channel, extreme, stats.std[c], spread,
-            )
+            log.warning("channel '%s': a few extreme values (largest |value| %.3g) dominate its normalisation (std %.3g against "
+                        "%.3g for the middle half); its ordinary values are squashed to about 0. Check for sentinel values and "
+                        "leave such cells empty.", channel, extreme, stats.std[c], spread)
 
 
 def source_need_mask(config: Config) -> torch.Tensor:
@@ -160,12 +158,8 @@ def index_windows(config: Config, bounds: np.ndarray, seg_keys: np.ndarray, seg_
                   label_windows: Callable[[np.ndarray], np.ndarray]) -> tuple[dict[str, WindowIndex], int, int]:
     """The windows of each split, how many segments were too short for one, and training windows per epoch.
 
-    Args:
-        bounds: ``[S, 2]`` absolute ``[start, end)`` rows of every segment.
-        seg_keys: ``[S]`` block key (``source/block``) of each segment.
-        seg_source: ``[S]`` source index of each segment.
-        block_splits: block key -> split.
-        label_windows: window start rows ``[W]`` -> window labels ``[W]`` (-1 = none).
+    Segments: ``bounds [S, 2]`` absolute ``[start, end)`` rows, ``seg_keys [S]`` block key (``source/block``),
+    ``seg_source [S]`` source index. ``label_windows``: window start rows ``[W]`` -> window labels ``[W]`` (-1 = none).
     """
     d = config.data
     span = window_span(d.window_size, d.downsample)
@@ -212,12 +206,10 @@ def draw_splits(config: Config, tables: list[SourceTable], labels: np.ndarray, b
 
 def prepare_data(config: Config, stats: ChannelStats | None = None, block_splits: dict[str, str] | None = None,
                  tables: list[SourceTable] | None = None) -> PreparedData:
-    """Read, split, normalise and window every source of ``config``.
+    """Read, split, normalise and window every source of ``config`` (``tables``: sources already read).
 
-    Args:
-        stats: normalisation to reuse (e.g. a trained run's); fitted on the training blocks if None.
-        block_splits: block key -> split to reuse (e.g. a trained run's); drawn if None.
-        tables: already-read sources (skips reading the files).
+    ``stats`` (normalisation) and ``block_splits`` (block key -> split) to reuse, e.g. a trained run's; None: fitted
+    on the training blocks, and drawn.
     """
     tables = tables if tables is not None else [load_source(config, s) for s in config.data.sources]
     class_names, row_labels = encode_labels(tables)
@@ -280,13 +272,9 @@ class WindowDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = np.asarray(indices, dtype=np.int64)  # [B]
         values, observed = self.read(index)
-        return {
-            "values": torch.from_numpy(values),
-            "observed": torch.from_numpy(observed),
-            "label": torch.from_numpy(self.index.labels[index].astype(np.int64)),
-            "source": torch.from_numpy(self.index.sources[index].astype(np.int64)),
-            "index": torch.from_numpy(index),
-        }
+        return {"values": torch.from_numpy(values), "observed": torch.from_numpy(observed),
+                "label": torch.from_numpy(self.index.labels[index].astype(np.int64)),
+                "source": torch.from_numpy(self.index.sources[index].astype(np.int64)), "index": torch.from_numpy(index)}
 
 
 def collate_windows(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -168,11 +168,8 @@ def _modality_values(frame: pd.DataFrame, where: str, source: SourceConfig, conf
     for channel in source.need:
         held = int((~np.isnan(values[:, channels.index(channel)])).sum())
         if held:
-            log.warning(
-                "%s: '%s' is listed in 'need' but the file holds %d observed value(s) of it; they are used as "
-                "observed inputs and kept in completed copies. Move it to 'have' if the source records it.",
-                where, channel, held,
-            )
+            log.warning("%s: '%s' is listed in 'need' but the file holds %d observed value(s) of it; they are used as "
+                        "observed inputs and kept in completed copies. Move it to 'have' if the source records it.", where, channel, held)
     return values
 
 

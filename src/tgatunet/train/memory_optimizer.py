@@ -15,9 +15,7 @@ fitted through the two points::
 where ``fixed`` also counts what a step holds whatever ``b`` is: the parameters,
 their gradients, AdamW's two moment tensors, and the step's whole batch of
 inputs and hidden-value mask. The chosen size is the largest ``b <= batch_size`` with
-``peak(b) <= memory_target * budget``; it is then measured. If it does not fit
-(the line was optimistic), the size is interpolated between the largest size that
-fitted and the smallest that did not, and measured again, a few times at most.
+``peak(b) <= memory_target * budget``, measured and refined (:func:`choose_micro_batch`).
 
 The plan is made before the Trainer is built (:mod:`tgatunet.train.plan`); during
 training (:class:`MemoryOptimizer`), when the memory in use crosses the
