@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tgatunet.infer.stream import Finished, Stream, WindowModel, Windows
-from tgatunet.data.tables import TableReader, TableWriter, numeric_cells
+from tgatunet.data.tables import TableReader, TableWriter, numeric_cells, numeric_table
 from tgatunet.errors import DataError
 
 IMPUTED_SUFFIX = "_imputed"
@@ -114,8 +114,8 @@ def completed_frame(rows: pd.DataFrame, part: Finished, model: WindowModel, plan
     """The input ``rows`` of ``part`` as the completed table writes them (built at once: no column inserts)."""
     at = {channel: c for c, channel in enumerate(model.channels)}
     rewritten = lambda name: name in at and (plan.fillable[at[name]] or not plan.text)  # noqa: E731
-    columns = {name: _channel_column(rows[name], part, at[name], plan.text) if rewritten(name) else rows[name]
-               for name in rows.columns}
+    columns = {name: _channel_column(cells, part, at[name], plan.text) if rewritten(name) else cells
+               for name, cells in rows.items()}
     columns.update({ch: _channel_column(None, part, c, plan.text) for c, ch in enumerate(model.channels)
                     if plan.fillable[c] and ch not in columns})
     columns.update({ch + IMPUTED_SUFFIX: part.filled[:, c] for c, ch in enumerate(model.channels) if plan.fillable[c]})
@@ -144,9 +144,8 @@ def blocks_frame(blocks: dict[str, tuple[np.ndarray, int]], classes: list[str]) 
 def channel_values(chunk: pd.DataFrame, channels: list[str], where: str, first: int) -> np.ndarray:
     """``[n, C]`` float64 values of the run's ``channels`` in ``chunk`` (NaN: absent or not observed)."""
     values = np.full((len(chunk), len(channels)), np.nan)
-    for c, channel in enumerate(channels):
-        if channel in chunk.columns:
-            values[:, c] = numeric_cells(chunk[channel], where, first)
+    present = [c for c, channel in enumerate(channels) if channel in chunk.columns]
+    values[:, present] = numeric_table(chunk[[channels[c] for c in present]], where, first)
     return values
 
 
