@@ -56,10 +56,8 @@ def _content_key(frame: pd.DataFrame) -> tuple:
 def _numeric_array(values: np.ndarray, channels: list[str] | None, run_channels: list[str]) -> np.ndarray:
     """``values`` as float64, checked: ``[N, C]`` or ``[W, T, C]`` with ``channels`` naming the last axis."""
     if channels is None or values.ndim not in (2, 3) or len(channels) != values.shape[-1]:
-        raise DataError(
-            f"an array to complete is [N, C] or [W, T, C] with channels=[...] naming its last axis; got shape "
-            f"{values.shape} and channels {channels}. The run's channels are {run_channels}."
-        )
+        raise DataError(f"an array to complete is [N, C] or [W, T, C] with channels=[...] naming its last axis; got shape "
+                        f"{values.shape} and channels {channels}. The run's channels are {run_channels}.")
     try:
         values = values.astype(np.float64)
     except (TypeError, ValueError) as err:
@@ -174,13 +172,9 @@ class Run:
         return evaluate_run(self.directory, allow_changed_data=allow_changed_data)
 
 
-def train(
-    config: Config | dict | str | Path,
-    run_dir: str | Path | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    progress_bar: bool = True,
-) -> Run:
+def train(config: Config | dict | str | Path, run_dir: str | Path | None = None, overwrite: bool = False, resume: bool = False,
+          progress_bar: bool = True) -> Run:
+
     """Train a run and return it, loaded.
 
     ``config``: a :class:`~tgatunet.config.Config`, a YAML file, or a dict of the file's keys,

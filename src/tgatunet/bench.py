@@ -192,14 +192,12 @@ class BenchReport:
             return {"keys": m.keys, "windows_per_second": m.windows_per_second, "peak_memory_gb": m.peak_bytes / GB,
                     "step": m.step, **({"error": m.error} if m.error else {})}
 
-        return {
-            "config": self.config, "device": self.device, "seconds": self.seconds,
-            "train": row(self.base), "verdict": verdict(self.base.step["share"]) if self.base.step.get("steps") else None,
-            "variants": [row(v) for v in self.variants], "infer": self.inference, "processes": self.processes,
-            "memory_budget_gb": self.budget_bytes / GB, "memory_limit_gb": self.limit_bytes / GB,
-            "recommended": self.recommended,
-            "notes": {k: CHANGES_THE_MODEL[k] for k in self.recommended if k in CHANGES_THE_MODEL},
-        }
+        return {"config": self.config, "device": self.device, "seconds": self.seconds, "train": row(self.base),
+                "verdict": verdict(self.base.step["share"]) if self.base.step.get("steps") else None,
+                "variants": [row(v) for v in self.variants], "infer": self.inference, "processes": self.processes,
+                "memory_budget_gb": self.budget_bytes / GB, "memory_limit_gb": self.limit_bytes / GB, "recommended": self.recommended,
+                "notes": {k: CHANGES_THE_MODEL[k] for k in self.recommended if k in CHANGES_THE_MODEL}}
+
 
 
 def recommended_yaml(report: BenchReport) -> str:

@@ -17,11 +17,8 @@ data_app = typer.Typer(help="Make or convert datasets.", no_args_is_help=True)
 cache_app = typer.Typer(help="The knn graph cache: what it holds, build it ahead of evaluation, clear it.", no_args_is_help=True)
 
 
-
 @config_app.command("template")
-def config_template_cmd(
-    preset: Optional[str] = typer.Option(None, "--preset", help=f"Hardware preset: {', '.join(PRESETS)}."),
-) -> None:
+def config_template_cmd(preset: Optional[str] = typer.Option(None, "--preset", help=f"Hardware preset: {', '.join(PRESETS)}.")) -> None:
     """Print a complete, commented config."""
     if preset is not None and preset not in PRESETS:
         console.print(f"[bold red]error:[/] unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.")
@@ -38,10 +35,7 @@ def config_validate(file: Path = typer.Argument(..., help="Config file to check.
     data = load_data(cfg)
     check_trainable(data)
     windows = ", ".join(f"{k} {len(v)}" for k, v in data.windows.items())
-    console.print(
-        f"[green]ok[/]: {len(cfg.data.sources)} source(s), channels {data.channels}, "
-        f"classes {data.class_names}, windows: {windows}"
-    )
+    console.print(f"[green]ok[/]: {len(cfg.data.sources)} source(s), channels {data.channels}, classes {data.class_names}, windows: {windows}")
 
 
 @data_app.command("synth")
@@ -95,11 +89,8 @@ def cache_info(config: Optional[Path] = _CACHE_CONFIG, directory: Optional[Path]
     if last is None:
         console.print("last run: none recorded")
     else:
-        console.print(
-            f"last run ({last['by']}, {last['finished']}): hit rate {last['hit_rate']:.1%} of {last['lookups']} lookups "
-            f"(disk {last['disk_hits']}, built {last['built']}, "
-            f"damaged and rebuilt {last['corrupt_rebuilt']}, evicted {last['evicted']})"
-        )
+        console.print(f"last run ({last['by']}, {last['finished']}): hit rate {last['hit_rate']:.1%} of {last['lookups']} lookups "
+                      f"(disk {last['disk_hits']}, built {last['built']}, damaged and rebuilt {last['corrupt_rebuilt']}, evicted {last['evicted']})")
 
 
 @cache_app.command("clear")
@@ -125,16 +116,10 @@ def cache_build(
     cfg = load_config(config)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("building graphs", total=None)
-        report = build_graph_cache(
-            cfg,
-            cfg.resolved_run_dir(config.stem),
-            workers,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
-    console.print(
-        f"{report.windows} windows: built {report.built}, already cached {report.already_cached} "
-        f"in {report.seconds:.1f} s -> [bold]{report.directory}[/]"
-    )
+        report = build_graph_cache(cfg, cfg.resolved_run_dir(config.stem), workers,
+                                   on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    console.print(f"{report.windows} windows: built {report.built}, already cached {report.already_cached} "
+                  f"in {report.seconds:.1f} s -> [bold]{report.directory}[/]")
 
 
 @data_app.command("prepare")
@@ -154,9 +139,9 @@ def data_prepare(
     rows = sum(s.rows for s in store.sources)
     size = sum(a.path.stat().st_size for s in store.sources for a in s.arrays.values())
     state = "wrote" if built else "up to date:"
-    console.print(
-        f"{state} [bold]{store.root}[/]: {len(store.sources)} source(s), {rows} rows, "
-        f"{len(store.channels)} channels, {size / 2**20:.1f} MiB"
-    )
+    console.print(f"{state} [bold]{store.root}[/]: {len(store.sources)} source(s), {rows} rows, {len(store.channels)} channels, "
+                  f"{size / 2**20:.1f} MiB")
+
+
     if cfg.data_store_path() is None or cfg.data_store_path().resolve() != store.root.resolve():
         console.print(f"train from it: set 'data_store: {store.root.resolve()}' in {config}")

@@ -29,16 +29,13 @@ def setup_logging(verbose: bool) -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("tgatunet").setLevel(logging.INFO)
-    # Lightning's advice about worker counts and loggers is noise for a 1-process CPU run.
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*deterministic.*")
-    warnings.filterwarnings("ignore", message=".*validation_step.* but have no .val_dataloader.*")
-    # Epoch figures are logged per epoch; fewer steps than the logging interval loses nothing.
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric.utilities.distributed").setLevel(logging.WARNING)  # one line per DDP rank
+    # Lightning's advice about worker counts and loggers is noise for a 1-process CPU run; epoch figures are logged per
+    # epoch, so fewer steps than the logging interval loses nothing.
+    for message in (".*does not have many workers.*", ".*isinstance\\(treespec, LeafSpec\\).*", ".*Checkpoint directory .* exists and is not empty.*",
+                    ".*deterministic.*", ".*validation_step.* but have no .val_dataloader.*", ".*smaller than the logging interval.*"):
+        warnings.filterwarnings("ignore", message=message)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.distributed"):  # the latter: one line per DDP rank
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fail(err: TgatunetError) -> None:
@@ -155,14 +152,13 @@ def print_leakage_guard(guard: dict[str, Any]) -> None:
         console.print("[bold red]leakage guard: validation or test inputs changed during training[/]")
 
 
-def print_memory(memory: dict[str, Any]) -> None:
-    parts = [f"peak RSS {memory['peak_rss_gb']:.2f} GB"] if "peak_rss_gb" in memory else []
-    if "peak_system_memory_percent" in memory:
-        parts.append(f"system memory peak {memory['peak_system_memory_percent']:.0f}%")
-    if "cuda_peak_allocated_gb" in memory:
-        parts.append(f"CUDA peak {memory['cuda_peak_allocated_gb']:.2f} GB allocated")
-    if "mean_gpu_utilization_percent" in memory:
-        parts.append(f"GPU busy {memory['mean_gpu_utilization_percent']:.0f}%")
+MEMORY_TEXT = {"peak_rss_gb": "peak RSS {:.2f} GB", "peak_system_memory_percent": "system memory peak {:.0f}%",
+               "cuda_peak_allocated_gb": "CUDA peak {:.2f} GB allocated", "mean_gpu_utilization_percent": "GPU busy {:.0f}%"}
+
+
+def print_memory(
+memory: dict[str, Any]) -> None:
+    parts = [text.format(memory[key]) for key, text in MEMORY_TEXT.items() if key in memory]
     optimizer = memory.get("optimizer", {})
     if optimizer.get("enabled") and optimizer.get("plan"):
         plan = optimizer["plan"]

@@ -29,19 +29,11 @@ log = logging.getLogger(__name__)
 def _figures(run: RunDir, metrics: dict[str, Any]) -> dict[str, Any]:
     completion, classification = metrics.get("completion", {}), metrics.get("classification", {})
     if "model" not in completion or "accuracy" not in classification:
-        raise RunError(
-            f"run '{run.root}' has no completion or classification score to compare "
-            f"({completion.get('note') or classification.get('note')})."
-        )
+        raise RunError(f"run '{run.root}' has no completion or classification score to compare "
+                       f"({completion.get('note') or classification.get('note')}).")
     train = metrics.get("train", {})
-    return {
-        "completion_mae": completion["model"]["mae"],
-        "accuracy": classification["accuracy"],
-        "macro_f1": classification["macro_f1"],
-        "epochs_completed": train.get("epochs_completed"),
-        "best_val_mae": train.get("best_val_mae"),
-        "run": str(run.root),
-    }
+    return {"completion_mae": completion["model"]["mae"], "accuracy": classification["accuracy"], "macro_f1": classification["macro_f1"],
+            "epochs_completed": train.get("epochs_completed"), "best_val_mae": train.get("best_val_mae"), "run": str(run.root)}
 
 
 def _better(with_: float, without: float, lower_is_better: bool) -> str:
@@ -74,27 +66,21 @@ def need_update_ablation(run_dir: str | Path, progress_bar: bool = False) -> dic
     _, splits, info = run.read_data()
     _, other_splits, other_info = counterpart.read_data()
     if other_splits != splits or other_info["stats"] != info["stats"]:
-        raise RunError(
-            f"the counterpart run '{counterpart.root}' drew other splits or normalisation than '{run.root}': "
-            "the source files changed since the run was trained. Retrain the run first."
-        )
+        raise RunError(f"the counterpart run '{counterpart.root}' drew other splits or normalisation than '{run.root}': "
+                       "the source files changed since the run was trained. Retrain the run first.")
 
     metrics = run.read_metrics()
     if "completion" not in metrics or "classification" not in metrics:
         metrics = evaluate_run(run.root)
-    figures = {
-        config.training.dynamic_need_update: _figures(run, metrics),
-        flipped: _figures(counterpart, evaluate_run(counterpart.root)),
-    }
+    figures = {config.training.dynamic_need_update: _figures(run, metrics), flipped: _figures(counterpart, evaluate_run(counterpart.root))}
     run.note_written(counterpart.root)  # a run inside this one: --overwrite of this one removes it
     result = {
         "with": figures[True],
         "without": figures[False],
-        "better": {
-            "completion_mae": _better(figures[True]["completion_mae"], figures[False]["completion_mae"], True),
-            "accuracy": _better(figures[True]["accuracy"], figures[False]["accuracy"], False),
-        },
-        "same": {"seed": config.training.seed, "epochs": config.training.epochs, "patience": config.training.patience},
+        "better": {"completion_mae": _better(figures[True]["completion_mae"], figures[False]["completion_mae"], True),
+                   "accuracy": _better(figures[True]["accuracy"], figures[False]["accuracy"], False)},
+        "same"
+: {"seed": config.training.seed, "epochs": config.training.epochs, "patience": config.training.patience},
         "need_update": {"every": config.training.need_update_every, "start": config.training.need_update_start},
         "units": "completion_mae in normalised units (z-score of the training split), test blocks",
     }

@@ -105,11 +105,8 @@ def through_windows(model: WindowModel, recordings: list[Recording]) -> list[np.
 def scores(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     err = prediction - truth
     ok = len(truth) > 1 and np.ptp(prediction) > 0 and np.ptp(truth) > 0  # Pearson r is undefined for a constant
-    return {
-        "mae": float(np.abs(err).mean()),
-        "rmse": float(np.sqrt((err**2).mean())),
-        "pearson": float(np.corrcoef(prediction, truth)[0, 1]) if ok else 0.0,
-    }
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
+            "pearson": float(np.corrcoef(prediction, truth)[0, 1]) if ok else 0.0}
 
 
 def score_method(filled: list[np.ndarray], recordings: list[Recording], channels: list[str]) -> dict[str, Any]:
@@ -124,9 +121,8 @@ def score_method(filled: list[np.ndarray], recordings: list[Recording], channels
     return {**mean, "per_channel": per_channel}
 
 
-def evaluate_patterns(
-    data: PreparedData, model: WindowModel, ridge: LaggedRidge, config, window_methods: dict[str, WindowModel]
-) -> dict[str, Any]:
+def evaluate_patterns(data: PreparedData, model: WindowModel, ridge: LaggedRidge, config, window_methods: dict[str, WindowModel]) -> dict[str, Any]:
+
     """``{pattern: {method: scores}}`` plus what was hidden and how long each method took."""
     e = config.evaluation
     result: dict[str, Any] = {"hidden_values": {}, "seconds": {}}

@@ -77,6 +77,7 @@ def _baseline_models(trained: TrainedRun, baselines: tuple[str, ...]) -> tuple[d
         for name, hiding in hidings.items():
             imputer = SaitsImputer(train, val, hiding, config.evaluation.saits_epochs, config.evaluation.saits_patience,
                                    config.training.seed, model.device)
+
             models[name], trainings[name] = _window_model(trained, imputer), imputer.summary()
     return models, trainings
 
@@ -102,10 +103,8 @@ def evaluate_completion(trained: TrainedRun, plot_dir: Path | None = None, basel
     if trainings:
         result["baseline_training"] = trainings
         result["strongest_peer"] = strongest_peer(result)
-    result["scenarios"] = [
-        {"source": data.source_names[s], "hidden": [data.channels[c] for c in np.flatnonzero(h)], "needed_by": names}
-        for s, h, names in need_sets(data)
-    ]
+    result["scenarios"] = [{"source": data.source_names[s], "hidden": [data.channels[c] for c in np.flatnonzero(h)], "needed_by": names}
+                           for s, h, names in need_sets(data)]
     result["units"] = "normalised (z-score of the training split)"
     if "need" in result:  # the need pattern's figures also at top level, as earlier metrics.json files had them
         result.update({method: result["need"][method] for method in ("model", "mean_fill", "ridge")})
@@ -126,10 +125,8 @@ def _plot_examples(trained: TrainedRun, ridge: LaggedRidge, out: Path) -> None:
     model = through_windows(_window_model(trained), recordings)
     cols = np.flatnonzero(recordings[0].hidden.any(axis=0))
     stack = lambda arrays: np.stack([a[:length][:, cols] for a in arrays])  # noqa: E731
-    plot_completions(
-        stack([r.values for r in recordings]), stack(model), stack([ridge(r.values, r.visible) for r in recordings]),
-        [data.channels[c] for c in cols], [f"{data.source_names[r.source]} #{i}" for i, r in enumerate(recordings)], out,
-    )
+    plot_completions(stack([r.values for r in recordings]), stack(model), stack([ridge(r.values, r.visible) for r in recordings]),
+                     [data.channels[c] for c in cols], [f"{data.source_names[r.source]} #{i}" for i, r in enumerate(recordings)], out)
 
 
 def evaluate_classification(trained: TrainedRun, plot_dir: Path | None = None) -> dict[str, Any]:
@@ -145,31 +142,23 @@ def evaluate_classification(trained: TrainedRun, plot_dir: Path | None = None) -
     target = torch.from_numpy(test.labels)
     k = len(data.class_names)
     matrix = multiclass_confusion_matrix(pred, target, num_classes=k).numpy()
-    per_source = {
-        name: float((pred.numpy() == test.labels)[test.sources == s].mean())
-        for s, name in enumerate(data.source_names)
-        if (test.sources == s).any()
-    }
+    per_source = {name: float((pred.numpy() == test.labels)[test.sources == s].mean())
+                  for s, name in enumerate(data.source_names) if (test.sources == s).any()}
     votes = {}
     for block in np.unique(test.blocks):
         at = test.blocks == block
         votes[block] = np.bincount(pred.numpy()[at], minlength=k).argmax() == np.bincount(test.labels[at]).argmax()
     if plot_dir is not None:
         plot_confusion(matrix, data.class_names, plot_dir / "confusion_matrix.png")
-    return {
-        "accuracy": float((pred == target).float().mean()),
-        "macro_f1": float(multiclass_f1_score(pred, target, num_classes=k, average="macro")),
-        "per_source_accuracy": per_source,
-        "block_vote_accuracy": float(np.mean(list(votes.values()))),
-        "windows": len(test),
-        "class_names": data.class_names,
-        "confusion_matrix": matrix.tolist(),
-    }
+    return {"accuracy": float((pred == target).float().mean()),
+            "macro_f1": float(multiclass_f1_score(pred, target, num_classes=k, average="macro")),
+            "per_source_accuracy": per_source, "block_vote_accuracy": float(np.mean(list(votes.values()))),
+            "windows": len(test), "class_names": data.class_names, "confusion_matrix": matrix.tolist()}
 
 
-def evaluate_run(
-    run_dir: str | Path, compile: bool | None = None, baselines: tuple[str, ...] = (), allow_changed_data: bool = False
-) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, compile: bool | None = None, baselines: tuple[str, ...] = (),
+                 allow_changed_data: bool = False) -> dict[str, Any]:
+
     """Evaluate a trained run on its test blocks; results go to ``metrics.json`` and ``plots/``.
 
     ``compile``: run the model through ``torch.compile`` (None: as the run's config says).

@@ -66,8 +66,7 @@ class Hiding:
     def of_training(cls, training, patterns: torch.Tensor) -> Hiding:
         """The hiding of a run's ``training`` config section."""
         t = training
-        return cls(patterns.cpu(), t.mask_pattern_prob, t.mask_channel_prob, t.mask_step_prob, t.mask_gap_prob,
-                   t.mask_gap_max)
+        return cls(patterns.cpu(), t.mask_pattern_prob, t.mask_channel_prob, t.mask_step_prob, t.mask_gap_prob, t.mask_gap_max)
 
     def __call__(self, observed: torch.Tensor) -> torch.Tensor:
         probs = self.pattern_prob, self.channel_prob, self.step_prob
@@ -102,10 +101,8 @@ class SaitsImputer:
         device: where SAITS trains and imputes (the evaluated model's device).
     """
 
-    def __init__(
-        self, train: np.ndarray, val: tuple[np.ndarray, np.ndarray], hiding: Hiding | None, epochs: int, patience: int,
-        seed: int, device: torch.device,
-    ) -> None:
+    def __init__(self, train: np.ndarray, val: tuple[np.ndarray, np.ndarray], hiding: Hiding | None, epochs: int, patience: int,
+                 seed: int, device: torch.device) -> None:
         if not available():
             raise RunError(f"the SAITS baseline needs PyPOTS, which is not installed: {INSTALL}")
         from pypots.imputation import SAITS
@@ -119,11 +116,10 @@ class SaitsImputer:
         val_set = {"X": val[0].astype(np.float32), "X_ori": val[1].astype(np.float32)}
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as scratch:
-            self.saits = SAITS(
-                n_steps=T, n_features=C, n_layers=2, d_model=256, n_heads=4, d_k=64, d_v=64, d_ffn=128,
-                dropout=0.1, epochs=epochs, patience=patience, batch_size=32, validation_metric=MAE,
-                device=str(device), saving_path=scratch, verbose=False,
-            )
+            self.saits = SAITS(n_steps=T, n_features=C, n_layers=2, d_model=256, n_heads=4, d_k=64, d_v=64, d_ffn=128, dropout=0.1,
+                               epochs=epochs, patience=patience, batch_size=32, validation_metric=MAE, device=str(device),
+                               saving_path=scratch, verbose=False)
+
             if hiding is None:
                 self.saits.fit(train_set, val_set)
             else:

@@ -36,9 +36,9 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for pattern in PATTERNS:
         methods = set.intersection(*(set(m["completion"].get(pattern, {})) for m in runs))
         for method in sorted(methods):
-            completion.setdefault(pattern, {})[method] = {
-                key: spread([m["completion"][pattern][method][key] for m in runs]) for key in ("mae", "rmse", "pearson")
-            }
+            completion.setdefault(pattern, {})[method] = {key: spread([m["completion"][pattern][method][key] for m in runs])
+                                                          for key in ("mae", "rmse", "pearson")}
+
     classification = {key: spread([m["classification"][key] for m in runs]) for key in CLASSIFICATION
                       if all(key in m["classification"] for m in runs)}
     return {"completion": completion, "classification": classification}

@@ -30,11 +30,9 @@ def run_data(run: RunDir, config: Config, allow_changed_data: bool = False) -> P
     saved = info.get("source_sha256", {})
     changed = [name for name, digest in source_hashes(config).items() if saved.get(name) not in (None, digest)]
     if changed and not allow_changed_data:
-        raise RunError(
-            f"source(s) {changed} of run '{run.root}' changed since it trained (their SHA-256 differs from data.json), "
-            "so its test blocks and normalisation no longer describe them. Retrain, or score anyway with "
-            "--allow-changed-data (in Python allow_changed_data=True)."
-        )
+        raise RunError(f"source(s) {changed} of run '{run.root}' changed since it trained (their SHA-256 differs from data.json), "
+                       "so its test blocks and normalisation no longer describe them. Retrain, or score anyway with "
+                       "--allow-changed-data (in Python allow_changed_data=True).")
     try:
         data = prepare_data(config, stats=stats, block_splits=splits)
     except KeyError as err:
@@ -42,10 +40,8 @@ def run_data(run: RunDir, config: Config, allow_changed_data: bool = False) -> P
                        "retrain on the current data.") from None
     for key, now in [("channels", data.channels), ("class_names", data.class_names)]:
         if info[key] != now:
-            raise RunError(
-                f"the sources changed since run '{run.root}' was trained: {key} were {info[key]}, now {now}. "
-                "Retrain on the current data."
-            )
+            raise RunError(f"the sources changed since run '{run.root}' was trained: {key} were {info[key]}, now {now}. "
+                           "Retrain on the current data.")
     return data
 
 
@@ -59,9 +55,7 @@ class TrainedRun:
     model: TrainedModel
 
 
-def load_run(
-    run: RunDir, device: torch.device | None = None, compile: bool | None = None, allow_changed_data: bool = False
-) -> TrainedRun:
+def load_run(run: RunDir, device: torch.device | None = None, compile: bool | None = None, allow_changed_data: bool = False) -> TrainedRun:
     """The model of ``run`` and the run's own data, as :func:`~tgatunet.infer.trained.load_trained` and
     :func:`run_data` give them."""
     run.require_trained()
@@ -69,22 +63,17 @@ def load_run(
     return TrainedRun(run, config, run_data(run, config, allow_changed_data), load_trained(run, device, compile))
 
 
-def build_graph_cache(
-    config: Config, run_root: Path, workers: int, on_progress: Callable[[int, int], None] | None = None
-) -> PrecomputeReport:
+def build_graph_cache(config: Config, run_root: Path, workers: int, on_progress: Callable[[int, int], None] | None = None) -> PrecomputeReport:
     """Build the knn graphs of every window of ``config``'s data, as observed, into its run's graph cache.
 
     The windows are those evaluation reads: with the run's normalisation and splits when
     ``run_root`` holds a trained run.
     """
     if config.model.graph_type != "knn":
-        raise RunError(
-            f"graph_type is '{config.model.graph_type}': only knn graphs depend on the data and go to the disk cache "
-            "(the temporal graph needs no building). Set graph_type: knn."
-        )
+        raise RunError(f"graph_type is '{config.model.graph_type}': only knn graphs depend on the data and go to the disk cache "
+                       "(the temporal graph needs no building). Set graph_type: knn.")
     data = run_data(RunDir(Path(run_root)), config)
     values, observed = data.gather(WindowIndex.concat(list(data.windows.values())))
-    return precompute_graphs(
-        KnnGraph.from_config(config), cache_dir(config, run_root), values.numpy(), observed.numpy(),
-        int(config.performance.graph_cache_max_mb * 2**20), workers, on_progress=on_progress,
-    )
+    return precompute_graphs(KnnGraph.from_config(config), cache_dir(config, run_root), values.numpy(), observed.numpy(),
+                             int(config.performance.graph_cache_max_mb * 2**20), workers, on_progress=on_progress)
+

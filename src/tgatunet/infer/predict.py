@@ -34,10 +34,8 @@ def check_outputs(planned: dict[Path, dict[str, Path]], protected: list[Path]) -
             if path.resolve() in taken:
                 raise RunError(f"output '{path}' would overwrite an input file; choose another --output folder.")
             if path.resolve() in claimed:
-                raise RunError(
-                    f"inputs '{claimed[path.resolve()]}' and '{source}' would both be written to '{path}'; "
-                    "apply them in separate calls with different --output folders, or rename one."
-                )
+                raise RunError(f"inputs '{claimed[path.resolve()]}' and '{source}' would both be written to '{path}'; "
+                               "apply them in separate calls with different --output folders, or rename one.")
             claimed[path.resolve()] = source
 
 
@@ -50,14 +48,8 @@ def _apply_each(model, jobs: list[tuple[Path, dict[str, Path], dict]]) -> list[A
     return written
 
 
-def complete_run(
-    run_dir: str | Path,
-    source: str | None = None,
-    output: str | Path | None = None,
-    fill: str = "all",
-    compile: bool | None = None,
-    on_rows: Callable[[int], None] | None = None,
-) -> list[Applied]:
+def complete_run(run_dir: str | Path, source: str | None = None, output: str | Path | None = None, fill: str = "all",
+                 compile: bool | None = None, on_rows: Callable[[int], None] | None = None) -> list[Applied]:
     """Complete and classify each source (or ``source``) of a trained run into ``output`` (default RUN/completed).
 
     ``compile``: run the model through ``torch.compile`` (None: as the run's config says).
@@ -81,24 +73,17 @@ def complete_run(
     return written
 
 
-def predict_files(
-    run_dir: str | Path,
-    inputs: list[Path],
-    output: str | Path | None = None,
-    block_col: str | None = None,
-    fmt: str | None = None,
-    fill: str = "all",
-    compile: bool | None = None,
-    on_rows: Callable[[int], None] | None = None,
-) -> list[Applied]:
+def predict_files(run_dir: str | Path, inputs: list[Path], output: str | Path | None = None, block_col: str | None = None,
+                  fmt: str | None = None, fill: str = "all", compile: bool | None = None,
+                  on_rows: Callable[[int], None] | None = None) -> list[Applied]:
     """Complete and classify files that need not be in the run's config; outputs go to ``output``
     (default: each input's folder). ``block_col``: default the run's, where the file has that column."""
     run = RunDir(Path(run_dir))
     model = load_trained(run, compile=compile).windowed()
     config = run.read_config()
     paths = [Path(p).expanduser() for p in inputs]
-    planned = {p: output_paths(Path(output).expanduser() if output else p.parent, p.stem, fmt or table_format(p))
-               for p in paths}
+    planned = {p: output_paths(Path(output).expanduser() if output else p.parent, p.stem, fmt or table_format(p)) for p in paths}
+
     if len(planned) < len(paths):
         raise RunError(f"an input is given twice: {[str(p) for p in paths]}.")
     check_outputs(planned, [*paths, *(source_path(config, s) for s in config.data.sources)])

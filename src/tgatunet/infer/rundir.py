@@ -45,18 +45,12 @@ log = logging.getLogger(__name__)
 MARKER = ".tgatunet-run"
 LOCK = ".lock"
 # What tgatunet writes into a run directory: all that --overwrite removes (the graph cache stays).
-OWNED = (
-    "config.yaml", "data.json", "plan.json", "checkpoints", "logs", "metrics.json", "plots", "sources", "completed", "bench", "ablation",
-    "seeds",
-)
+OWNED = ("config.yaml", "data.json", "plan.json", "checkpoints", "logs", "metrics.json", "plots", "sources", "completed", "bench",
+         "ablation", "seeds")
 
 
 def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 @dataclass(frozen=True)
@@ -91,10 +85,8 @@ class RunDir:
         """
         self.check_folder()
         if self.holds_run() and not overwrite:
-            raise RunError(
-                f"run directory '{self.root}' already holds a run. Continue it with --resume (in Python resume=True), "
-                "start over with --overwrite (overwrite=True), or set another run_dir."
-            )
+            raise RunError(f"run directory '{self.root}' already holds a run. Continue it with --resume (in Python resume=True), "
+                           "start over with --overwrite (overwrite=True), or set another run_dir.")
         owned = [self.root / name for name in OWNED if (self.root / name).exists()]
         kept = [p for p in protected if any(_inside(p, o) for o in owned)]
         if kept:
@@ -123,10 +115,8 @@ class RunDir:
         """Delete the files of ``owned`` that tgatunet wrote, and folders left empty; anything else stays."""
         written = self._written()
         if written is None and owned:
-            raise RunError(
-                f"'{self.root}' was written by an older tgatunet that did not list its files, so --overwrite cannot tell "
-                "them from yours. Delete the folder yourself, or train into another run_dir."
-            )
+            raise RunError(f"'{self.root}' was written by an older tgatunet that did not list its files, so --overwrite cannot tell "
+                           "them from yours. Delete the folder yourself, or train into another run_dir.")
         others = []
         for entry in owned:
             for path in sorted([entry] if not entry.is_dir() else entry.rglob("*"), reverse=True):
@@ -149,10 +139,9 @@ class RunDir:
         present = {p.name for p in self.root.iterdir()} if self.root.is_dir() else set()
         foreign = sorted(present - {"graph_cache", LOCK})
         if foreign and not self.marker.is_file():
-            raise RunError(
-                f"'{self.root}' is not empty and is not a tgatunet run directory (no {MARKER} marker): it holds "
-                f"{foreign[:5]}. Nothing there is deleted; choose a new or empty folder for the run."
-            )
+            raise RunError(f"'{self.root}' is not empty and is not a tgatunet run directory (no {MARKER} marker): it holds "
+                           f"{foreign[:5]}. Nothing there is deleted; choose a new or empty folder for the run.")
+
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-test-{os.getpid()}"

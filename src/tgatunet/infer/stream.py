@@ -1,15 +1,13 @@
 """Completing and classifying rows fed in order, with memory bounded by a chunk, not by the file.
 
-Rows arrive in chunks; contiguous rows with the same block id form a segment.
-Inside a segment the model runs over windows that cover every row, exactly as
-:func:`tgatunet.data.windows.covering_starts` lays them out: windows of
-``window_size`` steps every ``stride`` rows, one more flush with the segment's
-end, and a segment shorter than a window padded (padding hidden from the
-model). With ``downsample > 1`` each phase of rows (``lo, lo + d, ...``;
-``lo + 1, lo + 1 + d, ...``) is covered as its own sequence. A window is
-computed as soon as its rows have arrived; a row is finished once no window
-still to come covers it, and is then handed back with the mean of the
-reconstructions and class probabilities of the windows that covered it.
+Rows arrive in chunks; contiguous rows with the same block id form a segment. Inside a segment
+the model runs over windows that cover every row: windows of ``window_size`` steps every
+``stride`` rows, one more flush with the segment's end, and a segment shorter than a window
+padded (padding hidden from the model). With ``downsample > 1`` each phase of rows
+(``lo, lo + d, ...``; ``lo + 1, lo + 1 + d, ...``) is covered as its own sequence. A window is
+computed as soon as its rows have arrived; a row is finished once no window still to come
+covers it, and is then handed back with the mean of the reconstructions and class
+probabilities of the windows that covered it.
 
 Only cells that were not observed and belong to a fillable channel are filled;
 every observed value is returned as it came.
@@ -138,8 +136,7 @@ class Stream:
 
     def _new_segment(self, block: str, lo: int) -> _Segment:
         C, K = len(self.model.channels), len(self.model.classes)
-        return _Segment(block, lo, lo, np.zeros((0, C)), np.zeros((0, C)), np.zeros((0, K)), np.zeros(0, np.int64),
-                        [0] * self.model.downsample)
+        return _Segment(block, lo, lo, np.zeros((0, C)), np.zeros((0, C)), np.zeros((0, K)), np.zeros(0, np.int64), [0] * self.model.downsample)
 
     def _append(self, values: np.ndarray) -> None:
         s = self.segment
@@ -194,8 +191,8 @@ class Stream:
             np.add.at(s.count, at[ok], 1)
             total, n = self.blocks.get(s.block, (0.0, 0))
             self.blocks[s.block] = (total + probs[lo:hi].sum(axis=0), n + hi - lo)
-            self.windows.append(Windows(np.full(hi - lo, s.block, dtype=object), rows[:, 0],
-                                        np.where(ok, rows, -1).max(axis=1), probs[lo:hi]))
+            self.windows.append(Windows(np.full(hi - lo, s.block, dtype=object), rows[:, 0], np.where(ok, rows, -1).max(axis=1), probs[lo:hi]))
+
             lo = hi
 
     def _hand_back(self, s: _Segment, ended: bool) -> Finished | None:

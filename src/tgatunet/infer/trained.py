@@ -63,17 +63,14 @@ class TrainedModel:
         """``recon [B, T, C]`` and ``logits [B, K]`` of normalised ``values, visible [B, T, C]`` on the model's device."""
         return (self.compiled or self.network)(values, visible, self.neighbors(values, visible))
 
-    def predict_windows(
-        self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def predict_windows(self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """``recon [W, T, C]`` and ``logits [W, K]`` (float32 numpy) of ``values, visible [W, T, C]``."""
         return predict_in_batches(self.forward, values, visible, batch_size, self.device, len(self.classes))
 
 
 @torch.inference_mode()
-def predict_in_batches(
-    forward, values: torch.Tensor, visible: torch.Tensor, batch_size: int, device: torch.device, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
+def predict_in_batches(forward, values: torch.Tensor, visible: torch.Tensor, batch_size: int, device: torch.device,
+                       num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """``forward`` over ``values, visible [W, T, C]`` in batches on ``device``: ``recon [W, T, C]``, ``logits [W, K]``
     as float32 numpy arrays (the network's output in whatever precision it ran)."""
     recon, logits = [], []
@@ -109,12 +106,11 @@ def load_trained(run: RunDir, device: torch.device | None = None, compile: bool 
     network.to(device).eval()
     wanted = run_config.performance.compile if compile is None else compile
     patterns = torch.tensor(hp["need_patterns"], dtype=torch.bool).reshape(-1, len(channels))
-    return TrainedModel(
-        network, config, channels, classes, patterns, stats, device,
-        knn=KnnGraph.from_config(config) if config.model.graph_type == "knn" else None,
-        graph_cache=open_graph_cache(run_config, run.root),
-        compiled=CompiledOrEager.for_inference(network, device) if wanted else None,
-    )
+    return TrainedModel(network, config, channels, classes, patterns, stats, device,
+                        knn=KnnGraph.from_config(config) if config.model.graph_type == "knn" else None,
+                        graph_cache=open_graph_cache(run_config, run.root),
+                        compiled=CompiledOrEager.for_inference(network, device) if wanted else None)
+
 
 
 def _read_checkpoint(run: RunDir, device: torch.device) -> dict:
