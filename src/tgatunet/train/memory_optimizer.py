@@ -171,20 +171,13 @@ class MemoryPlan:
 
     def summary(self) -> dict[str, Any]:
         """Figures for ``metrics.json`` and ``tgatunet hardware``, in GB and MB."""
-        return {
-            "device": self.device,
-            "batch_size": self.batch_size,
-            "micro_batch_size": self.micro_batch_size,
-            "budget_gb": round(self.budget / GB, 4),
-            "budget_from": self.budget_from,
-            "target_fraction": self.target,
-            "limit_gb": round(self.limit / GB, 4),
-            "fixed_gb": round(self.fixed / GB, 4),
-            "per_window_mb": round(self.per_window / 2**20, 4),
-            "predicted_peak_gb": round(self.model.peak(self.micro_batch_size) / GB, 4),
-            "largest_fitting_micro_batch": self.model.max_size(self.limit),
-            "measured_peak_gb": {str(k): round(v / GB, 4) for k, v in sorted(self.measured.items())},
-        }
+        return {"device": self.device, "batch_size": self.batch_size, "micro_batch_size": self.micro_batch_size,
+                "budget_gb": round(self.budget / GB, 4), "budget_from": self.budget_from, "target_fraction": self.target,
+                "limit_gb": round(self.limit / GB, 4), "fixed_gb": round(self.fixed / GB, 4), "per_window_mb": round(self.per_window / 2**20, 4),
+                "predicted_peak_gb": round(self.model.peak(self.micro_batch_size) / GB, 4),
+                "largest_fitting_micro_batch": self.model.max_size(self.limit),
+                "measured_peak_gb": {str(k): round(v / GB, 4) for k, v in sorted(self.measured.items())}}
+
 
 
 def plan_memory(module: Any, dataset: WindowDataset, config: Config, device: torch.device,

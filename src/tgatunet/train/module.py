@@ -98,13 +98,10 @@ class TGATUNetModule(pl.LightningModule):
         recon, logits = self(values, visible[rows])
         loss_recon = masked_loss(recon.float(), values, targets[rows], t.recon_loss, denominator=targets.sum())
         loss_cls = classification_loss(logits.float(), labels, denominator=(batch["label"] >= 0).sum())
-        return {
-            "loss": t.recon_weight * loss_recon + t.cls_weight * loss_cls,
-            "recon": loss_recon,
-            "cls_loss": loss_cls,
-            "mae": masked_loss(recon.detach().float(), values, targets[rows], "l1", denominator=targets.sum()),
-            "correct": ((logits.argmax(-1) == labels) & (labels >= 0)).sum(),
-        }
+        return {"loss": t.recon_weight * loss_recon + t.cls_weight * loss_cls, "recon": loss_recon, "cls_loss": loss_cls,
+                "mae": masked_loss(recon.detach().float(), values, targets[rows], "l1", denominator=targets.sum()),
+                "correct": ((logits.argmax(-1) == labels) & (labels >= 0)).sum()}
+
 
     def _log_losses(self, stage: str, totals: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], hidden: int | None = None) -> None:
         size = len(batch["values"])

@@ -59,12 +59,9 @@ class ResourceMonitor(pl.Callback):
         figures = {"rss_gb": self._process.memory_info().rss / GB, "system_memory_percent": psutil.virtual_memory().percent}
         if device.type == "cuda":
             free, total = torch.cuda.mem_get_info(device)
-            figures.update(
-                cuda_allocated_gb=torch.cuda.memory_allocated(device) / GB,
-                cuda_reserved_gb=torch.cuda.memory_reserved(device) / GB,
-                cuda_peak_gb=torch.cuda.max_memory_allocated(device) / GB,
-                cuda_memory_percent=100.0 * (total - free) / total,
-            )
+            figures.update(cuda_allocated_gb=torch.cuda.memory_allocated(device) / GB, cuda_reserved_gb=torch.cuda.memory_reserved(device) / GB,
+                           cuda_peak_gb=torch.cuda.max_memory_allocated(device) / GB, cuda_memory_percent=100.0 * (total - free) / total)
+
             if self._nvml:
                 try:
                     figures["gpu_utilization_percent"] = float(torch.cuda.utilization(device))

@@ -147,13 +147,12 @@ def resolve_plan(config: Config, data: Data, run: RunDir, writer: bool) -> Train
     choice = _processes(config, data, batch_size, saved, writer) if cpu_auto else None
     processes = choice["processes"] if choice else 1 if cpu_auto else perf.devices
     precision = precision_ran(perf.precision, device.kind)
-    plan = TrainingPlan(
-        device=str(device.torch_device), accelerator="cpu" if choice else "gpu" if perf.accelerator == "cuda" else perf.accelerator,
-        precision=precision, batch_size=batch_size, lr=lr * math.sqrt(processes) if choice else lr,
-        batch_search=search, processes=processes, strategy=("ddp" if processes > 1 else "auto") if choice else perf.strategy,
-        threads_per_process=choice["threads_per_process"] if choice else None, process_choice=choice, memory=None,
-        resident=keeps_windows_resident(config, data, device.torch_device), compile=perf.compile, pid=os.getpid(),
-    )
+    plan = TrainingPlan(device=str(device.torch_device), accelerator="cpu" if choice else "gpu" if perf.accelerator == "cuda" else perf.accelerator,
+                        precision=precision, batch_size=batch_size, lr=lr * math.sqrt(processes) if choice else lr, batch_search=search,
+                        processes=processes, strategy=("ddp" if processes > 1 else "auto") if choice else perf.strategy,
+                        threads_per_process=choice["threads_per_process"] if choice else None, process_choice=choice, memory=None,
+                        resident=keeps_windows_resident(config, data, device.torch_device), compile=perf.compile, pid=os.getpid())
+
     if perf.use_memory_optimizer:
         plan = replace(plan, memory=measure_memory(plan.training_config(config), data, device, precision))
     if writer:

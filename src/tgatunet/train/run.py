@@ -56,11 +56,10 @@ def quiet_trainer(config: Config, callbacks: Sequence[pl.Callback] = (), **limit
 
     ``limits`` are Trainer stopping arguments (``max_epochs``, ``max_steps``, ``limit_val_batches``).
     """
-    return pl.Trainer(
-        accelerator="gpu" if config.performance.accelerator == "cuda" else config.performance.accelerator, devices=1,
-        precision=config.performance.precision, callbacks=list(callbacks), logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **limits,
-    )
+    return pl.Trainer(accelerator="gpu" if config.performance.accelerator == "cuda" else config.performance.accelerator, devices=1,
+                      precision=config.performance.precision, callbacks=list(callbacks), logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **limits)
+
 
 
 # With epochs: auto, validation checks are at least this many training windows apart (every epoch of a larger dataset).

@@ -18,10 +18,9 @@ def training_ending(early_stopped: bool, checks_since_best: int, patience: int, 
     ending: dict[str, Any] = {"stopped_by": key, "checks_since_best": checks_since_best}
     if checks_since_best < max(1, patience // 2):
         raise_to = f"max_windows: {2 * windows_seen}" if epochs_auto else "a larger epochs (or epochs: auto)"
-        ending["too_early"] = (
-            f"training ended at its {key} budget while the validation completion MAE was still improving (best "
-            f"{'at the last check' if checks_since_best == 0 else f'{checks_since_best} checks before the end'}, "
-            f"early stopping waits {patience}): it would likely complete better with more training. Raise {key} "
-            f"(e.g. {raise_to}) and train again."
-        )
+        best = "at the last check" if checks_since_best == 0 else f"{checks_since_best} checks before the end"
+        ending["too_early"] = (f"training ended at its {key} budget while the validation completion MAE was still improving (best {best}, "
+                               f"early stopping waits {patience}): it would likely complete better with more training. Raise {key} "
+                               f"(e.g. {raise_to}) and train again.")
+
     return ending
