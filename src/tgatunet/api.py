@@ -1,9 +1,8 @@
 """The Python API: train a run, load it, apply it to DataFrames and arrays.
 
-The same operations as the command line (``tgatunet train``, ``predict``,
-``evaluate``), on objects instead of files, with the same outputs: what
-:meth:`Run.complete` returns is what ``tgatunet predict`` writes for the same run
-and data.
+The same operations as the command line (``tgatunet train``, ``predict``, ``evaluate``), on objects instead of files,
+with the same outputs: what :meth:`Run.complete` returns is what ``tgatunet predict`` writes for the same run and
+data.
 """
 
 from __future__ import annotations

@@ -1,25 +1,21 @@
 """Diagnosing a config on this machine and its data: ``tgatunet bench --config FILE``.
 
-What it measures, each with the real training step of
-:class:`~tgatunet.train.module.TGATUNetModule` run by Lightning (a short fit of
-``steps`` steps on the config's own training windows, timed by
+What it measures, each with the real training step of :class:`~tgatunet.train.module.TGATUNetModule` run by Lightning
+(a short fit of ``steps`` steps on the config's own training windows, timed by
 :class:`~tgatunet.train.callbacks.StepTimer`):
 
-* the config as it is: training windows per second, the step's phases (data,
-  forward, backward, optimizer) with a verdict, peak training memory
-  (:func:`~tgatunet.profiling.peak_memory_bytes`), inference windows per second
-  and single-window latency;
-* the settings a user can change, one at a time: gradient checkpointing
-  flipped, the lite model, twice the batch, bf16 mixed precision, and on CUDA
-  ``compile``. Each is kept as a recommendation when it is at least 5% faster
-  (or, for checkpointing, when memory would otherwise cross ``memory_target``
-  of the budget) and fits the memory budget. Changes that alter the model or
-  its optimisation (lite model, batch, precision) say so;
-* processes: several GPUs, or CPU cores that one process's threads do not use
-  well (the one-thread step measured against the all-threads step).
+* the config as it is: training windows per second, the step's phases (data, forward, backward, optimizer) with a
+  verdict, peak training memory (:func:`~tgatunet.profiling.peak_memory_bytes`), inference windows per second and
+  single-window latency;
+* the settings a user can change, one at a time: gradient checkpointing flipped, the lite model, twice the batch, bf16
+  mixed precision, and on CUDA ``compile``. Each is kept as a recommendation when it is at least 5% faster (or, for
+  checkpointing, when memory would otherwise cross ``memory_target`` of the budget) and fits the memory budget.
+  Changes that alter the model or its optimisation (lite model, batch, precision) say so;
+* processes: several GPUs, or CPU cores that one process's threads do not use well (the one-thread step measured
+  against the all-threads step).
 
-The report goes to ``OUT/bench.json``; the recommended keys to ``OUT/recommended.yaml``,
-a snippet to paste into the config.
+The report goes to ``OUT/bench.json``; the recommended keys to ``OUT/recommended.yaml``, a snippet to paste into the
+config.
 """
 
 from __future__ import annotations
@@ -33,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from tgatunet.config import Config, load_config
+from tgatunet.config import Config, load_config, yaml_value
 from tgatunet.files import atomic_write_text
 from tgatunet.hardware import GB, detect_hardware, training_device
 from tgatunet.profiling import peak_memory_bytes, torch_threads
@@ -207,7 +202,8 @@ def recommended_yaml(report: BenchReport) -> str:
     lines = ["# tgatunet bench: measured on this machine; paste into your config."]
     for key, value in report.recommended.items():
         note = CHANGES_THE_MODEL.get(key, "measured faster, or needed to fit memory")
-        lines.append(f"{key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}  # {note}")
+        lines.append(f"{key}: {yaml_value(value)}  # {note}")
+
     if report.processes.get("recommend_devices"):
         lines.append(f"devices: {report.processes['recommend_devices']}  # {report.processes.get('basis', 'one process per GPU')}")
     return "\n".join(lines) + "\n"

@@ -1,16 +1,13 @@
 """The one typed configuration object, its presets and its validation.
 
-A config file is one flat YAML mapping: the performance guide's keys
-(``use_optimized_model``, ``batch_size``, ``hidden_channels``, ...) sit at top
-level next to the data and training settings, so each YAML block of the guide
-pastes in as it is. In code the keys are grouped by concern
-(:mod:`tgatunet.config.sections`): ``config.data.window_size``,
-``config.model.hidden_channels``, ``config.training.epochs``,
+A config file is one flat YAML mapping: the performance guide's keys (``use_optimized_model``, ``batch_size``,
+``hidden_channels``, ...) sit at top level next to the data and training settings, so each YAML block of the guide
+pastes in as it is. In code the keys are grouped by concern (:mod:`tgatunet.config.sections`):
+``config.data.window_size``, ``config.model.hidden_channels``, ``config.training.epochs``,
 ``config.performance.precision``, ``config.evaluation.ridge_lags``.
 
-:func:`load_config` reads a file and :func:`config_from_dict` a mapping; every
-mistake becomes a :class:`ConfigError` that names the key, says what is
-allowed and, for an unknown key, suggests the closest valid one.
+:func:`load_config` reads a file and :func:`config_from_dict` a mapping; every mistake becomes a :class:`ConfigError`
+that names the key, says what is allowed and, for an unknown key, suggests the closest valid one.
 """
 
 from __future__ import annotations
@@ -237,10 +234,9 @@ def load_config(path: str | Path) -> Config:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
-            "save the file as UTF-8 (e.g. in your editor's 'Save with encoding' menu)."
-        ) from None
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                          "save the file as UTF-8 (e.g. in your editor's 'Save with encoding' menu).") from None
+
     except OSError as err:
         raise ConfigError(f"cannot read config file '{path}': {err.strerror}.") from None
     except yaml.YAMLError as err:
@@ -264,7 +260,8 @@ sources:
 _EXAMPLE_VALUES = {"label_col": "activity", "block_col": "recording", "split_col": "split"}
 
 
-def _yaml_value(value: Any) -> str:
+def yaml_value(value: Any) -> str:
+    """``value`` as a one-line YAML flow value, as a config file writes it."""
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
@@ -281,5 +278,5 @@ def config_template(preset: str | None = None) -> str:
                 out.append(_EXAMPLE_SOURCES)
             elif key != "common_modalities":
                 default = values[key] if key in values else field.get_default(call_default_factory=True)
-                out.append(f"{key}: {_yaml_value(default)}  # {field.description}")
+                out.append(f"{key}: {yaml_value(default)}  # {field.description}")
     return "\n".join(out) + "\n"

@@ -1,8 +1,7 @@
 """The config's keys, by concern: data, model, training, performance, evaluation.
 
-Each section is a pydantic model of flat YAML keys (a config file names them
-without the section, so each YAML block of the performance guide pastes in as
-it is); :class:`tgatunet.config.Config` holds one of each.
+Each section is a pydantic model of flat YAML keys (a config file names them without the section, so each YAML block
+of the performance guide pastes in as it is); :class:`tgatunet.config.Config` holds one of each.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """Ablation of the dynamic need update: the same run with the update flipped, scored the same way.
 
-``tgatunet evaluate --run RUN --ablation need-update`` trains the counterpart
-of ``RUN``: the same config (same data, splits, seed, epochs, patience) with
-``dynamic_need_update`` flipped, in ``RUN/ablation/need_update_on`` or
-``RUN/ablation/need_update_off``; evaluates both runs on the same test
-windows; and writes both sets of figures to ``RUN/metrics.json`` as
-``need_update.with`` and ``need_update.without``, with which one is better on
-each figure, whichever that is.
+``tgatunet evaluate --run RUN --ablation need-update`` trains the counterpart of ``RUN``: the same config (same data,
+splits, seed, epochs, patience) with ``dynamic_need_update`` flipped, in ``RUN/ablation/need_update_on`` or
+``RUN/ablation/need_update_off``; evaluates both runs on the same test windows; and writes both sets of figures to
+``RUN/metrics.json`` as ``need_update.with`` and ``need_update.without``, with which one is better on each figure,
+whichever that is.
 """
 
 from __future__ import annotations

@@ -1,19 +1,17 @@
 """Completion scored on the test recordings, for three kinds of missingness, against baselines.
 
-Every test recording (a block segment of the test split) gets values hidden,
-by one of three patterns, with a fixed seed:
+Every test recording (a block segment of the test split) gets values hidden, by one of three patterns, with a fixed
+seed:
 
-* ``need``: a whole channel set that another source needs, in every recording
-  of a source that has those channels (the completion the run exists for);
-* ``gaps``: in each observed channel, contiguous drop-outs of 1 to
-  ``eval_gap_max`` x ``window_size`` steps, one per ``window_size`` rows;
+* ``need``: a whole channel set that another source needs, in every recording of a source that has those channels (the
+  completion the run exists for);
+* ``gaps``: in each observed channel, contiguous drop-outs of 1 to ``eval_gap_max`` x ``window_size`` steps, one per
+  ``window_size`` rows;
 * ``points``: single observed values, each with probability ``eval_point_prob``.
 
-The model completes each recording as ``tgatunet complete`` would (covering
-windows, overlapping predictions averaged per row) and each baseline
-(:mod:`tgatunet.evaluate.baselines`, and SAITS through the same windows) fills the
-same recording; all are scored on exactly the hidden values, in normalised
-units (z-scores of the training split).
+The model completes each recording as ``tgatunet complete`` would (covering windows, overlapping predictions averaged
+per row) and each baseline (:mod:`tgatunet.evaluate.baselines`, and SAITS through the same windows) fills the same
+recording; all are scored on exactly the hidden values, in normalised units (z-scores of the training split).
 """
 
 from __future__ import annotations

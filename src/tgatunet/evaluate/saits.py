@@ -1,22 +1,19 @@
 """SAITS (Du et al., 2023) from PyPOTS as the completion peer: ``tgatunet evaluate --baselines saits``.
 
-Trained two ways on the run's training windows (normalised, NaN where not observed,
-every source together), so that a claim holds against the better of them:
+Trained two ways on the run's training windows (normalised, NaN where not observed, every source together), so that a
+claim holds against the better of them:
 
-* ``saits_default``: as PyPOTS trains it, its masked-imputation task hiding 20% of
-  the observed values of each window at random;
-* ``saits_task``: hiding what tgatunet hides in training, drawn by the same function
-  with the run's probabilities (:func:`tgatunet.train.objective.sample_hidden`: the
-  channel sets sources need, contiguous gaps, single points, whole channels), so it
-  practises the completions it is scored on.
+* ``saits_default``: as PyPOTS trains it, its masked-imputation task hiding 20% of the observed values of each window
+  at random;
+* ``saits_task``: hiding what tgatunet hides in training, drawn by the same function with the run's probabilities
+  (:func:`tgatunet.train.objective.sample_hidden`: the channel sets sources need, contiguous gaps, single points,
+  whole channels), so it practises the completions it is scored on.
 
-Both are selected and stopped on the run's validation windows with the values
-hidden that tgatunet is selected on (validation MAE; ``saits_patience`` epochs
-without improvement end it, ``saits_epochs`` is only a cap), and the best epoch is
-kept. Architecture: 2 layers, ``d_model`` 256, 4 heads of 64, feed-forward 128,
-dropout 0.1, batch 32, PyPOTS's defaults otherwise. Each then imputes windows
-exactly where the model completes them (the same windows, averaged per row the same
-way), so all are scored on the same values.
+Both are selected and stopped on the run's validation windows with the values hidden that tgatunet is selected on
+(validation MAE; ``saits_patience`` epochs without improvement end it, ``saits_epochs`` is only a cap), and the best
+epoch is kept. Architecture: 2 layers, ``d_model`` 256, 4 heads of 64, feed-forward 128, dropout 0.1, batch 32,
+PyPOTS's defaults otherwise. Each then imputes windows exactly where the model completes them (the same windows,
+averaged per row the same way), so all are scored on the same values.
 
 PyPOTS is an optional extra: ``pip install "tgatunet[baselines]"``.
 """

@@ -1,12 +1,10 @@
 """The same run trained with other seeds, every figure as mean and spread: ``tgatunet evaluate --seeds N``.
 
-A seed decides the initialisation, the hidden values and window offsets of every
-step and the shuffling; the block split stays the run's (``split_seed``), and
-evaluation hides the same values in every run (``eval_seed``). Seed ``s + k`` (``k = 1 ..
-N - 1``, ``s`` the run's) is trained into ``RUN/seeds/seed_<s+k>``; the run
-itself is the first. All are evaluated the same way, and ``metrics.json``
-records, under ``seeds``, each completion figure (``completion.<pattern>.<method>
-.{mae,rmse,pearson}``) and classification figure as ``{mean, std, values}``.
+A seed decides the initialisation, the hidden values and window offsets of every step and the shuffling; the block
+split stays the run's (``split_seed``), and evaluation hides the same values in every run (``eval_seed``). Seed
+``s + k`` (``k = 1 .. N - 1``, ``s`` the run's) is trained into ``RUN/seeds/seed_<s+k>``; the run itself is the first.
+All are evaluated the same way, and ``metrics.json`` records, under ``seeds``, each completion figure
+(``completion.<pattern>.<method>.{mae,rmse,pearson}``) and classification figure as ``{mean, std, values}``.
 """
 
 from __future__ import annotations

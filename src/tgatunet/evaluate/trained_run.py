@@ -76,4 +76,3 @@ def build_graph_cache(config: Config, run_root: Path, workers: int, on_progress:
     values, observed = data.gather(WindowIndex.concat(list(data.windows.values())))
     return precompute_graphs(KnnGraph.from_config(config), cache_dir(config, run_root), values.numpy(), observed.numpy(),
                              int(config.performance.graph_cache_max_mb * 2**20), workers, on_progress=on_progress)
-

@@ -1,28 +1,23 @@
 """The graph cache: knn graphs of windows seen before, on disk.
 
-The temporal graph depends on nothing but its length and ``time_k`` and is
-never cached. A knn graph depends on the window's data; a trained run that
-evaluates, completes or predicts the same windows again (or after
-``tgatunet cache build``) reads their graphs back instead of rebuilding them.
-Training does not use the cache: it hides a fresh random set of values every
-step, so its graphs never repeat.
+The temporal graph depends on nothing but its length and ``time_k`` and is never cached. A knn graph depends on the
+window's data; a trained run that evaluates, completes or predicts the same windows again (or after
+``tgatunet cache build``) reads their graphs back instead of rebuilding them. Training does not use the cache: it
+hides a fresh random set of values every step, so its graphs never repeat.
 
-* **key**: a 128-bit BLAKE2b hash of the format version, the builder's
-  signature (``graph_knn``, ``time_k``), the window's shape and the bytes of
-  what the graph is built from, the visible values (zero elsewhere) and the
-  visibility mask. Changing any parameter or visible value gives another key,
-  so a stale entry is never read; it ages out through the size limit.
-* **entry**: one small binary file per window under ``ROOT/entries/``, written
-  to a temporary name and renamed, so a reader sees a whole entry or none,
-  whichever process wrote it. It carries its key and a CRC32 of its payload: a
+* **key**: a 128-bit BLAKE2b hash of the format version, the builder's signature (``graph_knn``, ``time_k``), the
+  window's shape and the bytes of what the graph is built from, the visible values (zero elsewhere) and the visibility
+  mask. Changing any parameter or visible value gives another key, so a stale entry is never read; it ages out through
+  the size limit.
+* **entry**: one small binary file per window under ``ROOT/entries/``, written to a temporary name and renamed, so a
+  reader sees a whole entry or none, whichever process wrote it. It carries its key and a CRC32 of its payload: a
   damaged entry is reported once and rebuilt, never fatal.
-* **limit**: beyond ``graph_cache_max_mb`` the least recently used entries
-  (file modification time, refreshed on every hit) are deleted down to 90% of
-  the limit.
+* **limit**: beyond ``graph_cache_max_mb`` the least recently used entries (file modification time, refreshed on every
+  hit) are deleted down to 90% of the limit.
 
 ``ROOT/stats.json`` keeps the hit counts of the last run that saved them (``tgatunet cache info``).
-``ROOT/.tgatunet-graph-cache`` marks the folder as a cache: ``tgatunet cache clear``
-deletes the files the cache wrote, in a folder that is one.
+``ROOT/.tgatunet-graph-cache`` marks the folder as a cache: ``tgatunet cache clear`` deletes the files the cache
+wrote, in a folder that is one.
 """
 
 from __future__ import annotations

@@ -1,32 +1,26 @@
 """The knn graph: the temporal graph plus links between similar time steps.
 
-Every step ``t`` of a window keeps its temporal neighbours (the steps within
-``time_k``, self loop included, as in :func:`temporal_neighbors`) and is also
-linked to the ``k`` steps ``j`` outside that range with the smallest masked
+Every step ``t`` of a window keeps its temporal neighbours (the steps within ``time_k``, self loop included, as in
+:func:`temporal_neighbors`) and is also linked to the ``k`` steps ``j`` outside that range with the smallest masked
 distance
 
 .. math::
 
     d(t, j) = \\frac{\\sum_c v_{tc} v_{jc} (x_{tc} - x_{jc})^2}{\\sum_c v_{tc} v_{jc}}
 
-over the channels ``c`` visible at both steps (``v`` is the visibility mask the
-model receives). Only what the model is allowed to see enters the graph: a
-hidden or unobserved value changes nothing, so it cannot leak through the
-graph's structure. A pair with no channel visible at both steps is never
-linked; a step with nothing visible keeps only its temporal edges. Edges point
-from ``j`` to ``t`` (``j`` is in ``t``'s neighbourhood); the graph is directed.
+over the channels ``c`` visible at both steps (``v`` is the visibility mask the model receives). Only what the model
+is allowed to see enters the graph: a hidden or unobserved value changes nothing, so it cannot leak through the
+graph's structure. A pair with no channel visible at both steps is never linked; a step with nothing visible keeps
+only its temporal edges. Edges point from ``j`` to ``t`` (``j`` is in ``t``'s neighbourhood); the graph is directed.
 
-Representation: the fixed-degree table :class:`tgatunet.model.gat.BatchedGATConv`
-gathers from, ``index [B, T, K]`` with ``valid [B, T, K]``, ``K = 2 * time_k + 1 + k``:
-the temporal slots first, then the ``k`` nearest steps, nearest first (slots
-with no candidate are invalid).
+Representation: the fixed-degree table :class:`tgatunet.model.gat.BatchedGATConv` gathers from, ``index [B, T, K]``
+with ``valid [B, T, K]``, ``K = 2 * time_k + 1 + k``: the temporal slots first, then the ``k`` nearest steps, nearest
+first (slots with no candidate are invalid).
 
-Cost per window: time ``O(T^2 * C)`` for two matrix products (``[T, 3C] x
-[3C, T]`` and ``[T, C] x [C, T]``), then three in-place passes and a top-k over
-the ``[T, T]`` distances; memory ``O(T^2)``: two ``[T, T]`` float32 matrices
-(T = 128: 64 KiB each, T = 1024: 4 MiB each). Windows are processed in chunks
-of at most ``chunk_elements / T^2`` windows, which bounds each matrix at
-``4 * chunk_elements`` bytes (16 MiB by default) whatever the batch size.
+Cost per window: time ``O(T^2 * C)`` for two matrix products (``[T, 3C] x [3C, T]`` and ``[T, C] x [C, T]``), then
+three in-place passes and a top-k over the ``[T, T]`` distances; memory ``O(T^2)``: two ``[T, T]`` float32 matrices (T
+= 128: 64 KiB each, T = 1024: 4 MiB each). Windows are processed in chunks of at most ``chunk_elements / T^2``
+windows, which bounds each matrix at ``4 * chunk_elements`` bytes (16 MiB by default) whatever the batch size.
 """
 
 from __future__ import annotations

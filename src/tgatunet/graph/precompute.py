@@ -1,14 +1,12 @@
 """Building the knn graphs of many windows ahead of time, in parallel worker processes.
 
-Which windows: the caller's, usually every window of a run's data as
-observed, nothing hidden: the inputs that evaluation, completion and
-prediction see again. Work is split into chunks; each worker builds the graphs
-of its chunks that are missing from the cache in one batched call and writes
-them (atomically, so workers never clash). Windows already cached are skipped,
-so a second build is a cheap check. The parent enforces the size limit at the end.
+Which windows: the caller's, usually every window of a run's data as observed, nothing hidden: the inputs that
+evaluation, completion and prediction see again. Work is split into chunks; each worker builds the graphs of its
+chunks that are missing from the cache in one batched call and writes them (atomically, so workers never clash).
+Windows already cached are skipped, so a second build is a cheap check. The parent enforces the size limit at the end.
 
-Cost: the builder's (``O(T^2 * C)`` per window), spread over ``workers``
-processes (one thread each); memory per worker ``O(chunk_size * T * (C + T))``.
+Cost: the builder's (``O(T^2 * C)`` per window), spread over ``workers`` processes (one thread each); memory per
+worker ``O(chunk_size * T * (C + T))``.
 """
 
 from __future__ import annotations
@@ -57,11 +55,10 @@ def precompute_graphs(graph: KnnGraph, directory: Path, values: np.ndarray, visi
                       chunk_size: int = 256, on_progress: Callable[[int, int], None] | None = None) -> PrecomputeReport:
     """Build the graphs of windows ``values, visible [W, T, C]`` into the cache at ``directory``.
 
-    Args:
-        max_bytes: the cache's size limit, enforced once at the end.
-        workers: worker processes; 0 or 1 builds in this process.
-        on_progress: called with (windows done, windows in all) after each chunk, for progress bars.
+    ``max_bytes``: the cache's size limit, enforced once at the end. ``workers``: worker processes; 0 or 1 builds in
+    this process. ``on_progress``: called with (windows done, windows in all) after each chunk, for progress bars.
     """
+
     bounds = [(lo, min(lo + chunk_size, len(values))) for lo in range(0, len(values), chunk_size)]
     start = time.perf_counter()
     total = CacheStats()

@@ -1,11 +1,10 @@
 """A trained run applied to files: its own sources (``tgatunet complete``) and new recordings (``tgatunet predict``).
 
 Each file is read as it is and streamed through the model (:mod:`tgatunet.infer.outputs`):
-sensor drop-outs and absent channels filled (``fill="all"``), or only the channels
-the file lacks (``fill="need"``: a source's ``need`` channels; for a new recording the
-run channels it has no column for, or none observed); every other cell as read;
-class predictions per window, row and block. Input files are never written: no
-output may land on a source of the run or on another input.
+sensor drop-outs and absent channels filled (``fill="all"``), or only the channels the file lacks (``fill="need"``: a
+source's ``need`` channels; for a new recording the run channels it has no column for, or none observed); every other
+cell as read; class predictions per window, row and block. Input files are never written: no output may land on a
+source of the run or on another input.
 """
 
 from __future__ import annotations

@@ -17,9 +17,8 @@ Layout::
       bench/, ablation/, seeds/   outputs of tgatunet bench, evaluate --ablation and evaluate --seeds
       graph_cache/           knn graphs by content (kept by --overwrite)
 
-A folder is only ever cleared when it carries the marker, and then only of the
-files the marker lists as written by tgatunet; anything else in it (a file of
-yours in ``plots/`` or ``completed/``), and any configured source or config
+A folder is only ever cleared when it carries the marker, and then only of the files the marker lists as written by
+tgatunet; anything else in it (a file of yours in ``plots/`` or ``completed/``), and any configured source or config
 file, is left alone.
 """
 

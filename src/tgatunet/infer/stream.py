@@ -1,16 +1,14 @@
 """Completing and classifying rows fed in order, with memory bounded by a chunk, not by the file.
 
-Rows arrive in chunks; contiguous rows with the same block id form a segment. Inside a segment
-the model runs over windows that cover every row: windows of ``window_size`` steps every
-``stride`` rows, one more flush with the segment's end, and a segment shorter than a window
-padded (padding hidden from the model). With ``downsample > 1`` each phase of rows
-(``lo, lo + d, ...``; ``lo + 1, lo + 1 + d, ...``) is covered as its own sequence. A window is
-computed as soon as its rows have arrived; a row is finished once no window still to come
-covers it, and is then handed back with the mean of the reconstructions and class
-probabilities of the windows that covered it.
+Rows arrive in chunks; contiguous rows with the same block id form a segment. Inside a segment the model runs over
+windows that cover every row: windows of ``window_size`` steps every ``stride`` rows, one more flush with the
+segment's end, and a segment shorter than a window padded (padding hidden from the model). With ``downsample > 1``
+each phase of rows (``lo, lo + d, ...``; ``lo + 1, lo + 1 + d, ...``) is covered as its own sequence. A window is
+computed as soon as its rows have arrived; a row is finished once no window still to come covers it, and is then
+handed back with the mean of the reconstructions and class probabilities of the windows that covered it.
 
-Only cells that were not observed and belong to a fillable channel are filled;
-every observed value is returned as it came.
+Only cells that were not observed and belong to a fillable channel are filled; every observed value is returned as it
+came.
 """
 
 from __future__ import annotations
@@ -84,18 +82,15 @@ class Windows:
 class Stream:
     """Feed chunks of rows in file order; get finished rows back, and every window's class probabilities.
 
-    The windows that a chunk completes, over all the segments in it, go through the model together,
-    so many short blocks (or an array of windows) cost batches, not one call each.
-
-    Args:
-        model: the trained model and its data settings.
-        fillable: ``[C]`` bool, the channels whose missing cells are filled.
-        batch_size: windows per forward pass.
+    The windows that a chunk completes, over all the segments in it, go through the model together, so many short blocks
+    (or an array of windows) cost batches, not one call each. ``fillable``: ``[C]`` bool, the channels whose missing
+    cells are filled; ``batch_size``: windows per forward pass.
 
     Attributes:
         windows: the windows computed since the caller last cleared the list.
         blocks: block id -> (sum of window probabilities ``[K]``, windows).
     """
+
 
     def __init__(self, model: WindowModel, fillable: np.ndarray, batch_size: int = 256) -> None:
         self.model, self.fillable, self.batch_size = model, fillable, batch_size

@@ -86,12 +86,12 @@ def predict_in_batches(forward, values: torch.Tensor, visible: torch.Tensor, bat
 def load_trained(run: RunDir, device: torch.device | None = None, compile: bool | None = None) -> TrainedModel:
     """The trained model of ``run``, read from the run directory only (config, ``data.json``, checkpoint).
 
-    Args:
-        device: where the model runs (default: where the run's config would train).
-        compile: run the network through ``torch.compile`` (:class:`~tgatunet.model.compile.CompiledOrEager`:
-            eager where that is not supported); None: as the run's config says. Compiling takes seconds to a
-            minute per input shape, once; it pays off where many windows follow.
+    ``device``: where the model runs (default: where the run's config would train). ``compile``: run the network through
+    ``torch.compile`` (:class:`~tgatunet.model.compile.CompiledOrEager`: eager where that is not supported); None: as
+    the run's config says. Compiling takes seconds to a minute per input shape, once; it pays off where many windows
+    follow.
     """
+
     run.require_trained()
     run_config = run.read_config()
     stats, _, _ = run.read_data()
@@ -122,14 +122,10 @@ def _read_checkpoint(run: RunDir, device: torch.device) -> dict:
             if not {"hyper_parameters", "state_dict"} <= set(checkpoint):
                 raise ValueError("not a tgatunet checkpoint")
         except Exception as err:  # truncated, empty, not a checkpoint: every reader has its own error type
-            failures.append(f"'{path}' ({type(err).__name__}: {_first_line(err)})")
+            first_line = (str(err).splitlines() or ["unreadable"])[0]
+            failures.append(f"'{path}' ({type(err).__name__}: {first_line})")
             continue
         if failures:
             log.warning("checkpoint %s cannot be read; using '%s' instead.", failures[0], path)
         return checkpoint
     raise RunError(f"no checkpoint of run '{run.root}' can be read: {'; '.join(failures)}. Train the run again.")
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).splitlines()[0] if str(err) else "unreadable"
-

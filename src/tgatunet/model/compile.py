@@ -1,20 +1,16 @@
 """``torch.compile`` with a fallback to eager execution where compilation is not supported.
 
-Compilation can fail in three places: when the model is wrapped (``torch.compile``
-refuses an unsupported Python or platform), on the first call (tracing or the
-backend's code generation fails, e.g. without a working C++ compiler), and in
-the first backward pass, where the backward graph is compiled (outside the
-call: the training step catches that one and calls :meth:`CompiledOrEager.give_up`).
-Either way the run continues eagerly, with one warning that says why.
+Compilation can fail in three places: when the model is wrapped (``torch.compile`` refuses an unsupported Python or
+platform), on the first call (tracing or the backend's code generation fails, e.g. without a working C++ compiler),
+and in the first backward pass, where the backward graph is compiled (outside the call: the training step catches that
+one and calls :meth:`CompiledOrEager.give_up`). Either way the run continues eagerly, with one warning that says why.
 
-Training on CUDA compiles with ``mode="reduce-overhead"``: the step is captured
-as CUDA graphs and replayed, without a kernel launch from Python each; its shapes
-must not change, so the training loader drops an epoch's last, partial batch.
-Prediction on a CPU compiles with :data:`CPU_INFERENCE_OPTIONS`: ``cpp_wrapper``
-drives the compiled graph from C++ (no Python between its kernels), and
-``realize_reads_threshold: 1`` makes inductor compute the GAT's attention
-weights once into a buffer instead of recomputing them, exponentials included,
-in every loop that reads them (docs/PERFORMANCE.md has the measured effect).
+Training on CUDA compiles with ``mode="reduce-overhead"``: the step is captured as CUDA graphs and replayed, without a
+kernel launch from Python each; its shapes must not change, so the training loader drops an epoch's last, partial
+batch. Prediction on a CPU compiles with :data:`CPU_INFERENCE_OPTIONS`: ``cpp_wrapper`` drives the compiled graph from
+C++ (no Python between its kernels), and ``realize_reads_threshold: 1`` makes inductor compute the GAT's attention
+weights once into a buffer instead of recomputing them, exponentials included, in every loop that reads them
+(docs/PERFORMANCE.md has the measured effect).
 """
 
 from __future__ import annotations

@@ -1,25 +1,22 @@
 """Dropout whose random mask costs a quarter of a random draw per element on CPU.
 
-Inverted dropout (Srivastava et al., 2014): each element of ``x`` is zeroed with
-probability ``p``, the others are scaled so the expectation is unchanged,
+Inverted dropout (Srivastava et al., 2014): each element of ``x`` is zeroed with probability ``p``, the others are
+scaled so the expectation is unchanged,
 
 .. math::
 
     y_i = x_i \\, m_i / (1 - p), \\qquad m_i \\sim \\mathrm{Bernoulli}(1 - p).
 
-Why not ``torch.nn.functional.dropout`` on CPU: it draws each element's
-Bernoulli sample separately, the largest cost of a CPU training step after the
-matrix products (docs/PERFORMANCE.md has the measured effect). Here one 64-bit draw of torch's generator decides four
-elements: element ``i`` is dropped when its 16-bit share ``u_i`` (uniform on
-``0 .. 65535``) is below ``round(65536 p)``. The drop rate is therefore ``p``
-rounded to a multiple of ``2^-16`` (off by at most ``7.6e-6``), and kept values
-are scaled by the exact ``1 / (1 - p')`` of that rate, so ``E[y] = x`` holds
-exactly. The draws come from torch's default generator: seeding
-(``torch.manual_seed``, Lightning's ``seed_everything``) and gradient
-checkpointing's saved RNG state apply as to any torch random op.
+Why not ``torch.nn.functional.dropout`` on CPU: it draws each element's Bernoulli sample separately, the largest cost
+of a CPU training step after the matrix products (docs/PERFORMANCE.md has the measured effect). Here one 64-bit draw
+of torch's generator decides four elements: element ``i`` is dropped when its 16-bit share ``u_i`` (uniform on
+``0 .. 65535``) is below ``round(65536 p)``. The drop rate is therefore ``p`` rounded to a multiple of ``2^-16`` (off
+by at most ``7.6e-6``), and kept values are scaled by the exact ``1 / (1 - p')`` of that rate, so ``E[y] = x`` holds
+exactly. The draws come from torch's default generator: seeding (``torch.manual_seed``, Lightning's
+``seed_everything``) and gradient checkpointing's saved RNG state apply as to any torch random op.
 
-On other devices, for 16-bit floats (which cannot hold the 16-bit shares
-exactly) and inside ``torch.compile``, torch's own dropout is used.
+On other devices, for 16-bit floats (which cannot hold the 16-bit shares exactly) and inside ``torch.compile``,
+torch's own dropout is used.
 """
 
 from __future__ import annotations

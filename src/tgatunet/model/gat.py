@@ -1,8 +1,7 @@
 """Batched graph attention over the time steps of a window.
 
-Computes the function of ``torch_geometric.nn.GATConv`` (Velickovic et al.,
-2018) for a batch of windows that share a node count, without a loop over
-samples or edges:
+Computes the function of ``torch_geometric.nn.GATConv`` (Velickovic et al., 2018) for a batch of windows that share a
+node count, without a loop over samples or edges:
 
 .. math::
 
@@ -13,14 +12,12 @@ samples or edges:
 
 (heads concatenated, or averaged with ``concat=False``).
 
-The graph is either the temporal graph of radius ``r`` (an ``int``: ``N(i)`` is
-``i - r .. i + r``) or a neighbour table ``(index, valid)`` of shape ``[T, K]``
-or ``[B, T, K]``. On the temporal graph neighbour slot ``j`` of every node is
-the sequence shifted by ``j - r``, so the layer reads shifted slices
-(:class:`BandedSum`) instead of gathering a ``[B, T, K, H, F]`` copy; slots
-beyond the window get score ``-inf`` and weight 0, as invalid table slots do.
-The per-head scores ``a^T W x`` are linear in ``x``: they are ``2H`` more output
-columns of the projection instead of a product and a sum over ``[B, T, H, F]``.
+The graph is either the temporal graph of radius ``r`` (an ``int``: ``N(i)`` is ``i - r .. i + r``) or a neighbour
+table ``(index, valid)`` of shape ``[T, K]`` or ``[B, T, K]``. On the temporal graph neighbour slot ``j`` of every
+node is the sequence shifted by ``j - r``, so the layer reads shifted slices (:class:`BandedSum`) instead of gathering
+a ``[B, T, K, H, F]`` copy; slots beyond the window get score ``-inf`` and weight 0, as invalid table slots do. The
+per-head scores ``a^T W x`` are linear in ``x``: they are ``2H`` more output columns of the projection instead of a
+product and a sum over ``[B, T, H, F]``.
 """
 
 from __future__ import annotations

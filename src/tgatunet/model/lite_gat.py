@@ -1,7 +1,7 @@
 """Graph attention with one value projection shared by all heads (the lite model's GAT layer).
 
-The lightweight counterpart of :class:`tgatunet.model.gat.BatchedGATConv`. For
-node features ``x_i`` (width ``F_in``), ``H`` heads of width ``F``:
+The lightweight counterpart of :class:`tgatunet.model.gat.BatchedGATConv`. For node features ``x_i`` (width ``F_in``),
+``H`` heads of width ``F``:
 
 .. math::
 
@@ -10,11 +10,10 @@ node features ``x_i`` (width ``F_in``), ``H`` heads of width ``F``:
     \\alpha^h_{ij} = \\mathrm{softmax}_{j \\in N(i)}(e^h_{ij}), \\qquad
     x'_i = \\big\\Vert_{h=1}^{H} \\sum_{j \\in N(i)} \\alpha^h_{ij} v_j + b
 
-with ``W`` of shape ``F_in x (F + 2H)``: the values are shared across heads (as
-keys and values in multi-query attention), so the projection has ``F_in * F``
-weights instead of ``F_in * H * F`` and the aggregated neighbour features are
-``H`` times smaller; each head still has its own attention over the neighbours.
-Graphs as in :class:`~tgatunet.model.gat.BatchedGATConv`.
+with ``W`` of shape ``F_in x (F + 2H)``: the values are shared across heads (as keys and values in multi-query
+attention), so the projection has ``F_in * F`` weights instead of ``F_in * H * F`` and the aggregated neighbour
+features are ``H`` times smaller; each head still has its own attention over the neighbours. Graphs as in
+:class:`~tgatunet.model.gat.BatchedGATConv`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The Temporal Graph Attention U-Net, standard and lightweight.
 
-A window is a graph whose nodes are its time steps. For a batch ``[B, T, C]`` of
-values with their visibility mask:
+A window is a graph whose nodes are its time steps. For a batch ``[B, T, C]`` of values with their visibility mask:
 
 1. input projection of ``[values * mask, mask]`` (``2C -> D``) plus sinusoidal positions;
 2. encoder: ``encoder_layers`` levels, each a GAT block on the graph of its
@@ -13,18 +12,15 @@ values with their visibility mask:
    the visible inputs of nearby steps), and window logits from the time-pooled
    bottleneck.
 
-Graphs: the full-resolution levels use the window's own graph when one is given
-(``neighbors``, e.g. a knn graph from :mod:`tgatunet.graph.knn`), else the
-temporal graph of ``time_k``; pooled levels always use the temporal graph. A
-data-dependent edge links two steps whose *values* were similar; a pooled node
-averages two steps, so such an edge would not carry over.
+Graphs: the full-resolution levels use the window's own graph when one is given (``neighbors``, e.g. a knn graph from
+:mod:`tgatunet.graph.knn`), else the temporal graph of ``time_k``; pooled levels always use the temporal graph. A
+data-dependent edge links two steps whose *values* were similar; a pooled node averages two steps, so such an edge
+would not carry over.
 
-The lightweight variant (``ModelSpec.lite``, config ``use_optimized_model``) has
-the same inputs, outputs and layout, built from cheaper parts:
-:class:`~tgatunet.model.lite_gat.LiteGATConv` (one value projection shared by
-the heads, dropout on its values instead of the block output), skips added
-instead of fused by a ``Linear(2D, D)``, and a multi-query transformer with a
-feed-forward of 3/4 of the standard width.
+The lightweight variant (``ModelSpec.lite``, config ``use_optimized_model``) has the same inputs, outputs and layout,
+built from cheaper parts: :class:`~tgatunet.model.lite_gat.LiteGATConv` (one value projection shared by the heads,
+dropout on its values instead of the block output), skips added instead of fused by a ``Linear(2D, D)``, and a
+multi-query transformer with a feed-forward of 3/4 of the standard width.
 """
 
 from __future__ import annotations

@@ -8,12 +8,10 @@ For ``x [B, T, D]`` with ``H`` query heads of width ``d = D / H`` and ``G`` key/
     x \\leftarrow x + \\mathrm{Drop}\\big(\\big\\Vert_h \\mathrm{softmax}(Q_h K_{g(h)}^\\top / \\sqrt{d})\\, V_{g(h)} \\; W_o\\big), \\qquad
     x \\leftarrow x + \\mathrm{Drop}\\big(W_2\\, \\mathrm{Drop}(\\mathrm{GELU}(W_1 \\mathrm{LN}_2(x)))\\big)
 
-With ``G = H`` this is ``nn.TransformerEncoderLayer(norm_first=True,
-activation="gelu", batch_first=True)`` (tested against it); the standard model
-uses it so. The lite model uses ``G = 1``, multi-query attention (Shazeer,
-2019): ``W_qkv`` is ``D x (D + 2d)`` instead of ``D x 3D``, and no dropout on the
-attention weights, so ``scaled_dot_product_attention`` can take a fused kernel
-whose memory does not grow as ``T^2``.
+With ``G = H`` this is ``nn.TransformerEncoderLayer(norm_first=True, activation="gelu", batch_first=True)`` (tested
+against it); the standard model uses it so. The lite model uses ``G = 1``, multi-query attention (Shazeer, 2019):
+``W_qkv`` is ``D x (D + 2d)`` instead of ``D x 3D``, and no dropout on the attention weights, so
+``scaled_dot_product_attention`` can take a fused kernel whose memory does not grow as ``T^2``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """``batch_size: auto``: the batch that fills the training device, measured, and the learning rate that goes with it.
 
-Starting at 16 windows, the batch doubles while its training step (forward,
-backward, in the run's precision) fits ``memory_target`` of the memory budget
-and makes at least 5% more windows per second than the batch before, up to a
-quarter of an epoch's windows; the fastest batch measured is kept. Its learning rate follows the square-root rule
-for Adam-type optimisers (Malladi et al., 2022): ``lr x sqrt(batch / 16)``, ``lr``
-being the config's (meant for 16 windows), after the usual warm-up
-(:mod:`tgatunet.train.learning_rate`). With ``epochs: auto`` the budget is
-counted in windows, so a larger batch takes proportionally fewer steps.
+Starting at 16 windows, the batch doubles while its training step (forward, backward, in the run's precision) fits
+``memory_target`` of the memory budget and makes at least 5% more windows per second than the batch before, up to a
+quarter of an epoch's windows; the fastest batch measured is kept. Its learning rate follows the square-root rule for
+Adam-type optimisers (Malladi et al., 2022): ``lr x sqrt(batch / 16)``, ``lr`` being the config's (meant for 16
+windows), after the usual warm-up (:mod:`tgatunet.train.learning_rate`). With ``epochs: auto`` the budget is counted
+in windows, so a larger batch takes proportionally fewer steps.
 """
 
 from __future__ import annotations

@@ -52,12 +52,11 @@ class ThroughputMonitor(pl.Callback):
 class StepTimer(pl.Callback):
     """Times each phase of the real training step through Lightning's hooks (for ``tgatunet bench``).
 
-    Phases of one step, in seconds: ``data`` (from the end of the previous step to the start of
-    this one: fetching and moving the batch), ``forward`` (hiding, graph, forward pass and loss,
-    up to the backward pass), ``backward``, ``optimizer`` (clipping, the optimiser step, logging).
-    With micro-batches a step has several forward and backward phases; they add up. On CUDA every
-    mark waits for the device (which slows the step a little: use it to measure, not to train).
-    ``skip``: first steps left out (warm-up: allocator, kernel selection, compilation).
+    Phases of one step, in seconds: ``data`` (from the end of the previous step to the start of this one: fetching and
+    moving the batch), ``forward`` (hiding, graph, forward pass and loss, up to the backward pass), ``backward``,
+    ``optimizer`` (clipping, the optimiser step, logging). With micro-batches a step has several forward and backward
+    phases; they add up. On CUDA every mark waits for the device (which slows the step a little: use it to measure,
+    not to train). ``skip``: first steps left out (warm-up: allocator, kernel selection, compilation).
     """
 
     PHASES = ("data", "forward", "backward", "optimizer")

@@ -1,10 +1,9 @@
 """Lightning's CSV log, continued across a resume instead of started afresh.
 
-Lightning's ``CSVLogger`` deletes ``metrics.csv`` when its folder is not empty,
-so the epochs before an interruption would vanish from the log and the loss
-plot. Here the file is kept; on a resume, the rows logged after the checkpoint
-the run continues from (the part of an epoch that was interrupted and is run
-again) are dropped, so every epoch is in the log once.
+Lightning's ``CSVLogger`` deletes ``metrics.csv`` when its folder is not empty, so the epochs before an interruption
+would vanish from the log and the loss plot. Here the file is kept; on a resume, the rows logged after the checkpoint
+the run continues from (the part of an epoch that was interrupted and is run again) are dropped, so every epoch is in
+the log once.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The learning rate of a step: a linear warm-up, then halved whenever the validation error stalls.
 
-``lr(step) = lr * min(1, (step + 1) / warmup_steps) * scale``, where ``scale``
-halves (down to 1/32) after ``patience`` validation checks without a lower
-validation completion MAE. It follows the run's progress rather than a length
-fixed in advance, so it suits ``epochs: auto``, where early stopping decides
-the length; the warm-up keeps the first steps of a fresh AdamW, whose moment
-estimates are still poor, from moving the weights too far.
+``lr(step) = lr * min(1, (step + 1) / warmup_steps) * scale``, where ``scale`` halves (down to 1/32) after
+``patience`` validation checks without a lower validation completion MAE. It follows the run's progress rather than a
+length fixed in advance, so it suits ``epochs: auto``, where early stopping decides the length; the warm-up keeps the
+first steps of a fresh AdamW, whose moment estimates are still poor, from moving the weights too far.
 """
 
 from __future__ import annotations

@@ -1,21 +1,18 @@
 """One training step computed in micro-batches: the same gradient, a lower memory peak.
 
-A step over a batch of ``B`` windows runs as micro-batches of at most ``size``
-windows, one after the other; each one's backward adds its gradient into
-``.grad``. Each micro-batch loss is its share of the batch loss (its sums
+A step over a batch of ``B`` windows runs as micro-batches of at most ``size`` windows, one after the other; each
+one's backward adds its gradient into ``.grad``. Each micro-batch loss is its share of the batch loss (its sums
 divided by the *whole batch's* counts), so the accumulated gradient is the
 batch's own, while only one micro-batch's activations are alive at a time::
 
     peak memory ~ fixed + per_window * size      instead of      fixed + per_window * B
 
-On an out-of-memory error (CUDA's, or ``MemoryError``) the step's partial
-gradients are dropped, ``size`` is halved and the same step runs again from its
-first window: no window is skipped, and the smaller size is kept for the steps
+On an out-of-memory error (CUDA's, or ``MemoryError``) the step's partial gradients are dropped, ``size`` is halved
+and the same step runs again from its first window: no window is skipped, and the smaller size is kept for the steps
 that follow.
 
-Under DDP the gradients are averaged across processes once per step: every
-micro-batch's backward but the last runs under ``hold_sync`` (Lightning's
-``block_backward_sync``), and the last one's all-reduce carries the sum.
+Under DDP the gradients are averaged across processes once per step: every micro-batch's backward but the last runs
+under ``hold_sync`` (Lightning's ``block_backward_sync``), and the last one's all-reduce carries the sum.
 """
 
 from __future__ import annotations

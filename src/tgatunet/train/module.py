@@ -25,11 +25,10 @@ from tgatunet.train.objective import classification_loss, masked_loss, run_input
 class TGATUNetModule(pl.LightningModule):
     """Wraps the T-GAT-UNet with its objective and optimiser.
 
-    Training uses Lightning's manual optimisation, because a step may run as several
-    micro-batches (:class:`~tgatunet.train.micro_batch.MicroBatches`, sized by the memory
-    optimizer), which automatic optimisation cannot express: it zeroes the gradients between
-    ``training_step`` and the backward pass. What Lightning does itself in automatic mode,
-    gradient clipping and the per-epoch learning-rate schedule, is therefore done here.
+    Training uses Lightning's manual optimisation, because a step may run as several micro-batches
+    (:class:`~tgatunet.train.micro_batch.MicroBatches`, sized by the memory optimizer), which automatic optimisation
+    cannot express: it zeroes the gradients between ``training_step`` and the backward pass. What Lightning does
+    itself in automatic mode, gradient clipping and the per-epoch learning-rate schedule, is therefore done here.
 
     Args:
         config: the run's config as flat keys (kept in checkpoints).
@@ -40,9 +39,8 @@ class TGATUNetModule(pl.LightningModule):
         micro_batches: the step's micro-batches (the plan's, :mod:`tgatunet.train.plan`; default whole batches).
         resident: the training windows kept on the device; batches then carry indices only.
 
-    With ``graph_type: knn`` each batch's graph is built from what the model sees,
-    ``observed & ~hidden``, so no hidden value shapes it. Applying a trained run does not go
-    through this module (:mod:`tgatunet.infer.trained`).
+    With ``graph_type: knn`` each batch's graph is built from what the model sees, ``observed & ~hidden``, so no
+    hidden value shapes it. Applying a trained run does not go through this module (:mod:`tgatunet.infer.trained`).
     """
 
     def __init__(self, config: dict[str, Any], channels: list[str], class_names: list[str], need_patterns: list[list[bool]], device_kind: str = "cpu",

@@ -25,16 +25,14 @@ class ResourceMonitor(pl.Callback):
 
     * ``rss_gb``: resident memory of this process;
     * ``system_memory_percent``: memory in use on the whole machine;
-    * on CUDA: ``cuda_allocated_gb`` and ``cuda_reserved_gb`` (tensors, and what the caching
-      allocator holds), ``cuda_peak_gb`` (most allocated since training started, exact: from the
-      allocator's statistics), ``cuda_memory_percent`` (the device's memory in use, every process),
-      and ``gpu_utilization_percent`` (NVML, when ``nvidia-ml-py`` is installed: ``pip install
-      tgatunet[gpu]``).
+    * on CUDA: ``cuda_allocated_gb`` and ``cuda_reserved_gb`` (tensors, and what the caching allocator holds),
+      ``cuda_peak_gb`` (most allocated since training started, exact: from the allocator's statistics),
+      ``cuda_memory_percent`` (the device's memory in use, every process), and ``gpu_utilization_percent`` (NVML, when
+      ``nvidia-ml-py`` is installed: ``pip install tgatunet[gpu]``).
 
-    Memory (and GPU use) also show in the progress bar. A warning is logged the first time the
-    machine's or the GPU's memory in use crosses ``target`` (the guide: stay below 80%).
-    :meth:`summary` gives peaks and means for ``metrics.json``. ``every_n_steps`` defaults to the trainer's
-    ``log_every_n_steps``.
+    Memory (and GPU use) also show in the progress bar. A warning is logged the first time the machine's or the GPU's
+    memory in use crosses ``target`` (the guide: stay below 80%). :meth:`summary` gives peaks and means for
+    ``metrics.json``. ``every_n_steps`` defaults to the trainer's ``log_every_n_steps``.
     """
 
     def __init__(self, every_n_steps: int | None = None, target: float = 0.8) -> None:

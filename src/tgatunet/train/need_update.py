@@ -1,19 +1,17 @@
 """The dynamic need update: the model completes the training windows' missing channels as it learns.
 
-At the start of every due epoch (``need_update_start``, then every
-``need_update_every`` epochs) the current model, in eval mode and without
-gradients, completes the ``need`` channels of every training window of the
-sources that lack them; the predictions of overlapping windows are averaged
-per row (as :mod:`tgatunet.infer.predict` does) and written to the training-only
-:class:`~tgatunet.data.training_inputs.TrainingInputs` buffer. From then on
-those windows carry the completed values as inputs (``filled``); the
-objective never uses them as targets (:func:`tgatunet.train.objective.sample_inputs`).
+At the start of every due epoch (``need_update_start``, then every ``need_update_every`` epochs) the current model, in
+eval mode and without gradients, completes the ``need`` channels of every training window of the sources that lack
+them; the predictions of overlapping windows are averaged per row (as :mod:`tgatunet.infer.predict` does) and written
+to the training-only :class:`~tgatunet.data.training_inputs.TrainingInputs` buffer. From then on those windows carry
+the completed values as inputs (``filled``); the objective never uses them as targets
+(:func:`tgatunet.train.objective.sample_inputs`).
 
-Each completion sees only observed values (``visible = observed``), never an
-earlier completion, so an update does not feed on its own guesses.
+Each completion sees only observed values (``visible = observed``), never an earlier completion, so an update does not
+feed on its own guesses.
 
-Under DDP the processes share the work: each completes every ``world_size``-th
-window, and the completions are gathered, so every process writes all of them.
+Under DDP the processes share the work: each completes every ``world_size``-th window, and the completions are
+gathered, so every process writes all of them.
 """
 
 from __future__ import annotations

@@ -1,21 +1,18 @@
 """Masked-modality modelling: what to hide, and losses only where truth exists.
 
-Training hides some observed values and asks the model to reconstruct them.
-Four kinds of hiding, combined:
+Training hides some observed values and asks the model to reconstruct them. Four kinds of hiding, combined:
 
-* **pattern**: the whole channel set that some source *needs* (e.g. all three
-  gyroscope axes), so the model practises exactly the completion it will be
-  asked for;
+* **pattern**: the whole channel set that some source *needs* (e.g. all three gyroscope axes), so the model practises
+  exactly the completion it will be asked for;
 * **channel**: other observed channels, whole window;
 * **gap**: a contiguous run of steps of an observed channel (a sensor drop-out);
 * **step**: single observed values.
 
-Only hidden *observed* values are targets: a value that was never measured (a
-``need`` channel of a source that lacks it, or a NaN) is never in a loss.
+Only hidden *observed* values are targets: a value that was never measured (a ``need`` channel of a source that lacks
+it, or a NaN) is never in a loss.
 
-Values completed by the dynamic need update (``filled``) are inputs like
-observed ones (visible unless hidden), but never targets: the model is not
-trained to reproduce its own earlier guesses.
+Values completed by the dynamic need update (``filled``) are inputs like observed ones (visible unless hidden), but
+never targets: the model is not trained to reproduce its own earlier guesses.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """The training plan: every choice of how a run trains, made once before the Trainer is built.
 
-:func:`resolve_plan` decides what the config leaves to the machine (the device, asked once per training;
-the precision Lightning runs; ``batch_size: auto`` and its learning rate; ``devices: auto`` on a CPU; the
-memory optimizer's micro-batch; whether the training windows stay on the GPU) and the first process writes
-it to ``RUN/plan.json``. A resumed run reuses its measured choices (batch search, process choice); the
-processes Lightning launches for DDP read the whole plan. It is passed down to the Trainer, the loaders,
-the callbacks and the module's constructor.
+:func:`resolve_plan` decides what the config leaves to the machine (the device, asked once per training; the precision
+Lightning runs; ``batch_size: auto`` and its learning rate; ``devices: auto`` on a CPU; the memory optimizer's
+micro-batch; whether the training windows stay on the GPU) and the first process writes it to ``RUN/plan.json``. A
+resumed run reuses its measured choices (batch search, process choice); the processes Lightning launches for DDP read
+the whole plan. It is passed down to the Trainer, the loaders, the callbacks and the module's constructor.
 """
 
 from __future__ import annotations

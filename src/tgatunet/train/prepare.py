@@ -1,11 +1,9 @@
 """Getting a run directory ready for training: a new run, an overwritten one, or a resumed one.
 
-A new run claims its folder (:meth:`RunDir.claim`: only a marked run folder is
-ever cleared), saves DataFrame sources into it, and records the content hash of
-every source file, so that a resume can tell when the data changed under it (the
-saved normalisation and splits would no longer describe the data). A resume
-needs a readable ``last.ckpt``, the same config (up to :data:`RESUMABLE_CHANGES`)
-and, unless ``allow_changed_data``, the same source files.
+A new run claims its folder (:meth:`RunDir.claim`: only a marked run folder is ever cleared), saves DataFrame sources
+into it, and records the content hash of every source file, so that a resume can tell when the data changed under it
+(the saved normalisation and splits would no longer describe the data). A resume needs a readable ``last.ckpt``, the
+same config (up to :data:`RESUMABLE_CHANGES`) and, unless ``allow_changed_data``, the same source files.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """``devices: auto`` on a CPU: one process using every core, or one data-parallel process per core?
 
-Measured once, before training: the run's training step (forward, backward, the
-gradients averaged over the processes with gloo as DDP does, the optimiser step)
-on its own windows, first in this process with a thread per core, then in N
-processes of one thread each, every one with a batch of ``batch_size`` windows,
-as Lightning's DDP runs them. The faster per window is kept:
-``train.processes`` and ``train.threads_per_process`` in ``metrics.json``. With
-N processes a step sees N x ``batch_size`` windows, and the learning rate is
-scaled by sqrt(N), the rule of ``batch_size: auto``
+Measured once, before training: the run's training step (forward, backward, the gradients averaged over the processes
+with gloo as DDP does, the optimiser step) on its own windows, first in this process with a thread per core, then in N
+processes of one thread each, every one with a batch of ``batch_size`` windows, as Lightning's DDP runs them. The
+faster per window is kept: ``train.processes`` and ``train.threads_per_process`` in ``metrics.json``. With N processes
+a step sees N x ``batch_size`` windows, and the learning rate is scaled by sqrt(N), the rule of ``batch_size: auto``
 (:mod:`tgatunet.train.batch_search`).
 """
 
