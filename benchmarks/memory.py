@@ -42,6 +42,8 @@ from tgatunet.data.prepared import PreparedData, WindowDataset, prepare_data
 from tgatunet.hardware import GB, training_device
 from tgatunet.profiling import median_seconds, peak_memory_bytes, peak_rss_bytes
 from tgatunet.train.memory_optimizer import MemoryOptimizer
+from tgatunet.train.micro_batch import MicroBatches
+from tgatunet.train.plan import build_module, measure_memory
 
 from benchmarks.results import write_section
 from benchmarks.setting import SOURCES, write_setting_data
@@ -68,10 +70,16 @@ def measure_training(config: Config, data: PreparedData, device: torch.device, s
     outcome: dict[str, Any] = {}
 
     def run() -> None:
-        optimizer = MemoryOptimizer(config, WindowDataset(data, "train")) if config.performance.use_memory_optimizer else None
-        module = fit(config, data, steps, [optimizer] if optimizer else [])
+        # As a training resolves it (tgatunet.train.plan): the memory plan measured first, the module built with its
+        # micro-batches, the optimizer lowering them while memory crosses the target.
+        target = training_device(config.performance.accelerator)
+        plan = measure_memory(config, data, target, config.performance.precision) if config.performance.use_memory_optimizer else None
+        micro = MicroBatches(plan.micro_batch_size, recover_out_of_memory=True) if plan else MicroBatches()
+        torch.manual_seed(config.training.seed)
+        module = build_module(config, data, target.kind, micro_batches=micro).to(target.torch_device)
+        module = fit(config, data, steps, [MemoryOptimizer(plan)] if plan else [], module=module)
         outcome["micro_batches"] = module.micro_batches.summary()
-        outcome["plan"] = optimizer.plan.summary() if optimizer else None
+        outcome["plan"] = plan.summary() if plan else None
 
     start = time.perf_counter()
     rss = peak_rss_bytes(lambda: outcome.update(peak=peak_memory_bytes(run, device)))

@@ -47,3 +47,37 @@ def test_the_config_reference_says_what_the_code_says():
     differ = {k: (rows.get(k), f.description) for k, f in {**FIELDS, **SourceConfig.model_fields}.items()
               if k != "sources" and f.description and rows.get(k) != f.description}
     assert not differ, f"README.md's config reference differs from the code for {differ}"
+
+
+def _readme_commands() -> list[str]:
+    """The ``tgatunet ...`` lines of the README's code blocks, without their trailing comments."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
+    return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines() if line.startswith("tgatunet ")]
+
+
+def _command(words: list[str]):
+    """The click command ``words`` name, and the words left for its options."""
+    command = get_command(app)
+    while hasattr(command, "commands") and words and words[0] in command.commands:
+        command, words = command.commands[words[0]], words[1:]
+    return command, words
+
+
+def test_the_readme_command_examples_parse_as_written():
+    """A concrete example runs as written: the command line parser takes it (files need not exist to parse)."""
+    concrete = [c for c in _readme_commands() if not re.search(r"\[|\||\.\.\.|\b[A-Z_]{3,}\b", c)]
+    assert concrete, "the README shows no concrete tgatunet command"
+    for line in concrete:
+        command, words = _command(line.split()[1:])
+        command.make_context(line.split()[1], words)  # raises a UsageError on an unknown option or a missing value
+
+
+def test_every_option_in_the_readme_synopsis_exists():
+    for line in _readme_commands():
+        command, _ = _command(line.split()[1:])
+        options = {o for p in getattr(command, "params", []) for o in [*p.opts, *p.secondary_opts]}
+        named = {o for o in re.findall(r"(?<![\w-])--[a-z][\w-]*", line)}
+        if hasattr(command, "commands"):  # a group: its subcommands' options
+            options |= {o for c in command.commands.values() for p in c.params for o in [*p.opts, *p.secondary_opts]}
+        assert named <= options, f"README: '{line}' names options {sorted(named - options)} that do not exist"

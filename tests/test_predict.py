@@ -1,6 +1,8 @@
 """A trained run applied to new recordings: tgatunet predict, and the same from Python."""
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -186,6 +188,15 @@ def test_complete_predict_and_predict_proba_of_one_frame_run_the_model_once(trai
     assert not (run.complete(frame)["a"] == 0.0).all() and sum(computed) == len(windows)
     run.predict(frame.assign(a=frame["a"] + 1.0))  # new content: a new pass
     assert sum(computed) == 2 * len(windows)
+
+
+def test_loading_and_applying_a_run_does_not_import_the_training_stack(trained):
+    script = ("import sys, pandas as pd, tgatunet; run = tgatunet.load(sys.argv[1]); run.complete(pd.read_csv(sys.argv[2])); "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'torchmetrics', 'tensorboard')))")
+    done = subprocess.run([sys.executable, "-c", script, str(trained["run"].directory), str(trained["path"])],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_run_object_describes_itself(trained):

@@ -10,6 +10,7 @@ winner's files are whole.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import math
 import os
@@ -32,6 +33,7 @@ from conftest import base_config, make_frames
 from typer.testing import CliRunner
 
 import tgatunet
+import tgatunet.data.tables
 from tgatunet.cli import app
 from tgatunet.errors import ConfigError, DataError, RunError, TgatunetError
 
@@ -812,3 +814,16 @@ def test_many_channels_through_predict_without_performance_warnings(many, tmp_pa
     assert seconds < 60, f"{seconds:.0f} s"
     assert len(pd.read_csv(tmp_path / "o" / "recording_completed.csv")) == 480
     assert _snapshot(many["recording"].parent) == before
+
+
+@pytest.mark.parametrize("fault,advice", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only file system")])
+def test_a_full_disk_or_read_only_output_is_a_message_and_leaves_nothing(work, monkeypatch, fault, advice):
+    """The write itself fails (as on a full disk or a read-only mount): one message, no torn or temporary file."""
+
+    def failing(frame, header):
+        raise OSError(fault, os.strerror(fault), str(work.out / "new_completed.csv"))
+
+    monkeypatch.setattr(tgatunet.data.tables, "csv_bytes", failing)
+    code, out = invoke(work.predict(work.csv))
+    assert code == 2 and advice in _flat(out) and "Traceback" not in out
+    assert _files(work.out) == []

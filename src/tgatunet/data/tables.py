@@ -206,14 +206,16 @@ def numeric_table(frame: pd.DataFrame, where: str, first_row: int) -> np.ndarray
     through column by column, to name it."""
     values = np.empty((len(frame), frame.shape[1]))
     text = [i for i, kind in enumerate(frame.dtypes) if not pd.api.types.is_numeric_dtype(kind)]
+    parsed = set()
     if len(text) > 1:
         try:
             cells = pd.Series(frame.iloc[:, text].to_numpy(dtype=object).ravel(order="F"), name=str(frame.columns[text[0]]))
             values[:, text] = numeric_cells(cells, where, 0).reshape(len(text), len(frame)).T
+            parsed = set(text)
         except DataError:
-            text = []
+            pass  # named below, column by column
     for i, name in enumerate(frame.columns):
-        if i not in text:
+        if i not in parsed:
             values[:, i] = numeric_cells(frame[name], where, first_row)
     return values
 
