@@ -109,3 +109,15 @@ def assert_equally_near_neighbours(got, want, values, visible, time_k: int) -> N
     got_d = dist.gather(2, gi[..., K0:]).masked_fill(~knn_valid, float("inf")).sort(-1).values
     want_d = dist.gather(2, wi[..., K0:]).masked_fill(~knn_valid, float("inf")).sort(-1).values
     torch.testing.assert_close(got_d, want_d, atol=1e-5, rtol=1e-5)
+
+
+def repoint_copy(root: Path) -> None:
+    """A run copied to ``root`` (``root/data`` with its config, ``root/run``): both configs pointed at the copy's files."""
+    raw = yaml.safe_load((root / "data" / "config.yaml").read_text())
+    for source in raw["sources"]:
+        source["path"] = str(root / "data" / Path(source["path"]).name)
+    raw["run_dir"] = str(root / "run")
+    (root / "data" / "config.yaml").write_text(yaml.safe_dump(raw))
+    saved = yaml.safe_load((root / "run" / "config.yaml").read_text())
+    saved["sources"] = raw["sources"]
+    (root / "run" / "config.yaml").write_text(yaml.safe_dump(saved))

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import base_config, make_frames
+from conftest import base_config, make_frames, repoint_copy
 from typer.testing import CliRunner
 
 import tgatunet
@@ -183,14 +183,7 @@ def copied(trained, tmp_path) -> dict:
     root = tmp_path / "w"
     shutil.copytree(trained["dir"] / "data", root / "data")
     shutil.copytree(trained["run"].directory, root / "run")
-    raw = yaml.safe_load((root / "data" / "config.yaml").read_text())
-    for source in raw["sources"]:
-        source["path"] = str(root / "data" / Path(source["path"]).name)
-    raw["run_dir"] = str(root / "run")
-    (root / "data" / "config.yaml").write_text(yaml.safe_dump(raw))
-    saved = yaml.safe_load((root / "run" / "config.yaml").read_text())
-    saved["sources"] = raw["sources"]
-    (root / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    repoint_copy(root)
     return {"root": root, "data": root / "data", "run": root / "run", "config": root / "data" / "config.yaml"}
 
 

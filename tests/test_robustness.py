@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import base_config, make_frames
+from conftest import base_config, make_frames, repoint_copy
 from typer.testing import CliRunner
 
 from tgatunet.cli import app
@@ -83,14 +83,7 @@ def _layout(root: Path) -> Space:
 def space(trained_run, tmp_path) -> Space:
     shutil.copytree(trained_run, tmp_path / "w")
     root = tmp_path / "w"
-    raw = yaml.safe_load((root / "data" / "config.yaml").read_text())
-    for source in raw["sources"]:
-        source["path"] = str(root / "data" / Path(source["path"]).name)
-    raw["run_dir"] = str(root / "run")
-    (root / "data" / "config.yaml").write_text(yaml.safe_dump(raw))
-    saved = yaml.safe_load((root / "run" / "config.yaml").read_text())
-    saved["sources"] = raw["sources"]
-    (root / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    repoint_copy(root)
     return Space(root, root / "data", root / "run", root / "data" / "config.yaml")
 
 
