@@ -12,9 +12,11 @@ from __future__ import annotations
 import csv
 import errno
 import hashlib
+import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -431,6 +433,12 @@ API_CASES: dict[str, tuple[Callable, type, str]] = {
         lambda t: t["run"].complete(pd.concat([t["new"], t["new"][["a"]]], axis=1)), DataError, "'a'"),
     "predict a frame sharing no channel": (
         lambda t: t["run"].predict(pd.DataFrame({"x": np.arange(40.0), "y": np.arange(40.0)})), DataError, "channels"),
+    "complete an empty array": (lambda t: t["run"].complete(np.zeros((0, 2)), channels=["a", "c"]), DataError, "not empty"),
+    "complete windows of no steps": (lambda t: t["run"].complete(np.zeros((2, 0, 2)), channels=["a", "c"]), DataError, "not empty"),
+    "complete an array sharing no channel": (
+        lambda t: t["run"].complete(np.full((40, 2), np.nan), channels=["x", "y"]), DataError, "none of the run's channels"),
+    "complete an array with an unknown fill": (
+        lambda t: t["run"].complete(t["new"][["a", "c"]].to_numpy(), channels=["a", "c"], fill="nope"), DataError, "fill"),
 }
 
 
@@ -820,3 +828,51 @@ def test_a_full_disk_or_read_only_output_is_a_message_and_leaves_nothing(work, m
     code, out = invoke(work.predict(work.csv))
     assert code == 2 and advice in _flat(out) and "Traceback" not in out
     assert _files(work.out) == []
+
+
+def test_a_frame_whose_categories_change_is_applied_again_and_results_are_the_callers(trained):
+    run, frame = trained["run"], trained["new"].assign(tag=pd.Categorical(["a", "b"] * (len(trained["new"]) // 2)))
+    assert list(run.complete(frame)["tag"].cat.categories) == ["a", "b"]
+    changed = frame.assign(tag=frame["tag"].cat.rename_categories({"b": "z"}))
+    assert list(run.complete(changed)["tag"].cat.categories) == ["a", "z"]  # not the earlier frame's result
+    run.apply(changed).tables["windows"]["predicted"] = "XXX"  # a caller changing what it got back
+    assert (run.predict(changed)["predicted"] != "XXX").all()
+
+
+def test_apply_step_in_the_runs_config_is_used_and_cannot_leave_rows_uncovered(trained, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained["run"].directory, copy)
+    raw = yaml.safe_load((copy / "config.yaml").read_text())
+    dense = tgatunet.load(copy).predict(trained["new"])
+    (copy / "config.yaml").write_text(yaml.safe_dump({**raw, "apply_step": 2}))
+    assert len(tgatunet.load(copy).predict(trained["new"])) > len(dense)
+    (copy / "config.yaml").write_text(yaml.safe_dump({**raw, "apply_step": raw["window_size"] + 1}))
+    with pytest.raises(RunError, match="apply_step"):
+        tgatunet.load(copy)
+
+
+def test_a_held_lock_on_a_later_input_stops_the_command_before_it_writes_anything(work):
+    first, second = work.csv, work.write("second.csv", work.new)
+    work.out.mkdir()
+    lock = work.out / "second_completed.csv.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    code, out = invoke(work.predict(first, second))
+    assert code == 2 and "is writing" in _flat(out)
+    assert _files(work.out) == ["second_completed.csv.lock"]  # nothing of the first input either
+
+
+def test_parquet_with_list_columns_is_written_as_csv(work):
+    source = work.write("nested.parquet", work.new.assign(extra=[[1, 2]] * len(work.new)))
+    code, out = invoke(work.predict(source, extra=("--format", "csv")))
+    assert code == 0, out
+    assert len(pd.read_csv(work.out / "nested_completed.csv")) == len(work.new)
+
+
+def test_a_csv_saved_by_excel_with_a_byte_order_mark_reads_its_first_column(work):
+    path = work.dir / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + work.csv.read_bytes())
+    code, out = invoke(work.predict(path))
+    assert code == 0, out
+    assert list(pd.read_csv(work.out / "excel_completed.csv").columns)[0] == work.new.columns[0]
+    blocks = pd.read_csv(work.out / "excel_blocks.csv")["block"]
+    assert sorted(blocks) == sorted(work.new["subject"].unique())  # the block column was found

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,18 @@ def _content_key(frame: pd.DataFrame) -> tuple:
         cells = pd.util.hash_pandas_object(frame, index=True).to_numpy()
     except TypeError:
         return (id(frame), object())
-    return (tuple(map(str, frame.columns)), tuple(map(str, frame.dtypes)), hashlib.sha256(cells.tobytes()).hexdigest())
+    # repr, not str: a categorical's dtype then names its categories
+    return (tuple(map(str, frame.columns)), tuple(map(repr, frame.dtypes)), hashlib.sha256(cells.tobytes()).hexdigest())
 
 
 def _numeric_array(values: np.ndarray, channels: list[str] | None, run_channels: list[str]) -> np.ndarray:
     """``values`` as float64, checked: ``[N, C]`` or ``[W, T, C]`` with ``channels`` naming the last axis."""
-    if channels is None or values.ndim not in (2, 3) or len(channels) != values.shape[-1]:
-        raise DataError(f"an array to complete is [N, C] or [W, T, C] with channels=[...] naming its last axis; got shape "
-                        f"{values.shape} and channels {channels}. The run's channels are {run_channels}.")
+    if channels is None or values.ndim not in (2, 3) or len(channels) != values.shape[-1] or values.size == 0:
+        raise DataError(f"an array to complete is [N, C] or [W, T, C] with channels=[...] naming its last axis, and not empty; "
+                        f"got shape {values.shape} and channels {channels}. The run's channels are {run_channels}.")
+    if not set(channels) & set(run_channels):
+        raise DataError(f"the array's channels {channels} include none of the run's channels {run_channels}; name its last "
+                        "axis with the channel names the run was trained on.")
     try:
         values = values.astype(np.float64)
     except (TypeError, ValueError) as err:
@@ -122,7 +127,7 @@ class Run:
         key = (_content_key(frame), block_col, fill)
         if self._last is None or self._last[0] != key:
             self._last = (key, apply_frame(self._model, frame, block_col=block_col, fill=fill))
-        return self._last[1]
+        return replace(self._last[1], tables={name: table.copy() for name, table in self._last[1].tables.items()})
 
     def complete(self, data: pd.DataFrame | np.ndarray, channels: list[str] | None = None, block_col: str | None = None,
                  fill: str = "all") -> pd.DataFrame | np.ndarray:
@@ -138,8 +143,10 @@ class Run:
             filled = run.complete(values, channels=["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"])
         """
         if isinstance(data, np.ndarray):
+            if fill not in FILLS:
+                raise DataError(f"fill must be one of {list(FILLS)}, not {fill!r}.")
             return complete_array(self._model, _numeric_array(data, channels, self.channels), list(channels), fill)
-        return self.apply(data, block_col, fill).tables["completed"].copy()  # the caller's to change
+        return self.apply(data, block_col, fill).tables["completed"]
 
     def predict(self, frame: pd.DataFrame, block_col: str | None = None) -> pd.DataFrame:
         """One row per window: ``block``, ``first_row``, ``last_row`` and its ``predicted`` class.

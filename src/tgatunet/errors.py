@@ -59,6 +59,7 @@ _OS_ADVICE = {
 
 def os_error_message(err: OSError) -> str:
     """What an operating-system fault (full disk, read-only folder, missing file) means for the user, naming the path."""
-    where = f" '{err.filename}'" if err.filename else ""
+    name = err.filename2 or err.filename  # a rename names its target second
+    where = f" '{name}'" if name else ""
     advice = _OS_ADVICE.get(err.errno, "check the path and that the disk is available")
-    return f"cannot use{where}: {err.strerror or err} ({advice}). Nothing was half written: outputs appear whole or not at all."
+    return f"cannot use{where}: {err.strerror or err} ({advice}). No file was left half written."

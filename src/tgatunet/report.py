@@ -115,6 +115,9 @@ def print_classification(classification: dict[str, Any]) -> None:
     per_source = ", ".join(f"{k} {v:.3f}" for k, v in classification["per_source_accuracy"].items())
     console.print(f"classification: accuracy [bold]{classification['accuracy']:.3f}[/], macro-F1 {classification['macro_f1']:.3f}, "
                   f"per source: {per_source}, per block (majority vote) {classification['block_vote_accuracy']:.3f}")
+    if "ece" in classification:
+        console.print(f"probabilities: calibration error (ECE) {classification['ece']:.3f} with temperature "
+                      f"{classification['temperature']:.2f} fitted on validation ({classification['ece_unscaled']:.3f} without)")
 
 
 def print_train(train: dict[str, Any]) -> None:

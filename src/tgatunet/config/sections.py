@@ -90,6 +90,13 @@ class DataConfig(Strict):
     def apply_stride(self) -> int:
         return self.apply_step or max(1, self.window_size // 2)
 
+    @model_validator(mode="after")
+    def _windows_cover_every_row(self) -> DataConfig:
+        if self.apply_step is not None and self.apply_step > self.window_size:
+            raise ValueError(f"apply_step {self.apply_step} is larger than window_size {self.window_size}: rows between the "
+                             "windows would be neither completed nor classified. Use at most window_size.")
+        return self
+
 
 class ModelConfig(Strict):
     """The network: the T-GAT-UNet's sizes and the graph over a window's time steps."""

@@ -21,6 +21,7 @@ from tgatunet.data.windows import window_span, window_starts
 from tgatunet.errors import RunError
 from tgatunet.plots import plot_completions, plot_confusion
 from tgatunet.train.objective import validation_inputs
+from tgatunet.train.temperature import expected_calibration_error
 from tgatunet.infer.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,8 @@ def _plot_examples(trained: TrainedRun, ridge: LaggedRidge, out: Path) -> None:
 
 
 def evaluate_classification(trained: TrainedRun, plot_dir: Path | None = None) -> dict[str, Any]:
-    """Accuracy, macro-F1 and confusion matrix over labelled test windows, as observed."""
+    """Accuracy, macro-F1, confusion matrix and the calibration error of the probabilities (ECE, with the run's
+    temperature and without) over labelled test windows, as observed."""
     data = trained.data
     test = data.windows["test"]
     test = test.subset(test.labels >= 0)
@@ -153,12 +155,13 @@ def evaluate_classification(trained: TrainedRun, plot_dir: Path | None = None) -
     return {"accuracy": float((pred == target).float().mean()),
             "macro_f1": float(multiclass_f1_score(pred, target, num_classes=k, average="macro")),
             "per_source_accuracy": per_source, "block_vote_accuracy": float(np.mean(list(votes.values()))),
-            "windows": len(test), "class_names": data.class_names, "confusion_matrix": matrix.tolist()}
+            "windows": len(test), "class_names": data.class_names, "confusion_matrix": matrix.tolist(),
+            "ece": expected_calibration_error(torch.from_numpy(logits), target), "temperature": trained.model.temperature,
+            "ece_unscaled": expected_calibration_error(torch.from_numpy(logits) * trained.model.temperature, target)}
 
 
 def evaluate_run(run_dir: str | Path, compile: bool | None = None, baselines: tuple[str, ...] = (),
                  allow_changed_data: bool = False) -> dict[str, Any]:
-
     """Evaluate a trained run on its test blocks; results go to ``metrics.json`` and ``plots/``.
 
     ``compile``: run the model through ``torch.compile`` (None: as the run's config says).

@@ -9,6 +9,7 @@ source of the run or on another input.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def check_outputs(planned: dict[Path, dict[str, Path]], protected: list[Path]) -
         for path in outputs.values():
             if path.resolve() in taken:
                 raise RunError(f"output '{path}' would overwrite an input file; choose another --output folder.")
+            if path.is_dir():
+                raise RunError(f"output '{path}' is a folder; move it away or choose another --output folder.")
             if path.resolve() in claimed:
                 raise RunError(f"inputs '{claimed[path.resolve()]}' and '{source}' would both be written to '{path}'; "
                                "apply them in separate calls with different --output folders, or rename one.")
@@ -39,12 +42,12 @@ def check_outputs(planned: dict[Path, dict[str, Path]], protected: list[Path]) -
 
 
 def _apply_each(model, jobs: list[tuple[Path, dict[str, Path], dict]]) -> list[Applied]:
-    """Each input file into its outputs, holding their lock: a second process writing the same outputs is refused."""
-    written = []
-    for path, outputs, options in jobs:
-        with output_lock(outputs["completed"]):
-            written.append(apply_file(model, path, outputs["completed"].parent, **options))
-    return written
+    """Each input file into its outputs, holding the locks of all of them from the start: a second process writing
+    any of the same outputs is refused before this one writes anything."""
+    with contextlib.ExitStack() as locks:
+        for _, outputs, _ in jobs:
+            locks.enter_context(output_lock(outputs["completed"]))
+        return [apply_file(model, path, outputs["completed"].parent, **options) for path, outputs, options in jobs]
 
 
 def complete_run(run_dir: str | Path, source: str | None = None, output: str | Path | None = None, fill: str = "all",

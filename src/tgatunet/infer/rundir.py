@@ -10,6 +10,8 @@ Layout::
       checkpoints/best.ckpt  lowest validation loss
       checkpoints/last.ckpt  end of the latest epoch (what --resume continues)
       logs/                  TensorBoard events and metrics.csv
+      plan.json              how it trains: device, precision, batch, processes, micro-batch (resolved once)
+      calibration.json       the temperature of the class probabilities, fitted on the validation windows
       metrics.json           training, completion and classification figures
       plots/                 loss curves, completed vs true signals, confusion matrix
       sources/               DataFrame sources given to tgatunet.train, saved as Parquet
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 MARKER = ".tgatunet-run"
 LOCK = ".lock"
 # What tgatunet writes into a run directory: all that --overwrite removes (the graph cache stays).
-OWNED = ("config.yaml", "data.json", "plan.json", "checkpoints", "logs", "metrics.json", "plots", "sources", "completed", "bench",
+OWNED = ("config.yaml", "data.json", "plan.json", "calibration.json", "checkpoints", "logs", "metrics.json", "plots", "sources", "completed", "bench",
          "ablation", "seeds")
 
 
@@ -67,6 +69,7 @@ class RunDir:
     best_checkpoint = property(lambda self: self.checkpoints / "best.ckpt")
     last_checkpoint = property(lambda self: self.checkpoints / "last.ckpt")
     metrics_path = property(lambda self: self.root / "metrics.json")
+    calibration_path = property(lambda self: self.root / "calibration.json")
     plots = property(lambda self: self.root / "plots")
     logs = property(lambda self: self.root / "logs")
     graph_cache = property(lambda self: self.root / "graph_cache")
@@ -195,6 +198,15 @@ class RunDir:
             raise RunError(f"'{self.data_path}' is missing: '{self.root}' is not a complete run. Train it again.") from None
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
             raise RunError(f"'{self.data_path}' is damaged ({type(err).__name__}: {err}); train the run again.") from None
+
+    def read_temperature(self) -> float:
+        """The temperature that divides the model's logits (1.0: none fitted, or fitting did not help)."""
+        try:
+            return float(json.loads(self.calibration_path.read_text(encoding="utf-8"))["temperature"])
+        except FileNotFoundError:
+            return 1.0
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise RunError(f"'{self.calibration_path}' is damaged ({err}); delete it to use uncalibrated probabilities.") from None
 
     def read_metrics(self) -> dict[str, Any]:
         try:

@@ -45,6 +45,7 @@ class TrainedModel:
     knn: KnnGraph | None = None
     graph_cache: GraphCache | None = None
     compiled: CompiledOrEager | None = None
+    temperature: float = 1.0  # divides the logits: probabilities calibrated on the validation windows
 
     def windowed(self, stats: ChannelStats | None = None) -> WindowModel:
         """This model as a stream applies it; ``stats``: another normalisation (identity for normalised data)."""
@@ -64,8 +65,10 @@ class TrainedModel:
         return (self.compiled or self.network)(values, visible, self.neighbors(values, visible))
 
     def predict_windows(self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """``recon [W, T, C]`` and ``logits [W, K]`` (float32 numpy) of ``values, visible [W, T, C]``."""
-        return predict_in_batches(self.forward, values, visible, batch_size, self.device, len(self.classes))
+        """``recon [W, T, C]`` and ``logits [W, K]`` (float32 numpy, divided by the run's temperature) of
+        ``values, visible [W, T, C]``."""
+        recon, logits = predict_in_batches(self.forward, values, visible, batch_size, self.device, len(self.classes))
+        return recon, logits / np.float32(self.temperature)
 
 
 @torch.inference_mode()
@@ -98,7 +101,8 @@ def load_trained(run: RunDir, device: torch.device | None = None, compile: bool 
     device = device or training_device(run_config.performance.accelerator).torch_device
     checkpoint = _read_checkpoint(run, device)
     hp = checkpoint["hyper_parameters"]
-    config = config_from_dict(hp["config"], origin="checkpoint")
+    # The network as trained; how densely to lay windows as the run's config.yaml says now.
+    config = config_from_dict({**hp["config"], "apply_step": run_config.data.apply_step}, origin="checkpoint")
     channels, classes = list(hp["channels"]), list(hp["class_names"])
     network = TGATUNet(ModelSpec.from_config(config, len(channels), len(classes)))
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
@@ -109,7 +113,8 @@ def load_trained(run: RunDir, device: torch.device | None = None, compile: bool 
     return TrainedModel(network, config, channels, classes, patterns, stats, device,
                         knn=KnnGraph.from_config(config) if config.model.graph_type == "knn" else None,
                         graph_cache=open_graph_cache(run_config, run.root),
-                        compiled=CompiledOrEager.for_inference(network, device) if wanted else None)
+                        compiled=CompiledOrEager.for_inference(network, device) if wanted else None,
+                        temperature=run.read_temperature())
 
 
 

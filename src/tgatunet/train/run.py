@@ -37,6 +37,7 @@ from tgatunet.train.need_update import NeedUpdate
 from tgatunet.train.plan import TrainingPlan, build_module, measure_batch, measure_memory, precision_ran, resolve_plan
 from tgatunet.train.prepare import Data, check_checkpoint, check_trainable, load_data, prepare_run_dir, protected_paths, window_counts
 from tgatunet.train.stopping import training_ending
+from tgatunet.train.temperature import calibrate
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ def _train_locked(config, run, resume, overwrite, callbacks, progress_bar, allow
                     config.performance.precision, trainer.strategy.root_device, plan.precision)
     if trainer.is_global_zero:
         ours.write_metrics(run, trainer, module, config, data)
+        run.update_metrics("calibration", calibrate(run, data, config, torch.device(plan.device)))
         plot_loss_curves(run.logs / "csv" / "metrics.csv", run.plots / "loss_curves.png")
         run.note_written(run.plots / "loss_curves.png")
     return run
