@@ -1,21 +1,12 @@
 """Diagnosing a config on this machine and its data: ``tgatunet bench --config FILE``.
 
-What it measures, each with the real training step of :class:`~tgatunet.train.module.TGATUNetModule` run by Lightning
-(a short fit of ``steps`` steps on the config's own training windows, timed by
-:class:`~tgatunet.train.callbacks.StepTimer`):
-
-* the config as it is: training windows per second, the step's phases (data, forward, backward, optimizer) with a
-  verdict, peak training memory (:func:`~tgatunet.profiling.peak_memory_bytes`), inference windows per second and
-  single-window latency;
-* the settings a user can change, one at a time: gradient checkpointing flipped, the lite model, twice the batch, bf16
-  mixed precision, and on CUDA ``compile``. Each is kept as a recommendation when it is at least 5% faster (or, for
-  checkpointing, when memory would otherwise cross ``memory_target`` of the budget) and fits the memory budget.
-  Changes that alter the model or its optimisation (lite model, batch, precision) say so;
-* processes: several GPUs, or CPU cores that one process's threads do not use well (the one-thread step measured
-  against the all-threads step).
-
-The report goes to ``OUT/bench.json``; the recommended keys to ``OUT/recommended.yaml``, a snippet to paste into the
-config.
+Every figure comes from the real training step of :class:`~tgatunet.train.module.TGATUNetModule` run by Lightning (a
+short fit of ``steps`` steps on the config's own training windows, timed by :class:`~tgatunet.train.callbacks.StepTimer`);
+README.md (Command line) lists what is measured. A setting tried one at a time is recommended when it is at least 5%
+faster (or, for gradient checkpointing, when memory would otherwise cross ``memory_target`` of the budget) and fits the
+memory budget; changes that alter the model or its optimisation (lite model, batch, precision) say so. Processes are
+judged by the one-thread step against the all-threads step. The report goes to ``OUT/bench.json``, the recommended
+keys to ``OUT/recommended.yaml``.
 """
 
 from __future__ import annotations

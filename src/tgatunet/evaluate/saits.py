@@ -1,19 +1,11 @@
 """SAITS (Du et al., 2023) from PyPOTS as the completion peer: ``tgatunet evaluate --baselines saits``.
 
-Trained two ways on the run's training windows (normalised, NaN where not observed, every source together), so that a
-claim holds against the better of them:
-
-* ``saits_default``: as PyPOTS trains it, its masked-imputation task hiding 20% of the observed values of each window
-  at random;
-* ``saits_task``: hiding what tgatunet hides in training, drawn by the same function with the run's probabilities
-  (:func:`tgatunet.train.objective.sample_hidden`: the channel sets sources need, contiguous gaps, single points,
-  whole channels), so it practises the completions it is scored on.
-
-Both are selected and stopped on the run's validation windows with the values hidden that tgatunet is selected on
-(validation MAE; ``saits_patience`` epochs without improvement end it, ``saits_epochs`` is only a cap), and the best
-epoch is kept. Architecture: 2 layers, ``d_model`` 256, 4 heads of 64, feed-forward 128, dropout 0.1, batch 32,
-PyPOTS's defaults otherwise. Each then imputes windows exactly where the model completes them (the same windows,
-averaged per row the same way), so all are scored on the same values.
+Trained on the run's training windows (normalised, NaN where not observed, every source together) two ways, as
+docs/PERFORMANCE.md describes: ``saits_default`` hides 20% of the observed values at random, ``saits_task`` hides what
+tgatunet hides (:func:`tgatunet.train.objective.sample_hidden`). Both are stopped on the run's validation MAE
+(``saits_patience``; ``saits_epochs`` is a cap) and keep their best epoch. Architecture: 2 layers, ``d_model`` 256, 4
+heads of 64, feed-forward 128, dropout 0.1, batch 32, PyPOTS's defaults otherwise. Each imputes exactly the windows
+the model completes, averaged per row the same way, so all are scored on the same values.
 
 PyPOTS is an optional extra: ``pip install "tgatunet[baselines]"``.
 """

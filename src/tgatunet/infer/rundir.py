@@ -1,27 +1,9 @@
 """The run directory: where a run's config, data description, checkpoints, metrics and plots live.
 
-Layout::
-
-    RUN_DIR/
-      .tgatunet-run          marker: this folder is a tgatunet run (what --overwrite may delete)
-      .lock                  held while a training runs: its process id and host
-      config.yaml            the resolved config of the run
-      data.json              channels, classes, sources and their content hashes, normalisation, block splits
-      checkpoints/best.ckpt  lowest validation loss
-      checkpoints/last.ckpt  end of the latest epoch (what --resume continues)
-      logs/                  TensorBoard events and metrics.csv
-      plan.json              how it trains: device, precision, batch, processes, micro-batch (resolved once)
-      calibration.json       the temperature of the class probabilities, fitted on the validation windows
-      metrics.json           training, completion and classification figures
-      plots/                 loss curves, completed vs true signals, confusion matrix
-      sources/               DataFrame sources given to tgatunet.train, saved as Parquet
-      completed/             outputs of tgatunet complete
-      bench/, ablation/, seeds/   outputs of tgatunet bench, evaluate --ablation and evaluate --seeds
-      graph_cache/           knn graphs by content (kept by --overwrite)
-
-A folder is only ever cleared when it carries the marker, and then only of the files the marker lists as written by
-tgatunet; anything else in it (a file of yours in ``plots/`` or ``completed/``), and any configured source or config
-file, is left alone.
+README.md (Command line) describes its files; :class:`RunDir` names their paths and :data:`OWNED` those tgatunet
+writes. ``.lock`` is held while a training runs (its process id and host). A folder is only ever cleared when it
+carries the marker ``.tgatunet-run``, and then only of the files the marker lists as written by tgatunet; anything else
+in it (a file of yours in ``plots/`` or ``completed/``), and any configured source or config file, is left alone.
 """
 
 from __future__ import annotations
