@@ -1,8 +1,7 @@
 """The Python API: train a run, load it, apply it to DataFrames and arrays.
 
 The same operations as the command line (``tgatunet train``, ``predict``, ``evaluate``), on objects instead of files,
-with the same outputs: what :meth:`Run.complete` returns is what ``tgatunet predict`` writes for the same run and
-data.
+with the same outputs: what :meth:`Run.complete` returns is what ``tgatunet predict`` writes for the same run and data.
 """
 
 from __future__ import annotations
@@ -133,10 +132,9 @@ class Run:
                  fill: str = "all") -> pd.DataFrame | np.ndarray:
         """The data with its missing values of the run's channels filled.
 
-        A DataFrame gives the completed DataFrame (rows in order, observed cells unchanged,
-        ``<channel>_imputed`` flags, per-row ``predicted`` and ``p_<class>``). An array
-        ``[N, C]`` (one recording) or ``[W, T, C]`` (windows, each on its own), with NaN where
-        not observed and ``channels`` naming its last axis, gives the completed array.
+        A DataFrame gives the completed DataFrame (rows in order, observed cells unchanged, ``<channel>_imputed`` flags,
+        per-row ``predicted`` and ``p_<class>``). An array ``[N, C]`` (one recording) or ``[W, T, C]`` (windows, each on
+        its own), with NaN where not observed and ``channels`` naming its last axis, gives the completed array.
 
         Example::
 

@@ -1,8 +1,7 @@
 """User-facing errors.
 
-Anything a user can fix (a config key, a file, a column) raises a subclass of
-:class:`TgatunetError` with a message that names the thing and says what to do.
-The CLI prints these messages without a traceback.
+Anything a user can fix (a config key, a file, a column) raises a subclass of :class:`TgatunetError` with a message that
+names the thing and says what to do. The CLI prints these messages without a traceback.
 """
 
 import errno
@@ -37,9 +36,8 @@ _REPR.maxlevel = 3
 def shown(value: object, limit: int = 200) -> str:
     """``repr(value)`` in at most ``limit`` characters.
 
-    A message quotes what the user wrote; a huge cell or a YAML alias bomb (a list
-    nesting itself a billion times) must neither flood the terminal nor take forever
-    to format, so nesting and length are cut (``...``).
+    A message quotes what the user wrote; a huge cell or a YAML alias bomb (a list nesting itself a billion times) must
+    neither flood the terminal nor take forever to format, so nesting and length are cut (``...``).
     """
     text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -29,10 +29,9 @@ T = TypeVar("T")
 class AtomicFile:
     """A file written under a temporary name beside ``path`` and renamed over it by :meth:`commit`.
 
-    A reader sees the old file or the new one, never half of one, even after a crash. The
-    temporary name is unique (``mkstemp``), so two processes writing the same path never
-    mix their bytes: each commit puts one whole file in place. Write to :attr:`handle`.
-    ``sync=False`` skips the fsync, for files whose loss costs nothing (a cache entry).
+    A reader sees the old file or the new one, never half of one, even after a crash. The temporary name is unique
+    (``mkstemp``), so two processes writing the same path never mix their bytes: each commit puts one whole file in
+    place. Write to :attr:`handle`. ``sync=False`` skips the fsync, for files whose loss costs nothing (a cache entry).
     As a context manager it commits when the block succeeds and aborts when it raises.
     """
 

@@ -1,11 +1,9 @@
 """What the machine has: devices, their memory, and the hardware preset that fits it.
 
-The performance guide sorts machines by memory: ``low`` below 8 GB, ``medium``
-8-16 GB, ``high`` above 16 GB (DESIGN section 1). The memory that counts is the
-training device's: the GPU's on CUDA, the machine's RAM on CPU (and on Apple's
-MPS, whose memory is the RAM). Sizes are compared in whole GB, rounded, so that
-a card sold as "8 GB" (about 7.8 GiB usable) is an 8 GB card. GB here means
-2**30 bytes, as everywhere in tgatunet.
+The performance guide sorts machines by memory: ``low`` below 8 GB, ``medium`` 8-16 GB, ``high`` above 16 GB (DESIGN
+section 1). The memory that counts is the training device's: the GPU's on CUDA, the machine's RAM on CPU (and on Apple's
+MPS, whose memory is the RAM). Sizes are compared in whole GB, rounded, so that a card sold as "8 GB" (about 7.8 GiB
+usable) is an 8 GB card. GB here means 2**30 bytes, as everywhere in tgatunet.
 """
 
 from __future__ import annotations

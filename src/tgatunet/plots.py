@@ -1,8 +1,7 @@
 """Plots a user looks at: loss curves, completed vs true signals, confusion matrix.
 
-Figures are drawn on :class:`matplotlib.figure.Figure` objects and saved with their own
-canvas: no display is needed and matplotlib's global backend and pyplot state are left
-as the user has them (a notebook keeps its inline plots).
+Figures are drawn on :class:`matplotlib.figure.Figure` objects and saved with their own canvas: no display is needed and
+matplotlib's global backend and pyplot state are left as the user has them (a notebook keeps its inline plots).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Measuring what a piece of work costs: time (median of repeats), peak tensor memory, peak resident memory.
 
-Peak memory counts every tensor allocated while the work runs (activations,
-gradients, temporaries), not the parameters that existed before it: on CUDA
-from the caching allocator's statistics, on CPU by following each new tensor
-storage from its creation to its release (a dispatch mode; the first call
-after start-up is slower, so measure after a warm-up).
+Peak memory counts every tensor allocated while the work runs (activations, gradients, temporaries), not the parameters
+that existed before it: on CUDA from the caching allocator's statistics, on CPU by following each new tensor storage
+from its creation to its release (a dispatch mode; the first call after start-up is slower, so measure after a warm-up).
 """
 
 from __future__ import annotations
@@ -71,9 +69,8 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str = "cpu")
 def peak_rss_bytes(fn: Callable[[], Any]) -> int | None:
     """Most resident memory of this process above its level at the start, while ``fn()`` runs.
 
-    Linux only (the kernel's high-water mark, reset through ``/proc/self/clear_refs``); None
-    elsewhere. Unlike :func:`peak_memory_bytes` it also counts memory that allocators keep cached
-    and everything that is not a tensor.
+    Linux only (the kernel's high-water mark, reset through ``/proc/self/clear_refs``); None elsewhere. Unlike
+    :func:`peak_memory_bytes` it also counts memory that allocators keep cached and everything that is not a tensor.
     """
     status, clear = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 

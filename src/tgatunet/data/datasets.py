@@ -1,17 +1,14 @@
 """Datasets bundled with tgatunet.
 
-Small real datasets ship inside the package under ``tgatunet/data/bundled/``
-so that examples, configs and tests run without downloads. A config refers to
-them with the ``bundled:`` scheme, e.g. ``bundled:basic_motions/watch_full.csv``,
-which :func:`resolve_bundled` turns into a real file path of the installed
-package. Each dataset folder has a ``README.md`` with its origin, licence
-notes and the script that regenerates it.
+Small real datasets ship inside the package under ``tgatunet/data/bundled/`` so that examples, configs and tests run
+without downloads. A config refers to them with the ``bundled:`` scheme, e.g. ``bundled:basic_motions/watch_full.csv``,
+which :func:`resolve_bundled` turns into a real file path of the installed package. Each dataset folder has a
+``README.md`` with its origin, licence notes and the script that regenerates it.
 
 Bundled now:
 
-* ``basic_motions``: UEA BasicMotions (smart watch, 4 activities), presented
-  as two sources, ``watch_full`` (accelerometer + gyroscope) and
-  ``watch_acc`` (accelerometer only). Built by ``scripts/make_basicmotions.py``.
+* ``basic_motions``: UEA BasicMotions (smart watch, 4 activities), presented as two sources, ``watch_full``
+  (accelerometer + gyroscope) and ``watch_acc`` (accelerometer only). Built by ``scripts/make_basicmotions.py``.
 """
 
 from __future__ import annotations
@@ -43,9 +40,8 @@ def list_bundled() -> list[str]:
 def resolve_bundled(path: str) -> Path:
     """Map ``bundled:<dataset>/<file>`` to the file inside the package.
 
-    Paths without the ``bundled:`` scheme are returned unchanged as a Path.
-    Raises FileNotFoundError, listing the available bundled files, if the
-    bundled file does not exist.
+    Paths without the ``bundled:`` scheme are returned unchanged as a Path. Raises FileNotFoundError, listing the
+    available bundled files, if the bundled file does not exist.
     """
     if not str(path).startswith(BUNDLED_SCHEME):
         return Path(path)

@@ -24,9 +24,8 @@ class ChannelStats:
     def fit_chunks(cls, chunks: Callable[[], Iterator[np.ndarray]], channels: int) -> ChannelStats:
         """Fit on rows too many to hold at once: ``chunks()`` yields ``[n, C]`` blocks of them.
 
-        Two passes (``chunks`` is called twice): the mean first, then the squared
-        deviations from it, as :meth:`fit` does on one array (no one-pass
-        ``E[x^2] - E[x]^2``, which loses precision when the mean is large).
+        Two passes (``chunks`` is called twice): the mean first, then the squared deviations from it, as :meth:`fit`
+        does on one array (no one-pass ``E[x^2] - E[x]^2``, which loses precision when the mean is large).
         """
         count = np.zeros(channels, dtype=np.int64)
         total = np.zeros(channels)

@@ -1,10 +1,8 @@
 """From a config to ready-to-batch windows.
 
-:func:`prepare_data` reads every source, splits blocks, fits normalisation on
-the training blocks, and lays all sources out as one contiguous float32 array
-``[N, C]`` with its observation mask. A window is then nothing but a start row:
-:class:`WindowDataset` gathers a batch of them on demand, with no per-sample
-copies of the tables.
+:func:`prepare_data` reads every source, splits blocks, fits normalisation on the training blocks, and lays all sources
+out as one contiguous float32 array ``[N, C]`` with its observation mask. A window is then nothing but a start row:
+:class:`WindowDataset` gathers a batch of them on demand, with no per-sample copies of the tables.
 """
 
 from __future__ import annotations
@@ -95,10 +93,9 @@ class WindowedData:
 class PreparedData(WindowedData):
     """All sources as one normalised array in memory, plus the windows of each split.
 
-    ``values`` and ``observed`` are read-only NumPy arrays: validation and test windows
-    read them, and any write to them raises. Batches are gathered copies. Training inputs
-    that change during a run (the dynamic need update) live in their own buffer
-    (:class:`~tgatunet.data.training_inputs.TrainingInputs`).
+    ``values`` and ``observed`` are read-only NumPy arrays: validation and test windows read them, and any write to them
+    raises. Batches are gathered copies. Training inputs that change during a run (the dynamic need update) live in
+    their own buffer (:class:`~tgatunet.data.training_inputs.TrainingInputs`).
 
     Attributes:
         values: ``[N, C]`` float32, normalised, 0 where not observed; read-only.

@@ -1,10 +1,9 @@
 """Training windows kept on the training device, gathered there: no host-to-device copy per step.
 
-When a run trains on CUDA and its prepared arrays fit in :data:`SHARE` of the
-GPU's free memory, ``values`` and ``observed`` are moved to the GPU once; the
-DataLoader then yields only the indices (and labels) of a batch, and
-:meth:`DeviceWindows.gather` cuts the windows out on the GPU. Otherwise batches
-are gathered on the host and go through pinned memory, prefetched by workers.
+When a run trains on CUDA and its prepared arrays fit in :data:`SHARE` of the GPU's free memory, ``values`` and
+``observed`` are moved to the GPU once; the DataLoader then yields only the indices (and labels) of a batch, and
+:meth:`DeviceWindows.gather` cuts the windows out on the GPU. Otherwise batches are gathered on the host and go through
+pinned memory, prefetched by workers.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Reading one source file into arrays, with errors that name file and column.
 
-A source is a CSV or Parquet table, one row per time step. Reading it yields
-a :class:`SourceTable`: the configured channels as one float32 array
-``[N, C]`` (NaN = not observed), block segments, and raw labels. Nothing here
-modifies the file.
+A source is a CSV or Parquet table, one row per time step. Reading it yields a :class:`SourceTable`: the configured
+channels as one float32 array ``[N, C]`` (NaN = not observed), block segments, and raw labels. Nothing here modifies the
+file.
 """
 
 from __future__ import annotations

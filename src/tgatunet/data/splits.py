@@ -1,9 +1,8 @@
 """Splitting by block, never by window.
 
-Overlapping windows of one block share most of their rows, so a split by
-window would put the same measurements in training and test. Blocks are
-assigned whole: by ``split_col`` when the user fixed them, otherwise by a
-seeded split stratified by each block's majority label.
+Overlapping windows of one block share most of their rows, so a split by window would put the same measurements in
+training and test. Blocks are assigned whole: by ``split_col`` when the user fixed them, otherwise by a seeded split
+stratified by each block's majority label.
 """
 
 from __future__ import annotations

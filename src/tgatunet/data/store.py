@@ -15,10 +15,9 @@ writes its rows as plain ``.npy`` arrays next to a manifest::
 
 Rows are read by positioned reads, not mapped (:mod:`tgatunet.data.store_format`).
 
-:func:`open_store` validates a store before any row is read: the manifest's
-schema, the config it was prepared for, the content hash of every source file
-(a store whose sources changed is stale and refused, naming the file), and the
-header, size and hash of every array.
+:func:`open_store` validates a store before any row is read: the manifest's schema, the config it was prepared for, the
+content hash of every source file (a store whose sources changed is stale and refused, naming the file), and the header,
+size and hash of every array.
 """
 
 from __future__ import annotations

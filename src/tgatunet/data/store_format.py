@@ -1,11 +1,9 @@
 """The data store's format: its manifest and its arrays, read by rows.
 
-See :mod:`tgatunet.data.store` for the layout. Rows are read with positioned
-reads (``os.pread``) into fresh buffers, not through a memory map: pages of a
-mapped file that an epoch touches count in the process's resident memory and
-stay there while the map lives, so a memory-mapped epoch would grow RSS with
-the dataset; explicit reads go through the kernel's page cache, which is not
-the process's and is given back under memory pressure.
+See :mod:`tgatunet.data.store` for the layout. Rows are read with positioned reads (``os.pread``) into fresh buffers,
+not through a memory map: pages of a mapped file that an epoch touches count in the process's resident memory and stay
+there while the map lives, so a memory-mapped epoch would grow RSS with the dataset; explicit reads go through the
+kernel's page cache, which is not the process's and is given back under memory pressure.
 """
 
 from __future__ import annotations
@@ -89,9 +87,8 @@ def _close_all(fds: dict[Path, int]) -> None:
 class _Files:
     """Read-only descriptors of the store's arrays, each opened on first use.
 
-    Reads are positioned (``os.pread``: no shared file offset), so DataLoader workers
-    forked from one process can share the descriptors; a pickled copy (a spawned
-    worker) opens its own.
+    Reads are positioned (``os.pread``: no shared file offset), so DataLoader workers forked from one process can share
+    the descriptors; a pickled copy (a spawned worker) opens its own.
     """
 
     def __init__(self) -> None:

@@ -1,12 +1,10 @@
 """Windows read lazily from a data store, with memory that does not grow with the dataset.
 
-:func:`store_data` gives what :func:`~tgatunet.data.prepared.prepare_data` gives
-(the same splits, windows, labels and normalisation, from the same functions)
-except the rows themselves, which stay on disk: :class:`StoreWindowDataset`
-reads each window's rows when it is asked for it. Everything that scans the
-dataset (block labels for the split, window labels, normalisation statistics
-of the training split) streams over the store in bounded chunks. What stays
-in memory is the window index: a few integers per window.
+:func:`store_data` gives what :func:`~tgatunet.data.prepared.prepare_data` gives (the same splits, windows, labels and
+normalisation, from the same functions) except the rows themselves, which stay on disk: :class:`StoreWindowDataset`
+reads each window's rows when it is asked for it. Everything that scans the dataset (block labels for the split, window
+labels, normalisation statistics of the training split) streams over the store in bounded chunks. What stays in memory
+is the window index: a few integers per window.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Synthetic multi-source multimodal datasets in the data contract, with a matching config.
 
-Signals are built the way real sensor channels relate to each other: every
-block (recording) is driven by two latent rhythms whose frequency and
-amplitude depend on the block's class, and every channel is its own mix of
-those rhythms at its own lag, plus a slow drift and sensor noise. So a
-missing channel is predictable from the others (through the shared rhythms,
-not by copying), and the label is predictable from the signals.
+Signals are built the way real sensor channels relate to each other: every block (recording) is driven by two latent
+rhythms whose frequency and amplitude depend on the block's class, and every channel is its own mix of those rhythms at
+its own lag, plus a slow drift and sensor noise. So a missing channel is predictable from the others (through the shared
+rhythms, not by copying), and the label is predictable from the signals.
 
 Each source lacks a different subset of channels (its ``need``); every
 channel is present in at least one source, so each can be learnt and scored.

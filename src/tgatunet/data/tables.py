@@ -1,11 +1,9 @@
 """Tables read and written in chunks, their cells kept as they were read.
 
-A CSV file is read as text: every cell of a chunk is the string the file holds
-(``000``, ``NA`` and ``01`` stay what they are), and only the modality columns
-are parsed as numbers, for the model. A Parquet file is read one row group at a
-time with its own column types. Outputs are written to a temporary file beside
-the target (unique to the process), chunk after chunk, and renamed over it when
-complete, so a reader never sees half a file and an interrupted write leaves
+A CSV file is read as text: every cell of a chunk is the string the file holds (``000``, ``NA`` and ``01`` stay what
+they are), and only the modality columns are parsed as numbers, for the model. A Parquet file is read one row group at a
+time with its own column types. Outputs are written to a temporary file beside the target (unique to the process), chunk
+after chunk, and renamed over it when complete, so a reader never sees half a file and an interrupted write leaves
 nothing behind.
 """
 
@@ -48,10 +46,9 @@ def _reason(err: Exception) -> str:
 class TableReader:
     """A CSV or Parquet file read in chunks of about ``chunk_rows`` rows.
 
-    The file's size and modification time are noted when it is opened and checked again
-    after the last chunk: a file another program wrote meanwhile is refused, not half read.
-    A CSV row with more or fewer fields than the header, or a last line without a line
-    break (a writer cut off mid-row), is refused too, naming the row.
+    The file's size and modification time are noted when it is opened and checked again after the last chunk: a file
+    another program wrote meanwhile is refused, not half read. A CSV row with more or fewer fields than the header, or a
+    last line without a line break (a writer cut off mid-row), is refused too, naming the row.
 
     Attributes:
         columns: the header, in file order.

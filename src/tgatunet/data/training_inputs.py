@@ -1,15 +1,12 @@
 """The training split's own input buffer, the only data a run may write.
 
-The dynamic need update feeds the model completed values of the channels a
-source lacks. Those values must never reach validation or test windows, so
-they are not written to :class:`~tgatunet.data.prepared.PreparedData` (which
-is read-only) but to a copy of the rows that the training windows of the
-needing sources cover. Validation and test blocks are never in that copy:
-splits are by block, so their rows are disjoint from training rows.
+The dynamic need update feeds the model completed values of the channels a source lacks. Those values must never reach
+validation or test windows, so they are not written to :class:`~tgatunet.data.prepared.PreparedData` (which is
+read-only) but to a copy of the rows that the training windows of the needing sources cover. Validation and test blocks
+are never in that copy: splits are by block, so their rows are disjoint from training rows.
 
-Memory: ``R x C`` float32 values plus two ``R x C`` bool masks, where ``R`` is
-the number of rows those training windows span; it is only built when
-``dynamic_need_update`` is on.
+Memory: ``R x C`` float32 values plus two ``R x C`` bool masks, where ``R`` is the number of rows those training windows
+span; it is only built when ``dynamic_need_update`` is on.
 """
 
 from __future__ import annotations

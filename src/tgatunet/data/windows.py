@@ -1,8 +1,7 @@
 """Windowing: pure functions from segment bounds to window start rows.
 
-A window holds ``window_size`` rows taken every ``downsample`` rows, so it
-spans ``(window_size - 1) * downsample + 1`` consecutive rows of one segment;
-windows never cross a segment (block) boundary.
+A window holds ``window_size`` rows taken every ``downsample`` rows, so it spans ``(window_size - 1) * downsample + 1``
+consecutive rows of one segment; windows never cross a segment (block) boundary.
 """
 
 from __future__ import annotations

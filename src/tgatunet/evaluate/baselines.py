@@ -2,10 +2,9 @@
 
 Each takes the recording's values (normalised) and what is visible, and fills every position; evaluation scores them
 where values were hidden, as it scores the model. ``mean_fill``: each channel's training mean (0 in normalised units).
-``linear``: interpolation in time between the visible values of the channel (the nearest one beyond the first and
-last). ``locf``: the last visible value carried forward (the first one backwards at the start). ``ridge``: a linear
-regression from the other channels at lags ``-lags .. +lags``, fitted on the training recordings
-(:class:`LaggedRidge`).
+``linear``: interpolation in time between the visible values of the channel (the nearest one beyond the first and last).
+``locf``: the last visible value carried forward (the first one backwards at the start). ``ridge``: a linear regression
+from the other channels at lags ``-lags .. +lags``, fitted on the training recordings (:class:`LaggedRidge`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """The temporal graph: every time step linked to the steps within ``time_k``.
 
-Representation: a fixed-degree neighbour table instead of an edge list. Node ``t`` has ``K = 2 * time_k + 1``
-neighbour slots ``t - time_k ... t + time_k`` (its self loop included); slots that fall outside the window are marked
-invalid. The model's layers never need this table: on the temporal graph, neighbour slot ``j`` of every node is the
-sequence shifted by ``j - time_k``, so they read shifted slices (:class:`~tgatunet.model.gat.BandedSum`) given just
-``time_k``. The table is the first ``K`` slots of every knn graph (:mod:`tgatunet.graph.knn`), and what the layers are
-tested against.
+Representation: a fixed-degree neighbour table instead of an edge list. Node ``t`` has ``K = 2 * time_k + 1`` neighbour
+slots ``t - time_k ... t + time_k`` (its self loop included); slots that fall outside the window are marked invalid. The
+model's layers never need this table: on the temporal graph, neighbour slot ``j`` of every node is the sequence shifted
+by ``j - time_k``, so they read shifted slices (:class:`~tgatunet.model.gat.BandedSum`) given just ``time_k``. The table
+is the first ``K`` slots of every knn graph (:mod:`tgatunet.graph.knn`), and what the layers are tested against.
 
 Cost: ``O(T * K)`` time and memory.
 """

@@ -2,15 +2,13 @@
 
 For an input named ``NAME`` three tables, in the input's format unless asked otherwise:
 
-* ``NAME_completed``: every row in its order, every input cell as read, the
-  filled cells of the run's channels (a channel the input lacks becomes a
-  column), a ``<channel>_imputed`` column per fillable channel flagging exactly
-  the filled cells, and per row the class probabilities of the windows covering
-  it, averaged (``p_<class>``), with their most likely class (``predicted``);
+* ``NAME_completed``: every row in its order, every input cell as read, the filled cells of the run's channels (a
+  channel the input lacks becomes a column), a ``<channel>_imputed`` column per fillable channel flagging exactly the
+  filled cells, and per row the class probabilities of the windows covering it, averaged (``p_<class>``), with their
+  most likely class (``predicted``);
 * ``NAME_windows``: one row per window: its block, first and last row (data
   rows of the input, from 0), ``predicted`` and ``p_<class>``;
-* ``NAME_blocks``: one row per block: its windows, their mean probabilities and
-  the most likely class.
+* ``NAME_blocks``: one row per block: its windows, their mean probabilities and the most likely class.
 """
 
 from __future__ import annotations

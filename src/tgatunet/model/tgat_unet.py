@@ -8,9 +8,8 @@ A window is a graph whose nodes are its time steps. For a batch ``[B, T, C]`` of
 3. bottleneck: ``transformer_layers`` pre-norm transformer layers over time;
 4. decoder: ``decoder_layers`` levels, each upsampling to the matching encoder
    length and fusing the encoder skip (U-Net), then a GAT block;
-5. heads: per-step reconstruction of all ``C`` channels (plus a linear path from
-   the visible inputs of nearby steps), and window logits from the time-pooled
-   bottleneck.
+5. heads: per-step reconstruction of all ``C`` channels (plus a linear path from the visible inputs of nearby steps),
+   and window logits from the time-pooled bottleneck.
 
 Graphs: the full-resolution levels use the window's own graph when one is given (``neighbors``, e.g. a knn graph from
 :mod:`tgatunet.graph.knn`), else the temporal graph of ``time_k``; pooled levels always use the temporal graph. A
