@@ -1,9 +1,8 @@
 """The graph cache: knn graphs of windows seen before, on disk.
 
-The temporal graph depends on nothing but its length and ``time_k`` and is never cached. A knn graph depends on the
-window's data; a trained run that evaluates, completes or predicts the same windows again (or after
-``tgatunet cache build``) reads their graphs back instead of rebuilding them. Training does not use the cache: it
-hides a fresh random set of values every step, so its graphs never repeat.
+A knn graph depends on the window's data; a trained run that evaluates, completes or predicts the same windows again
+(or after ``tgatunet cache build``) reads their graphs back instead of rebuilding them. The temporal graph is never
+cached, and training, which hides fresh values every step, does not use the cache.
 
 * **key**: a 128-bit BLAKE2b hash of the format version, the builder's signature (``graph_knn``, ``time_k``), the
   window's shape and the bytes of what the graph is built from, the visible values (zero elsewhere) and the visibility
@@ -15,9 +14,8 @@ hides a fresh random set of values every step, so its graphs never repeat.
 * **limit**: beyond ``graph_cache_max_mb`` the least recently used entries (file modification time, refreshed on every
   hit) are deleted down to 90% of the limit.
 
-``ROOT/stats.json`` keeps the hit counts of the last run that saved them (``tgatunet cache info``).
-``ROOT/.tgatunet-graph-cache`` marks the folder as a cache: ``tgatunet cache clear`` deletes the files the cache
-wrote, in a folder that is one.
+``ROOT/stats.json`` keeps the hit counts of the last run that saved them (``tgatunet cache info``); the marker
+``ROOT/.tgatunet-graph-cache`` lets ``tgatunet cache clear`` delete the files the cache wrote.
 """
 
 from __future__ import annotations

@@ -24,8 +24,7 @@ class ThroughputMonitor(pl.Callback):
         self._mark = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        # Batch to batch, so data loading counts and the validation loop (run before
-        # on_train_epoch_end) does not.
+        # Batch to batch, so data loading counts and the validation loop (run before on_train_epoch_end) does not.
         now = time.perf_counter()
         self.seconds += now - self._mark
         self._mark = now

@@ -1,22 +1,18 @@
 """The memory optimizer: micro-batch size from measured memory, lowered when memory runs high.
 
-``batch_size`` is the number of windows per optimisation step: what learning sees. With ``use_memory_optimizer: true``
-tgatunet chooses how many of them go through the model at once (the micro-batch, see
-:mod:`tgatunet.train.micro_batch`): the step's gradient stays the same, its memory peak does not.
-
-Before training, the peak memory of one training micro-batch (forward and backward, as :meth:`TGATUNetModule.losses`
-computes it) is measured with :func:`tgatunet.profiling.peak_memory_bytes` at two small sizes, and a line is
-fitted through the two points::
+With ``use_memory_optimizer: true`` a step's ``batch_size`` windows go through the model in micro-batches
+(:mod:`tgatunet.train.micro_batch`): the step's gradient stays the same, its memory peak does not. Before training
+(:mod:`tgatunet.train.plan`), the peak memory of one training micro-batch (forward and backward, as
+:meth:`TGATUNetModule.losses` computes it) is measured with :func:`tgatunet.profiling.peak_memory_bytes` at two small
+sizes, and a line is fitted through the two points::
 
     peak(b) = fixed + per_window * b
 
 where ``fixed`` also counts what a step holds whatever ``b`` is: the parameters, their gradients, AdamW's two moment
 tensors, and the step's whole batch of inputs and hidden-value mask. The chosen size is the largest
 ``b <= batch_size`` with ``peak(b) <= memory_target * budget``, measured and refined (:func:`choose_micro_batch`).
-
-The plan is made before the Trainer is built (:mod:`tgatunet.train.plan`); during training (:class:`MemoryOptimizer`),
-when the memory in use crosses the target the size is lowered for the following steps; an out-of-memory error is
-recovered by :class:`~tgatunet.train.micro_batch.MicroBatches` itself.
+During training :class:`MemoryOptimizer` lowers the size when the memory in use crosses the target; an out-of-memory
+error is recovered by :class:`~tgatunet.train.micro_batch.MicroBatches` itself.
 """
 
 from __future__ import annotations
