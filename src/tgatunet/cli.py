@@ -96,9 +96,7 @@ def evaluate(
         "\"tgatunet\\[baselines]\")."
     ),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
-    allow_changed_data: bool = typer.Option(
-        False, "--allow-changed-data", help="Score although source files changed since the run trained."
-    ),
+    allow_changed_data: bool = typer.Option(False, "--allow-changed-data", help="Score although source files changed since the run trained."),
 ) -> None:
     """Score completion (need, gaps, points; vs mean fill, linear, LOCF, ridge, SAITS) and classification on the test blocks."""
     from tgatunet.evaluate.evaluate import evaluate_run
@@ -190,9 +188,7 @@ def predict(
 
 @app.command()
 def hardware(
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="Also measure this config's training step and show the batch choice."
-    ),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Also measure this config's training step and show the batch choice."),
 ) -> None:
     """Show the devices and memory, the preset hardware_profile: auto picks, and the optimizer's batch choice."""
     from tgatunet.hardware import auto_profile, detect_hardware

@@ -48,12 +48,17 @@ PATTERN_TEXT = {"need": "whole channels another source lacks", "gaps": "contiguo
                 "points": "single observed values"}
 
 
+def _table(title: str, columns: list[str]) -> Table:
+    """A table of figures: the first column (what a row is) left-aligned, the others right-aligned."""
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="right" if i else "left")
+    return table
+
+
 def _pattern_table(title: str, rows: dict[str, dict[str, str]], best: dict[str, str]) -> Table:
     methods = [m for m in METHODS if any(m in r for r in rows.values())]
-    table = Table(title=title)
-    table.add_column("pattern")
-    for method in methods:
-        table.add_column(method, justify="right")
+    table = _table(title, ["pattern", *methods])
     for pattern, cells in rows.items():
         table.add_row(pattern, *(f"[bold]{cells[m]}[/]" if best.get(pattern) == m else cells.get(m, "-") for m in methods))
     return table
@@ -81,9 +86,7 @@ def print_completion(completion: dict[str, Any]) -> None:
             f"{p} {v['model_ratio']:.3f}x of {v['method']}" for p, v in peers.items()) + " (below 1: the model is ahead)")
     if "need" in completion:
         need = completion["need"]
-        table = Table(title="need pattern, per channel")
-        for column in ("channel", *(f"{m} MAE" for m in need), "model r"):
-            table.add_column(column, justify="left" if column == "channel" else "right")
+        table = _table("need pattern, per channel", ["channel", *(f"{m} MAE" for m in need), "model r"])
         for channel in need["model"]["per_channel"]:
             table.add_row(channel, *(f"{need[m]['per_channel'][channel]['mae']:.3f}" for m in need),
                           f"{need['model']['per_channel'][channel]['pearson']:.3f}")
@@ -105,10 +108,7 @@ def print_classification(classification: dict[str, Any]) -> None:
         console.print(f"[yellow]classification:[/] {classification.get('note', 'not evaluated')}")
         return
     names = classification["class_names"]
-    table = Table(title=f"Confusion matrix, {classification['windows']} test windows (rows: true)")
-    table.add_column("")
-    for name in names:
-        table.add_column(name, justify="right")
+    table = _table(f"Confusion matrix, {classification['windows']} test windows (rows: true)", ["", *names])
     for name, row in zip(names, classification["confusion_matrix"]):
         table.add_row(name, *(str(v) for v in row))
     console.print(table)
@@ -134,10 +134,8 @@ def print_train(train: dict[str, Any]) -> None:
 
 
 def print_need_update(ablation: dict[str, Any]) -> None:
-    table = Table(title="Dynamic need update, ablation (same config, seed and budget; test blocks)")
-    table.add_column("")
-    for column in ("completion MAE", "accuracy", "macro-F1", "epochs", "best val MAE"):
-        table.add_column(column, justify="right")
+    table = _table("Dynamic need update, ablation (same config, seed and budget; test blocks)",
+                   ["", "completion MAE", "accuracy", "macro-F1", "epochs", "best val MAE"])
     for name in ("with", "without"):
         f = ablation[name]
         table.add_row(name, f"{f['completion_mae']:.4f}", f"{f['accuracy']:.3f}", f"{f['macro_f1']:.3f}", str(f["epochs_completed"]),
@@ -159,8 +157,7 @@ MEMORY_TEXT = {"peak_rss_gb": "peak RSS {:.2f} GB", "peak_system_memory_percent"
                "cuda_peak_allocated_gb": "CUDA peak {:.2f} GB allocated", "mean_gpu_utilization_percent": "GPU busy {:.0f}%"}
 
 
-def print_memory(
-memory: dict[str, Any]) -> None:
+def print_memory(memory: dict[str, Any]) -> None:
     parts = [text.format(memory[key]) for key, text in MEMORY_TEXT.items() if key in memory]
     optimizer = memory.get("optimizer", {})
     if optimizer.get("enabled") and optimizer.get("plan"):
@@ -212,9 +209,7 @@ def print_bench(report: dict[str, Any]) -> None:
                   f"(limit {report['memory_limit_gb']:.1f} GB); inference {infer['windows_per_second']:.0f} windows/s, "
                   f"one window {infer['latency_ms_p50']:.2f} ms")
     console.print(f"step: {report['verdict']}")
-    table = Table(title="One change at a time (same data, same steps)")
-    for column in ("change", "windows/s", "speed", "peak GB"):
-        table.add_column(column, justify="left" if column == "change" else "right")
+    table = _table("One change at a time (same data, same steps)", ["change", "windows/s", "speed", "peak GB"])
     for v in report["variants"]:
         change = ", ".join(f"{k}: {val}" for k, val in v["keys"].items())
         if "error" in v:

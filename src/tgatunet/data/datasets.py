@@ -3,12 +3,8 @@
 Small real datasets ship inside the package under ``tgatunet/data/bundled/`` so that examples, configs and tests run
 without downloads. A config refers to them with the ``bundled:`` scheme, e.g. ``bundled:basic_motions/watch_full.csv``,
 which :func:`resolve_bundled` turns into a real file path of the installed package. Each dataset folder has a
-``README.md`` with its origin, licence notes and the script that regenerates it.
-
-Bundled now:
-
-* ``basic_motions``: UEA BasicMotions (smart watch, 4 activities), presented as two sources, ``watch_full``
-  (accelerometer + gyroscope) and ``watch_acc`` (accelerometer only). Built by ``scripts/make_basicmotions.py``.
+``README.md`` with its origin, licence notes and the script that regenerates it; README.md (Bundled data) describes
+``basic_motions``, the one bundled now.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """A table completed and classified: the outputs of ``tgatunet predict`` and ``tgatunet complete``.
 
-For an input named ``NAME`` three tables, in the input's format unless asked otherwise:
-
-* ``NAME_completed``: every row in its order, every input cell as read, the filled cells of the run's channels (a
-  channel the input lacks becomes a column), a ``<channel>_imputed`` column per fillable channel flagging exactly the
-  filled cells, and per row the class probabilities of the windows covering it, averaged (``p_<class>``), with their
-  most likely class (``predicted``);
-* ``NAME_windows``: one row per window: its block, first and last row (data
-  rows of the input, from 0), ``predicted`` and ``p_<class>``;
-* ``NAME_blocks``: one row per block: its windows, their mean probabilities and the most likely class.
+For an input named ``NAME``: ``NAME_completed`` (every row and input cell as read, the filled cells, their
+``<channel>_imputed`` flags, per-row ``p_<class>`` and ``predicted``), ``NAME_windows`` (one row per window) and
+``NAME_blocks`` (one row per block), in the input's format unless asked otherwise; README.md (Apply a trained run to
+new recordings) lists their columns.
 """
 
 from __future__ import annotations
@@ -112,8 +107,7 @@ def completed_frame(rows: pd.DataFrame, part: Finished, model: WindowModel, plan
     """The input ``rows`` of ``part`` as the completed table writes them (built at once: no column inserts)."""
     at = {channel: c for c, channel in enumerate(model.channels)}
     rewritten = lambda name: name in at and (plan.fillable[at[name]] or not plan.text)  # noqa: E731
-    columns = {name: _channel_column(cells, part, at[name], plan.text) if rewritten(name) else cells
-               for name, cells in rows.items()}
+    columns = {name: _channel_column(cells, part, at[name], plan.text) if rewritten(name) else cells for name, cells in rows.items()}
     columns.update({ch: _channel_column(None, part, c, plan.text) for c, ch in enumerate(model.channels)
                     if plan.fillable[c] and ch not in columns})
     columns.update({ch + IMPUTED_SUFFIX: part.filled[:, c] for c, ch in enumerate(model.channels) if plan.fillable[c]})
@@ -241,9 +235,7 @@ def apply_file(
     return result
 
 
-def apply_frame(
-    model: WindowModel, frame: pd.DataFrame, *, block_col: str | None = None, fill: str = "all", chunk_rows: int = 65536
-) -> Applied:
+def apply_frame(model: WindowModel, frame: pd.DataFrame, *, block_col: str | None = None, fill: str = "all", chunk_rows: int = 65536) -> Applied:
     """:func:`apply_file` for a DataFrame in memory: what was done, with the three tables (``Applied.tables``)."""
     columns = [str(c) for c in frame.columns]
     if len(set(columns)) != len(columns):

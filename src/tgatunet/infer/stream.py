@@ -197,8 +197,7 @@ class Stream:
         else:  # a row is finished once every window still to come starts after it, in its phase; the window
             # flush with the segment's end starts no earlier than a window's length before the rows so far
             T = self.model.window_size
-            upto = min(s.lo + phase + min(s.next_start[phase], max(0, self._steps(s, phase) - T)) * d
-                       for phase in range(d))
+            upto = min(s.lo + phase + min(s.next_start[phase], max(0, self._steps(s, phase) - T)) * d for phase in range(d))
         n = max(0, min(upto, s.end) - s.base)
         if n == 0:
             return None
