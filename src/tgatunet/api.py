@@ -43,13 +43,12 @@ FILLS = ("all", "need")
 
 
 def _content_key(frame: pd.DataFrame) -> tuple:
-    """What identifies a frame's content (columns, index, cells) for reusing its result; a frame pandas
-    cannot hash (cells holding lists) gets a key of its own."""
+    """What identifies a frame's content (columns, dtypes with a categorical's categories, index, cells) for reusing
+    its result; a frame pandas cannot hash (cells holding lists) gets a key of its own."""
     try:
         cells = pd.util.hash_pandas_object(frame, index=True).to_numpy()
     except TypeError:
         return (id(frame), object())
-    # repr, not str: a categorical's dtype then names its categories
     return (tuple(map(str, frame.columns)), tuple(map(repr, frame.dtypes)), hashlib.sha256(cells.tobytes()).hexdigest())
 
 
@@ -117,16 +116,21 @@ class Run:
             applied = run.apply(df)
             applied.tables["completed"], applied.tables["windows"], applied.filled
         """
-        if not isinstance(frame, pd.DataFrame):
-            raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}; for arrays use complete(values, channels=[...]).")
         if fill not in FILLS:
             raise DataError(f"fill must be one of {list(FILLS)}, not {fill!r}.")
+        applied = self._applied(frame, block_col, fill)
+        return replace(applied, tables={name: table.copy() for name, table in applied.tables.items()})
+
+    def _applied(self, frame: pd.DataFrame, block_col: str | None, fill: str) -> Applied:
+        """The pass of :meth:`apply`, kept for the next view of the same frame (the caller gets copies)."""
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}; for arrays use complete(values, channels=[...]).")
         if block_col is None and self.config.data.block_col in frame.columns:
             block_col = self.config.data.block_col
         key = (_content_key(frame), block_col, fill)
         if self._last is None or self._last[0] != key:
             self._last = (key, apply_frame(self._model, frame, block_col=block_col, fill=fill))
-        return replace(self._last[1], tables={name: table.copy() for name, table in self._last[1].tables.items()})
+        return self._last[1]
 
     def complete(self, data: pd.DataFrame | np.ndarray, channels: list[str] | None = None, block_col: str | None = None,
                  fill: str = "all") -> pd.DataFrame | np.ndarray:
@@ -140,11 +144,11 @@ class Run:
 
             filled = run.complete(values, channels=["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"])
         """
+        if fill not in FILLS:
+            raise DataError(f"fill must be one of {list(FILLS)}, not {fill!r}.")
         if isinstance(data, np.ndarray):
-            if fill not in FILLS:
-                raise DataError(f"fill must be one of {list(FILLS)}, not {fill!r}.")
             return complete_array(self._model, _numeric_array(data, channels, self.channels), list(channels), fill)
-        return self.apply(data, block_col, fill).tables["completed"]
+        return self._applied(data, block_col, fill).tables["completed"].copy()  # the caller's to change
 
     def predict(self, frame: pd.DataFrame, block_col: str | None = None) -> pd.DataFrame:
         """One row per window: ``block``, ``first_row``, ``last_row`` and its ``predicted`` class.
@@ -153,7 +157,7 @@ class Run:
 
             run.predict(df)["predicted"].value_counts()
         """
-        return self.apply(frame, block_col).tables["windows"][["block", "first_row", "last_row", "predicted"]]
+        return self._applied(frame, block_col, "all").tables["windows"][["block", "first_row", "last_row", "predicted"]]
 
     def predict_proba(self, frame: pd.DataFrame, block_col: str | None = None) -> pd.DataFrame:
         """One row per window: ``block``, ``first_row``, ``last_row`` and a ``p_<class>`` probability per class.
@@ -162,7 +166,7 @@ class Run:
 
             run.predict_proba(df).filter(like="p_").mean()
         """
-        return self.apply(frame, block_col).tables["windows"].drop(columns="predicted")
+        return self._applied(frame, block_col, "all").tables["windows"].drop(columns="predicted")
 
     def evaluate(self, allow_changed_data: bool = False) -> dict[str, Any]:
         """Completion and classification on the run's test blocks (reads its training sources), as ``metrics.json``.

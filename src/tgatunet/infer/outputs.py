@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tgatunet.infer.stream import Finished, Stream, WindowModel, Windows
-from tgatunet.data.tables import TableReader, TableWriter, numeric_cells, numeric_table
+from tgatunet.data.tables import TableReader, TableWriter, numeric_table
 from tgatunet.errors import DataError
 
 IMPUTED_SUFFIX = "_imputed"
@@ -72,15 +72,17 @@ def fillable_channels(model: WindowModel, columns: list[str], fill: str, empty: 
     return np.array([c in lacking for c in model.channels])
 
 
+def never_observed(seen: np.ndarray, channels: list[str], columns: list[str]) -> set[str]:
+    """The ``channels`` that are among a table's ``columns`` but were never observed (``seen [C]`` bool: any value)."""
+    return {c for c, s in zip(channels, seen) if c in columns and not s}
+
+
 def empty_channels(reader: TableReader, channels: list[str]) -> set[str]:
     """The run channels that the file has as columns but never observes (one pass over the file)."""
-    present = [c for c in channels if c in reader.columns]
-    seen = set()
+    seen = np.zeros(len(channels), dtype=bool)
     for first, chunk in _numbered(reader.chunks()):
-        for c in present:
-            if c not in seen and np.isfinite(numeric_cells(chunk[c], str(reader.path), first)).any():
-                seen.add(c)
-    return set(present) - seen
+        seen |= np.isfinite(channel_values(chunk, channels, str(reader.path), first)).any(axis=0)
+    return never_observed(seen, channels, reader.columns)
 
 
 def _numbered(chunks: Iterable[pd.DataFrame]):
@@ -108,8 +110,7 @@ def completed_frame(rows: pd.DataFrame, part: Finished, model: WindowModel, plan
     at = {channel: c for c, channel in enumerate(model.channels)}
     rewritten = lambda name: name in at and (plan.fillable[at[name]] or not plan.text)  # noqa: E731
     columns = {name: _channel_column(cells, part, at[name], plan.text) if rewritten(name) else cells for name, cells in rows.items()}
-    columns.update({ch: _channel_column(None, part, c, plan.text) for c, ch in enumerate(model.channels)
-                    if plan.fillable[c] and ch not in columns})
+    columns.update({ch: _channel_column(None, part, c, plan.text) for c, ch in enumerate(model.channels) if plan.fillable[c] and ch not in columns})
     columns.update({ch + IMPUTED_SUFFIX: part.filled[:, c] for c, ch in enumerate(model.channels) if plan.fillable[c]})
     columns.update(_class_columns(part.probabilities, model.classes))
     return pd.DataFrame(columns, index=rows.index)
@@ -242,7 +243,7 @@ def apply_frame(model: WindowModel, frame: pd.DataFrame, *, block_col: str | Non
         raise DataError(f"the DataFrame has duplicated column names {sorted({c for c in columns if columns.count(c) > 1})}.")
     frame = frame.set_axis(columns, axis=1)
     values = channel_values(frame, model.channels, "the DataFrame", 0)  # every channel parsed once
-    empty = {c for i, c in enumerate(model.channels) if c in columns and not np.isfinite(values[:, i]).any()}
+    empty = never_observed(np.isfinite(values).any(axis=0), model.channels, columns)
     plan = Plan("frame", columns, block_col, fillable_channels(model, columns, fill, empty), text=False)
     parts: dict[str, list[pd.DataFrame]] = {o: [] for o in OUTPUTS}
     chunks = ((frame.iloc[lo : lo + chunk_rows], values[lo : lo + chunk_rows]) for lo in range(0, len(frame), chunk_rows))
@@ -259,7 +260,7 @@ def complete_array(model: WindowModel, values: np.ndarray, channels: list[str], 
     where = [channels.index(model.channels[c]) for c in present]
     raw = np.full((len(flat), len(model.channels)), np.nan)
     raw[:, present] = flat[:, where]
-    empty = {model.channels[c] for c in present if not np.isfinite(raw[:, c]).any()}
+    empty = never_observed(np.isfinite(raw).any(axis=0), model.channels, channels)
     stream = Stream(model, fillable_channels(model, channels, fill, empty))
     blocks = np.repeat(np.arange(len(values)), values.shape[1]) if values.ndim == 3 else np.zeros(len(flat), np.int64)
     parts = stream.feed(raw, blocks, 0) + stream.finish()

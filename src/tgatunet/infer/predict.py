@@ -1,10 +1,8 @@
 """A trained run applied to files: its own sources (``tgatunet complete``) and new recordings (``tgatunet predict``).
 
-Each file is read as it is and streamed through the model (:mod:`tgatunet.infer.outputs`):
-sensor drop-outs and absent channels filled (``fill="all"``), or only the channels the file lacks (``fill="need"``: a
-source's ``need`` channels; for a new recording the run channels it has no column for, or none observed); every other
-cell as read; class predictions per window, row and block. Input files are never written: no output may land on a
-source of the run or on another input.
+Each file is streamed through the model (:mod:`tgatunet.infer.outputs`), filling drop-outs and absent channels
+(``fill="all"``) or only the channels the file lacks (``fill="need"``). Outputs are checked and locked before any
+work: none may land on an input or a source, nor be written twice, nor by two processes at once.
 """
 
 from __future__ import annotations
@@ -13,13 +11,14 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
-from tgatunet.infer.outputs import OUTPUTS, Applied, apply_file
-from tgatunet.data.tables import TableReader, table_format
 from tgatunet.data.sources import source_path
+from tgatunet.data.tables import TableReader, table_format
 from tgatunet.errors import RunError
 from tgatunet.files import output_lock
+from tgatunet.infer.outputs import OUTPUTS, Applied, apply_file
 from tgatunet.infer.rundir import RunDir
 from tgatunet.infer.trained import load_trained
+
 
 def output_paths(out_dir: Path, name: str, fmt: str) -> dict[str, Path]:
     return {o: out_dir / f"{name}_{o}.{fmt}" for o in OUTPUTS}
@@ -57,7 +56,7 @@ def complete_run(run_dir: str | Path, source: str | None = None, output: str | P
     ``compile``: run the model through ``torch.compile`` (None: as the run's config says).
     """
     run = RunDir(Path(run_dir))
-    model = load_trained(run, compile=compile).windowed()
+    run.require_trained()
     config = run.read_config()
     names = [s.name for s in config.data.sources]
     if source is not None and source not in names:
@@ -70,7 +69,7 @@ def complete_run(run_dir: str | Path, source: str | None = None, output: str | P
     jobs = [(inputs[s.name], planned[inputs[s.name]],
              {"name": s.name, "block_col": s.block_col or config.data.block_col, "fill": fill,
               "need": s.need if fill == "need" else None, "on_rows": on_rows}) for s in chosen]
-    written = _apply_each(model, jobs)
+    written = _apply_each(load_trained(run, compile=compile).windowed(), jobs)
     run.note_written(*(p for w in written for p in w.outputs.values()))
     return written
 
@@ -81,11 +80,10 @@ def predict_files(run_dir: str | Path, inputs: list[Path], output: str | Path | 
     """Complete and classify files that need not be in the run's config; outputs go to ``output``
     (default: each input's folder). ``block_col``: default the run's, where the file has that column."""
     run = RunDir(Path(run_dir))
-    model = load_trained(run, compile=compile).windowed()
+    run.require_trained()
     config = run.read_config()
     paths = [Path(p).expanduser() for p in inputs]
     planned = {p: output_paths(Path(output).expanduser() if output else p.parent, p.stem, fmt or table_format(p)) for p in paths}
-
     if len(planned) < len(paths):
         raise RunError(f"an input is given twice: {[str(p) for p in paths]}.")
     check_outputs(planned, [*paths, *(source_path(config, s) for s in config.data.sources)])
@@ -95,4 +93,4 @@ def predict_files(run_dir: str | Path, inputs: list[Path], output: str | Path | 
         if column is None and config.data.block_col:
             column = config.data.block_col if config.data.block_col in TableReader(path).columns else None
         jobs.append((path, planned[path], {"block_col": column, "fill": fill, "fmt": fmt, "on_rows": on_rows}))
-    return _apply_each(model, jobs)
+    return _apply_each(load_trained(run, compile=compile).windowed(), jobs)
