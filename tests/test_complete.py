@@ -115,7 +115,7 @@ def test_the_stream_hands_back_every_row_once_in_order(length, window, stride, d
 
         def predict_windows(self, values, visible, batch_size):
             recon = values[:, :1].expand_as(values).numpy().astype(np.float32)
-            return recon, np.zeros((len(values), 2), np.float32)
+            return recon, np.zeros((len(values), 2), np.float32), None
 
     stats = ChannelStats(mean=np.zeros(1), std=np.ones(1))
     model = WindowModel(Echo(), ["x"], ["a", "b"], stats, window, down, stride)
@@ -147,7 +147,7 @@ def test_how_rows_arrive_does_not_change_what_the_windows_see(length, window, st
         def predict_windows(self, values, visible, batch_size):
             v, m = values.numpy(), visible.numpy()
             mean = (v * m).sum(axis=1, keepdims=True) / np.maximum(m.sum(axis=1, keepdims=True), 1)
-            return np.broadcast_to(mean, v.shape).astype(np.float32), mean[:, 0, :1].repeat(2, axis=1).astype(np.float32)
+            return np.broadcast_to(mean, v.shape).astype(np.float32), mean[:, 0, :1].repeat(2, axis=1).astype(np.float32), None
 
     n = length + 23
     values = np.sin(np.arange(n, dtype=float))[:, None]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tgatunet.evaluate.baselines import LaggedRidge, linear_fill, locf_fill, mean_fill
-from tgatunet.evaluate.completion import PATTERNS, hide
+from tgatunet.data.hiding import PATTERNS, hide
 from tgatunet.evaluate.evaluate import evaluate_run
 from tgatunet.evaluate.seeds import aggregate, seed_repeats, spread
 from tgatunet.config import config_from_dict

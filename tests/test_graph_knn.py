@@ -126,9 +126,9 @@ def test_the_model_uses_the_knn_graph_at_full_resolution():
     model = _model()
     values, visible = _windows(B=2, T=24)
     neighbors = KnnGraph(4, 1).build(values, visible)
-    recon, logits = model(values, visible, neighbors)
+    recon, logits, _ = model(values, visible, neighbors)
     assert recon.shape == (2, 24, 4) and logits.shape == (2, 3)
-    plain, _ = model(values, visible)
+    plain, _, _ = model(values, visible)
     assert not torch.allclose(recon, plain)
     # A temporal table given as neighbors is the default graph.
     temporal = tuple(t.expand(2, -1, -1) for t in temporal_neighbors(24, 1))
@@ -139,10 +139,10 @@ def test_hidden_values_cannot_reach_the_output_through_the_knn_graph():
     model = _model()
     values, visible = _windows(B=2, T=24, seed=5, p_visible=0.6)
     graph = KnnGraph(4, 1)
-    recon, logits = model(values, visible, graph.build(values, visible))
+    recon, logits, _ = model(values, visible, graph.build(values, visible))
     changed = values.clone()
     changed[~visible] = 1e4
-    recon2, logits2 = model(changed, visible, graph.build(changed, visible))
+    recon2, logits2, _ = model(changed, visible, graph.build(changed, visible))
     torch.testing.assert_close(recon, recon2)
     torch.testing.assert_close(logits, logits2)
 

@@ -41,7 +41,7 @@ def test_same_inputs_and_outputs_as_the_standard_model(T, enc, dec, tr):
     kw = dict(encoder_layers=enc, decoder_layers=dec, transformer_layers=tr)
     standard = TGATUNet(_spec(**kw))
     lite = TGATUNet(_spec(lite=True, **kw))
-    for (want_recon, want_logits), (recon, logits) in [(standard(values, visible), lite(values, visible))]:
+    for (want_recon, want_logits, _), (recon, logits, _) in [(standard(values, visible), lite(values, visible))]:
         assert recon.shape == want_recon.shape == (3, T, 5)
         assert logits.shape == want_logits.shape == (3, 3)
         assert recon.dtype == want_recon.dtype and logits.dtype == want_logits.dtype
@@ -58,8 +58,8 @@ def test_windows_of_a_batch_are_independent():
     model = _lite(encoder_layers=3).eval()
     values = torch.randn(4, 13, 5)
     visible = torch.ones(4, 13, 5, dtype=torch.bool)
-    batch_recon, batch_logits = model(values, visible)
-    single_recon, single_logits = model(values[2:3], visible[2:3])
+    batch_recon, batch_logits, _ = model(values, visible)
+    single_recon, single_logits, _ = model(values[2:3], visible[2:3])
     torch.testing.assert_close(batch_recon[2:3], single_recon, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(batch_logits[2:3], single_logits, atol=1e-5, rtol=1e-5)
 
@@ -72,9 +72,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(lite):
     for checkpointed in (False, True):
         torch.manual_seed(0)
         model = TGATUNet(_spec(gradient_checkpoint=checkpointed, transformer_layers=2, encoder_layers=3, decoder_layers=3, lite=lite))
-        recon, logits = model(values, visible)
+        recon, logits, _ = model(values, visible)
         (recon.pow(2).mean() + logits.logsumexp(-1).mean()).backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
+        grads.append([p.grad.clone() for p in model.network_parameters()])
     for plain, ckpt in zip(*grads):
         torch.testing.assert_close(plain, ckpt, atol=1e-6, rtol=0)
 

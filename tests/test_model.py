@@ -19,7 +19,7 @@ def _model(**kw):
 def test_output_shapes(T, enc, dec, tr):
     model = _model(encoder_layers=enc, decoder_layers=dec, transformer_layers=tr)
     values = torch.randn(3, T, 5)
-    recon, logits = model(values, torch.ones(3, T, 5, dtype=torch.bool))
+    recon, logits, _ = model(values, torch.ones(3, T, 5, dtype=torch.bool))
     assert recon.shape == (3, T, 5)
     assert logits.shape == (3, 3)
 
@@ -29,10 +29,10 @@ def test_hidden_values_cannot_reach_the_output(lite):
     model = _model(lite=lite).eval()
     values = torch.randn(2, 20, 5)
     visible = torch.rand(2, 20, 5) > 0.4
-    recon, logits = model(values, visible)
+    recon, logits, _ = model(values, visible)
     changed = values.clone()
     changed[~visible] = 1e4
-    recon2, logits2 = model(changed, visible)
+    recon2, logits2, _ = model(changed, visible)
     torch.testing.assert_close(recon, recon2)
     torch.testing.assert_close(logits, logits2)
 
@@ -41,8 +41,8 @@ def test_windows_of_a_batch_are_independent():
     model = _model().eval()
     values = torch.randn(4, 12, 5)
     visible = torch.ones(4, 12, 5, dtype=torch.bool)
-    batch_recon, _ = model(values, visible)
-    single_recon, _ = model(values[2:3], visible[2:3])
+    batch_recon, _, _ = model(values, visible)
+    single_recon, _, _ = model(values[2:3], visible[2:3])
     torch.testing.assert_close(batch_recon[2:3], single_recon, atol=1e-5, rtol=1e-5)
 
 
@@ -52,9 +52,9 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     grads = []
     for checkpointed in (False, True):
         model = _model(gradient_checkpoint=checkpointed, transformer_layers=2)
-        recon, logits = model(values, visible)
+        recon, logits, _ = model(values, visible)
         (recon.pow(2).mean() + logits.logsumexp(-1).mean()).backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
+        grads.append([p.grad.clone() for p in model.network_parameters()])
     for plain, ckpt in zip(*grads):
         torch.testing.assert_close(plain, ckpt, atol=1e-6, rtol=0)
 
@@ -108,9 +108,9 @@ def test_gradient_checkpointing_with_dropout_gives_the_same_gradients():
                          gradient_checkpoint=checkpointed)
         model = TGATUNet(spec)
         torch.manual_seed(1)
-        recon, logits = model(values, visible)
+        recon, logits, _ = model(values, visible)
         (recon.pow(2).mean() + logits.logsumexp(-1).mean()).backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
+        grads.append([p.grad.clone() for p in model.network_parameters()])
     for plain, ckpt in zip(*grads):
         torch.testing.assert_close(plain, ckpt, atol=1e-6, rtol=0)
 
@@ -134,9 +134,9 @@ def test_selective_checkpointing_gives_the_same_gradients_and_keeps_less_than_no
         model = _model(gradient_checkpoint=checkpointed, checkpoint_mode=mode)
         sizes = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
-            recon, logits = model(values, visible)
+            recon, logits, _ = model(values, visible)
         (recon.pow(2).mean() + logits.logsumexp(-1).mean()).backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
+        grads.append([p.grad.clone() for p in model.network_parameters()])
         saved.append(sum(sizes))
     for plain, ckpt in zip(*grads):
         torch.testing.assert_close(plain, ckpt, atol=1e-6, rtol=0)

@@ -65,7 +65,7 @@ def test_compile_failing_on_first_call_falls_back_to_eager_once(dataset, monkeyp
     module = _module(dataset, compile=True).eval()
     values, visible = _inputs()
     with pytest.warns(RuntimeWarning, match="simulated backend failure"):
-        recon, logits = module(values, visible)
+        recon, logits, _ = module(values, visible)
     torch.testing.assert_close(recon, module.model(values, visible)[0])
     module(values, visible)  # eager from now on: the compiled path is not tried again
     assert calls == [1]
@@ -109,7 +109,7 @@ class _FailingBackward(torch.autograd.Function):
 def test_compile_failing_in_the_backward_pass_falls_back_and_trains_on(dataset, monkeypatch):
     def compile_with_broken_backward(model, **kwargs):
         def run(*args, **kw):
-            recon, logits = model(*args, **kw)
+            recon, logits, _ = model(*args, **kw)
             return _FailingBackward.apply(recon), logits
 
         return run
@@ -126,8 +126,8 @@ def test_a_run_loaded_with_compile_gives_the_eager_outputs(dataset, tmp_path):
     assert isinstance(model.compiled, CompiledOrEager) and not model.network.training
     values, visible = (t.to(model.device) for t in _inputs())  # the run loads on CUDA where there is one
     with torch.inference_mode():
-        recon, logits = model.forward(values, visible)  # compiled
-        want_recon, want_logits = model.network(values, visible)
+        recon, logits, _ = model.forward(values, visible)  # compiled
+        want_recon, want_logits, _ = model.network(values, visible)
     assert model.compiled.compiled is not None  # it really ran compiled
     torch.testing.assert_close(recon, want_recon, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits, want_logits, atol=1e-5, rtol=1e-5)
@@ -162,7 +162,7 @@ def test_the_model_traces_as_one_graph_in_training_and_in_prediction(checkpoint)
     values, visible = _inputs()
     counter = CompileCounter()
     compiled = torch.compile(model, backend=counter)
-    recon, logits = compiled(values, visible)  # training mode: dropout on, blocks checkpointed
+    recon, logits, _ = compiled(values, visible)  # training mode: dropout on, blocks checkpointed
     (recon.square().mean() + logits.square().mean()).backward()
     assert all(p.grad is not None for p in model.parameters())
     model.eval()

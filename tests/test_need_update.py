@@ -332,7 +332,8 @@ def test_training_loss_has_no_gradient_at_completed_values(dataset, monkeypatch)
     module = build_module(config, data)
     recon = torch.zeros_like(batch["values"], requires_grad=True)
     logits = torch.zeros(len(recon), len(data.class_names))
-    monkeypatch.setattr(module, "compiled", lambda values, visible, graph: (recon, logits))
+    log_spread = torch.zeros_like(batch["values"])
+    monkeypatch.setattr(module, "compiled", lambda values, visible, graph: (recon, logits, log_spread))
     for seed in range(5):
         recon.grad = None
         visible, targets = module.inputs(batch, torch.Generator().manual_seed(seed))

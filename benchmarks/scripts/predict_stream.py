@@ -11,9 +11,14 @@ the figures are its wall time and its peak resident memory (``ru_maxrss`` of
 that process), the ratio of each file's peak to the first file's, and the
 command's own seconds from its summary line.
 
+``--interval-rounds N`` times ``predict --interval`` (each filled value with its interval) against plain ``predict``
+instead, alternating the two N times per file: medians of the wall time and of the command's own seconds, and their
+ratio.
+
 Usage::
 
     python benchmarks/scripts/predict_stream.py [--rows 180000 2000000 20000000] [--out /tmp/predict_stream]
+    python benchmarks/scripts/predict_stream.py --rows 180000 --interval-rounds 5
 """
 
 from __future__ import annotations
@@ -56,10 +61,10 @@ def write_recording(path: Path, rows: int, seed: int = 0) -> None:
             writer.write_table(pa.table(columns, schema=schema))
 
 
-def run_predict(run_dir: Path, recording: Path, out: Path) -> tuple[float, float, str]:
+def run_predict(run_dir: Path, recording: Path, out: Path, interval: bool = False) -> tuple[float, float, str]:
     """Wall seconds, peak RSS in MiB, and the summary line of one ``tgatunet predict`` process."""
     args = [sys.executable, "-m", "tgatunet", "predict", "--run", str(run_dir), "--input", str(recording),
-            "--output", str(out)]
+            "--output", str(out), *(["--interval"] if interval else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # torch takes its intra-op thread count from it
     start = time.perf_counter()
     with open(out / f"{recording.stem}.log", "w") as log:
@@ -73,10 +78,28 @@ def run_predict(run_dir: Path, recording: Path, out: Path) -> tuple[float, float
     return seconds, usage.ru_maxrss / 1024, summary.strip()
 
 
+def compare_intervals(run_dir: Path, recording: Path, out: Path, rounds: int) -> None:
+    """``predict`` and ``predict --interval`` alternately, ``rounds`` times each: median seconds and their ratio."""
+    wall: dict[bool, list[float]] = {False: [], True: []}
+    own: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for interval in (False, True):
+            seconds, rss, summary = run_predict(run_dir, recording, out, interval)
+            wall[interval].append(seconds)
+            own[interval].append(float(re.search(r"in ([\d.]+) s", summary).group(1)))
+            print(f"  {'--interval' if interval else 'plain     '}  {seconds:6.2f} s wall, {own[interval][-1]:6.2f} s applying, "
+                  f"peak RSS {rss:5.0f} MiB", flush=True)
+    median = {k: (float(np.median(wall[k])), float(np.median(own[k]))) for k in wall}
+    print(f"{recording.name}: predict {median[False][0]:.2f} s ({median[False][1]:.2f} s applying), --interval "
+          f"{median[True][0]:.2f} s ({median[True][1]:.2f} s applying): {median[True][0] / median[False][0]:.3f}x wall, "
+          f"{median[True][1] / median[False][1]:.3f}x applying (medians of {rounds})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[180_000, 2_000_000, 20_000_000])
     parser.add_argument("--out", type=Path, default=Path("/tmp/predict_stream"))
+    parser.add_argument("--interval-rounds", type=int, default=0, help="time predict --interval against predict instead")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -90,9 +113,14 @@ def main() -> None:
             write_recording(recording, rows)
         outputs = args.out / f"predicted_{rows}"
         outputs.mkdir(exist_ok=True)
+        if args.interval_rounds:
+            compare_intervals(run_dir, recording, outputs, args.interval_rounds)
+            continue
         seconds, rss, summary = run_predict(run_dir, recording, outputs)
         results.append((rows, seconds, rss))
         print(f"{rows:>11,} rows  {seconds:7.1f} s wall  peak RSS {rss:7.0f} MiB  | {summary}", flush=True)
+    if not results:
+        return
     base_rss = results[0][2]
     print(f"\npeak RSS relative to the {results[0][0]:,}-row file (one process each, one torch thread):")
     for rows, seconds, rss in results:

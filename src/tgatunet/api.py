@@ -20,7 +20,7 @@ import torch
 
 from tgatunet.config import Config, config_from_dict
 from tgatunet.errors import ConfigError, DataError, RunError
-from tgatunet.infer.outputs import Applied, apply_frame, complete_array
+from tgatunet.infer.outputs import Applied, apply_frame, asked_coverage, complete_array
 from tgatunet.infer.rundir import RunDir
 from tgatunet.infer.trained import load_trained
 
@@ -106,10 +106,24 @@ class Run:
     def __repr__(self) -> str:
         return f"Run('{self.directory}', channels={self.channels}, classes={self.classes})"
 
-    def apply(self, frame: pd.DataFrame, block_col: str | None = None, fill: str = "all") -> Applied:
+    def channel_report(self) -> pd.DataFrame:
+        """The verdict on each completed channel, measured on the run's validation recordings: per channel and pattern
+        (``need``: the whole channel missing; ``gaps``: drop-outs; ``points``: single values) the completion's MAE,
+        the training mean's MAE, Pearson r, the intervals' coverage and width (normalised units), and whether the
+        completion was better than the mean (by more than 5%).
+
+        Example::
+
+            report = run.channel_report()
+            report[report.verdict == "no better than the mean"]
+        """
+        return pd.DataFrame(list(self._model.report), columns=["channel", "pattern", "values", "mae", "mean_fill_mae", "mae_vs_mean",
+                                                             "pearson", "coverage", "width", "interval_score", "verdict"])
+
+    def apply(self, frame: pd.DataFrame, block_col: str | None = None, fill: str = "all", interval: bool | float = False) -> Applied:
         """One pass of the model over ``frame``: its ``tables`` ``completed``, ``windows`` and ``blocks``, and what
         was filled. :meth:`complete`, :meth:`predict` and :meth:`predict_proba` are views of it: asked of the same
-        frame (same content) one after the other, the model runs once.
+        frame (same content) one after the other, the model runs once. ``interval``: as for :meth:`complete`.
 
         Example::
 
@@ -118,37 +132,44 @@ class Run:
         """
         if fill not in FILLS:
             raise DataError(f"fill must be one of {list(FILLS)}, not {fill!r}.")
-        applied = self._applied(frame, block_col, fill)
+        applied = self._applied(frame, block_col, fill, interval)
         return replace(applied, tables={name: table.copy() for name, table in applied.tables.items()})
 
-    def _applied(self, frame: pd.DataFrame, block_col: str | None, fill: str) -> Applied:
+    def _applied(self, frame: pd.DataFrame, block_col: str | None, fill: str, interval: bool | float = False) -> Applied:
         """The pass of :meth:`apply`, kept for the next view of the same frame (the caller gets copies)."""
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}; for arrays use complete(values, channels=[...]).")
         if block_col is None and self.config.data.block_col in frame.columns:
             block_col = self.config.data.block_col
-        key = (_content_key(frame), block_col, fill)
+        coverage = asked_coverage(interval, self.config.evaluation.interval_coverage)
+        key = (_content_key(frame), block_col, fill, coverage)
         if self._last is None or self._last[0] != key:
-            self._last = (key, apply_frame(self._model, frame, block_col=block_col, fill=fill))
+            self._last = (key, apply_frame(self._model, frame, block_col=block_col, fill=fill, interval=coverage))
         return self._last[1]
 
     def complete(self, data: pd.DataFrame | np.ndarray, channels: list[str] | None = None, block_col: str | None = None,
-                 fill: str = "all") -> pd.DataFrame | np.ndarray:
+                 fill: str = "all", interval: bool | float = False) -> pd.DataFrame | np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The data with its missing values of the run's channels filled.
 
         A DataFrame gives the completed DataFrame (rows in order, observed cells unchanged, ``<channel>_imputed`` flags,
         per-row ``predicted`` and ``p_<class>``). An array ``[N, C]`` (one recording) or ``[W, T, C]`` (windows, each on
         its own), with NaN where not observed and ``channels`` naming its last axis, gives the completed array.
 
+        ``interval``: also each filled value's interval, calibrated on the run's validation recordings (True: at the
+        run's ``interval_coverage``, 0.9 unless set; a number: at that coverage). A DataFrame gets ``<channel>_lower``
+        and ``<channel>_upper`` beside each filled channel; an array gives ``(completed, lower, upper)``.
+
         Example::
 
             filled = run.complete(values, channels=["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"])
+            completed = run.complete(df, interval=0.9)  # gyr_x, gyr_x_lower, gyr_x_upper, ...
         """
         if fill not in FILLS:
             raise DataError(f"fill must be one of {list(FILLS)}, not {fill!r}.")
         if isinstance(data, np.ndarray):
-            return complete_array(self._model, _numeric_array(data, channels, self.channels), list(channels), fill)
-        return self._applied(data, block_col, fill).tables["completed"].copy()  # the caller's to change
+            coverage = asked_coverage(interval, self.config.evaluation.interval_coverage)
+            return complete_array(self._model, _numeric_array(data, channels, self.channels), list(channels), fill, coverage)
+        return self._applied(data, block_col, fill, interval).tables["completed"].copy()  # the caller's to change
 
     def predict(self, frame: pd.DataFrame, block_col: str | None = None) -> pd.DataFrame:
         """One row per window: ``block``, ``first_row``, ``last_row`` and its ``predicted`` class.

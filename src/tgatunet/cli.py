@@ -129,6 +129,9 @@ class Format(str, Enum):
 
 
 FILL_HELP = "all: fill sensor drop-outs and absent channels; need: only the channels the file lacks."
+INTERVAL_HELP = ("Write <channel>_lower and <channel>_upper beside each filled channel: the interval of each filled value, "
+                 "calibrated on the run's validation recordings.")
+COVERAGE_HELP = "The intervals' nominal coverage, e.g. 0.95 (implies --interval; default: the run's interval_coverage, 0.9)."
 
 
 def _rows_progress():
@@ -152,6 +155,8 @@ def complete(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default RUN/completed)."),
     fill: Fill = typer.Option(Fill.all, "--fill", help=FILL_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
+    interval: bool = typer.Option(False, "--interval", help=INTERVAL_HELP),
+    coverage: Optional[float] = typer.Option(None, "--coverage", help=COVERAGE_HELP),
 ) -> None:
     """Completed copies of the run's sources, with class predictions per window, row and block; inputs untouched."""
     from tgatunet.infer.predict import complete_run
@@ -159,7 +164,7 @@ def complete(
     with _rows_progress() as progress:
         task = progress.add_task("completing", total=None)
         written = complete_run(run, source=source, output=output, fill=fill.value, compile=compile,
-                               on_rows=lambda n: progress.advance(task, n))
+                               on_rows=lambda n: progress.advance(task, n), interval=interval if coverage is None else coverage)
     _print_applied(written)
 
 
@@ -173,6 +178,8 @@ def predict(
     fmt: Optional[Format] = typer.Option(None, "--format", help="Output format (default: the input's)."),
     fill: Fill = typer.Option(Fill.all, "--fill", help=FILL_HELP),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
+    interval: bool = typer.Option(False, "--interval", help=INTERVAL_HELP),
+    coverage: Optional[float] = typer.Option(None, "--coverage", help=COVERAGE_HELP),
 ) -> None:
     """Apply a trained run to new recordings: completed copies and class predictions per window, row and block."""
     from tgatunet.data.tables import TableReader
@@ -182,7 +189,7 @@ def predict(
     with _rows_progress() as progress:
         task = progress.add_task("predicting", total=sum(TableReader(p).rows for p in inputs))
         written = predict_files(run, inputs, output, block_col, fmt.value if fmt else None, fill.value, compile,
-                                on_rows=lambda n: progress.advance(task, n))
+                                on_rows=lambda n: progress.advance(task, n), interval=interval if coverage is None else coverage)
     _print_applied(written)
 
 

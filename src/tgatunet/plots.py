@@ -64,6 +64,25 @@ def plot_completions(true: np.ndarray, model: np.ndarray, ridge: np.ndarray, cha
     return _save(fig, out)
 
 
+def plot_intervals(true: np.ndarray, completed: np.ndarray, lower: np.ndarray, upper: np.ndarray, channels: list[str],
+                   coverage: float, out: Path) -> Path:
+    """Completed values with their interval band against the truth: ``[T, K]`` each for K hidden channels of a recording."""
+    inside = (true >= lower) & (true <= upper)
+    fig = Figure(figsize=(10, 1.9 * len(channels)))
+    axes = fig.subplots(len(channels), 1, squeeze=False, sharex=True)[:, 0]
+    t = np.arange(len(true))
+    for k, ax in enumerate(axes):
+        ax.fill_between(t, lower[:, k], upper[:, k], color="tab:red", alpha=0.2, lw=0, label=f"{coverage:.0%} interval")
+        ax.plot(t, completed[:, k], color="tab:red", lw=1.0, label="T-GAT-UNet")
+        ax.plot(t, true[:, k], color="black", lw=1.0, label="true")
+        ax.set_ylabel(channels[k])
+        ax.set_title(f"{channels[k]}: truth inside the interval at {inside[:, k].mean():.0%} of steps", fontsize=9)
+    axes[0].legend(fontsize=7, loc="upper right")
+    axes[-1].set_xlabel("step")
+    fig.suptitle("a hidden channel completed on a test recording, with its interval (normalised units)")
+    return _save(fig, out)
+
+
 def plot_confusion(matrix: np.ndarray, class_names: list[str], out: Path) -> Path:
     """Confusion matrix (rows: true class, columns: predicted)."""
     fig = Figure(figsize=(1.2 + 0.9 * len(class_names), 1.0 + 0.8 * len(class_names)))

@@ -91,14 +91,44 @@ def print_completion(completion: dict[str, Any]) -> None:
             table.add_row(channel, *(f"{need[m]['per_channel'][channel]['mae']:.3f}" for m in need),
                           f"{need['model']['per_channel'][channel]['pearson']:.3f}")
         console.print(table)
+    print_intervals(completion.get("intervals", {}), lambda v: f"{v:.3f}")
+
+
+def print_intervals(intervals: dict[str, Any], cell) -> None:
+    """Per pattern: the model's intervals and the reference's (coverage, width, interval score), and the score ratio."""
+    if not intervals:
+        return
+    nominal = next(iter(intervals.values())).get("nominal")
+    table = _table(f"Completion intervals on test recordings{f' at {nominal:.0%}' if nominal else ''}: model vs reference "
+                   "(ridge ± its validation errors' quantile)",
+                   ["pattern", "coverage", "width", "interval score", "ref. coverage", "ref. width", "ref. score", "score / ref."])
+    for pattern, i in intervals.items():
+        table.add_row(pattern, *(cell(i[who][key]) for who in ("model", "reference") for key in ("coverage", "width", "interval_score")),
+                      cell(i["score_ratio"]))
+    console.print(table)
+
+
+def print_calibration(calibration: dict[str, Any]) -> None:
+    """The verdict on each completed channel, from the validation recordings (``calibration.json``)."""
+    rows = calibration.get("channels", [])
+    if not rows:
+        return
+    table = _table("Completed channels on validation recordings (normalised units)",
+                   ["channel", "pattern", "MAE", "mean fill MAE", "r", "coverage", "verdict"])
+    for r in rows:
+        style = "yellow" if r["verdict"] == "no better than the mean" else None
+        table.add_row(r["channel"], r["pattern"], f"{r['mae']:.3f}", f"{r['mean_fill_mae']:.3f}", f"{r['pearson']:.3f}",
+                      f"{r['coverage']:.3f}", r["verdict"], style=style)
+    console.print(table)
 
 
 def print_seeds(seeds: dict[str, Any]) -> None:
     """``tgatunet evaluate --seeds N``: every completion MAE and the accuracy as mean ± standard deviation."""
-    completion = seeds["completion"]
+    completion = {p: v for p, v in seeds["completion"].items() if p != "intervals"}
     rows = {p: {m: f"{v['mae']['mean']:.3f} ± {v['mae']['std']:.3f}" for m, v in completion[p].items()} for p in completion}
     best = {p: min(completion[p], key=lambda m: completion[p][m]["mae"]["mean"]) for p in completion}
     console.print(_pattern_table(f"Completion MAE over seeds {seeds['seeds']} (mean ± std)", rows, best))
+    print_intervals(seeds["completion"].get("intervals", {}), lambda v: f"{v['mean']:.3f} ± {v['std']:.3f}")
     figures = ", ".join(f"{k} {v['mean']:.3f} ± {v['std']:.3f}" for k, v in seeds["classification"].items())
     console.print(f"classification over seeds: {figures}")
 
@@ -194,7 +224,8 @@ def print_memory_plan(plan: dict[str, Any]) -> None:
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
-    printers = {"train": print_train, "leakage_guard": print_leakage_guard, "memory": print_memory, "completion": print_completion,
+    printers = {"train": print_train, "calibration": print_calibration, "leakage_guard": print_leakage_guard, "memory": print_memory,
+                "completion": print_completion,
                 "classification": print_classification, "need_update": print_need_update, "seeds": print_seeds}
     for section, printer in printers.items():
         if section in metrics:

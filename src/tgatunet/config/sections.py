@@ -200,6 +200,8 @@ class EvaluationConfig(Strict):
                                 "run of up to this share of window_size.")
     eval_point_prob: float = Field(default=0.1, gt=0.0, lt=1.0, description="Pattern points: the share of observed test values hidden one by one.")
     eval_seed: Seed = Field(default=0, description="Seed of the values evaluation hides: the same for every run and seed.")
+    interval_coverage: float = Field(default=0.9, gt=0.0, lt=1.0, description="Nominal coverage of the completion intervals "
+                                     "(<ch>_lower, <ch>_upper; predict/complete --interval) and of those evaluate scores.")
     saits_epochs: int = Field(default=1000, ge=1, description="SAITS peer (--baselines saits): the most epochs it may train; saits_patience, not "
                               "this cap, should end it.")
     saits_patience: int = Field(default=15, ge=1, description="SAITS peer: epochs without a lower validation completion MAE that end its training "

@@ -1,110 +1,32 @@
-"""Completion scored on the test recordings, for three kinds of missingness, against baselines.
+"""Completion scored on the test recordings, for three kinds of missingness, against baselines; and its intervals.
 
-Every test recording (a block segment of the test split) gets values hidden, by one of three patterns, with a fixed
-seed:
+The test recordings get values hidden by the patterns of :mod:`tgatunet.data.hiding` (``need``, ``gaps``,
+``points``). The model completes each recording as ``tgatunet complete`` would (covering windows, overlapping
+predictions averaged per row) and each baseline (:mod:`tgatunet.evaluate.baselines`, and SAITS through the same
+windows) fills the same recording; all are scored on exactly the hidden values, in normalised units (z-scores of the
+training split).
 
-* ``need``: a whole channel set that another source needs, in every recording of a source that has those channels (the
-  completion the run exists for);
-* ``gaps``: in each observed channel, contiguous drop-outs of 1 to ``eval_gap_max`` x ``window_size`` steps, one per
-  ``window_size`` rows;
-* ``points``: single observed values, each with probability ``eval_point_prob``.
-
-The model completes each recording as ``tgatunet complete`` would (covering windows, overlapping predictions averaged
-per row) and each baseline (:mod:`tgatunet.evaluate.baselines`, and SAITS through the same windows) fills the same
-recording; all are scored on exactly the hidden values, in normalised units (z-scores of the training split).
+The model's intervals (:mod:`tgatunet.infer.intervals`, at ``interval_coverage``) are scored on the same values:
+coverage, mean width and interval score, beside a reference interval at the same coverage: the ridge baseline's
+completion plus or minus the quantile of its absolute errors on the validation recordings hidden the same way (per
+pattern and channel, split-conformal). Figures are means over channels, as the MAE is.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
 
-from tgatunet.evaluate.baselines import FILLS, LaggedRidge
-from tgatunet.infer.stream import Stream, WindowModel
-from tgatunet.data.normalize import ChannelStats
+from tgatunet.data.hiding import PATTERNS, Recording, hide, scores
 from tgatunet.data.prepared import PreparedData
+from tgatunet.evaluate.baselines import FILLS, LaggedRidge
+from tgatunet.infer.intervals import interval_bounds, interval_figures
+from tgatunet.infer.stream import Finished, WindowModel, through_windows
 
-PATTERNS = ("need", "gaps", "points")
-
-
-@dataclass
-class Recording:
-    """One test recording with values hidden: ``values``, ``observed``, ``hidden`` ``[n, C]`` (normalised)."""
-
-    source: int
-    values: np.ndarray
-    observed: np.ndarray
-    hidden: np.ndarray
-
-    @property
-    def visible(self) -> np.ndarray:
-        return self.observed & ~self.hidden
-
-
-def need_sets(data: PreparedData) -> list[tuple[int, np.ndarray, list[str]]]:
-    """``(having source, [C] hidden channels, sources that need them)`` for every set that can be scored."""
-    found: dict[tuple[int, tuple[bool, ...]], list[str]] = {}
-    for s_need, need in enumerate(data.source_need.numpy()):
-        for s_have in range(len(data.source_names)):
-            has = data.observed[data.row_offsets[s_have] : data.row_offsets[s_have + 1]].any(axis=0)
-            if s_have != s_need and (need & has).any():
-                found.setdefault((s_have, tuple((need & has).tolist())), []).append(data.source_names[s_need])
-    return [(s, np.array(h), names) for (s, h), names in found.items()]
-
-
-def hide(data: PreparedData, pattern: str, gap_max: float, point_prob: float, seed: int) -> list[Recording]:
-    """The test recordings with ``pattern``'s values hidden (recordings where nothing would stay visible left out)."""
-    rng = np.random.default_rng(seed)
-    segments = data.split_segments("test")
-    out = []
-    if pattern == "need":
-        for source, channels, _ in need_sets(data):
-            out += [_recording(data, s, lo, hi, lambda obs, n: obs & channels[None, :]) for s, lo, hi in segments if s == source]
-    else:
-        for s, lo, hi in segments:
-            if pattern == "gaps":
-                out.append(_recording(data, s, lo, hi, lambda obs, n: obs & _gaps(n, obs.shape[1], data.window_size, gap_max, rng)))
-            else:
-                out.append(_recording(data, s, lo, hi, lambda obs, n: obs & (rng.random(obs.shape) < point_prob)))
-    return [r for r in out if r.hidden.any() and r.visible.any()]
-
-
-def _recording(data: PreparedData, source: int, lo: int, hi: int, hidden: Callable) -> Recording:
-    observed = data.observed[lo:hi]
-    return Recording(source, data.values[lo:hi], observed, hidden(observed, hi - lo))
-
-
-def _gaps(n: int, channels: int, window: int, gap_max: float, rng: np.random.Generator) -> np.ndarray:
-    """``[n, C]`` bool: per channel, one drop-out of 1 .. gap_max x window steps per ``window`` rows."""
-    mask = np.zeros((n, channels), dtype=bool)
-    longest = max(1, round(gap_max * window))
-    for c in range(channels):
-        for _ in range(max(1, n // window)):
-            length = int(rng.integers(1, longest + 1))
-            start = int(rng.integers(0, max(1, n - length + 1)))
-            mask[start : start + length, c] = True
-    return mask
-
-
-def through_windows(model: WindowModel, recordings: list[Recording]) -> list[np.ndarray]:
-    """Each recording completed by ``model``'s windows (hidden values as NaN), as ``tgatunet complete`` does it."""
-    C = len(model.channels)
-    stream = Stream(replace(model, stats=ChannelStats(np.zeros(C), np.ones(C))), fillable=np.ones(C, dtype=bool))
-    lengths = [len(r.values) for r in recordings]
-    values = np.concatenate([np.where(r.visible, r.values, np.nan) for r in recordings])
-    blocks = np.repeat(np.arange(len(recordings)).astype(str).astype(object), lengths)
-    parts = stream.feed(values, blocks, 0) + stream.finish()
-    return np.split(np.concatenate([p.completed for p in parts]), np.cumsum(lengths)[:-1])
-
-
-def scores(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    err = prediction - truth
-    ok = len(truth) > 1 and np.ptp(prediction) > 0 and np.ptp(truth) > 0  # Pearson r is undefined for a constant
-    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
-            "pearson": float(np.corrcoef(prediction, truth)[0, 1]) if ok else 0.0}
+FIGURES = ("coverage", "width", "interval_score")
 
 
 def score_method(filled: list[np.ndarray], recordings: list[Recording], channels: list[str]) -> dict[str, Any]:
@@ -119,26 +41,88 @@ def score_method(filled: list[np.ndarray], recordings: list[Recording], channels
     return {**mean, "per_channel": per_channel}
 
 
-def evaluate_patterns(data: PreparedData, model: WindowModel, ridge: LaggedRidge, config, window_methods: dict[str, WindowModel]) -> dict[str, Any]:
+def hidden_values(recordings: list[Recording]) -> list[np.ndarray]:
+    """The recordings as a model is given them: NaN where a value is not visible."""
+    return [np.where(r.visible, r.values, np.nan) for r in recordings]
 
-    """``{pattern: {method: scores}}`` plus what was hidden and how long each method took."""
+
+def score_intervals(bounds: list[tuple[np.ndarray, np.ndarray]], recordings: list[Recording], channels: list[str],
+                    coverage: float) -> dict[str, Any]:
+    """Coverage, width and interval score of ``(lower, upper) [n, C]`` per recording over every hidden value, per
+    channel and their mean over channels."""
+    per_channel = {}
+    for c, name in enumerate(channels):
+        at = [r.hidden[:, c] for r in recordings]
+        if any(a.any() for a in at):
+            cat = lambda arrays: np.concatenate([x[a, c] for x, a in zip(arrays, at)])  # noqa: E731
+            per_channel[name] = interval_figures(cat([r.values for r in recordings]), cat([b[0] for b in bounds]),
+                                                 cat([b[1] for b in bounds]), coverage)
+    return {**{k: float(np.mean([v[k] for v in per_channel.values()])) for k in FIGURES}, "per_channel": per_channel}
+
+
+def conformal_half_widths(errors: list[np.ndarray], coverage: float) -> np.ndarray:
+    """``[C]``: per channel, the ``ceil((n + 1) coverage)``-th smallest of its ``n`` absolute errors (``errors``: per
+    channel); a channel with none takes the quantile of all channels' errors."""
+    def quantile(e: np.ndarray) -> float:
+        return float(np.quantile(e, min(1.0, math.ceil((len(e) + 1) * coverage) / len(e)), method="inverted_cdf"))
+    pooled = np.concatenate(errors)
+    return np.array([quantile(e if len(e) else pooled) for e in errors])
+
+
+def reference_bounds(data: PreparedData, ridge: LaggedRidge, pattern: str, recordings: list[Recording],
+                     config) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The reference interval of each test recording: ridge ± its validation errors' conformal quantile per channel."""
+    e = config.evaluation
+    val = hide(data, pattern, e.eval_gap_max, e.eval_point_prob, e.eval_seed, split="val")
+    if not val:
+        return []
+    fills = [ridge(r.values, r.visible) for r in val]
+    errors = [np.concatenate([np.abs(f - r.values)[r.hidden[:, c], c] for f, r in zip(fills, val)]) for c in range(len(data.channels))]
+    half = conformal_half_widths(errors, e.interval_coverage)
+    return [(f - half, f + half) for f in (ridge(r.values, r.visible) for r in recordings)]
+
+
+def model_bounds(finished: list[Finished], model: WindowModel, coverage: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    factors = model.intervals.factors(coverage)
+    return [interval_bounds(f.completed, f.filled, f.spread, f.kind, factors) for f in finished]
+
+
+def evaluate_patterns(data: PreparedData, model: WindowModel, ridge: LaggedRidge, config, window_methods: dict[str, WindowModel]) -> dict[str, Any]:
+    """``{pattern: {method: scores}}``, the model's intervals against the reference (``intervals: {pattern: ...}``),
+    what was hidden and how long each method took."""
     e = config.evaluation
     result: dict[str, Any] = {"hidden_values": {}, "seconds": {}}
     for pattern in PATTERNS:
         recordings = hide(data, pattern, e.eval_gap_max, e.eval_point_prob, e.eval_seed)
         if not recordings:
             continue
-        methods: dict[str, Callable[[], list[np.ndarray]]] = {"model": lambda: through_windows(model, recordings)}
+        finished: list[Finished] = []  # the model's completions, with what its intervals need
+
+        def run_model() -> list[np.ndarray]:
+            finished[:] = through_windows(model, hidden_values(recordings), spread=model.intervals is not None)
+            return [f.completed for f in finished]
+
+        methods: dict[str, Callable[[], list[np.ndarray]]] = {"model": run_model}
         for name, fill in FILLS.items():
             if pattern != "need" or name == "mean_fill":  # interpolation has nothing to go on across a whole channel
                 methods[name] = lambda fill=fill: [fill(r.values, r.visible) for r in recordings]
         methods["ridge"] = lambda: [ridge(r.values, r.visible) for r in recordings]
         for name, imputer in window_methods.items():
-            methods[name] = lambda imputer=imputer: through_windows(imputer, recordings)
+            methods[name] = lambda imputer=imputer: [f.completed for f in through_windows(imputer, hidden_values(recordings))]
         result[pattern] = {}
         for name, fill in methods.items():
             start = time.perf_counter()
             result[pattern][name] = score_method(fill(), recordings, data.channels)
             result["seconds"][name] = result["seconds"].get(name, 0.0) + time.perf_counter() - start
         result["hidden_values"][pattern] = int(sum(r.hidden.sum() for r in recordings))
+        reference = reference_bounds(data, ridge, pattern, recordings, config)
+        if model.intervals is not None and reference:
+            result.setdefault("intervals", {})[pattern] = interval_comparison(model_bounds(finished, model, e.interval_coverage), reference,
+                                                               recordings, data.channels, e.interval_coverage)
     return result
+
+
+def interval_comparison(model: list, reference: list, recordings: list[Recording], channels: list[str], coverage: float) -> dict[str, Any]:
+    """The model's and the reference's interval figures, and the model's interval score as a share of the reference's."""
+    ours, theirs = score_intervals(model, recordings, channels, coverage), score_intervals(reference, recordings, channels, coverage)
+    return {"nominal": coverage, "model": ours, "reference": theirs, "score_ratio": ours["interval_score"] / theirs["interval_score"]}

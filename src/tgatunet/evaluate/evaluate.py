@@ -12,14 +12,15 @@ import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix, multiclass_f1_score
 
 from tgatunet.evaluate.baselines import LaggedRidge
-from tgatunet.evaluate.completion import PATTERNS, evaluate_patterns, hide, need_sets, through_windows
+from tgatunet.data.hiding import PATTERNS, hide, need_sets
+from tgatunet.evaluate.completion import evaluate_patterns, hidden_values, model_bounds
 from tgatunet.evaluate.trained_run import TrainedRun, load_run
-from tgatunet.infer.stream import WindowModel
+from tgatunet.infer.stream import WindowModel, through_windows
 from tgatunet.data.normalize import ChannelStats
 from tgatunet.data.prepared import PreparedData
 from tgatunet.data.windows import window_span, window_starts
 from tgatunet.errors import RunError
-from tgatunet.plots import plot_completions, plot_confusion
+from tgatunet.plots import plot_completions, plot_confusion, plot_intervals
 from tgatunet.train.objective import validation_inputs
 from tgatunet.train.temperature import expected_calibration_error
 from tgatunet.infer.rundir import RunDir
@@ -117,17 +118,25 @@ def evaluate_completion(trained: TrainedRun, plot_dir: Path | None = None, basel
 
 
 def _plot_examples(trained: TrainedRun, ridge: LaggedRidge, out: Path) -> None:
-    """The first test recordings (up to four) of the need pattern: their hidden channels, true and completed."""
-    data, config = trained.data, trained.config
-    recordings = hide(data, "need", config.evaluation.eval_gap_max, config.evaluation.eval_point_prob, config.evaluation.eval_seed)[:4]
+    """The first test recordings (up to four) of the need pattern: their hidden channels, true and completed; and
+    (``completion_intervals.png``) the first one's completion with its interval band."""
+    data, e = trained.data, trained.config.evaluation
+    recordings = hide(data, "need", e.eval_gap_max, e.eval_point_prob, e.eval_seed)[:4]
     if not recordings:
         return
     length = min(len(r.values) for r in recordings)
-    model = through_windows(_window_model(trained), recordings)
+    window_model = _window_model(trained)
+    finished = through_windows(window_model, hidden_values(recordings), spread=window_model.intervals is not None)
     cols = np.flatnonzero(recordings[0].hidden.any(axis=0))
     stack = lambda arrays: np.stack([a[:length][:, cols] for a in arrays])  # noqa: E731
-    plot_completions(stack([r.values for r in recordings]), stack(model), stack([ridge(r.values, r.visible) for r in recordings]),
-                     [data.channels[c] for c in cols], [f"{data.source_names[r.source]} #{i}" for i, r in enumerate(recordings)], out)
+    plot_completions(stack([r.values for r in recordings]), stack([f.completed for f in finished]),
+                     stack([ridge(r.values, r.visible) for r in recordings]), [data.channels[c] for c in cols],
+                     [f"{data.source_names[r.source]} #{i}" for i, r in enumerate(recordings)], out)
+    if window_model.intervals is not None:
+        lower, upper = model_bounds(finished[:1], window_model, e.interval_coverage)[0]
+        first = recordings[0]
+        plot_intervals(first.values[:, cols], finished[0].completed[:, cols], lower[:, cols], upper[:, cols],
+                       [data.channels[c] for c in cols], e.interval_coverage, out.with_name("completion_intervals.png"))
 
 
 def evaluate_classification(trained: TrainedRun, plot_dir: Path | None = None) -> dict[str, Any]:
@@ -139,7 +148,7 @@ def evaluate_classification(trained: TrainedRun, plot_dir: Path | None = None) -
     if len(test) == 0:
         return {"note": "no labelled test window"}
     values, observed = data.gather(test)
-    _, logits = trained.model.predict_windows(values, observed)
+    _, logits, _ = trained.model.predict_windows(values, observed)
     pred = torch.from_numpy(logits.argmax(axis=1))
     target = torch.from_numpy(test.labels)
     k = len(data.class_names)
@@ -177,7 +186,7 @@ def evaluate_run(run_dir: str | Path, compile: bool | None = None, baselines: tu
         raise RunError(f"run '{run.root}' has no test window: set test_fraction > 0 or mark test blocks in split_col.")
     completion = evaluate_completion(trained, run.plots, tuple(baselines))
     classification = evaluate_classification(trained, run.plots)
-    run.note_written(run.plots / "completion_examples.png", run.plots / "confusion_matrix.png")
+    run.note_written(run.plots / "completion_examples.png", run.plots / "completion_intervals.png", run.plots / "confusion_matrix.png")
     run.update_metrics("completion", completion)
     run.update_metrics("classification", classification)
     cache = trained.model.graph_cache

@@ -134,7 +134,7 @@ class SaitsImputer:
                 "stopped_by": self.stopped_by, "best_val_mae": self.best_val_mae}
 
     def predict_windows(self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256):
-        """``(imputation [W, T, C], no logits)`` for windows whose invisible values are to be filled."""
+        """``(imputation [W, T, C], no logits, no spread)`` for windows whose invisible values are to be filled."""
         x = np.where(visible.numpy(), values.numpy(), np.nan).astype(np.float32)
         imputed = self.saits.predict({"X": x})["imputation"]
-        return np.asarray(imputed, dtype=np.float32), np.zeros((len(x), 1), dtype=np.float32)
+        return np.asarray(imputed, dtype=np.float32), np.zeros((len(x), 1), dtype=np.float32), None

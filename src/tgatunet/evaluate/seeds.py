@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tgatunet.evaluate.ablation import train_counterpart
-from tgatunet.evaluate.completion import PATTERNS
+from tgatunet.data.hiding import PATTERNS
 from tgatunet.evaluate.evaluate import evaluate_run
 from tgatunet.infer.rundir import RunDir
 
@@ -36,6 +36,12 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for method in sorted(methods):
             completion.setdefault(pattern, {})[method] = {key: spread([m["completion"][pattern][method][key] for m in runs])
                                                           for key in ("mae", "rmse", "pearson")}
+        if all(pattern in m["completion"].get("intervals", {}) for m in runs):
+            intervals = [m["completion"]["intervals"][pattern] for m in runs]
+            completion.setdefault("intervals", {})[pattern] = {
+                **{who: {key: spread([i[who][key] for i in intervals]) for key in ("coverage", "width", "interval_score")}
+                   for who in ("model", "reference")},
+                "score_ratio": spread([i["score_ratio"] for i in intervals])}
 
     classification = {key: spread([m["classification"][key] for m in runs]) for key in CLASSIFICATION
                       if all(key in m["classification"] for m in runs)}

@@ -1,13 +1,19 @@
 """A table completed and classified: the outputs of ``tgatunet predict`` and ``tgatunet complete``.
 
 For an input named ``NAME``: ``NAME_completed`` (every row and input cell as read, the filled cells, their
-``<channel>_imputed`` flags, per-row ``p_<class>`` and ``predicted``), ``NAME_windows`` (one row per window) and
-``NAME_blocks`` (one row per block), in the input's format unless asked otherwise; README.md (Apply a trained run to
-new recordings) lists their columns.
+``<channel>_imputed`` flags, per-row ``p_<class>`` and ``predicted``; asked for, ``<channel>_lower`` and
+``<channel>_upper`` beside each filled channel: the interval of each filled cell, :mod:`tgatunet.infer.intervals`),
+``NAME_windows`` (one row per window) and ``NAME_blocks`` (one row per block), in the input's format unless asked
+otherwise; README.md (Apply a trained run to new recordings) lists their columns.
+
+A channel filled where the run's validation said such completions are no better than the channel's training mean is
+named in a warning (and in ``Applied.untrusted``): whole channels missing are judged by the ``need`` pattern's verdict,
+drop-outs of an observed channel by the ``gaps`` pattern's.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,11 +22,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tgatunet.infer.intervals import interval_bounds
 from tgatunet.infer.stream import Finished, Stream, WindowModel, Windows
 from tgatunet.data.tables import TableReader, TableWriter, numeric_table
-from tgatunet.errors import DataError
+from tgatunet.errors import DataError, RunError
+
+log = logging.getLogger(__name__)
 
 IMPUTED_SUFFIX = "_imputed"
+BOUNDS = ("_lower", "_upper")
 OUTPUTS = ("completed", "windows", "blocks")
 
 
@@ -35,6 +45,7 @@ class Applied:
     seconds: float = 0.0
     outputs: dict[str, Path] = field(default_factory=dict)  # the files written (tgatunet predict, complete)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # the tables themselves (a DataFrame applied)
+    untrusted: dict[str, str] = field(default_factory=dict)  # channel -> why its filled values are best treated as unknown
 
 
 @dataclass(frozen=True)
@@ -46,21 +57,42 @@ class Plan:
     block_col: str | None
     fillable: np.ndarray  # [C] bool
     text: bool  # cells are strings (CSV) rather than typed values
+    interval: float | None = None  # the intervals' nominal coverage; None: no intervals
 
     def check(self, model: WindowModel, where: str) -> None:
+        if self.interval is not None:
+            check_interval(model, self.interval)
         present = [c for c in model.channels if c in self.columns]
         if not present:
             raise DataError(
                 f"{where} has none of the run's channels {model.channels}; its columns are {self.columns}. "
                 "Rename the columns to the channel names the run was trained on."
             )
-        new = [f"{c}{IMPUTED_SUFFIX}" for c, f in zip(model.channels, self.fillable) if f]
+        suffixes = (IMPUTED_SUFFIX, *(BOUNDS if self.interval is not None else ()))
+        new = [f"{c}{suffix}" for c, f in zip(model.channels, self.fillable) if f for suffix in suffixes]
         new += ["predicted", *(f"p_{k}" for k in model.classes)]
         clash = [c for c in new if c in self.columns]
         if clash:
             raise DataError(f"{where} already has column(s) {clash}, which the output adds; rename them.")
         if self.block_col is not None and self.block_col not in self.columns:
             raise DataError(f"{where}: block column '{self.block_col}' is not a column; its columns are {self.columns}.")
+
+
+def asked_coverage(interval: bool | float | None, default: float) -> float | None:
+    """The intervals' coverage asked for: ``True`` the run's ``default`` (``interval_coverage``), a number itself,
+    ``False``/None no intervals."""
+    if interval is None or interval is False:
+        return None
+    return default if interval is True else interval
+
+
+def check_interval(model: WindowModel, coverage: float) -> None:
+    """Refuse intervals a run cannot give: a coverage outside (0, 1), or a run without an interval calibration."""
+    if not (isinstance(coverage, (int, float)) and 0.0 < coverage < 1.0):
+        raise DataError(f"the intervals' coverage must be a number between 0 and 1 (e.g. 0.9 for 90%), not {coverage!r}.")
+    if model.intervals is None:
+        raise RunError("this run has no calibrated completion intervals: it was trained by an earlier tgatunet, from a data "
+                       "store, or without validation recordings. Train it again (with val_fraction > 0) to get them.")
 
 
 def fillable_channels(model: WindowModel, columns: list[str], fill: str, empty: set[str], need: list[str] | None = None):
@@ -105,12 +137,33 @@ def _channel_column(original: pd.Series | None, part: Finished, c: int, text: bo
     return cells
 
 
+def _bound_columns(bounds: tuple[np.ndarray, np.ndarray] | None, c: int, name: str, text: bool) -> dict[str, np.ndarray]:
+    """``<name>_lower``, ``<name>_upper`` of channel ``c`` (NaN, or empty text, where not filled); none without bounds."""
+    if bounds is None:
+        return {}
+    if not text:
+        return {name + suffix: b[:, c] for suffix, b in zip(BOUNDS, bounds)}
+    cells = [np.where(np.isnan(b[:, c]), "", np.char.mod("%.7g", b[:, c])).astype(object) for b in bounds]
+    return {name + suffix: x for suffix, x in zip(BOUNDS, cells)}
+
+
 def completed_frame(rows: pd.DataFrame, part: Finished, model: WindowModel, plan: Plan) -> pd.DataFrame:
-    """The input ``rows`` of ``part`` as the completed table writes them (built at once: no column inserts)."""
+    """The input ``rows`` of ``part`` as the completed table writes them (built at once: no column inserts), each filled
+    channel followed by its interval bounds when asked for."""
     at = {channel: c for c, channel in enumerate(model.channels)}
+    bounds = None
+    if plan.interval is not None:
+        bounds = interval_bounds(part.completed, part.filled, part.spread, part.kind, model.intervals.factors(plan.interval))
     rewritten = lambda name: name in at and (plan.fillable[at[name]] or not plan.text)  # noqa: E731
-    columns = {name: _channel_column(cells, part, at[name], plan.text) if rewritten(name) else cells for name, cells in rows.items()}
-    columns.update({ch: _channel_column(None, part, c, plan.text) for c, ch in enumerate(model.channels) if plan.fillable[c] and ch not in columns})
+    columns = {}
+    for name, cells in rows.items():
+        columns[name] = _channel_column(cells, part, at[name], plan.text) if rewritten(name) else cells
+        if name in at and plan.fillable[at[name]]:
+            columns.update(_bound_columns(bounds, at[name], name, plan.text))
+    for c, ch in enumerate(model.channels):
+        if plan.fillable[c] and ch not in columns:
+            columns[ch] = _channel_column(None, part, c, plan.text)
+            columns.update(_bound_columns(bounds, c, ch, plan.text))
     columns.update({ch + IMPUTED_SUFFIX: part.filled[:, c] for c, ch in enumerate(model.channels) if plan.fillable[c]})
     columns.update(_class_columns(part.probabilities, model.classes))
     return pd.DataFrame(columns, index=rows.index)
@@ -154,8 +207,9 @@ def apply_chunks(
     into ``sinks`` (one per name of :data:`OUTPUTS`)."""
     plan.check(model, where)
     start, result = time.perf_counter(), Applied(plan.name)
-    stream = Stream(model, plan.fillable)
+    stream = Stream(model, plan.fillable, spread=plan.interval is not None)
     filled = np.zeros(len(model.channels), dtype=np.int64)
+    seen = np.zeros(len(model.channels), dtype=bool)  # channels observed somewhere in the table
     pending: list[pd.DataFrame] = []  # input rows fed but not yet finished
 
     def emit(parts: list[Finished]) -> None:
@@ -178,6 +232,7 @@ def apply_chunks(
     for chunk, values in chunks:
         if len(chunk):
             pending.append(chunk)
+            seen |= np.isfinite(values).any(axis=0)
             emit(stream.feed(values, _block_ids(chunk, plan, where, first), first))
             first += len(chunk)
     emit(stream.finish())
@@ -185,8 +240,24 @@ def apply_chunks(
         raise DataError(f"{where} has no data rows.")
     sinks["blocks"](blocks_frame(stream.blocks, model.classes))
     result.filled = {c: int(n) for c, n, f in zip(model.channels, filled, plan.fillable) if f}
+    result.untrusted = untrusted_fills(model, {c for c, n in result.filled.items() if n}, seen, where)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def untrusted_fills(model: WindowModel, filled: set[str], seen: np.ndarray, where: str) -> dict[str, str]:
+    """The ``filled`` channels whose completion, of the kind done here (whole channel missing: ``need``, else
+    ``gaps``), was no better than the training mean on the run's validation recordings; each named in a warning."""
+    verdicts = {(r["channel"], r["pattern"]): r for r in model.report}
+    out = {}
+    for c, channel in enumerate(model.channels):
+        row = verdicts.get((channel, "gaps" if seen[c] else "need"))
+        if channel in filled and row is not None and row["verdict"] == "no better than the mean":
+            kind = "where it has drop-outs" if seen[c] else "where it is missing throughout"
+            out[channel] = (f"on the run's validation recordings, '{channel}' completed {kind} was no better than its training "
+                            f"mean (MAE {row['mae']:.3f} vs {row['mean_fill_mae']:.3f}, r {row['pearson']:.2f})")
+            log.warning("%s: %s; treat its filled values as unknown.", where, out[channel])
+    return out
 
 
 def _block_ids(chunk: pd.DataFrame, plan: Plan, where: str, first: int) -> np.ndarray:
@@ -210,18 +281,20 @@ def apply_file(
     fill: str = "all",
     fmt: str | None = None,
     need: list[str] | None = None,
+    interval: float | None = None,
     on_rows: Callable[[int], None] | None = None,
     chunk_rows: int = 65536,
 ) -> Applied:
     """Complete and classify the file ``path``, writing ``NAME_completed``, ``NAME_windows`` and ``NAME_blocks``
-    to ``out_dir`` (each atomically: all three are in place only when all succeeded)."""
+    to ``out_dir`` (each atomically: all three are in place only when all succeeded); ``interval``: the coverage of
+    the filled cells' intervals (None: none)."""
     reader = TableReader(path, chunk_rows)
     where = f"input '{path}'"
     name = name or path.stem
     empty = empty_channels(reader, model.channels) if fill == "need" and need is None else set()
     fmt = fmt or reader.format
     plan = Plan(name, reader.columns, block_col, fillable_channels(model, reader.columns, fill, empty, need),
-                text=reader.format == "csv" and fmt == "csv")
+                text=reader.format == "csv" and fmt == "csv", interval=interval)
     chunks = ((chunk, channel_values(chunk, model.channels, where, first)) for first, chunk in _numbered(reader.chunks()))
     writers = {o: TableWriter(Path(out_dir) / f"{name}_{o}.{fmt}", fmt) for o in OUTPUTS}
     try:
@@ -236,7 +309,8 @@ def apply_file(
     return result
 
 
-def apply_frame(model: WindowModel, frame: pd.DataFrame, *, block_col: str | None = None, fill: str = "all", chunk_rows: int = 65536) -> Applied:
+def apply_frame(model: WindowModel, frame: pd.DataFrame, *, block_col: str | None = None, fill: str = "all",
+                interval: float | None = None, chunk_rows: int = 65536) -> Applied:
     """:func:`apply_file` for a DataFrame in memory: what was done, with the three tables (``Applied.tables``)."""
     columns = [str(c) for c in frame.columns]
     if len(set(columns)) != len(columns):
@@ -244,7 +318,7 @@ def apply_frame(model: WindowModel, frame: pd.DataFrame, *, block_col: str | Non
     frame = frame.set_axis(columns, axis=1)
     values = channel_values(frame, model.channels, "the DataFrame", 0)  # every channel parsed once
     empty = never_observed(np.isfinite(values).any(axis=0), model.channels, columns)
-    plan = Plan("frame", columns, block_col, fillable_channels(model, columns, fill, empty), text=False)
+    plan = Plan("frame", columns, block_col, fillable_channels(model, columns, fill, empty), text=False, interval=interval)
     parts: dict[str, list[pd.DataFrame]] = {o: [] for o in OUTPUTS}
     chunks = ((frame.iloc[lo : lo + chunk_rows], values[lo : lo + chunk_rows]) for lo in range(0, len(frame), chunk_rows))
     result = apply_chunks(model, plan, chunks, {o: parts[o].append for o in OUTPUTS}, "the DataFrame")
@@ -252,18 +326,28 @@ def apply_frame(model: WindowModel, frame: pd.DataFrame, *, block_col: str | Non
     return result
 
 
-def complete_array(model: WindowModel, values: np.ndarray, channels: list[str], fill: str = "all") -> np.ndarray:
+def complete_array(model: WindowModel, values: np.ndarray, channels: list[str], fill: str = "all",
+                   interval: float | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``values`` ``[N, C]`` (one recording) or ``[W, T, C]`` (windows, each its own block), NaN where not observed,
-    ``channels`` naming the last axis, completed: the same array with the fillable run channels filled."""
+    ``channels`` naming the last axis, completed: the same array with the fillable run channels filled. With
+    ``interval`` (a coverage): also the intervals' ``lower`` and ``upper`` bounds, arrays of the same shape (NaN where
+    nothing was filled)."""
+    if interval is not None:
+        check_interval(model, interval)
     flat = np.asarray(values, dtype=np.float64).reshape(-1, values.shape[-1])
     present = [c for c, channel in enumerate(model.channels) if channel in channels]
     where = [channels.index(model.channels[c]) for c in present]
     raw = np.full((len(flat), len(model.channels)), np.nan)
     raw[:, present] = flat[:, where]
     empty = never_observed(np.isfinite(raw).any(axis=0), model.channels, channels)
-    stream = Stream(model, fillable_channels(model, channels, fill, empty))
+    stream = Stream(model, fillable_channels(model, channels, fill, empty), spread=interval is not None)
     blocks = np.repeat(np.arange(len(values)), values.shape[1]) if values.ndim == 3 else np.zeros(len(flat), np.int64)
-    parts = stream.feed(raw, blocks, 0) + stream.finish()
-    out = flat.copy()
-    out[:, where] = np.concatenate([p.completed for p in parts])[:, present]
-    return out.reshape(values.shape)
+    whole = Finished.join(stream.feed(raw, blocks, 0) + stream.finish())
+    arrays = [whole.completed]
+    if interval is not None:
+        arrays += interval_bounds(whole.completed, whole.filled, whole.spread, whole.kind, model.intervals.factors(interval))
+    out = [np.full_like(flat, np.nan) for _ in arrays]
+    out[0][:] = flat
+    for array, done in zip(out, arrays):
+        array[:, where] = done[:, present]
+    return out[0].reshape(values.shape) if interval is None else tuple(a.reshape(values.shape) for a in out)

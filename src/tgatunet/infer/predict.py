@@ -15,7 +15,7 @@ from tgatunet.data.sources import source_path
 from tgatunet.data.tables import TableReader, table_format
 from tgatunet.errors import RunError
 from tgatunet.files import output_lock
-from tgatunet.infer.outputs import OUTPUTS, Applied, apply_file
+from tgatunet.infer.outputs import OUTPUTS, Applied, apply_file, asked_coverage
 from tgatunet.infer.rundir import RunDir
 from tgatunet.infer.trained import load_trained
 
@@ -50,10 +50,11 @@ def _apply_each(model, jobs: list[tuple[Path, dict[str, Path], dict]]) -> list[A
 
 
 def complete_run(run_dir: str | Path, source: str | None = None, output: str | Path | None = None, fill: str = "all",
-                 compile: bool | None = None, on_rows: Callable[[int], None] | None = None) -> list[Applied]:
+                 compile: bool | None = None, on_rows: Callable[[int], None] | None = None, interval: bool | float = False) -> list[Applied]:
     """Complete and classify each source (or ``source``) of a trained run into ``output`` (default RUN/completed).
 
-    ``compile``: run the model through ``torch.compile`` (None: as the run's config says).
+    ``compile``: run the model through ``torch.compile`` (None: as the run's config says). ``interval``: write each
+    filled cell's interval (True: at the run's ``interval_coverage``; a number: at that coverage).
     """
     run = RunDir(Path(run_dir))
     run.require_trained()
@@ -68,7 +69,8 @@ def complete_run(run_dir: str | Path, source: str | None = None, output: str | P
     check_outputs(planned, list(inputs.values()))
     jobs = [(inputs[s.name], planned[inputs[s.name]],
              {"name": s.name, "block_col": s.block_col or config.data.block_col, "fill": fill,
-              "need": s.need if fill == "need" else None, "on_rows": on_rows}) for s in chosen]
+              "need": s.need if fill == "need" else None, "on_rows": on_rows,
+              "interval": asked_coverage(interval, config.evaluation.interval_coverage)}) for s in chosen]
     written = _apply_each(load_trained(run, compile=compile).windowed(), jobs)
     run.note_written(*(p for w in written for p in w.outputs.values()))
     return written
@@ -76,9 +78,10 @@ def complete_run(run_dir: str | Path, source: str | None = None, output: str | P
 
 def predict_files(run_dir: str | Path, inputs: list[Path], output: str | Path | None = None, block_col: str | None = None,
                   fmt: str | None = None, fill: str = "all", compile: bool | None = None,
-                  on_rows: Callable[[int], None] | None = None) -> list[Applied]:
+                  on_rows: Callable[[int], None] | None = None, interval: bool | float = False) -> list[Applied]:
     """Complete and classify files that need not be in the run's config; outputs go to ``output``
-    (default: each input's folder). ``block_col``: default the run's, where the file has that column."""
+    (default: each input's folder). ``block_col``: default the run's, where the file has that column; ``interval``
+    as for :func:`complete_run`."""
     run = RunDir(Path(run_dir))
     run.require_trained()
     config = run.read_config()
@@ -92,5 +95,6 @@ def predict_files(run_dir: str | Path, inputs: list[Path], output: str | Path | 
         column = block_col
         if column is None and config.data.block_col:
             column = config.data.block_col if config.data.block_col in TableReader(path).columns else None
-        jobs.append((path, planned[path], {"block_col": column, "fill": fill, "fmt": fmt, "on_rows": on_rows}))
+        jobs.append((path, planned[path], {"block_col": column, "fill": fill, "fmt": fmt, "on_rows": on_rows,
+                                           "interval": asked_coverage(interval, config.evaluation.interval_coverage)}))
     return _apply_each(load_trained(run, compile=compile).windowed(), jobs)

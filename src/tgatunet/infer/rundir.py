@@ -22,6 +22,7 @@ from tgatunet.config import Config, config_from_dict
 from tgatunet.data.normalize import ChannelStats
 from tgatunet.errors import RunError, TgatunetError
 from tgatunet.files import atomic_write_text, output_lock
+from tgatunet.infer.intervals import IntervalCalibration
 
 log = logging.getLogger(__name__)
 
@@ -181,14 +182,20 @@ class RunDir:
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
             raise RunError(f"'{self.data_path}' is damaged ({type(err).__name__}: {err}); train the run again.") from None
 
-    def read_temperature(self) -> float:
-        """The temperature that divides the model's logits (1.0: none fitted, or fitting did not help)."""
+    def read_calibration(self) -> tuple[float, IntervalCalibration | None, list[dict[str, Any]]]:
+        """What training measured on the validation recordings: the temperature that divides the model's logits (1.0:
+        none fitted, or fitting did not help), the completion intervals' calibration (None: none) and the verdict on
+        each completed channel."""
         try:
-            return float(json.loads(self.calibration_path.read_text(encoding="utf-8"))["temperature"])
+            calibration = json.loads(self.calibration_path.read_text(encoding="utf-8"))
+            intervals = calibration.get("intervals")
+            return (float(calibration["temperature"]), intervals and IntervalCalibration.from_dict(intervals),
+                    list(calibration.get("channels", [])))
         except FileNotFoundError:
-            return 1.0
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise RunError(f"'{self.calibration_path}' is damaged ({err}); delete it to use uncalibrated probabilities.") from None
+            return 1.0, None, []
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise RunError(f"'{self.calibration_path}' is damaged ({err}); train the run again, or delete the file to apply "
+                           "it without calibrated probabilities and intervals.") from None
 
     def read_metrics(self) -> dict[str, Any]:
         try:

@@ -8,29 +8,35 @@ computed as soon as its rows have arrived; a row is finished once no window stil
 handed back with the mean of the reconstructions and class probabilities of the windows that covered it.
 
 Only cells that were not observed and belong to a fillable channel are filled; every observed value is returned as it
-came.
+came. Asked for (``spread=True``), each filled cell also gets the mean spread (expected absolute error) of the windows'
+reconstructions of it and the kind of missing value it was to them (:func:`~tgatunet.infer.intervals.missing_kinds`),
+from which :mod:`tgatunet.infer.intervals` makes its interval.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from tgatunet.data.normalize import ChannelStats
+from tgatunet.infer.intervals import IntervalCalibration, missing_kinds
 
 
 class Predictor(Protocol):
-    def predict_windows(self, values: torch.Tensor, visible: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``recon [W, T, C]`` and ``logits [W, K]`` of normalised ``values, visible [W, T, C]``."""
+    def predict_windows(self, values: torch.Tensor, visible: torch.Tensor,
+                        batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``recon [W, T, C]``, ``logits [W, K]`` and ``spread [W, T, C]`` (None: this predictor has none) of
+        normalised ``values, visible [W, T, C]``."""
 
 
 @dataclass(frozen=True)
 class WindowModel:
     """What streaming needs: a predictor of windows (the trained network, or a baseline imputer) and the run's
-    channels, classes, normalisation and window layout."""
+    channels, classes, normalisation and window layout; for a trained run, its interval calibration and the verdict
+    on each completed channel (rows of ``calibration.json``'s ``channels``)."""
 
     predictor: Predictor
     channels: list[str]
@@ -39,6 +45,8 @@ class WindowModel:
     window_size: int
     downsample: int
     stride: int
+    intervals: IntervalCalibration | None = None
+    report: tuple[dict, ...] = ()
 
 
 @dataclass
@@ -49,6 +57,14 @@ class Finished:
     completed: np.ndarray  # [n, C] float64 raw units: observed values, fills where filled, NaN elsewhere
     filled: np.ndarray  # [n, C] bool
     probabilities: np.ndarray  # [n, K] mean over the windows covering each row
+    spread: np.ndarray | None = None  # [n, C] raw units: the windows' mean expected absolute error (spread=True)
+    kind: np.ndarray | None = None  # [n, C] int8: index in intervals.KINDS, the most severe over the windows
+
+    @classmethod
+    def join(cls, parts: list[Finished]) -> Finished:
+        """Consecutive parts as one."""
+        cat = lambda key: None if getattr(parts[0], key) is None else np.concatenate([getattr(p, key) for p in parts])  # noqa: E731
+        return cls(parts[0].first_row, *(cat(key) for key in ("completed", "filled", "probabilities", "spread", "kind")))
 
 
 @dataclass
@@ -62,6 +78,8 @@ class _Segment:
     recon: np.ndarray  # [m, C] sums
     probs: np.ndarray  # [m, K] sums
     count: np.ndarray  # [m]
+    spread: np.ndarray  # [m, C] sums ([m, 0] when not asked for)
+    kind: np.ndarray  # [m, C] int8 most severe kind so far, -1 none ([m, 0] when not asked for)
     next_start: list[int] = field(default_factory=list)  # per phase: next window start, in phase steps
 
     @property
@@ -84,7 +102,8 @@ class Stream:
 
     The windows that a chunk completes, over all the segments in it, go through the model together, so many short blocks
     (or an array of windows) cost batches, not one call each. ``fillable``: ``[C]`` bool, the channels whose missing
-    cells are filled; ``batch_size``: windows per forward pass.
+    cells are filled; ``batch_size``: windows per forward pass; ``spread``: also each filled cell's spread and kind of
+    missing value (the predictor must give spreads).
 
     Attributes:
         windows: the windows computed since the caller last cleared the list.
@@ -92,8 +111,8 @@ class Stream:
     """
 
 
-    def __init__(self, model: WindowModel, fillable: np.ndarray, batch_size: int = 256) -> None:
-        self.model, self.fillable, self.batch_size = model, fillable, batch_size
+    def __init__(self, model: WindowModel, fillable: np.ndarray, batch_size: int = 256, spread: bool = False) -> None:
+        self.model, self.fillable, self.batch_size, self.spread = model, fillable, batch_size, spread
         self.step = max(1, model.stride // model.downsample)
         self.segment: _Segment | None = None
         self.windows: list[Windows] = []
@@ -131,7 +150,9 @@ class Stream:
 
     def _new_segment(self, block: str, lo: int) -> _Segment:
         C, K = len(self.model.channels), len(self.model.classes)
-        return _Segment(block, lo, lo, np.zeros((0, C)), np.zeros((0, C)), np.zeros((0, K)), np.zeros(0, np.int64), [0] * self.model.downsample)
+        S = C if self.spread else 0
+        return _Segment(block, lo, lo, np.zeros((0, C)), np.zeros((0, C)), np.zeros((0, K)), np.zeros(0, np.int64),
+                        np.zeros((0, S)), np.zeros((0, S), np.int8), [0] * self.model.downsample)
 
     def _append(self, values: np.ndarray) -> None:
         s = self.segment
@@ -139,6 +160,8 @@ class Stream:
         s.recon = np.concatenate([s.recon, np.zeros_like(values)])
         s.probs = np.concatenate([s.probs, np.zeros((len(values), s.probs.shape[1]))])
         s.count = np.concatenate([s.count, np.zeros(len(values), np.int64)])
+        s.spread = np.concatenate([s.spread, np.zeros((len(values), s.spread.shape[1]))])
+        s.kind = np.concatenate([s.kind, np.full((len(values), s.kind.shape[1]), -1, np.int8)])
 
     def _due_rows(self, s: _Segment, ended: bool) -> np.ndarray:
         """``[W, T]`` input rows of the windows of ``s`` whose rows have all arrived (all the rest when ``ended``);
@@ -175,15 +198,21 @@ class Stream:
         visible = ~np.isnan(raw) & np.concatenate(inside)[..., None]
         normalised = self.model.stats.apply(raw.reshape(-1, raw.shape[-1])).reshape(raw.shape)
         values = torch.from_numpy(np.nan_to_num(normalised, nan=0.0))
-        recon, logits = self.model.predictor.predict_windows(values, torch.from_numpy(visible), self.batch_size)
+        recon, logits, spread = self.model.predictor.predict_windows(values, torch.from_numpy(visible), self.batch_size)
         probs = torch.softmax(torch.from_numpy(logits).double(), dim=-1).numpy()  # [W, K]
         recon = self.model.stats.invert(recon)
+        if self.spread:
+            spread = spread * self.model.stats.std  # [W, T, C] raw units
+            kinds = missing_kinds(visible)  # [W, T, C]
         lo = 0
         for (s, rows), at, ok in zip(jobs, local, inside):
             hi = lo + len(rows)
             np.add.at(s.recon, at[ok], recon[lo:hi][ok])
             np.add.at(s.probs, at[ok], np.repeat(probs[lo:hi, None], rows.shape[1], axis=1)[ok])
             np.add.at(s.count, at[ok], 1)
+            if self.spread:
+                np.add.at(s.spread, at[ok], spread[lo:hi][ok])
+                np.maximum.at(s.kind, at[ok], kinds[lo:hi][ok])
             total, n = self.blocks.get(s.block, (0.0, 0))
             self.blocks[s.block] = (total + probs[lo:hi].sum(axis=0), n + hi - lo)
             self.windows.append(Windows(np.full(hi - lo, s.block, dtype=object), rows[:, 0], np.where(ok, rows, -1).max(axis=1), probs[lo:hi]))
@@ -204,7 +233,23 @@ class Stream:
         raw, count = s.values[:n], np.maximum(s.count[:n], 1)[:, None]
         filled = np.isnan(raw) & self.fillable[None, :] & (s.count[:n, None] > 0)
         completed = np.where(filled, s.recon[:n] / count, raw)
-        finished = Finished(s.base, completed, filled, s.probs[:n] / count)
+        finished = Finished(s.base, completed, filled, s.probs[:n] / count,
+                            *((s.spread[:n] / count, s.kind[:n]) if self.spread else ()))
         s.values, s.recon, s.probs, s.count = s.values[n:], s.recon[n:], s.probs[n:], s.count[n:]
+        s.spread, s.kind = s.spread[n:], s.kind[n:]
         s.base += n
         return finished
+
+
+def through_windows(model: WindowModel, recordings: list[np.ndarray], spread: bool = False) -> list[Finished]:
+    """Each recording ``[n, C]`` (normalised, NaN where not visible) completed by ``model``'s windows, as ``tgatunet
+    complete`` does it, every channel fillable."""
+    C = len(model.channels)
+    stream = Stream(replace(model, stats=ChannelStats(np.zeros(C), np.ones(C))), np.ones(C, dtype=bool), spread=spread)
+    lengths = [len(r) for r in recordings]
+    blocks = np.repeat(np.arange(len(recordings)).astype(str).astype(object), lengths)
+    whole = Finished.join(stream.feed(np.concatenate(recordings), blocks, 0) + stream.finish())
+    cuts = np.cumsum([0, *lengths])
+    pick = lambda x, lo, hi: None if x is None else x[lo:hi]  # noqa: E731
+    return [Finished(lo, *(pick(getattr(whole, key), lo, hi) for key in ("completed", "filled", "probabilities", "spread", "kind")))
+            for lo, hi in zip(cuts[:-1], cuts[1:])]

@@ -20,6 +20,7 @@ from tgatunet.errors import RunError
 from tgatunet.graph.cache import GraphCache, open_graph_cache
 from tgatunet.graph.knn import KnnGraph
 from tgatunet.hardware import training_device
+from tgatunet.infer.intervals import IntervalCalibration
 from tgatunet.infer.rundir import RunDir
 from tgatunet.infer.stream import WindowModel
 from tgatunet.model.compile import CompiledOrEager
@@ -46,11 +47,14 @@ class TrainedModel:
     graph_cache: GraphCache | None = None
     compiled: CompiledOrEager | None = None
     temperature: float = 1.0  # divides the logits: probabilities calibrated on the validation windows
+    intervals: IntervalCalibration | None = None  # completion intervals calibrated on the validation recordings
+    report: tuple[dict, ...] = ()  # the verdict on each completed channel, from the validation recordings
 
     def windowed(self, stats: ChannelStats | None = None) -> WindowModel:
         """This model as a stream applies it; ``stats``: another normalisation (identity for normalised data)."""
         d = self.config.data
-        return WindowModel(self, self.channels, self.classes, stats or self.stats, d.window_size, d.downsample, d.apply_stride)
+        return WindowModel(self, self.channels, self.classes, stats or self.stats, d.window_size, d.downsample, d.apply_stride,
+                           self.intervals, self.report)
 
     def neighbors(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The windows' full-resolution knn graph (None: the temporal graph), from the graph cache when there is one."""
@@ -60,30 +64,35 @@ class TrainedModel:
             return self.graph_cache.get(values, visible)
         return self.knn.build(values, visible)
 
-    def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``recon [B, T, C]`` and ``logits [B, K]`` of normalised ``values, visible [B, T, C]`` on the model's device."""
+    def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``recon [B, T, C]``, ``logits [B, K]``, ``log_spread [B, T, C]`` of normalised ``values, visible [B, T, C]``
+        on the model's device."""
         return (self.compiled or self.network)(values, visible, self.neighbors(values, visible))
 
-    def predict_windows(self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """``recon [W, T, C]`` and ``logits [W, K]`` (float32 numpy, divided by the run's temperature) of
-        ``values, visible [W, T, C]``."""
-        recon, logits = predict_in_batches(self.forward, values, visible, batch_size, self.device, len(self.classes))
-        return recon, logits / np.float32(self.temperature)
+    def predict_windows(self, values: torch.Tensor, visible: torch.Tensor,
+                        batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``recon [W, T, C]``, ``logits [W, K]`` (divided by the run's temperature) and ``spread [W, T, C]`` (the
+        reconstructions' expected absolute errors), float32 numpy, of ``values, visible [W, T, C]``."""
+        recon, logits, spread = predict_in_batches(self.forward, values, visible, batch_size, self.device, len(self.classes))
+        return recon, logits / np.float32(self.temperature), spread
 
 
 @torch.inference_mode()
 def predict_in_batches(forward, values: torch.Tensor, visible: torch.Tensor, batch_size: int, device: torch.device,
-                       num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+                       num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``forward`` over ``values, visible [W, T, C]`` in batches on ``device``: ``recon [W, T, C]``, ``logits [W, K]``
-    as float32 numpy arrays (the network's output in whatever precision it ran)."""
-    recon, logits = [], []
+    and ``spread = exp(log_spread) [W, T, C]`` as float32 numpy arrays (the network's output in whatever precision it
+    ran)."""
+    outputs: list[list[torch.Tensor]] = [[], [], []]
     for lo in range(0, len(values), batch_size):
-        r, lg = forward(values[lo : lo + batch_size].to(device, torch.float32), visible[lo : lo + batch_size].to(device))
-        recon.append(r.float().cpu())
-        logits.append(lg.float().cpu())
-    if not recon:
-        return np.zeros((0, *values.shape[1:]), np.float32), np.zeros((0, num_classes), np.float32)
-    return torch.cat(recon).numpy(), torch.cat(logits).numpy()
+        r, lg, log_spread = forward(values[lo : lo + batch_size].to(device, torch.float32), visible[lo : lo + batch_size].to(device))
+        for out, x in zip(outputs, (r, lg, log_spread.float().exp())):
+            out.append(x.float().cpu())
+    if not outputs[0]:
+        empty = np.zeros((0, *values.shape[1:]), np.float32)
+        return empty, np.zeros((0, num_classes), np.float32), empty
+    recon, logits, spread = (torch.cat(out).numpy() for out in outputs)
+    return recon, logits, spread
 
 
 def load_trained(run: RunDir, device: torch.device | None = None, compile: bool | None = None) -> TrainedModel:
@@ -106,15 +115,18 @@ def load_trained(run: RunDir, device: torch.device | None = None, compile: bool 
     channels, classes = list(hp["channels"]), list(hp["class_names"])
     network = TGATUNet(ModelSpec.from_config(config, len(channels), len(classes)))
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    network.load_state_dict(weights)
+    loaded = network.load_state_dict(weights, strict=False)  # a run of an earlier version has no spread head
+    if loaded.unexpected_keys or any(not k.startswith("spread.") for k in loaded.missing_keys):
+        network.load_state_dict(weights)  # torch's message names the keys
     network.to(device).eval()
     wanted = run_config.performance.compile if compile is None else compile
     patterns = torch.tensor(hp["need_patterns"], dtype=torch.bool).reshape(-1, len(channels))
+    temperature, intervals, report = run.read_calibration()
     return TrainedModel(network, config, channels, classes, patterns, stats, device,
                         knn=KnnGraph.from_config(config) if config.model.graph_type == "knn" else None,
                         graph_cache=open_graph_cache(run_config, run.root),
                         compiled=CompiledOrEager.for_inference(network, device) if wanted else None,
-                        temperature=run.read_temperature())
+                        temperature=temperature, intervals=intervals, report=tuple(report))
 
 
 

@@ -9,7 +9,8 @@ A window is a graph whose nodes are its time steps. For a batch ``[B, T, C]`` of
 4. decoder: ``decoder_layers`` levels, each upsampling to the matching encoder
    length and fusing the encoder skip (U-Net), then a GAT block;
 5. heads: per-step reconstruction of all ``C`` channels (plus a linear path from the visible inputs of nearby steps),
-   and window logits from the time-pooled bottleneck.
+   window logits from the time-pooled bottleneck, and the log of each reconstruction's expected absolute error
+   (its spread: the scale of the completion intervals, :mod:`tgatunet.infer.intervals`).
 
 Graphs: the full-resolution levels use the window's own graph when one is given (``neighbors``, e.g. a knn graph from
 :mod:`tgatunet.graph.knn`), else the temporal graph of ``time_k``; pooled levels always use the temporal graph. A
@@ -131,7 +132,7 @@ def _keep_matrix_products():
 
 
 class TGATUNet(nn.Module):
-    """T-GAT-UNet: ``(values [B, T, C], visible [B, T, C], neighbors) -> (recon [B, T, C], logits [B, classes])``.
+    """T-GAT-UNet: ``(values [B, T, C], visible [B, T, C], neighbors) -> (recon [B, T, C], logits [B, classes], log_spread [B, T, C])``.
 
     ``neighbors``: optional ``(index [B, T, K] long, valid [B, T, K] bool)`` graph of the
     full-resolution levels; None: the temporal graph of ``time_k``.
@@ -156,6 +157,15 @@ class TGATUNet(nn.Module):
         # network then only has to learn what a local linear map cannot.
         self.local = nn.Conv1d(2 * C, C, spec.local_kernel, padding=spec.local_kernel // 2, padding_mode="replicate")
         self.classify = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(), Dropout(p), nn.Linear(D, spec.num_classes))
+        # Reads the decoder's features without training them (see forward), and starts at zero without drawing from
+        # the random generator: adding it leaves the rest of a seeded run's training exactly as it was.
+        self.spread = nn.utils.skip_init(nn.Linear, D, C)
+        nn.init.zeros_(self.spread.weight)
+        nn.init.zeros_(self.spread.bias)
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but the spread head's: those the reconstruction and classification losses train."""
+        return [p for name, p in self.named_parameters() if not name.startswith("spread.")]
 
     def _run(self, module: nn.Module, *args) -> torch.Tensor:
         # With gradient checkpointing every block but the last two decoder blocks is recomputed:
@@ -166,7 +176,8 @@ class TGATUNet(nn.Module):
             return checkpoint(module, *args, use_reentrant=False, **selective)
         return module(*args)
 
-    def forward(self, values: torch.Tensor, visible: torch.Tensor, neighbors: Neighbors | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, values: torch.Tensor, visible: torch.Tensor,
+                neighbors: Neighbors | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, C = values.shape
         vis = visible.to(values.dtype)
         x = torch.cat([values * vis, vis], dim=-1)  # [B, T, 2C]
@@ -193,4 +204,6 @@ class TGATUNet(nn.Module):
             h = self._run(block, h, graph(skip.shape[1]))  # [B, T_l, D]
         h = upsample_to(h, T)
         local = self.local(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
-        return self.reconstruct(h) + local, logits
+        # The spread is learnt from the features as they are: its loss must not bend the reconstruction it judges.
+        log_spread = self.spread(h.detach()).clamp(-10.0, 10.0)  # [B, T, C]
+        return self.reconstruct(h) + local, logits, log_spread

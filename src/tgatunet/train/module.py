@@ -19,7 +19,7 @@ from tgatunet.model.compile import CompiledOrEager
 from tgatunet.model.tgat_unet import ModelSpec, TGATUNet
 from tgatunet.train.learning_rate import LearningRate
 from tgatunet.train.micro_batch import MicroBatches
-from tgatunet.train.objective import classification_loss, masked_loss, run_inputs, validation_inputs
+from tgatunet.train.objective import classification_loss, masked_loss, run_inputs, spread_loss, validation_inputs
 
 
 class TGATUNetModule(pl.LightningModule):
@@ -68,12 +68,13 @@ class TGATUNetModule(pl.LightningModule):
         """The batch's full-resolution graph (None: temporal)."""
         return None if self.knn is None else self.knn.build(values, visible)
 
-    def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``recon [B, T, C]`` and ``logits [B, classes]`` of ``values, visible [B, T, C]``."""
+    def forward(self, values: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``recon [B, T, C]``, ``logits [B, classes]`` and ``log_spread [B, T, C]`` of ``values, visible [B, T, C]``."""
         return (self.compiled or self.model)(values, visible, self.neighbors(values, visible))
 
-    def predict_windows(self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """``recon [W, T, C]``, ``logits [W, classes]`` (numpy) of many windows, as a trained run predicts them."""
+    def predict_windows(self, values: torch.Tensor, visible: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``recon [W, T, C]``, ``logits [W, classes]``, ``spread [W, T, C]`` (numpy) of many windows, as a trained
+        run predicts them."""
         return predict_in_batches(self, values, visible, batch_size, self.device, self.model.spec.num_classes)
 
     def inputs(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,17 +87,20 @@ class TGATUNetModule(pl.LightningModule):
     def losses(self, batch: dict[str, torch.Tensor], visible: torch.Tensor, targets: torch.Tensor,
                rows: slice = slice(None)) -> dict[str, torch.Tensor]:
         """The share of windows ``rows`` in the batch's losses, for the inputs of :meth:`inputs`: scalars ``loss``,
-        ``recon``, ``cls_loss``, ``mae`` (of the reconstruction on the targets) and ``correct`` (labelled windows right).
+        ``recon``, ``cls_loss``, ``spread`` (:func:`~tgatunet.train.objective.spread_loss`), ``mae`` (of the
+        reconstruction on the targets) and ``correct`` (labelled windows right).
 
         Sums over ``rows`` are divided by the whole batch's counts (target values, labelled
         windows), so the shares of disjoint rows add up to the batch's losses, gradients included.
         """
         t = self.config.training
         values, labels = batch["values"][rows], batch["label"][rows]
-        recon, logits = self(values, visible[rows])
+        recon, logits, log_spread = self(values, visible[rows])
         loss_recon = masked_loss(recon.float(), values, targets[rows], t.recon_loss, denominator=targets.sum())
         loss_cls = classification_loss(logits.float(), labels, denominator=(batch["label"] >= 0).sum())
-        return {"loss": t.recon_weight * loss_recon + t.cls_weight * loss_cls, "recon": loss_recon, "cls_loss": loss_cls,
+        loss_spread = spread_loss(log_spread.float(), recon.float(), values, targets[rows], denominator=targets.sum())
+        return {"loss": t.recon_weight * loss_recon + t.cls_weight * loss_cls + loss_spread, "recon": loss_recon,
+                "cls_loss": loss_cls, "spread": loss_spread,
                 "mae": masked_loss(recon.detach().float(), values, targets[rows], "l1", denominator=targets.sum()),
                 "correct": ((logits.argmax(-1) == labels) & (labels >= 0)).sum()}
 
@@ -109,6 +113,7 @@ class TGATUNetModule(pl.LightningModule):
         self.log(f"{stage}/loss", totals["loss"], prog_bar=True, batch_size=size, **epoch)
         self.log(f"{stage}/recon", totals["recon"], batch_size=size, **epoch)
         self.log(f"{stage}/cls_loss", totals["cls_loss"], batch_size=size, **epoch)
+        self.log(f"{stage}/spread", totals["spread"], batch_size=size, **epoch)
         # The completion error the run is selected by: a mean over all hidden values of the epoch.
         self.log(f"{stage}/mae", totals["mae"], prog_bar=stage == "val", batch_size=max(hidden or size, 1), **epoch)
         # Logged for every batch, weighted by its labelled windows (possibly none): a rank that
@@ -154,7 +159,10 @@ class TGATUNetModule(pl.LightningModule):
             # root module (torch's clip_grad_norm_ would see one shard; Lightning refuses to clip there).
             self.trainer.strategy.model.clip_grad_norm_(clip)
         else:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            # The spread head is clipped on its own: a norm taken over all parameters would let its gradients
+            # shorten the network's steps. (Gradients here are already unscaled under mixed precision.)
+            torch.nn.utils.clip_grad_norm_(self.model.network_parameters(), clip)
+            torch.nn.utils.clip_grad_norm_(self.model.spread.parameters(), clip)
 
     def on_validation_epoch_end(self) -> None:
         if "val/mae" in self.trainer.callback_metrics and not self.trainer.sanity_checking:

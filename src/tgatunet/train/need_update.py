@@ -59,7 +59,7 @@ class NeedUpdate(pl.Callback):
         pl_module.eval()
         try:
             with trainer.precision_plugin.forward_context():
-                recon, _ = pl_module.predict_windows(self.inputs.values[index], self.inputs.observed[index], self.batch_size)
+                recon, _, _ = pl_module.predict_windows(self.inputs.values[index], self.inputs.observed[index], self.batch_size)
         finally:
             pl_module.train(was_training)
         recon = every_window(trainer, pl_module.device, recon, len(rows))  # [W_b, T, C]

@@ -106,6 +106,18 @@ def masked_loss(prediction: torch.Tensor, target: torch.Tensor, where: torch.Ten
     return per_value.sum() / count.to(per_value.dtype).clamp_min(1.0)
 
 
+def spread_loss(log_spread: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor, where: torch.Tensor,
+                denominator: torch.Tensor | None = None) -> torch.Tensor:
+    """Negative log-likelihood of a Laplace distribution with scale ``exp(log_spread)`` around ``prediction``, over
+    the positions ``where`` is True: mean of ``log_spread + |target - prediction| / exp(log_spread)`` (``[B, T, C]``
+    each; ``denominator`` as in :func:`masked_loss`). Minimised where ``exp(log_spread)`` is the expected absolute
+    error; ``prediction`` is taken as fixed (no gradient through it)."""
+    count = where.sum() if denominator is None else denominator
+    per_value = log_spread + (target - prediction.detach()).abs() * torch.exp(-log_spread)
+    per_value = torch.where(where, per_value, torch.zeros_like(per_value))
+    return per_value.sum() / count.to(per_value.dtype).clamp_min(1.0)
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, denominator: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy over labelled windows (label -1 = none; 0 when there is none); ``denominator`` as in
     :func:`masked_loss`. No branch on the labels' values: the host never waits for the device here."""

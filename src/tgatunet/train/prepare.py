@@ -27,7 +27,7 @@ Data = PreparedData | StoreData
 
 # Keys that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {
-    "epochs", "patience", "num_workers", "accelerator", "run_dir", "apply_step",
+    "epochs", "patience", "num_workers", "accelerator", "run_dir", "apply_step", "interval_coverage",
     # Where the same windows are read from, and by how many processes.
     "data_store", "devices", "num_nodes",
     # How a step is computed, not what: the memory optimizer keeps each step's gradient.

@@ -37,7 +37,7 @@ from tgatunet.train.need_update import NeedUpdate
 from tgatunet.train.plan import TrainingPlan, build_module, measure_batch, measure_memory, precision_ran, resolve_plan
 from tgatunet.train.prepare import Data, check_checkpoint, check_trainable, load_data, prepare_run_dir, protected_paths, window_counts
 from tgatunet.train.stopping import training_ending
-from tgatunet.train.temperature import calibrate
+from tgatunet.train.calibration import calibrate
 
 log = logging.getLogger(__name__)
 

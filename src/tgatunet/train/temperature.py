@@ -8,8 +8,6 @@ calibration error (ECE: the mean gap between confidence and accuracy over 15 con
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -17,9 +15,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from tgatunet.config import Config
-from tgatunet.files import atomic_write_text
-from tgatunet.infer.rundir import RunDir
-from tgatunet.infer.trained import load_trained
+from tgatunet.infer.trained import TrainedModel
 from tgatunet.train.loaders import make_loader
 from tgatunet.train.prepare import Data
 
@@ -45,12 +41,9 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, tempe
     return float(multiclass_calibration_error(probs, labels, num_classes=logits.shape[1], n_bins=15))
 
 
-def calibrate(run: RunDir, data: Data, config: Config, device: torch.device) -> dict[str, Any]:
-    """Fit the temperature of the run's best checkpoint on its labelled validation windows (on ``device``, knn graphs
-    built, not cached); written to ``calibration.json`` (what ``predict`` applies) and returned for ``metrics.json``."""
-    if not run.inference_checkpoints():  # stopped before its first checkpoint: nothing to calibrate
-        return {"temperature": 1.0, "val_windows": 0}
-    model = replace(load_trained(run, device, compile=False), temperature=1.0, graph_cache=None)
+def temperature_on_validation(model: TrainedModel, data: Data, config: Config, device: torch.device) -> dict[str, Any]:
+    """The temperature of ``model`` (applied without one) fitted on the labelled validation windows, with their ECE
+    before and after; ``temperature`` 1.0 where scaling does not lower it."""
     logits, labels = [], []
     for batch in make_loader(data, "val", config, shuffle=False, cuda=device.type == "cuda"):
         keep = batch["label"] >= 0
@@ -62,7 +55,4 @@ def calibrate(run: RunDir, data: Data, config: Config, device: torch.device) -> 
         fitted = fit_temperature(logits, labels)
         before, after = expected_calibration_error(logits, labels), expected_calibration_error(logits, labels, fitted)
         result.update(val_ece=before, val_ece_scaled=after, temperature=fitted if after < before else 1.0)
-    atomic_write_text(run.calibration_path, json.dumps(result, indent=1))
-    run.note_written(run.calibration_path)
     return result
-
