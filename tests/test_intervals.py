@@ -90,6 +90,19 @@ def test_conformal_factor_is_the_finite_sample_quantile_and_falls_back_when_scor
     assert np.all(table.factors(0.95) > table.factors(0.9))
 
 
+@pytest.mark.parametrize("n", [50, 60, 73, 127, 877, 3001])
+def test_the_factor_is_never_below_the_conformal_order_statistic(n):
+    scores = np.random.default_rng(n).exponential(size=n)
+    table = IntervalCalibration.fit(scores, np.ones(n, dtype=int), np.zeros(n, dtype=int), ["u"])
+    for coverage in (0.5, 0.8, 0.9, 0.95):
+        k = int(np.ceil((n + 1) * coverage))  # the k-th smallest score keeps the guarantee
+        factor = table.factors(coverage)[1, 0]
+        assert factor >= np.sort(scores)[k - 1]
+        assert (scores <= factor).sum() <= k + np.ceil(0.005 * n)  # and at most one table step above it
+    assert np.isinf(table.factors(n / (n + 1) + 1e-3)[1, 0])  # more than the scores can vouch for
+    assert table.highest_coverage() == n / (n + 1)
+
+
 def test_interval_score_is_width_plus_the_miss_penalty():
     lower, upper, truth = np.array([0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0]), np.array([0.5, 1.5, -1.0])
     np.testing.assert_allclose(interval_score(lower, upper, truth, 0.9), [1.0, 1.0 + 20 * 0.5, 1.0 + 20 * 1.0])
@@ -181,12 +194,19 @@ def test_cli_and_api_give_the_same_intervals_bit_for_bit(noisy_run, tmp_path):
         np.testing.assert_array_equal(written[column].to_numpy(), api[column].to_numpy())
 
 
-def test_a_coverage_outside_0_1_is_refused(noisy_run):
+def test_coverage_is_checked_and_numpy_numbers_are_taken(noisy_run):
     import tgatunet
     from tgatunet.errors import DataError
 
-    with pytest.raises(DataError, match="between 0 and 1"):
-        tgatunet.load(noisy_run).complete(noisy_frames(1, blocks=1)["partial"], interval=1.5)
+    run = tgatunet.load(noisy_run)
+    frame = noisy_frames(1, blocks=1)["partial"]
+    for bad in (1.5, 0, -1, float("nan"), "0.9", np.array([0.9, 0.8])):
+        with pytest.raises(DataError, match="between 0 and 1"):
+            run.complete(frame, interval=bad)
+    with pytest.raises(DataError, match="ask for at most"):
+        run.complete(frame, interval=0.9999)
+    same = run.complete(frame, interval=np.float32(0.8))
+    np.testing.assert_array_equal(same["y_lower"], run.complete(frame, interval=0.800000011920929)["y_lower"])
 
 
 def test_the_spread_head_does_not_change_how_the_network_learns():
@@ -211,3 +231,16 @@ def test_the_spread_head_does_not_change_how_the_network_learns():
     assert all(torch.equal(grads[0][n], grads[1][n]) for n in network)
     assert "spread.weight" not in grads[0] and grads[1]["spread.weight"].abs().sum() > 0
     assert not any(TGATUNet(ModelSpec(in_channels=3, num_classes=2)).spread.weight.flatten())  # starts at zero
+
+
+def test_resuming_a_run_of_an_earlier_version_is_a_clear_error(dataset):
+    from tgatunet.errors import RunError
+    from tgatunet.train.run import train
+
+    config = dataset["write"]({**dataset["config"], "epochs": 1})
+    run = train(config, progress_bar=False)
+    checkpoint = torch.load(run.last_checkpoint, weights_only=False)
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("model.spread.")}
+    torch.save(checkpoint, run.last_checkpoint)  # as an earlier tgatunet wrote it: no spread head
+    with pytest.raises(RunError, match="earlier tgatunet"):
+        train(dataset["write"]({**dataset["config"], "epochs": 2}), resume=True, progress_bar=False)

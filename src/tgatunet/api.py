@@ -135,7 +135,7 @@ class Run:
         applied = self._applied(frame, block_col, fill, interval)
         return replace(applied, tables={name: table.copy() for name, table in applied.tables.items()})
 
-    def _applied(self, frame: pd.DataFrame, block_col: str | None, fill: str, interval: bool | float = False) -> Applied:
+    def _applied(self, frame: pd.DataFrame, block_col: str | None, fill: str, interval: bool | float | None = None) -> Applied:
         """The pass of :meth:`apply`, kept for the next view of the same frame (the caller gets copies)."""
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}; for arrays use complete(values, channels=[...]).")
@@ -166,10 +166,10 @@ class Run:
         """
         if fill not in FILLS:
             raise DataError(f"fill must be one of {list(FILLS)}, not {fill!r}.")
+        coverage = asked_coverage(interval, self.config.evaluation.interval_coverage)
         if isinstance(data, np.ndarray):
-            coverage = asked_coverage(interval, self.config.evaluation.interval_coverage)
             return complete_array(self._model, _numeric_array(data, channels, self.channels), list(channels), fill, coverage)
-        return self._applied(data, block_col, fill, interval).tables["completed"].copy()  # the caller's to change
+        return self._applied(data, block_col, fill, coverage).tables["completed"].copy()  # the caller's to change
 
     def predict(self, frame: pd.DataFrame, block_col: str | None = None) -> pd.DataFrame:
         """One row per window: ``block``, ``first_row``, ``last_row`` and its ``predicted`` class.

@@ -125,4 +125,5 @@ def evaluate_patterns(data: PreparedData, model: WindowModel, ridge: LaggedRidge
 def interval_comparison(model: list, reference: list, recordings: list[Recording], channels: list[str], coverage: float) -> dict[str, Any]:
     """The model's and the reference's interval figures, and the model's interval score as a share of the reference's."""
     ours, theirs = score_intervals(model, recordings, channels, coverage), score_intervals(reference, recordings, channels, coverage)
-    return {"nominal": coverage, "model": ours, "reference": theirs, "score_ratio": ours["interval_score"] / theirs["interval_score"]}
+    ratio = ours["interval_score"] / theirs["interval_score"] if theirs["interval_score"] > 0 else float("nan")
+    return {"nominal": coverage, "model": ours, "reference": theirs, "score_ratio": ratio}

@@ -119,9 +119,10 @@ def evaluate_completion(trained: TrainedRun, plot_dir: Path | None = None, basel
 
 def _plot_examples(trained: TrainedRun, ridge: LaggedRidge, out: Path) -> None:
     """The first test recordings (up to four) of the need pattern: their hidden channels, true and completed; and
-    (``completion_intervals.png``) the first one's completion with its interval band."""
+    (``completion_intervals.png``) the completion of the liveliest need recording with its interval band."""
     data, e = trained.data, trained.config.evaluation
-    recordings = hide(data, "need", e.eval_gap_max, e.eval_point_prob, e.eval_seed)[:4]
+    every = hide(data, "need", e.eval_gap_max, e.eval_point_prob, e.eval_seed)
+    recordings = every[:4]
     if not recordings:
         return
     length = min(len(r.values) for r in recordings)
@@ -133,9 +134,10 @@ def _plot_examples(trained: TrainedRun, ridge: LaggedRidge, out: Path) -> None:
                      stack([ridge(r.values, r.visible) for r in recordings]), [data.channels[c] for c in cols],
                      [f"{data.source_names[r.source]} #{i}" for i, r in enumerate(recordings)], out)
     if window_model.intervals is not None:
-        lower, upper = model_bounds(finished[:1], window_model, e.interval_coverage)[0]
-        first = recordings[0]
-        plot_intervals(first.values[:, cols], finished[0].completed[:, cols], lower[:, cols], upper[:, cols],
+        lively = max(every, key=lambda r: r.values[:, cols].std())
+        shown = through_windows(window_model, hidden_values([lively]), spread=True)
+        lower, upper = model_bounds(shown, window_model, e.interval_coverage)[0]
+        plot_intervals(lively.values[:, cols], shown[0].completed[:, cols], lower[:, cols], upper[:, cols],
                        [data.channels[c] for c in cols], e.interval_coverage, out.with_name("completion_intervals.png"))
 
 

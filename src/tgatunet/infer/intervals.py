@@ -5,17 +5,18 @@ The network gives each reconstruction a spread ``s`` (its expected absolute erro
 prediction, Lei et al., 2018) turns it into an interval with a coverage that is measured, not assumed: on the
 validation recordings, with values hidden as evaluation hides them (:mod:`tgatunet.data.hiding`), the scores
 ``|truth - completion| / s`` are collected per channel and per kind of missing value (:data:`KINDS`). The interval at
-coverage ``c`` is ``completion ± q s``, with ``q`` the ``ceil((n + 1) c)``-th smallest of the ``n`` scores. A channel
+coverage ``c`` is ``completion ± q s``, with ``q`` the ``ceil((n + 1) c)``-th smallest of the ``n`` scores (read from
+a table of score quantiles at :data:`LEVELS`, at the first level at or above ``ceil((n + 1) c) / n``: never below
+that score, so the guarantee holds; a coverage above ``n / (n + 1)`` has no finite interval). A channel
 and kind with fewer than :data:`MIN_SCORES` scores takes the scores of its kind over all channels (the spread already
 carries the channel's scale), or failing that all scores.
 
-Because ``q`` is read from a table of score quantiles (:data:`LEVELS`), any coverage can be asked for when the model is
-applied, without training again.
+Because ``q`` is read from that table, any coverage can be asked for when the model is applied, without training
+again.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,16 +62,21 @@ class IntervalCalibration:
             for c in range(C):
                 own = scores[(kinds == k) & (channel == c)]
                 use = next(s for s in (own, pooled[k], scores) if len(s) >= MIN_SCORES or s is scores)
-                quantiles[k, c], counts[k, c] = np.quantile(use, LEVELS), len(use)
+                quantiles[k, c], counts[k, c] = np.quantile(use, LEVELS, method="inverted_cdf"), len(use)
         return cls(list(channels), quantiles, counts)
 
     def factors(self, coverage: float) -> np.ndarray:
-        """``[kinds, C]``: the ``q`` of each kind and channel at ``coverage`` (finite-sample corrected)."""
-        out = np.empty(self.counts.shape)
-        for (k, c), n in np.ndenumerate(self.counts):
-            level = min(1.0, math.ceil((n + 1) * coverage) / n)
-            out[k, c] = np.interp(level, LEVELS, self.quantiles[k, c])
-        return out
+        """``[kinds, C]``: the ``q`` of each kind and channel at ``coverage`` (finite-sample corrected; inf where
+        ``coverage`` needs more scores than there are)."""
+        need = np.ceil((self.counts + 1) * coverage) / self.counts  # [kinds, C] the level of the order statistic
+        at = np.minimum(np.searchsorted(LEVELS, need - 1e-12), len(LEVELS) - 1)  # the first grid level at or above it
+        out = np.take_along_axis(self.quantiles, at[..., None], axis=-1)[..., 0]
+        return np.where(need > 1.0, np.inf, out)
+
+    def highest_coverage(self) -> float:
+        """The highest coverage with a finite interval for every kind and channel: ``n / (n + 1)`` of the fewest scores."""
+        n = int(self.counts.min())
+        return n / (n + 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kinds": list(KINDS), "levels": LEVELS.tolist(), "channels": self.channels,

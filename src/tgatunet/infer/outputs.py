@@ -14,6 +14,7 @@ drop-outs of an observed channel by the ``gaps`` pattern's.
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -79,20 +80,24 @@ class Plan:
 
 
 def asked_coverage(interval: bool | float | None, default: float) -> float | None:
-    """The intervals' coverage asked for: ``True`` the run's ``default`` (``interval_coverage``), a number itself,
-    ``False``/None no intervals."""
-    if interval is None or interval is False:
-        return None
-    return default if interval is True else interval
+    """The intervals' coverage asked for, checked: ``True`` the run's ``default`` (``interval_coverage``), a number
+    between 0 and 1 itself, ``False``/None no intervals."""
+    if interval is None or isinstance(interval, (bool, np.bool_)):
+        return default if interval else None
+    if not isinstance(interval, numbers.Real) or not 0.0 < float(interval) < 1.0:
+        raise DataError(f"the intervals' coverage must be a number between 0 and 1 (e.g. 0.9 for 90%), not {interval!r}.")
+    return float(interval)
 
 
 def check_interval(model: WindowModel, coverage: float) -> None:
-    """Refuse intervals a run cannot give: a coverage outside (0, 1), or a run without an interval calibration."""
-    if not (isinstance(coverage, (int, float)) and 0.0 < coverage < 1.0):
-        raise DataError(f"the intervals' coverage must be a number between 0 and 1 (e.g. 0.9 for 90%), not {coverage!r}.")
+    """Refuse intervals a run cannot give: without an interval calibration, or at a coverage its validation
+    recordings are too few to vouch for."""
     if model.intervals is None:
         raise RunError("this run has no calibrated completion intervals: it was trained by an earlier tgatunet, from a data "
                        "store, or without validation recordings. Train it again (with val_fraction > 0) to get them.")
+    if np.isinf(model.intervals.factors(coverage)).any():
+        raise DataError(f"coverage {coverage} needs more calibration values than the run's validation recordings gave; "
+                        f"ask for at most {model.intervals.highest_coverage():.3f}.")
 
 
 def fillable_channels(model: WindowModel, columns: list[str], fill: str, empty: set[str], need: list[str] | None = None):
@@ -333,7 +338,7 @@ def complete_array(model: WindowModel, values: np.ndarray, channels: list[str], 
     ``interval`` (a coverage): also the intervals' ``lower`` and ``upper`` bounds, arrays of the same shape (NaN where
     nothing was filled)."""
     if interval is not None:
-        check_interval(model, interval)
+        check_interval(model, interval)  # the caller's asked_coverage checked the number
     flat = np.asarray(values, dtype=np.float64).reshape(-1, values.shape[-1])
     present = [c for c, channel in enumerate(model.channels) if channel in channels]
     where = [channels.index(model.channels[c]) for c in present]

@@ -157,6 +157,7 @@ class TGATUNetModule(pl.LightningModule):
         if isinstance(self.trainer.strategy, FSDPStrategy):
             # Each rank holds a shard of the gradients: the global norm must come from the sharded
             # root module (torch's clip_grad_norm_ would see one shard; Lightning refuses to clip there).
+            # It takes the spread head in with the network: under FSDP the head's gradients can shorten its steps.
             self.trainer.strategy.model.clip_grad_norm_(clip)
         else:
             # The spread head is clipped on its own: a norm taken over all parameters would let its gradients

@@ -112,7 +112,9 @@ def check_checkpoint(path: Path) -> dict[str, Any]:
 def _check_resumable(run: RunDir, config: Config, allow_changed_data: bool) -> None:
     if not run.last_checkpoint.is_file():
         raise RunError(f"nothing to resume: '{run.last_checkpoint}' does not exist. Train without --resume (resume=False).")
-    check_checkpoint(run.last_checkpoint)
+    if not any(k.startswith("model.spread.") for k in check_checkpoint(run.last_checkpoint).get("state_dict", {})):
+        raise RunError(f"cannot resume: '{run.last_checkpoint}' was written by an earlier tgatunet, whose model lacks the head "
+                       "that completion intervals need. Start the run again (--overwrite; in Python overwrite=True).")
     before, after = run.read_config().to_dict(), config.to_dict()
     changed = sorted(k for k in before if k not in RESUMABLE_CHANGES and before[k] != after.get(k))
     if changed:
