@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.quality.datasets import DATASETS, prepare
-from benchmarks.runs import tgatunet
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: the benchmarks package
+
+from benchmarks.quality.datasets import DATASETS, prepare  # noqa: E402
+from benchmarks.runs import tgatunet  # noqa: E402
 
 PATTERNS = ("need", "gaps", "points")
 COVERAGE = (0.87, 0.93)

@@ -109,17 +109,21 @@ def print_intervals(intervals: dict[str, Any], cell) -> None:
 
 
 def print_calibration(calibration: dict[str, Any]) -> None:
-    """The verdict on each completed channel, from the validation recordings (``calibration.json``)."""
-    rows = calibration.get("channels", [])
-    if not rows:
+    """The verdict on each completed channel, from the validation recordings (``calibration.json``): the need pattern's
+    rows and every channel no better than its mean (the rest counted)."""
+    every = calibration.get("channels", [])
+    rows = [r for r in every if r["pattern"] == "need" or r["verdict"] == "no better than the mean"]
+    if not every:
         return
     table = _table("Completed channels on validation recordings (normalised units)",
-                   ["channel", "pattern", "MAE", "mean fill MAE", "r", "coverage", "verdict"])
+                   ["channel", "pattern", "MAE", "mean fill MAE", "r", "coverage", "better than the mean"])
     for r in rows:
         style = "yellow" if r["verdict"] == "no better than the mean" else None
         table.add_row(r["channel"], r["pattern"], f"{r['mae']:.3f}", f"{r['mean_fill_mae']:.3f}", f"{r['pearson']:.3f}",
-                      f"{r['coverage']:.3f}", r["verdict"], style=style)
+                      f"{r['coverage']:.3f}", "no" if style else "yes", style=style)
     console.print(table)
+    if len(every) > len(rows):
+        console.print(f"and {len(every) - len(rows)} more channel and pattern pairs better than the mean (run.channel_report(): all)")
 
 
 def print_seeds(seeds: dict[str, Any]) -> None:
