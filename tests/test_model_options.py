@@ -109,8 +109,8 @@ class _FailingBackward(torch.autograd.Function):
 def test_compile_failing_in_the_backward_pass_falls_back_and_trains_on(dataset, monkeypatch):
     def compile_with_broken_backward(model, **kwargs):
         def run(*args, **kw):
-            recon, logits, _ = model(*args, **kw)
-            return _FailingBackward.apply(recon), logits
+            recon, logits, log_spread = model(*args, **kw)
+            return _FailingBackward.apply(recon), logits, log_spread
 
         return run
 
@@ -164,7 +164,7 @@ def test_the_model_traces_as_one_graph_in_training_and_in_prediction(checkpoint)
     compiled = torch.compile(model, backend=counter)
     recon, logits, _ = compiled(values, visible)  # training mode: dropout on, blocks checkpointed
     (recon.square().mean() + logits.square().mean()).backward()
-    assert all(p.grad is not None for p in model.parameters())
+    assert all(p.grad is not None for p in model.network_parameters())
     model.eval()
     with torch.inference_mode():
         compiled(values, visible)
