@@ -1,4 +1,4 @@
-# make run : create .venv, install, train + evaluate + complete on the bundled BasicMotions data
+# make run : create .venv, install, train + evaluate + complete (with intervals) on the bundled BasicMotions data
 # make test: create .venv, install, lint (ruff, settings in pyproject.toml), run the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/tgatunet train --config $(CONFIG) --run-dir $(RUN_DIR) --overwrite
 	$(VENV)/bin/tgatunet evaluate --run $(RUN_DIR)
-	$(VENV)/bin/tgatunet complete --run $(RUN_DIR)
+	$(VENV)/bin/tgatunet complete --run $(RUN_DIR) --interval
 
 test: $(STAMP)
 	$(PY) -m ruff check .
