@@ -79,7 +79,7 @@ def plot_intervals(true: np.ndarray, completed: np.ndarray, lower: np.ndarray, u
         ax.set_title(f"{channels[k]}: truth inside the interval at {inside[:, k].mean():.0%} of steps", fontsize=9)
     axes[0].legend(fontsize=7, loc="upper right")
     axes[-1].set_xlabel("step")
-    fig.suptitle("a hidden channel completed on a test recording, with its interval (normalised units)")
+    fig.suptitle("hidden channels completed on a test recording, with their intervals (normalised units)")
     return _save(fig, out)
 
 

@@ -99,8 +99,8 @@ def print_intervals(intervals: dict[str, Any], cell) -> None:
     if not intervals:
         return
     nominal = next(iter(intervals.values())).get("nominal")
-    table = _table(f"Completion intervals on test recordings{f' at {nominal:.0%}' if nominal else ''} (score: interval score; ratio: score / ref. score; "
-                   "ref.: ridge ± its validation errors' quantile)",
+    table = _table(f"Completion intervals on test recordings{f' at {nominal:.0%}' if nominal else ''} (score: interval score; "
+                   "ratio: score / ref. score; ref.: ridge ± its validation errors' quantile)",
                    ["pattern", "coverage", "width", "score", "ref. cov.", "ref. width", "ref. score", "ratio"])
     for pattern, i in intervals.items():
         table.add_row(pattern, *(cell(i[who][key]) for who in ("model", "reference") for key in ("coverage", "width", "interval_score")),
