@@ -214,6 +214,10 @@ def test_training_from_the_store_end_to_end(dataset):
     # The leakage guard fingerprints the same validation and test inputs, whichever way they are read.
     guard, memory_guard = run.read_metrics()["leakage_guard"], in_memory.read_metrics()["leakage_guard"]
     assert guard["held"] and guard["start"] == memory_guard["start"]
+    # The completion intervals are calibrated on the same validation recordings, read from the store.
+    tables = [json.loads(r.calibration_path.read_text())["intervals"] for r in (run, in_memory)]
+    np.testing.assert_allclose(tables[0]["quantiles"], tables[1]["quantiles"], rtol=1e-3, atol=1e-3)
+    assert tables[0]["counts"] == tables[1]["counts"]
     metrics = evaluate_run(run.root)
     assert metrics["completion"]["model"]["mae"] > 0
     written = {w.name: w for w in complete_run(run.root)}

@@ -104,6 +104,39 @@ def store_data(config: Config, stats: ChannelStats | None = None, block_splits: 
                      epoch_windows=epoch_windows, store=store)
 
 
+CALIBRATION_CELLS = 50_000_000  # at most this many values of the validation recordings held in memory (200 MB)
+
+
+def validation_recordings(data: StoreData) -> PreparedData:
+    """The store's validation segments in memory (normalised, 0 where not observed), as in-memory data holding nothing
+    else: what the completion intervals are calibrated on. Segments are taken in store order up to
+    :data:`CALIBRATION_CELLS` values; the rest of the store stays on disk."""
+    store, split = data.store, {}
+    values, observed, segments, keys, offsets = [], [], [], [], [0]
+    budget = CALIBRATION_CELLS // len(data.channels)
+    for i, source in enumerate(store.sources):
+        for (lo, hi), block in zip(store.segments(i), source.segment_blocks):
+            key = f"{source.name}/{block}"
+            if data.block_splits.get(key) != "val" or budget < hi - lo:
+                continue
+            budget -= hi - lo
+            start = sum(len(v) for v in values)
+            seen = store.read_observed(i, int(lo), int(hi - lo))
+            values.append(np.where(seen, data.stats.apply(store.read_values(i, int(lo), int(hi - lo))), 0.0).astype(np.float32))
+            observed.append(seen)
+            segments.append((start, start + hi - lo))
+            keys.append(key)
+            split[key] = "val"
+        offsets.append(sum(len(v) for v in values))
+    C = len(data.channels)
+    return PreparedData(channels=data.channels, class_names=data.class_names, source_names=data.source_names, stats=data.stats,
+                        source_need=data.source_need, row_offsets=np.array(offsets), windows={}, block_splits=split,
+                        window_size=data.window_size, downsample=data.downsample, skipped_blocks=0, epoch_windows=0,
+                        values=np.concatenate([np.zeros((0, C), np.float32), *values]),
+                        observed=np.concatenate([np.zeros((0, C), bool), *observed]),
+                        segments=np.array(segments, dtype=np.int64).reshape(-1, 2), segment_blocks=np.array(keys, dtype=object))
+
+
 class StoreWindowDataset(WindowDataset):
     """Windows of one split read from the store a batch at a time (the batches of :class:`WindowDataset`).
 

@@ -93,8 +93,8 @@ def check_interval(model: WindowModel, coverage: float) -> None:
     """Refuse intervals a run cannot give: without an interval calibration, or at a coverage its validation
     recordings are too few to vouch for."""
     if model.intervals is None:
-        raise RunError("this run has no calibrated completion intervals: it was trained by an earlier tgatunet, from a data "
-                       "store, or without validation recordings. Train it again (with val_fraction > 0) to get them.")
+        raise RunError("this run has no calibrated completion intervals: it was trained by an earlier tgatunet or without "
+                       "validation recordings. Train it again (with val_fraction > 0) to get them.")
     if np.isinf(model.intervals.factors(coverage)).any():
         raise DataError(f"coverage {coverage} needs more calibration values than the run's validation recordings gave; "
                         f"ask for at most {model.intervals.highest_coverage():.3f}.")

@@ -13,7 +13,6 @@ Kept in the run's ``calibration.json``, which ``predict``, ``complete`` and :fun
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 from tgatunet.config import Config
 from tgatunet.data.hiding import PATTERNS, hide, scores
 from tgatunet.data.prepared import PreparedData
+from tgatunet.data.store_windows import validation_recordings
 from tgatunet.files import atomic_write_text
 from tgatunet.infer.intervals import KINDS, IntervalCalibration, interval_figures
 from tgatunet.infer.rundir import RunDir
@@ -30,8 +30,6 @@ from tgatunet.infer.stream import WindowModel, through_windows
 from tgatunet.infer.trained import load_trained
 from tgatunet.train.prepare import Data
 from tgatunet.train.temperature import temperature_on_validation
-
-log = logging.getLogger(__name__)
 
 NO_BETTER = 0.95  # a completion whose MAE is above this share of the mean fill's is no better than the mean
 # Independent draws of the gaps and points hiding over the validation recordings: validation sets are small, and each
@@ -46,13 +44,10 @@ def calibrate(run: RunDir, data: Data, config: Config, device: torch.device) -> 
         return {"temperature": 1.0, "val_windows": 0}
     model = replace(load_trained(run, device, compile=False), temperature=1.0, graph_cache=None)
     result = temperature_on_validation(model, data, config, device)
-    if not isinstance(data, PreparedData):
-        log.warning("completion intervals are not calibrated for a run trained from a data store (its validation "
-                    "recordings are not in memory); predict --interval will refuse it.")
-    else:
-        intervals, report = calibrate_intervals(model.windowed(), data, config)
-        if intervals is not None:
-            result.update(intervals=intervals.to_dict(), channels=report)
+    recordings = data if isinstance(data, PreparedData) else validation_recordings(data)
+    intervals, report = calibrate_intervals(model.windowed(), recordings, config)
+    if intervals is not None:
+        result.update(intervals=intervals.to_dict(), channels=report)
     atomic_write_text(run.calibration_path, json.dumps(result, indent=1))
     run.note_written(run.calibration_path)
     return {k: v for k, v in result.items() if k != "intervals"}
