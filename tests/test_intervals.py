@@ -174,6 +174,10 @@ def test_the_verdict_flags_a_channel_no_better_than_its_mean(noisy_run, caplog):
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("'z'" in m and "treat its filled values as unknown" in m for m in warned)
     assert not any("'y'" in m for m in warned)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run.complete(frame[["a", "b"]].to_numpy(), channels=["a", "b"])  # arrays are warned about too
+    assert any("'z'" in r.getMessage() for r in caplog.records)
 
 
 def test_cli_and_api_give_the_same_intervals_bit_for_bit(noisy_run, tmp_path):

@@ -348,6 +348,8 @@ def complete_array(model: WindowModel, values: np.ndarray, channels: list[str], 
     stream = Stream(model, fillable_channels(model, channels, fill, empty), spread=interval is not None)
     blocks = np.repeat(np.arange(len(values)), values.shape[1]) if values.ndim == 3 else np.zeros(len(flat), np.int64)
     whole = Finished.join(stream.feed(raw, blocks, 0) + stream.finish())
+    filled = {c for c, n in zip(model.channels, whole.filled.sum(axis=0)) if n}
+    untrusted_fills(model, filled, np.isfinite(raw).any(axis=0), "the array")
     arrays = [whole.completed]
     if interval is not None:
         arrays += interval_bounds(whole.completed, whole.filled, whole.spread, whole.kind, model.intervals.factors(interval))
