@@ -26,7 +26,7 @@ PATTERNS = ("need", "gaps", "points")
 
 @dataclass
 class Recording:
-    """One test recording with values hidden: ``values``, ``observed``, ``hidden`` ``[n, C]`` (normalised)."""
+    """One recording with values hidden: ``values``, ``observed``, ``hidden`` ``[n, C]`` (normalised)."""
 
     source: int
     values: np.ndarray

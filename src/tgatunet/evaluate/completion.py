@@ -69,9 +69,10 @@ def conformal_half_widths(errors: list[np.ndarray], coverage: float) -> np.ndarr
     return np.array([quantile(e if len(e) else pooled) for e in errors])
 
 
-def reference_bounds(data: PreparedData, ridge: LaggedRidge, pattern: str, recordings: list[Recording],
+def reference_bounds(data: PreparedData, ridge: LaggedRidge, pattern: str, completed: list[np.ndarray],
                      config) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The reference interval of each test recording: ridge ± its validation errors' conformal quantile per channel."""
+    """The reference interval around each test recording's ridge completion (``completed``): ± the ridge's validation
+    errors' conformal quantile per channel."""
     e = config.evaluation
     val = hide(data, pattern, e.eval_gap_max, e.eval_point_prob, e.eval_seed, split="val")
     if not val:
@@ -79,7 +80,7 @@ def reference_bounds(data: PreparedData, ridge: LaggedRidge, pattern: str, recor
     fills = [ridge(r.values, r.visible) for r in val]
     errors = [np.concatenate([np.abs(f - r.values)[r.hidden[:, c], c] for f, r in zip(fills, val)]) for c in range(len(data.channels))]
     half = conformal_half_widths(errors, e.interval_coverage)
-    return [(f - half, f + half) for f in (ridge(r.values, r.visible) for r in recordings)]
+    return [(f - half, f + half) for f in completed]
 
 
 def model_bounds(finished: list[Finished], model: WindowModel, coverage: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -109,14 +110,15 @@ def evaluate_patterns(data: PreparedData, model: WindowModel, ridge: LaggedRidge
         methods["ridge"] = lambda: [ridge(r.values, r.visible) for r in recordings]
         for name, imputer in window_methods.items():
             methods[name] = lambda imputer=imputer: [f.completed for f in through_windows(imputer, hidden_values(recordings))]
-        result[pattern] = {}
+        result[pattern], completed = {}, {}
         for name, fill in methods.items():
             start = time.perf_counter()
-            result[pattern][name] = score_method(fill(), recordings, data.channels)
+            completed[name] = fill()
+            result[pattern][name] = score_method(completed[name], recordings, data.channels)
             result["seconds"][name] = result["seconds"].get(name, 0.0) + time.perf_counter() - start
         result["hidden_values"][pattern] = int(sum(r.hidden.sum() for r in recordings))
-        reference = reference_bounds(data, ridge, pattern, recordings, config)
-        if model.intervals is not None and reference:
+        reference = reference_bounds(data, ridge, pattern, completed["ridge"], config) if model.intervals is not None else []
+        if reference:
             result.setdefault("intervals", {})[pattern] = interval_comparison(model_bounds(finished, model, e.interval_coverage), reference,
                                                                recordings, data.channels, e.interval_coverage)
     return result

@@ -353,8 +353,7 @@ def complete_array(model: WindowModel, values: np.ndarray, channels: list[str], 
     arrays = [whole.completed]
     if interval is not None:
         arrays += interval_bounds(whole.completed, whole.filled, whole.spread, whole.kind, model.intervals.factors(interval))
-    out = [np.full_like(flat, np.nan) for _ in arrays]
-    out[0][:] = flat
+    out = [flat.copy(), *(np.full_like(flat, np.nan) for _ in arrays[1:])]
     for array, done in zip(out, arrays):
         array[:, where] = done[:, present]
     return out[0].reshape(values.shape) if interval is None else tuple(a.reshape(values.shape) for a in out)

@@ -60,11 +60,18 @@ class Finished:
     spread: np.ndarray | None = None  # [n, C] raw units: the windows' mean expected absolute error (spread=True)
     kind: np.ndarray | None = None  # [n, C] int8: index in intervals.KINDS, the most severe over the windows
 
+    ARRAYS = ("completed", "filled", "probabilities", "spread", "kind")
+
     @classmethod
     def join(cls, parts: list[Finished]) -> Finished:
         """Consecutive parts as one."""
         cat = lambda key: None if getattr(parts[0], key) is None else np.concatenate([getattr(p, key) for p in parts])  # noqa: E731
-        return cls(parts[0].first_row, *(cat(key) for key in ("completed", "filled", "probabilities", "spread", "kind")))
+        return cls(parts[0].first_row, *(cat(key) for key in cls.ARRAYS))
+
+    def rows(self, lo: int, hi: int) -> Finished:
+        """Rows ``lo .. hi`` of this part (positions in it, not file rows)."""
+        cut = lambda x: None if x is None else x[lo:hi]  # noqa: E731
+        return Finished(self.first_row + lo, *(cut(getattr(self, key)) for key in self.ARRAYS))
 
 
 @dataclass
@@ -250,6 +257,4 @@ def through_windows(model: WindowModel, recordings: list[np.ndarray], spread: bo
     blocks = np.repeat(np.arange(len(recordings)).astype(str).astype(object), lengths)
     whole = Finished.join(stream.feed(np.concatenate(recordings), blocks, 0) + stream.finish())
     cuts = np.cumsum([0, *lengths])
-    pick = lambda x, lo, hi: None if x is None else x[lo:hi]  # noqa: E731
-    return [Finished(lo, *(pick(getattr(whole, key), lo, hi) for key in ("completed", "filled", "probabilities", "spread", "kind")))
-            for lo, hi in zip(cuts[:-1], cuts[1:])]
+    return [whole.rows(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
