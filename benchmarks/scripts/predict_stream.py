@@ -61,10 +61,10 @@ def write_recording(path: Path, rows: int, seed: int = 0) -> None:
             writer.write_table(pa.table(columns, schema=schema))
 
 
-def run_predict(run_dir: Path, recording: Path, out: Path, interval: bool = False) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in MiB, and the summary line of one ``tgatunet predict`` process."""
+def run_predict(run_dir: Path, recording: Path, out: Path, interval: bool = False, extra: list[str] = ()) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS in MiB, and the summary line of one ``tgatunet predict`` process (``extra``: more options)."""
     args = [sys.executable, "-m", "tgatunet", "predict", "--run", str(run_dir), "--input", str(recording),
-            "--output", str(out), *(["--interval"] if interval else [])]
+            "--output", str(out), *(["--interval"] if interval else []), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # torch takes its intra-op thread count from it
     start = time.perf_counter()
     with open(out / f"{recording.stem}.log", "w") as log:

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from tgatunet.config import Config, config_from_dict
+from tgatunet.data.timeline import Timing
 from tgatunet.errors import ConfigError, DataError, RunError
 from tgatunet.infer.outputs import Applied, apply_frame, asked_coverage, complete_array
 from tgatunet.infer.rundir import RunDir
@@ -39,7 +40,7 @@ def _quiet_lightning():
             logger.setLevel(level)
 
 
-FILLS = ("all", "need")
+FILLS = ("all", "need", "grid")
 
 
 def _content_key(frame: pd.DataFrame) -> tuple:
@@ -91,6 +92,7 @@ class Run:
         self._run = RunDir(self.directory)
         self._model = load_trained(self._run, torch.device(device) if device else None, compile).windowed()
         self.config: Config = self._run.read_config()
+        self.sample_rate_hz: float | None = self._run.read_data()[2].get("sample_rate_hz")  # the model's grid; None: rows are steps
         self._last: tuple[tuple, Applied] | None = None  # the latest frame applied (its content key), and the result
 
     @property
@@ -120,10 +122,12 @@ class Run:
         return pd.DataFrame(list(self._model.report), columns=["channel", "pattern", "values", "mae", "mean_fill_mae", "mae_vs_mean",
                                                              "pearson", "coverage", "width", "interval_score", "verdict"])
 
-    def apply(self, frame: pd.DataFrame, block_col: str | None = None, fill: str = "all", interval: bool | float = False) -> Applied:
+    def apply(self, frame: pd.DataFrame, block_col: str | None = None, fill: str = "all", interval: bool | float = False,
+              time_col: str | None = None, rate_hz: float | None = None, max_gap_s: float | None = None) -> Applied:
         """One pass of the model over ``frame``: its ``tables`` ``completed``, ``windows`` and ``blocks``, and what
         was filled. :meth:`complete`, :meth:`predict` and :meth:`predict_proba` are views of it: asked of the same
-        frame (same content) one after the other, the model runs once. ``interval``: as for :meth:`complete`.
+        frame (same content) one after the other, the model runs once. ``interval``, ``time_col``, ``rate_hz``,
+        ``max_gap_s``: as for :meth:`complete`.
 
         Example::
 
@@ -132,23 +136,29 @@ class Run:
         """
         if fill not in FILLS:
             raise DataError(f"fill must be one of {list(FILLS)}, not {fill!r}.")
-        applied = self._applied(frame, block_col, fill, interval)
+        applied = self._applied(frame, block_col, fill, interval, Timing(time_col, rate_hz, max_gap_s))
         return replace(applied, tables={name: table.copy() for name, table in applied.tables.items()})
 
-    def _applied(self, frame: pd.DataFrame, block_col: str | None, fill: str, interval: bool | float | None = None) -> Applied:
+    def _applied(self, frame: pd.DataFrame, block_col: str | None, fill: str, interval: bool | float | None = None,
+                 timing: Timing | None = None) -> Applied:
         """The pass of :meth:`apply`, kept for the next view of the same frame (the caller gets copies)."""
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}; for arrays use complete(values, channels=[...]).")
         if block_col is None and self.config.data.block_col in frame.columns:
             block_col = self.config.data.block_col
         coverage = asked_coverage(interval, self.config.evaluation.interval_coverage)
-        key = (_content_key(frame), block_col, fill, coverage)
+        timing = timing or Timing()
+        if not timing.timed and self.config.data.time_col in frame.columns:
+            timing = Timing(self.config.data.time_col, None, timing.max_gap_s or self.config.data.max_gap_s)
+        key = (_content_key(frame), block_col, fill, coverage, timing)
         if self._last is None or self._last[0] != key:
-            self._last = (key, apply_frame(self._model, frame, block_col=block_col, fill=fill, interval=coverage))
+            self._last = (key, apply_frame(self._model, frame, block_col=block_col, fill=fill, interval=coverage, timing=timing,
+                                           grid_hz=self.sample_rate_hz))
         return self._last[1]
 
     def complete(self, data: pd.DataFrame | np.ndarray, channels: list[str] | None = None, block_col: str | None = None,
-                 fill: str = "all", interval: bool | float = False) -> pd.DataFrame | np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 fill: str = "all", interval: bool | float = False, time_col: str | None = None, rate_hz: float | None = None,
+                 max_gap_s: float | None = None) -> pd.DataFrame | np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The data with its missing values of the run's channels filled.
 
         A DataFrame gives the completed DataFrame (rows in order, observed cells unchanged, ``<channel>_imputed`` flags,
@@ -158,6 +168,11 @@ class Run:
         ``interval``: also each filled value's interval, calibrated on the run's validation recordings (True: at the
         run's ``interval_coverage``, 0.9 unless set; a number: at that coverage). A DataFrame gets ``<channel>_lower``
         and ``<channel>_upper`` beside each filled channel; an array gives ``(completed, lower, upper)``.
+
+        ``time_col`` (default: the run's ``time_col``, where the frame has it) and/or ``rate_hz``: the frame's rows are
+        times, resampled onto the run's grid (``run.sample_rate_hz``) and completed at their own times; ``max_gap_s``:
+        a longer jump in time starts a new segment; ``fill="grid"``: slow channels at every row, not only at their own
+        sample times.
 
         Example::
 
@@ -169,7 +184,8 @@ class Run:
         coverage = asked_coverage(interval, self.config.evaluation.interval_coverage)
         if isinstance(data, np.ndarray):
             return complete_array(self._model, _numeric_array(data, channels, self.channels), list(channels), fill, coverage)
-        return self._applied(data, block_col, fill, coverage).tables["completed"].copy()  # the caller's to change
+        timing = Timing(time_col, rate_hz, max_gap_s)
+        return self._applied(data, block_col, fill, coverage, timing).tables["completed"].copy()  # the caller's to change
 
     def predict(self, frame: pd.DataFrame, block_col: str | None = None) -> pd.DataFrame:
         """One row per window: ``block``, ``first_row``, ``last_row`` and its ``predicted`` class.

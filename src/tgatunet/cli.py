@@ -121,6 +121,7 @@ def evaluate(
 class Fill(str, Enum):
     all = "all"
     need = "need"
+    grid = "grid"
 
 
 class Format(str, Enum):
@@ -128,7 +129,8 @@ class Format(str, Enum):
     parquet = "parquet"
 
 
-FILL_HELP = "all: fill sensor drop-outs and absent channels; need: only the channels the file lacks."
+FILL_HELP = ("all: fill sensor drop-outs and absent channels; need: only the channels the file lacks; grid: as all, and a timed "
+             "file's slow channels at every row, not only at their own sample times.")
 INTERVAL_HELP = ("Write <channel>_lower and <channel>_upper beside each filled channel: the interval of each filled value, "
                  "calibrated on the run's validation recordings.")
 COVERAGE_HELP = "The intervals' nominal coverage, e.g. 0.95 (implies --interval; default: the run's interval_coverage, 0.9)."
@@ -180,16 +182,23 @@ def predict(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
     interval: bool = typer.Option(False, "--interval", help=INTERVAL_HELP),
     coverage: Optional[float] = typer.Option(None, "--coverage", help=COVERAGE_HELP),
+    time_col: Optional[str] = typer.Option(None, "--time-col", help="Column of each row's time, seconds or datetimes (default: the "
+                                           "run's time_col, if present); the file is resampled onto the run's grid and written back at its rows."),
+    rate_hz: Optional[float] = typer.Option(None, "--rate-hz", help="Rows per second of the file (with --time-col: checked against it)."),
+    max_gap_s: Optional[float] = typer.Option(None, "--max-gap-s", help="A time jump longer than this starts a new segment."),
 ) -> None:
     """Apply a trained run to new recordings: completed copies and class predictions per window, row and block."""
     from tgatunet.data.tables import TableReader
+    from tgatunet.data.timeline import Timing
     from tgatunet.infer.predict import predict_files
 
     inputs = [p.expanduser() for p in [*inputs, *(more or [])]]
     with _rows_progress() as progress:
         task = progress.add_task("predicting", total=sum(TableReader(p).rows for p in inputs))
+        timing = Timing(time_col, rate_hz, max_gap_s) if time_col or rate_hz else None
         written = predict_files(run, inputs, output, block_col, fmt.value if fmt else None, fill.value, compile,
-                                on_rows=lambda n: progress.advance(task, n), interval=interval if coverage is None else coverage)
+                                on_rows=lambda n: progress.advance(task, n), interval=interval if coverage is None else coverage,
+                                timing=timing)
     _print_applied(written)
 
 

@@ -49,12 +49,15 @@ def data_synth(
     classes: int = typer.Option(3, help="Number of classes."),
     file_format: str = typer.Option("csv", "--format", help="csv or parquet."),
     seed: int = typer.Option(0, help="Random seed."),
+    rates: Optional[str] = typer.Option(None, "--rates", help="Sampling rates in Hz given to the channels in turn, e.g. 64,32,4: files "
+                                        "with a time column, one row per sample of the fastest rate, slower channels empty between their samples."),
 ) -> None:
     """Write a synthetic multi-source dataset (coupled channels, signal-dependent labels) and its config."""
     from tgatunet.data.synth import SynthSpec, write_synthetic
 
     try:
-        spec = SynthSpec(sources, channels, missing, blocks, length, classes, file_format=file_format, seed=seed)
+        hz = tuple(float(r) for r in rates.split(",")) if rates else ()
+        spec = SynthSpec(sources, channels, missing, blocks, length, classes, file_format=file_format, seed=seed, rates=hz)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     path = write_synthetic(spec, out)

@@ -38,6 +38,10 @@ class SourceConfig(Strict):
                             description="Modality columns this source lacks and tgatunet completes (absent from the file, or present but empty).")
     block_col: str | None = Field(default=None, description="Overrides the global block_col.")
     label_col: str | None = Field(default=None, description="Overrides the global label_col.")
+    time_col: str | None = Field(default=None, description="Overrides the global time_col.")
+    rate_hz: float | None = Field(default=None, gt=0.0, description="Rows per second of this source; with a time column, the two must "
+                                  "agree within 2%.")
+    max_gap_s: float | None = Field(default=None, gt=0.0, description="Overrides the global max_gap_s.")
 
     @model_validator(mode="after")
     def _have_and_need_disjoint(self) -> SourceConfig:
@@ -58,6 +62,17 @@ class DataConfig(Strict):
     common_modalities: list[str] = Field(default_factory=list, description="Modality columns that every source has.")
     block_col: str | None = Field(default=None, description="Column naming contiguous recordings (subject/session); none: each file is one block.")
     label_col: str = Field(description="Column holding the class of each row (int or string).")
+    time_col: str | None = Field(default=None, description="Column holding each row's time (seconds as numbers, or datetimes with or without "
+                                 "a time zone) in the sources that have it; with rate_hz or a time column a source is resampled onto "
+                                 "sample_rate_hz.")
+    max_gap_s: float | None = Field(default=None, gt=0.0, description="A time jump longer than this (seconds) inside a block starts a new "
+                                    "segment; shorter ones stay in the segment as unobserved steps. null: never split.")
+    sample_rate_hz: Annotated[float, Field(gt=0.0)] | Literal["auto"] = Field(
+        default="auto", description="The model's grid, in steps per second, onto which timed sources are resampled (anti-aliased "
+        "down, interpolated up); auto: the lowest rate of the timed sources. Sources without rate_hz or time column are taken as "
+        "already on it.")
+    window_seconds: float | None = Field(default=None, gt=0.0, description="window_size in seconds (needs sample_rate_hz as a number).")
+    step_seconds: float | None = Field(default=None, gt=0.0, description="step_size in seconds (needs sample_rate_hz as a number).")
     split_col: str | None = Field(default=None, description="Optional column fixing each block's split (train/val/test); without 'val' values, "
                                   "validation blocks are drawn from the train blocks.")
     window_size: int = Field(default=50, ge=4, description="Time steps per window.")
@@ -89,6 +104,27 @@ class DataConfig(Strict):
     @property
     def apply_stride(self) -> int:
         return self.apply_step or max(1, self.window_size // 2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_from_seconds(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for seconds, steps, least in (("window_seconds", "window_size", 4), ("step_seconds", "step_size", 1)):
+            if data.get(seconds) is None:
+                continue
+            rate = data.get("sample_rate_hz", "auto")
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool):
+                raise ValueError(f"{seconds} needs sample_rate_hz as a number (steps per second), not {rate!r}")
+            if not isinstance(data[seconds], (int, float)) or data[seconds] <= 0:
+                raise ValueError(f"{seconds} must be a positive number of seconds, not {data[seconds]!r}")
+            count = max(least, round(data[seconds] * rate))
+            if data.get(steps) is not None and data[steps] != count:
+                raise ValueError(f"{seconds} {data[seconds]} at sample_rate_hz {rate} is {count} steps, but {steps} is "
+                                 f"{data[steps]}; give one of them")
+            data[steps] = count
+        return data
 
     @model_validator(mode="after")
     def _windows_cover_every_row(self) -> DataConfig:

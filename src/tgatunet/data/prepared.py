@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from tgatunet.config import Config
 from tgatunet.data.normalize import ChannelStats
-from tgatunet.data.sources import SourceTable, encode_labels, load_source
+from tgatunet.data.sources import SourceTable, encode_labels, grid_rate, load_source
 from tgatunet.data.splits import SPLITS, split_blocks
 from tgatunet.data.windows import labels_of_windows, row_index, window_span, window_starts
 from tgatunet.errors import DataError
@@ -208,7 +208,9 @@ def prepare_data(config: Config, stats: ChannelStats | None = None, block_splits
     ``stats`` (normalisation) and ``block_splits`` (block key -> split) to reuse, e.g. a trained run's; None: fitted
     on the training blocks, and drawn.
     """
-    tables = tables if tables is not None else [load_source(config, s) for s in config.data.sources]
+    if tables is None:
+        grid_hz = grid_rate(config)
+        tables = [load_source(config, s, grid_hz) for s in config.data.sources]
     class_names, row_labels = encode_labels(tables)
     offsets = np.cumsum([0] + [len(t.values) for t in tables])
     raw = np.concatenate([t.values for t in tables])

@@ -1,8 +1,10 @@
-"""Reading one source file into arrays, with errors that name file and column.
+"""Reading one source file into arrays on the model's grid, with errors that name file and column.
 
-A source is a CSV or Parquet table, one row per time step. Reading it yields a :class:`SourceTable`: the configured
-channels as one float32 array ``[N, C]`` (NaN = not observed), block segments, and raw labels. Nothing here modifies the
-file.
+A source is a CSV or Parquet table. Without a time column or rate, each row is one step of the model's grid. A timed
+source (``time_col`` and/or ``rate_hz``, :mod:`tgatunet.data.timeline`) is resampled onto the grid of
+``sample_rate_hz`` (:mod:`tgatunet.data.resample`), each channel at its own rate; a grid step takes the label of the
+last row at or before it. Reading yields a :class:`SourceTable`: the configured channels as one float32 array
+``[N, C]`` on the grid (NaN = not observed), block segments, and raw labels. Nothing here modifies the file.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import pandas as pd
 
 from tgatunet.config import Config, SourceConfig
 from tgatunet.data.datasets import BUNDLED_SCHEME, resolve_bundled
+from tgatunet.data.resample import channel_phases, grid_length, grid_ratio, rows_before, segment_on_grid
 from tgatunet.data.tables import PARQUET, TableReader, numeric_cells
+from tgatunet.data.timeline import RHYTHM_ROWS, Timing, channel_steps, check_rate, lattice, measured_step, row_seconds
 from tgatunet.errors import DataError, shown
 
 log = logging.getLogger(__name__)
 
+UPSAMPLING_WARNED = 4.0  # a source brought up by more than this factor is warned about: its fine detail is made up
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
@@ -52,13 +57,17 @@ class SourceTable:
 
 def read_table(path: Path, source_name: str) -> pd.DataFrame:
     """A CSV (every cell as text) or Parquet (its own column types) file, whole."""
+    _check_file(path, source_name)
+    reader = TableReader(path)
+    chunks = list(reader.chunks())
+    return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=reader.columns)
+
+
+def _check_file(path: Path, source_name: str) -> None:
     if not path.is_file():
         raise DataError(f"source '{source_name}': file '{path}' not found. Check 'path' in the config.")
     if path.suffix.lower() not in (".csv", ".txt", ".gz", *PARQUET):
         raise DataError(f"source '{source_name}': '{path}' has suffix '{path.suffix}'; use a .csv or .parquet file.")
-    reader = TableReader(path)
-    chunks = list(reader.chunks())
-    return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=reader.columns)
 
 
 def label_text(value) -> str | None:
@@ -110,41 +119,121 @@ def source_path(config: Config, source: SourceConfig) -> Path:
     return config.resolve(source.path)
 
 
-def load_source(config: Config, source: SourceConfig) -> SourceTable:
-    """Read one source and check it against the config."""
+def source_timing(config: Config, source: SourceConfig) -> Timing:
+    """A source's time column, rate and gap limit, the global keys filling in what the source does not set."""
+    return Timing(source.time_col or config.data.time_col, source.rate_hz,
+                  source.max_gap_s if source.max_gap_s is not None else config.data.max_gap_s)
+
+
+def _source_frame(config: Config, source: SourceConfig, rows: int | None = None) -> tuple[Path, pd.DataFrame]:
     if source.frame is not None:
-        path, frame = Path(f"<DataFrame {source.name}>"), source.frame
-    else:
-        path = source_path(config, source)
-        frame = read_table(path, source.name)
+        frame = source.frame if rows is None else source.frame.head(rows)
+        return Path(f"<DataFrame {source.name}>"), frame
+    path = source_path(config, source)
+    if rows is None:
+        return path, read_table(path, source.name)
+    _check_file(path, source.name)
+    return path, next(iter(TableReader(path, rows).chunks()), pd.DataFrame())
+
+
+def source_step(config: Config, source: SourceConfig, frame: pd.DataFrame | None = None, where: str = "") -> float:
+    """Seconds between rows of a timed source: ``1 / rate_hz``, or measured on its first rows' times."""
+    timing = source_timing(config, source)
+    if timing.rate_hz is not None:
+        return 1.0 / timing.rate_hz
+    if frame is None:
+        path, frame = _source_frame(config, source, RHYTHM_ROWS)
+        where = f"source '{source.name}' ({path})"
+    if timing.time_col not in frame.columns:
+        raise DataError(f"{where}: time_col '{timing.time_col}' is not a column of the file. Columns found: "
+                        f"{', '.join(map(str, frame.columns))}.")
+    head = frame.head(RHYTHM_ROWS)
+    seconds, _ = row_seconds(head[timing.time_col], where, 0)
+    return measured_step(seconds, _blocks(head, config, source, where), where)
+
+
+def grid_rate(config: Config) -> float | None:
+    """Steps per second of the model's grid: ``sample_rate_hz``, or (auto) the lowest rate of the timed sources;
+    None when no source is timed and no rate is set (rows are steps)."""
+    if config.data.sample_rate_hz != "auto":
+        return float(config.data.sample_rate_hz)
+    timed = [s for s in config.data.sources if source_timing(config, s).timed]
+    return min(1.0 / source_step(config, s) for s in timed) if timed else None
+
+
+def load_source(config: Config, source: SourceConfig, grid_hz: float | None = None) -> SourceTable:
+    """Read one source and check it against the config; a timed source is resampled onto ``grid_hz``
+    (:func:`grid_rate`)."""
+    path, frame = _source_frame(config, source)
     where = f"source '{source.name}' ({path})"
     if len(frame) == 0:
         raise DataError(f"{where}: the file has no rows.")
 
     label_col = source.label_col or config.data.label_col
-    block_col = source.block_col or config.data.block_col
-    _check_columns(frame, where, source, config, label_col, block_col)
+    timing = source_timing(config, source)
+    _check_columns(frame, where, source, config, label_col, source.block_col or config.data.block_col, timing.time_col)
     values = _modality_values(frame, where, source, config)
-
-    if block_col is None:
-        blocks = np.full(len(frame), "0", dtype=object)
-    else:
-        blocks = _cell_texts(frame, block_col, where, "block_col")
-        if any(b is None for b in blocks):
-            row = next(i for i, b in enumerate(blocks) if b is None)
-            raise DataError(f"{where}: block_col '{block_col}' is empty at row {row}; every row needs a block.")
-    bounds, segment_blocks = _segments(blocks)
+    blocks = _blocks(frame, config, source, where)
     labels = _cell_texts(frame, label_col, where, "label_col")
-
     block_split: dict[str, str] = {}
     if config.data.split_col is not None:
         block_split = _block_splits(frame[config.data.split_col], blocks, where, config.data.split_col)
+    if timing.timed and grid_hz is not None:
+        values, bounds, segment_blocks, labels = _on_grid(frame, values, blocks, labels, timing,
+                                                          source_step(config, source, frame, where), grid_hz, where, config.channels)
+        return SourceTable(source.name, path, values, bounds, segment_blocks, labels, block_split)
+    bounds, segment_blocks = _segments(blocks)
     return SourceTable(source.name, path, values, bounds, segment_blocks, labels, block_split)
 
 
-def _check_columns(frame: pd.DataFrame, where: str, source: SourceConfig, config: Config, label_col, block_col) -> None:
+def _blocks(frame: pd.DataFrame, config: Config, source: SourceConfig, where: str) -> np.ndarray:
+    """``[n]`` each row's block name ("0" for every row without a block column)."""
+    block_col = source.block_col or config.data.block_col
+    if block_col is None:
+        return np.full(len(frame), "0", dtype=object)
+    if block_col not in frame.columns:
+        raise DataError(f"{where}: block_col '{block_col}' is not a column of the file.")
+    blocks = _cell_texts(frame, block_col, where, "block_col")
+    if any(b is None for b in blocks):
+        row = next(i for i, b in enumerate(blocks) if b is None)
+        raise DataError(f"{where}: block_col '{block_col}' is empty at row {row}; every row needs a block.")
+    return blocks
+
+
+def _on_grid(frame: pd.DataFrame, values: np.ndarray, blocks: np.ndarray, labels: np.ndarray, timing: Timing, step: float,
+             grid_hz: float, where: str, channels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A timed source's rows resampled onto the grid: values ``[G, C]`` float32, segment bounds and blocks, labels."""
+    seconds = row_seconds(frame[timing.time_col], where, 0)[0] if timing.time_col else None
+    if seconds is not None and timing.rate_hz is not None:
+        check_rate(seconds, blocks, timing.rate_hz, where, 0)
+    positions, starts, _ = lattice(seconds, blocks, step, timing.max_gap_s, where, 0, None)
+    ratio = grid_ratio(step, grid_hz)
+    steps = channel_steps(positions, starts, ~np.isnan(values))
+    warn_upsampling(where, ratio, steps, ~np.isnan(values).all(axis=0), channels)
+    grid_values, grid_labels, bounds, names = [], [], [], []
+    cuts = [*np.flatnonzero(starts), len(blocks)]
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        at, n = positions[lo:hi], grid_length(int(positions[hi - 1]), ratio)
+        grid_values.append(segment_on_grid(at, values[lo:hi], steps, channel_phases(at, ~np.isnan(values[lo:hi]), steps), ratio, 0, n))
+        grid_labels.append(labels[lo:hi][rows_before(at, np.arange(n), ratio)])
+        start = bounds[-1][1] if bounds else 0
+        bounds.append((start, start + n))
+        names.append(blocks[lo])
+    return (np.concatenate(grid_values).astype(np.float32), np.array(bounds, dtype=np.int64).reshape(-1, 2),
+            np.array(names, dtype=object), np.concatenate(grid_labels))
+
+
+def warn_upsampling(where: str, ratio, steps: np.ndarray, observed: np.ndarray, channels: list[str]) -> None:
+    """A warning naming the channels brought onto the grid by more than :data:`UPSAMPLING_WARNED` times their rate."""
+    up = {channels[c]: float(ratio * int(steps[c])) for c in np.flatnonzero(observed) if float(ratio * int(steps[c])) > UPSAMPLING_WARNED}
+    if up:
+        log.warning("%s: %s up-sampled onto the model's grid by up to %.3gx; detail finer than their own rate is interpolated, "
+                    "not recorded. A lower sample_rate_hz uses them as recorded.", where, ", ".join(f"'{c}'" for c in up), max(up.values()))
+
+
+def _check_columns(frame: pd.DataFrame, where: str, source: SourceConfig, config: Config, label_col, block_col, time_col) -> None:
     found = f"Columns found: {', '.join(map(str, frame.columns))}."
-    for column, role in [(label_col, "label_col"), (block_col, "block_col"), (config.data.split_col, "split_col")]:
+    for column, role in [(label_col, "label_col"), (block_col, "block_col"), (config.data.split_col, "split_col"), (time_col, "time_col")]:
         if column is not None and column not in frame.columns:
             raise DataError(f"{where}: {role} '{column}' is not a column of the file. {found}")
     missing = [c for c in [*config.data.common_modalities, *source.have] if c not in frame.columns]

@@ -30,7 +30,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from tgatunet.config import Config
-from tgatunet.data.sources import load_source, order_classes, source_path
+from tgatunet.data.sources import grid_rate, load_source, order_classes, source_path, source_timing
 from tgatunet.data.store_format import ARRAYS, FORMAT_VERSION, MANIFEST, SCHEMA, ArrayEntry, ArrayFile, DataStore, Manifest, SourceEntry, StoreSource
 from tgatunet.errors import DataError
 from tgatunet.files import output_lock, replace_dir, sha256_file
@@ -42,16 +42,18 @@ def _rebuild_hint(root: Path) -> str:
     return f"Rebuild it: tgatunet data prepare --config YOUR_CONFIG --out {root}"
 
 
-def _effective_columns(config: Config, index: int) -> dict[str, str | None]:
+def _effective_columns(config: Config, index: int, grid_hz: float | None) -> dict[str, str | float | None]:
     src = config.data.sources[index]
+    timing = source_timing(config, src)
     return {"label_col": src.label_col or config.data.label_col, "block_col": src.block_col or config.data.block_col,
-            "split_col": config.data.split_col}
+            "split_col": config.data.split_col, "time_col": timing.time_col, "rate_hz": timing.rate_hz, "max_gap_s": timing.max_gap_s,
+            "grid_hz": grid_hz if timing.timed else None}
 
 
 # --- writing ------------------------------------------------------------------------------
 
 
-def _write_source(config: Config, index: int, folder: Path) -> tuple[SourceEntry, np.ndarray]:
+def _write_source(config: Config, index: int, folder: Path, grid_hz: float | None) -> tuple[SourceEntry, np.ndarray]:
     """Write one source's arrays to ``folder``; labels are coded per source for now.
 
     Returns its manifest entry (array hashes still empty) and its distinct raw labels,
@@ -63,7 +65,7 @@ def _write_source(config: Config, index: int, folder: Path) -> tuple[SourceEntry
         raise DataError(f"source '{src.name}': file '{path}' not found. Check 'path' in the config.")
     # Hashed before reading: if the file changes meanwhile, the next open finds it stale.
     source_hash = sha256_file(path)
-    table = load_source(config, src)
+    table = load_source(config, src, grid_hz)
     codes, uniques = pd.factorize(table.labels)  # None (no label) -> -1
     folder.mkdir(parents=True)
     arrays = {"values": table.values, "observed": ~np.isnan(table.values), "labels": codes.astype(np.int64),
@@ -73,7 +75,7 @@ def _write_source(config: Config, index: int, folder: Path) -> tuple[SourceEntry
         np.save(folder / f"{name}.npy", array)
         entries[name] = ArrayEntry(file=f"{folder.name}/{name}.npy", shape=list(array.shape), dtype=array.dtype.str, sha256="")
     entry = SourceEntry(name=src.name, path=str(path.resolve()), sha256=source_hash, have=src.have, need=src.need,
-                        **_effective_columns(config, index), rows=len(table.values), segment_blocks=[str(b) for b in table.segment_blocks],
+                        **_effective_columns(config, index, grid_hz), rows=len(table.values), segment_blocks=[str(b) for b in table.segment_blocks],
                         block_split=table.block_split, arrays=entries)
     return entry, np.asarray(uniques, dtype=object)
 
@@ -89,8 +91,9 @@ def _recode_labels(path: Path, mapping: np.ndarray, chunk: int = 1 << 20) -> Non
 
 def _write_store(config: Config, root: Path) -> Manifest:
     entries, uniques = [], []
+    grid_hz = grid_rate(config)
     for i in range(len(config.data.sources)):
-        entry, labels = _write_source(config, i, root / f"source_{i:03d}")
+        entry, labels = _write_source(config, i, root / f"source_{i:03d}", grid_hz)
         entries.append(entry)
         uniques.append(labels)
         log.info("stored source '%s': %d rows", entry.name, entry.rows)
@@ -158,8 +161,9 @@ def _check_config(root: Path, manifest: Manifest, config: Config) -> None:
     names = [s.name for s in config.data.sources]
     if [s.name for s in manifest.sources] != names:
         raise differs("the source list", [s.name for s in manifest.sources], names)
+    grid_hz = grid_rate(config)
     for i, (entry, src) in enumerate(zip(manifest.sources, config.data.sources)):
-        configured = {"have": src.have, "need": src.need, **_effective_columns(config, i)}
+        configured = {"have": src.have, "need": src.need, **_effective_columns(config, i, grid_hz)}
         for key, value in configured.items():
             if getattr(entry, key) != value:
                 raise differs(f"source '{src.name}' {key}", getattr(entry, key), value)

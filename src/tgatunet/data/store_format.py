@@ -47,6 +47,10 @@ class SourceEntry(BaseModel):
     label_col: str
     block_col: str | None
     split_col: str | None
+    time_col: str | None = None
+    rate_hz: float | None = None
+    max_gap_s: float | None = None
+    grid_hz: float | None = None  # the grid a timed source was resampled onto
     rows: int
     segment_blocks: list[str]
     block_split: dict[str, str]

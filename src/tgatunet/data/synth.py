@@ -7,6 +7,11 @@ rhythms, not by copying), and the label is predictable from the signals.
 
 Each source lacks a different subset of channels (its ``need``); every
 channel is present in at least one source, so each can be learnt and scored.
+
+With ``rates`` (Hz, e.g. 64, 32, 4) the files are written as devices write them: a ``time`` column in seconds, one row
+per sample of the fastest rate, and each channel at its own rate (channel ``c`` at ``rates[c % len(rates)]``): a slower
+channel is anti-aliased and holds a value only at its own sample times, its cells empty between them. The config then
+names the time column and sets ``sample_rate_hz`` to the second fastest rate.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+
+from scipy.signal import resample_poly
 
 from tgatunet.errors import DataError
 from tgatunet.files import atomic_write, atomic_write_text
@@ -39,6 +46,7 @@ class SynthSpec:
     nan_fraction: float = 0.01  # share of observed cells left empty at random
     file_format: str = "csv"  # or "parquet"
     seed: int = 0
+    rates: tuple[float, ...] = ()  # Hz per channel, in turn; each a whole fraction of the fastest (empty: rows are steps)
 
     def __post_init__(self) -> None:
         if self.sources < 1 or self.channels < 2 or self.classes < 2 or self.block_length < 2:
@@ -47,6 +55,12 @@ class SynthSpec:
             raise ValueError(f"missing_per_source must be in [0, {self.channels - 1}]")
         if self.file_format not in ("csv", "parquet"):
             raise ValueError("file_format must be 'csv' or 'parquet'")
+        if any(not r > 0 for r in self.rates) or any(max(self.rates) % r for r in self.rates):
+            raise ValueError(f"rates {list(self.rates)} must be positive, each the fastest divided by a whole number (e.g. 64, 32, 4)")
+
+    def every(self, channel: int) -> int:
+        """Rows between two samples of ``channel`` (1 without rates)."""
+        return round(max(self.rates) / self.rates[channel % len(self.rates)]) if self.rates else 1
 
 
 def channel_names(n: int) -> list[str]:
@@ -95,9 +109,11 @@ def generate(spec: SynthSpec) -> tuple[dict[str, pd.DataFrame], dict]:
         parts = []
         for b in range(spec.blocks_per_source):
             label = b % spec.classes
-            values = _block_signals(rng, label, spec, mixing, lags)
+            values = _at_own_rates(_block_signals(rng, label, spec, mixing, lags), spec)
             values[rng.random(values.shape) < spec.nan_fraction] = np.nan
             part = pd.DataFrame(values, columns=names)
+            if spec.rates:
+                part.insert(0, "time", np.arange(spec.block_length) / max(spec.rates))
             part.insert(0, "label", f"class_{label}")
             part.insert(0, "block", f"s{s}_b{b:03d}")
             parts.append(part.drop(columns=missing[s]))
@@ -107,7 +123,23 @@ def generate(spec: SynthSpec) -> tuple[dict[str, pd.DataFrame], dict]:
         sources.append({"name": name, "path": f"{name}.{spec.file_format}", "have": have, "need": missing[s]})
     config = {"common_modalities": common, "sources": sources, "block_col": "block", "label_col": "label",
               "window_size": min(128, spec.block_length), "step_size": max(1, min(128, spec.block_length) // 2), "seed": spec.seed}
+    if spec.rates:
+        fastest = sorted(set(spec.rates), reverse=True)
+        grid = fastest[1] if len(fastest) > 1 else fastest[0]
+        steps = max(4, min(128, spec.block_length * grid // fastest[0]))
+        config.update(time_col="time", sample_rate_hz=grid, window_size=int(steps), step_size=int(steps) // 2)
     return frames, config
+
+
+def _at_own_rates(values: np.ndarray, spec: SynthSpec) -> np.ndarray:
+    """``[n, C]`` signals at the fastest rate with each slower channel anti-aliased and kept at its own sample times."""
+    out = values.copy()
+    for c in range(values.shape[1]):
+        k = spec.every(c)
+        if k > 1:
+            out[:, c] = np.nan
+            out[::k, c] = resample_poly(values[:, c], 1, k)[: len(out[::k])]
+    return out
 
 
 def _claim(out_dir: Path) -> None:

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tgatunet.infer.intervals import interval_bounds
-from tgatunet.infer.stream import Finished, Stream, WindowModel, Windows
 from tgatunet.data.tables import TableReader, TableWriter, numeric_table
+from tgatunet.data.timeline import Timing
+from tgatunet.infer.intervals import interval_bounds
+from tgatunet.infer.regrid import Regrid
+from tgatunet.infer.stream import Finished, Stream, WindowModel, Windows
 from tgatunet.errors import DataError, RunError
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,13 @@ class Plan:
     fillable: np.ndarray  # [C] bool
     text: bool  # cells are strings (CSV) rather than typed values
     interval: float | None = None  # the intervals' nominal coverage; None: no intervals
+    timing: Timing | None = None  # the table's time column or rate: it is resampled onto the run's grid and back
+    grid_hz: float | None = None  # the run's grid (sample_rate_hz); None: rows are steps
+    every_row: bool = False  # timed tables: fill empty cells at every row, not only at their channel's own sample times
+
+    @property
+    def regridded(self) -> bool:
+        return self.timing is not None and self.timing.timed
 
     def check(self, model: WindowModel, where: str) -> None:
         if self.interval is not None:
@@ -77,6 +86,11 @@ class Plan:
             raise DataError(f"{where} already has column(s) {clash}, which the output adds; rename them.")
         if self.block_col is not None and self.block_col not in self.columns:
             raise DataError(f"{where}: block column '{self.block_col}' is not a column; its columns are {self.columns}.")
+        if self.regridded and self.grid_hz is None:
+            raise DataError(f"{where}: a time column or rate was given, but the run was trained with rows as steps (no timed source, "
+                            "no sample_rate_hz); give the file at the run's step, without time column or rate.")
+        if self.regridded and self.timing.time_col is not None and self.timing.time_col not in self.columns:
+            raise DataError(f"{where}: time column '{self.timing.time_col}' is not a column; its columns are {self.columns}.")
 
 
 def asked_coverage(interval: bool | float | None, default: float) -> float | None:
@@ -101,9 +115,9 @@ def check_interval(model: WindowModel, coverage: float) -> None:
 
 
 def fillable_channels(model: WindowModel, columns: list[str], fill: str, empty: set[str], need: list[str] | None = None):
-    """``[C]`` bool: every run channel (``fill="all"``), or the channels the table lacks (``"need"``):
+    """``[C]`` bool: every run channel (``fill="all"`` or ``"grid"``), or the channels the table lacks (``"need"``):
     ``need`` when given (a config source's), else those absent from ``columns`` or in ``empty``."""
-    if fill == "all":
+    if fill in ("all", "grid"):
         return np.ones(len(model.channels), dtype=bool)
     lacking = set(need) if need is not None else {c for c in model.channels if c not in columns} | empty
     return np.array([c in lacking for c in model.channels])
@@ -217,8 +231,17 @@ def apply_chunks(
     seen = np.zeros(len(model.channels), dtype=bool)  # channels observed somewhere in the table
     pending: list[pd.DataFrame] = []  # input rows fed but not yet finished
 
+    regrid = Regrid(plan.timing, plan.grid_hz, plan.fillable, where, plan.every_row) if plan.regridded else None
+
     def emit(parts: list[Finished]) -> None:
-        for part in parts:
+        if stream.windows:
+            table = windows_frame(stream.windows, model.classes)
+            if regrid is not None:  # grid rows -> the table's rows inside each window
+                table["first_row"], table["last_row"] = regrid.rows_of_windows(table["first_row"].to_numpy(), table["last_row"].to_numpy())
+            sinks["windows"](table)
+            result.windows += len(table)
+            stream.windows.clear()
+        for part in regrid.back(parts) if regrid is not None else parts:
             n = len(part.completed)
             head = pd.concat(pending) if len(pending) > 1 else pending[0]
             pending[:] = [head.iloc[n:]]
@@ -227,19 +250,17 @@ def apply_chunks(
             result.rows += n
             if on_rows:
                 on_rows(n)
-        if stream.windows:
-            table = windows_frame(stream.windows, model.classes)
-            sinks["windows"](table)
-            result.windows += len(table)
-            stream.windows.clear()
 
     first = 0
     for chunk, values in chunks:
         if len(chunk):
             pending.append(chunk)
             seen |= np.isfinite(values).any(axis=0)
-            emit(stream.feed(values, _block_ids(chunk, plan, where, first), first))
+            blocks = _block_ids(chunk, plan, where, first)
+            emit(stream.feed(*regrid.feed(chunk, values, blocks, first)) if regrid else stream.feed(values, blocks, first))
             first += len(chunk)
+    if regrid is not None:
+        emit(stream.feed(*regrid.finish()))
     emit(stream.finish())
     if not result.rows:
         raise DataError(f"{where} has no data rows.")
@@ -287,19 +308,22 @@ def apply_file(
     fmt: str | None = None,
     need: list[str] | None = None,
     interval: float | None = None,
+    timing: Timing | None = None,
+    grid_hz: float | None = None,
     on_rows: Callable[[int], None] | None = None,
     chunk_rows: int = 65536,
 ) -> Applied:
     """Complete and classify the file ``path``, writing ``NAME_completed``, ``NAME_windows`` and ``NAME_blocks``
     to ``out_dir`` (each atomically: all three are in place only when all succeeded); ``interval``: the coverage of
-    the filled cells' intervals (None: none)."""
+    the filled cells' intervals (None: none); ``timing``: the file's time column or rate, resampled onto the run's grid
+    of ``grid_hz`` and written back at its own rows (:mod:`tgatunet.infer.regrid`; ``fill="grid"``: every row)."""
     reader = TableReader(path, chunk_rows)
     where = f"input '{path}'"
     name = name or path.stem
     empty = empty_channels(reader, model.channels) if fill == "need" and need is None else set()
     fmt = fmt or reader.format
     plan = Plan(name, reader.columns, block_col, fillable_channels(model, reader.columns, fill, empty, need),
-                text=reader.format == "csv" and fmt == "csv", interval=interval)
+                text=reader.format == "csv" and fmt == "csv", interval=interval, timing=timing, grid_hz=grid_hz, every_row=fill == "grid")
     chunks = ((chunk, channel_values(chunk, model.channels, where, first)) for first, chunk in _numbered(reader.chunks()))
     writers = {o: TableWriter(Path(out_dir) / f"{name}_{o}.{fmt}", fmt) for o in OUTPUTS}
     try:
@@ -315,7 +339,8 @@ def apply_file(
 
 
 def apply_frame(model: WindowModel, frame: pd.DataFrame, *, block_col: str | None = None, fill: str = "all",
-                interval: float | None = None, chunk_rows: int = 65536) -> Applied:
+                interval: float | None = None, timing: Timing | None = None, grid_hz: float | None = None,
+                chunk_rows: int = 65536) -> Applied:
     """:func:`apply_file` for a DataFrame in memory: what was done, with the three tables (``Applied.tables``)."""
     columns = [str(c) for c in frame.columns]
     if len(set(columns)) != len(columns):
@@ -323,7 +348,8 @@ def apply_frame(model: WindowModel, frame: pd.DataFrame, *, block_col: str | Non
     frame = frame.set_axis(columns, axis=1)
     values = channel_values(frame, model.channels, "the DataFrame", 0)  # every channel parsed once
     empty = never_observed(np.isfinite(values).any(axis=0), model.channels, columns)
-    plan = Plan("frame", columns, block_col, fillable_channels(model, columns, fill, empty), text=False, interval=interval)
+    plan = Plan("frame", columns, block_col, fillable_channels(model, columns, fill, empty), text=False, interval=interval,
+                timing=timing, grid_hz=grid_hz, every_row=fill == "grid")
     parts: dict[str, list[pd.DataFrame]] = {o: [] for o in OUTPUTS}
     chunks = ((frame.iloc[lo : lo + chunk_rows], values[lo : lo + chunk_rows]) for lo in range(0, len(frame), chunk_rows))
     result = apply_chunks(model, plan, chunks, {o: parts[o].append for o in OUTPUTS}, "the DataFrame")

@@ -11,8 +11,9 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
-from tgatunet.data.sources import source_path
+from tgatunet.data.sources import source_path, source_timing
 from tgatunet.data.tables import TableReader, table_format
+from tgatunet.data.timeline import Timing
 from tgatunet.errors import RunError
 from tgatunet.files import output_lock
 from tgatunet.infer.outputs import OUTPUTS, Applied, apply_file, asked_coverage
@@ -67,9 +68,10 @@ def complete_run(run_dir: str | Path, source: str | None = None, output: str | P
     chosen = [s for s in config.data.sources if source is None or s.name == source]
     planned = {inputs[s.name]: output_paths(out_dir, s.name, table_format(inputs[s.name])) for s in chosen}
     check_outputs(planned, list(inputs.values()))
+    grid_hz = run.read_data()[2].get("sample_rate_hz")
     jobs = [(inputs[s.name], planned[inputs[s.name]],
              {"name": s.name, "block_col": s.block_col or config.data.block_col, "fill": fill,
-              "need": s.need if fill == "need" else None, "on_rows": on_rows,
+              "need": s.need if fill == "need" else None, "on_rows": on_rows, "timing": source_timing(config, s), "grid_hz": grid_hz,
               "interval": asked_coverage(interval, config.evaluation.interval_coverage)}) for s in chosen]
     written = _apply_each(load_trained(run, compile=compile).windowed(), jobs)
     run.note_written(*(p for w in written for p in w.outputs.values()))
@@ -78,10 +80,12 @@ def complete_run(run_dir: str | Path, source: str | None = None, output: str | P
 
 def predict_files(run_dir: str | Path, inputs: list[Path], output: str | Path | None = None, block_col: str | None = None,
                   fmt: str | None = None, fill: str = "all", compile: bool | None = None,
-                  on_rows: Callable[[int], None] | None = None, interval: bool | float = False) -> list[Applied]:
+                  on_rows: Callable[[int], None] | None = None, interval: bool | float = False,
+                  timing: Timing | None = None) -> list[Applied]:
     """Complete and classify files that need not be in the run's config; outputs go to ``output``
     (default: each input's folder). ``block_col``: default the run's, where the file has that column; ``interval``
-    as for :func:`complete_run`."""
+    as for :func:`complete_run`; ``timing``: the files' time column and/or rate (default: the run's ``time_col``,
+    where the file has that column; without either, rows are the run's steps)."""
     run = RunDir(Path(run_dir))
     run.require_trained()
     config = run.read_config()
@@ -90,11 +94,14 @@ def predict_files(run_dir: str | Path, inputs: list[Path], output: str | Path | 
     if len(planned) < len(paths):
         raise RunError(f"an input is given twice: {[str(p) for p in paths]}.")
     check_outputs(planned, [*paths, *(source_path(config, s) for s in config.data.sources)])
+    grid_hz = run.read_data()[2].get("sample_rate_hz")
     jobs = []
     for path in paths:
+        columns = TableReader(path).columns
         column = block_col
         if column is None and config.data.block_col:
-            column = config.data.block_col if config.data.block_col in TableReader(path).columns else None
-        jobs.append((path, planned[path], {"block_col": column, "fill": fill, "fmt": fmt, "on_rows": on_rows,
-                                           "interval": asked_coverage(interval, config.evaluation.interval_coverage)}))
+            column = config.data.block_col if config.data.block_col in columns else None
+        timed = timing or Timing(config.data.time_col if config.data.time_col in columns else None, None, config.data.max_gap_s)
+        jobs.append((path, planned[path], {"block_col": column, "fill": fill, "fmt": fmt, "on_rows": on_rows, "timing": timed,
+                                           "grid_hz": grid_hz, "interval": asked_coverage(interval, config.evaluation.interval_coverage)}))
     return _apply_each(load_trained(run, compile=compile).windowed(), jobs)

@@ -1,6 +1,7 @@
 """Completing and classifying rows fed in order, with memory bounded by a chunk, not by the file.
 
-Rows arrive in chunks; contiguous rows with the same block id form a segment. Inside a segment the model runs over
+Rows arrive in chunks; contiguous rows with the same block id form a segment (a caller may also start one inside a
+block: a gap in time). Inside a segment the model runs over
 windows that cover every row: windows of ``window_size`` steps every ``stride`` rows, one more flush with the
 segment's end, and a segment shorter than a window padded (padding hidden from the model). With ``downsample > 1``
 each phase of rows (``lo, lo + d, ...``; ``lo + 1, lo + 1 + d, ...``) is covered as its own sequence. A window is
@@ -125,14 +126,18 @@ class Stream:
         self.windows: list[Windows] = []
         self.blocks: dict[str, tuple[np.ndarray, int]] = {}
 
-    def feed(self, values: np.ndarray, blocks: np.ndarray, first_row: int) -> list[Finished]:
-        """Rows ``first_row ...`` of the input: ``values [n, C]`` raw (NaN: not observed), ``blocks [n]`` ids."""
+    def feed(self, values: np.ndarray, blocks: np.ndarray, first_row: int, starts: np.ndarray | None = None) -> list[Finished]:
+        """Rows ``first_row ...`` of the input: ``values [n, C]`` raw (NaN: not observed), ``blocks [n]`` ids;
+        ``starts [n]`` bool: rows that begin a new segment of the same block (a gap in time)."""
+        if not len(blocks):
+            return []
         jobs: list[tuple[_Segment, np.ndarray]] = []
         ended: list[_Segment] = []
-        change = np.flatnonzero(blocks[1:] != blocks[:-1]) + 1
+        starts = np.zeros(len(blocks), bool) if starts is None else starts
+        change = np.flatnonzero((blocks[1:] != blocks[:-1]) | starts[1:]) + 1
         for lo, hi in zip([0, *change], [*change, len(blocks)]):
             block = blocks[lo]
-            if self.segment is None or self.segment.block != block:
+            if self.segment is None or self.segment.block != block or starts[lo]:
                 if self.segment is not None:
                     jobs.append((self.segment, self._due_rows(self.segment, ended=True)))
                     ended.append(self.segment)

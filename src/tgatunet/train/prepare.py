@@ -17,7 +17,7 @@ import torch
 
 from tgatunet.config import Config
 from tgatunet.data.prepared import PreparedData, prepare_data
-from tgatunet.data.sources import source_path
+from tgatunet.data.sources import grid_rate, source_path
 from tgatunet.data.store_windows import StoreData, store_data
 from tgatunet.errors import DataError, RunError
 from tgatunet.files import atomic_write, sha256_file
@@ -48,7 +48,7 @@ def data_info(data: Data, config: Config) -> dict[str, Any]:
     """What ``data.json`` records about the prepared data and the files it came from."""
     return {"channels": data.channels, "class_names": data.class_names, "source_names": data.source_names, "stats": data.stats.to_dict(),
             "block_splits": data.block_splits, "windows": window_counts(data), "skipped_blocks": data.skipped_blocks,
-            "source_sha256": source_hashes(config)}
+            "source_sha256": source_hashes(config), "sample_rate_hz": grid_rate(config)}
 
 
 def window_counts(data: Data) -> dict[str, int]:
