@@ -125,7 +125,7 @@ def test_window_settings_in_seconds():
 @pytest.mark.parametrize("edit, message", [
     (lambda f: f.assign(t=f["t"].where(f.index != 7, f["t"][6])), r"block 's1' row 7 repeats the time of row 6"),
     (lambda f: f.assign(t=f["t"].where(f.index != 7, 0.01)), r"block 's1' row 7 has an earlier time than row 6"),
-    (lambda f: f.assign(t=f["t"].astype(object).where(f.index != 5, "soon")), r"time column 't' row 5 holds 'soon', which is not a number of seconds"),
+    (lambda f: f.assign(t=f["t"].astype(object).where(f.index != 5, "soon")), r"row 5 holds 'soon', which is not a number of seconds"),
     (lambda f: f.assign(t=f["t"].where(f.index != 5, np.nan)), r"time column 't' is empty or not a time at row 5"),
     (lambda f: f.assign(t=["2024-05-01T10:00:00+01:00" if i < 50 else "2024-05-01T11:00:00+02:00" for i in range(len(f))]),
      "mixes time zones"),

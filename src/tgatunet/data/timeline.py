@@ -6,8 +6,9 @@ that drifts keep their rows, and a drop-out of ``n`` rows leaves ``n`` empty pos
 block, split where the time jumps by more than ``max_gap_s``; positions count from 0 in each segment.
 
 The step is ``1 / rate_hz``, or measured on the source's first :data:`RHYTHM_ROWS` rows (the mean of the row-to-row
-steps no longer than 1.5x their median, as a rate of :data:`RATE_DIGITS` significant digits). A channel observed only every ``k``-th position there (the most common
-distance between its samples, at least half of them) is a slow channel recorded at ``rate / k`` inside a faster file.
+steps no longer than 1.5x their median, as a rate of :data:`RATE_DIGITS` significant digits). A channel observed only
+every ``k``-th position there (the most common distance between its samples, at least half of them) is a slow channel
+recorded at ``rate / k`` inside a faster file.
 Everything here is pure: arrays in, arrays out, a :class:`~tgatunet.errors.DataError` naming file, block and rows.
 """
 
