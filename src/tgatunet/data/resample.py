@@ -53,32 +53,47 @@ def on_grid(q: np.ndarray, values: np.ndarray, ratio: Fraction, offset: Fraction
     out = np.full(g1 - g0, np.nan)
     if not len(q):
         return out
+    if ratio == 1 and offset.denominator == 1:  # same rate on the grid: the samples themselves
+        at = q + int(offset) - g0
+        inside = (at >= 0) & (at < len(out))
+        out[at[inside]] = values[inside]
+        return out
     up, down = ratio.numerator, ratio.denominator
+    # grid coordinates in whole units of 1 / scale: sample q lies at (shift + q * step) / scale
+    scale = math.lcm(offset.denominator, down)
+    shift, step = offset.numerator * (scale // offset.denominator), up * (scale // down)
+    taps, delay = _lowpass(up, down)
     pad = reach(ratio)
     breaks = np.flatnonzero(np.diff(q) != 1) + 1
     for lo, hi in zip([0, *breaks], [*breaks, len(q)]):
-        first = max(g0, math.ceil(offset + int(q[lo]) * ratio))
-        last = min(g1 - 1, math.floor(offset + int(q[hi - 1]) * ratio))
+        q0 = int(q[lo])
+        first = max(g0, -(-(shift + q0 * step) // scale))
+        last = min(g1 - 1, (shift + int(q[hi - 1]) * step) // scale)
         if first > last:
             continue
-        x = values[lo:hi]
-        if ratio == 1 and offset.denominator == 1:  # same rate on the grid: the samples themselves
-            at = int(offset) + int(q[lo])
-            out[first - g0 : last + 1 - g0] = x[first - at : last + 1 - at]
-            continue
-        start = (int(q[lo]) - pad) // down * down
-        padded = np.pad(x, (int(q[lo]) - start, pad), mode="reflect" if len(x) > 1 else "edge")
-        taps, delay = _lowpass(up, down)
+        start = (q0 - pad) // down * down
+        padded = _reflected(values[lo:hi], q0 - start, pad)
         y = upfirdn(taps, padded, up, down)[delay:]  # y[m] at lattice index start + m * down / up
-        base = offset + start * ratio  # grid coordinate of y[0]: a whole number plus the offset's fraction
-        whole, frac = math.floor(base), base - math.floor(base)
+        base = shift + start * step  # scale x the grid coordinate of y[0]: a whole number plus the offset's fraction
+        whole, frac = base // scale, base % scale
         g = np.arange(first, last + 1)
         if frac == 0:
             out[g - g0] = y[g - whole]
         else:  # g lies between y[g - whole - 1] (at g - 1 + frac) and y[g - whole] (at g + frac)
-            f = float(frac)
+            f = frac / scale
             out[g - g0] = f * y[g - whole - 1] + (1 - f) * y[g - whole]
     return out
+
+
+def _reflected(x: np.ndarray, front: int, back: int) -> np.ndarray:
+    """``x`` with ``front`` and ``back`` samples mirrored about its ends (as ``np.pad(mode="reflect")``, repeated as
+    often as the padding needs; a single sample repeated)."""
+    n = len(x)
+    if n == 1:
+        return np.full(front + 1 + back, x[0])
+    period = 2 * (n - 1)
+    i = np.arange(-front, n + back) % period
+    return x[np.where(i >= n, period - i, i)]
 
 
 def at_coordinates(grid: np.ndarray, coordinates: np.ndarray) -> np.ndarray:
