@@ -321,3 +321,15 @@ def test_each_block_is_completed_on_its_own_even_where_its_last_row_falls_betwee
     alone = run.complete(first)
     pd.testing.assert_frame_equal(together.iloc[: len(first)][["a", "a_imputed"]], alone[["a", "a_imputed"]])
     assert together["a_imputed"].sum() == full["a"].isna().sum()
+
+
+def test_the_global_time_column_applies_to_the_sources_that_have_it():
+    frame = _timed_frame(300)
+    steps = frame.drop(columns="t").iloc[::2].reset_index(drop=True)  # already on the 10 Hz grid, no time column
+    config = config_from_dict({"common_modalities": ["a", "b", "c"], "block_col": "subject", "label_col": "label", "time_col": "t",
+                               "window_size": 16, "sources": [{"name": "timed", "frame": frame}, {"name": "steps", "frame": steps}]})
+    from tgatunet.data.sources import grid_rate, source_timing
+
+    assert [source_timing(config, s).time_col for s in config.data.sources] == ["t", None]
+    assert grid_rate(config) == 20.0
+    assert len(load_source(config, config.data.sources[1], 20.0).values) == len(steps)

@@ -3,7 +3,7 @@
 For each dataset of the quality benchmark (``benchmarks/quality``), its source that needs channels is rewritten at
 half its rate, as a slower device would record it: every channel anti-aliased and decimated by 2
 (:func:`scipy.signal.resample_poly`, per recording), labels and splits of every second row, and a ``time_s`` column in
-seconds. The config changes in three keys: that source's ``path``, ``time_col: time_s`` and ``sample_rate_hz`` (the
+seconds. The config changes in three keys: that source's ``path`` and ``time_col: time_s``, and ``sample_rate_hz`` (the
 original rate, so that the model's grid, and the recordings it is scored on, are the same as the same-rate run's).
 
 Both configs are trained (seed 7) and evaluated over ``--seeds`` seeds (``tgatunet evaluate --seeds N``); this prints
@@ -55,8 +55,8 @@ def halve(config_path: Path) -> tuple[Path, str]:
         parts.append(half)
     path = config_path.parent / f"{source['name']}_half_rate.csv"
     pd.concat(parts, ignore_index=True).to_csv(path, index=False, float_format="%.7g")
-    source["path"] = path.name
-    config.update(time_col="time_s", sample_rate_hz=rate)
+    source.update(path=path.name, time_col="time_s")
+    config["sample_rate_hz"] = rate
     out = config_path.parent / "config_half_rate.yaml"
     out.write_text(f"# {config_path.parent.name} with source '{source['name']}' at half its rate\n" + yaml.safe_dump(config, sort_keys=False))
     return out, source["name"]

@@ -29,13 +29,17 @@ def config_template_cmd(preset: Optional[str] = typer.Option(None, "--preset", h
 @config_app.command("validate")
 def config_validate(file: Path = typer.Argument(..., help="Config file to check.")) -> None:
     """Check a config file as training would before it starts: keys, files, columns, values, splits, labels."""
+    from tgatunet.data.sources import grid_rate
     from tgatunet.train.prepare import check_trainable, load_data
 
     cfg = load_config(file)
     data = load_data(cfg)
     check_trainable(data)
     windows = ", ".join(f"{k} {len(v)}" for k, v in data.windows.items())
-    console.print(f"[green]ok[/]: {len(cfg.data.sources)} source(s), channels {data.channels}, classes {data.class_names}, windows: {windows}")
+    grid = grid_rate(cfg)
+    on_grid = f", the model's grid {grid:g} Hz (a window {cfg.data.window_size / grid:g} s)" if grid else ""
+    console.print(f"[green]ok[/]: {len(cfg.data.sources)} source(s), channels {data.channels}, classes {data.class_names}, "
+                  f"windows: {windows}{on_grid}")
 
 
 @data_app.command("synth")

@@ -63,7 +63,7 @@ class DataConfig(Strict):
     block_col: str | None = Field(default=None, description="Column naming contiguous recordings (subject/session); none: each file is one block.")
     label_col: str = Field(description="Column holding the class of each row (int or string).")
     time_col: str | None = Field(default=None, description="Column holding each row's time (seconds as numbers, or datetimes with or without "
-                                 "a time zone) in the sources that have it; with rate_hz or a time column a source is resampled onto "
+                                 "a time zone), in the sources whose file has it; a source with a time column or rate_hz is resampled onto "
                                  "sample_rate_hz.")
     max_gap_s: float | None = Field(default=None, gt=0.0, description="A time jump longer than this (seconds) inside a block starts a new "
                                     "segment; shorter ones stay in the segment as unobserved steps. null: never split.")

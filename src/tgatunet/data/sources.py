@@ -120,9 +120,18 @@ def source_path(config: Config, source: SourceConfig) -> Path:
 
 
 def source_timing(config: Config, source: SourceConfig) -> Timing:
-    """A source's time column, rate and gap limit, the global keys filling in what the source does not set."""
-    return Timing(source.time_col or config.data.time_col, source.rate_hz,
-                  source.max_gap_s if source.max_gap_s is not None else config.data.max_gap_s)
+    """A source's time column, rate and gap limit, the global keys filling in what the source does not set (the
+    global ``time_col`` for the sources whose file has that column)."""
+    time_col = source.time_col
+    if time_col is None and config.data.time_col is not None:
+        columns = source.frame.columns if source.frame is not None else _header(source_path(config, source), source.name)
+        time_col = config.data.time_col if config.data.time_col in columns else None
+    return Timing(time_col, source.rate_hz, source.max_gap_s if source.max_gap_s is not None else config.data.max_gap_s)
+
+
+def _header(path: Path, source_name: str) -> list[str]:
+    _check_file(path, source_name)
+    return TableReader(path).columns
 
 
 def _source_frame(config: Config, source: SourceConfig, rows: int | None = None) -> tuple[Path, pd.DataFrame]:
