@@ -22,6 +22,7 @@ from tgatunet.config import Config, config_from_dict
 from tgatunet.data.timeline import Timing
 from tgatunet.errors import ConfigError, DataError, RunError
 from tgatunet.infer.outputs import Applied, apply_frame, asked_coverage, complete_array
+from tgatunet.infer.predict import given_timing
 from tgatunet.infer.rundir import RunDir
 from tgatunet.infer.trained import load_trained
 
@@ -147,9 +148,7 @@ class Run:
         if block_col is None and self.config.data.block_col in frame.columns:
             block_col = self.config.data.block_col
         coverage = asked_coverage(interval, self.config.evaluation.interval_coverage)
-        timing = timing or Timing()
-        if not timing.timed and self.config.data.time_col in frame.columns:
-            timing = Timing(self.config.data.time_col, None, timing.max_gap_s or self.config.data.max_gap_s)
+        timing = given_timing(timing or Timing(), self.config, [str(c) for c in frame.columns])
         key = (_content_key(frame), block_col, fill, coverage, timing)
         if self._last is None or self._last[0] != key:
             self._last = (key, apply_frame(self._model, frame, block_col=block_col, fill=fill, interval=coverage, timing=timing,

@@ -195,10 +195,9 @@ def predict(
     inputs = [p.expanduser() for p in [*inputs, *(more or [])]]
     with _rows_progress() as progress:
         task = progress.add_task("predicting", total=sum(TableReader(p).rows for p in inputs))
-        timing = Timing(time_col, rate_hz, max_gap_s) if time_col or rate_hz else None
         written = predict_files(run, inputs, output, block_col, fmt.value if fmt else None, fill.value, compile,
                                 on_rows=lambda n: progress.advance(task, n), interval=interval if coverage is None else coverage,
-                                timing=timing)
+                                timing=Timing(time_col, rate_hz, max_gap_s))
     _print_applied(written)
 
 

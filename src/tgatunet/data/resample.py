@@ -22,15 +22,18 @@ from scipy.signal import firwin, upfirdn
 MAX_DENOMINATOR = 1000  # rates are matched as fractions up / down with down at most this
 
 
-def grid_ratio(step_s: float, grid_hz: float) -> Fraction:
-    """Grid steps per lattice step of ``step_s`` seconds, as a fraction with a small denominator."""
-    return Fraction(grid_hz * step_s).limit_denominator(MAX_DENOMINATOR)
+def grid_ratio(rate_hz: float, grid_hz: float) -> Fraction:
+    """Grid steps per sample of a table of ``rate_hz``, as a fraction with a small denominator."""
+    return Fraction(grid_hz / rate_hz).limit_denominator(MAX_DENOMINATOR)
 
 
 @functools.lru_cache(maxsize=64)
 def _lowpass(up: int, down: int) -> tuple[np.ndarray, int]:
     """The polyphase filter's taps (at ``up`` times the input rate) and its delay in output samples: half its length,
-    a multiple of ``down`` so that output ``m`` falls exactly at input position ``m * down / up``."""
+    a multiple of ``down`` so that output ``m`` falls exactly at input position ``m * down / up``. At the same rate
+    (``up == down == 1``) there is nothing to filter: the samples themselves."""
+    if up == down == 1:
+        return np.ones(1), 0
     half = -(-10 * max(up, down) // down) * down
     taps = firwin(2 * half + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
     return taps, half // down
@@ -106,24 +109,19 @@ def at_coordinates(grid: np.ndarray, coordinates: np.ndarray) -> np.ndarray:
     return np.where(exact, grid[lo], (1 - w) * grid[lo] + w * grid[hi])
 
 
-def channel_phases(positions: np.ndarray, observed: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """``[C]`` each channel's first sample's position modulo its step (-1: no sample among these rows)."""
-    phases = np.full(observed.shape[1], -1, dtype=np.int64)
-    for c in np.flatnonzero(observed.any(axis=0)):
-        phases[c] = positions[np.argmax(observed[:, c])] % steps[c]
-    return phases
-
-
-def segment_on_grid(positions: np.ndarray, values: np.ndarray, steps: np.ndarray, phases: np.ndarray, ratio: Fraction,
-                    g0: int, g1: int) -> np.ndarray:
+def segment_on_grid(positions: np.ndarray, values: np.ndarray, steps: np.ndarray, ratio: Fraction, g0: int, g1: int) -> np.ndarray:
     """Grid points ``g0 .. g1 - 1`` of a segment's rows at lattice ``positions [n]`` with ``values [n, C]`` (NaN: not
-    observed): ``[g1 - g0, C]``. Channel ``c`` is sampled every ``steps[c]`` positions from ``phases[c]``."""
+    observed): ``[g1 - g0, C]``. Channel ``c`` is sampled every ``steps[c]`` positions; its samples of each phase
+    (position modulo its step) are resampled as one sequence, so a rhythm that shifts starts a new stretch."""
     out = np.full((g1 - g0, values.shape[1]), np.nan)
-    for c in np.flatnonzero(phases >= 0):
+    for c in np.flatnonzero((~np.isnan(values)).any(axis=0)):
         rows = np.flatnonzero(~np.isnan(values[:, c]))
-        k, p = int(steps[c]), int(phases[c])
-        q, first = np.unique(np.rint((positions[rows] - p) / k).astype(np.int64), return_index=True)
-        out[:, c] = on_grid(q, values[rows[first], c], ratio * k, Fraction(p) * ratio, g0, g1)
+        k = int(steps[c])
+        phase = positions[rows] % k
+        for p in np.unique(phase):
+            mine = rows[phase == p]
+            grid = on_grid((positions[mine] - p) // k, values[mine, c], ratio * k, Fraction(int(p)) * ratio, g0, g1)
+            out[:, c] = np.where(np.isnan(grid), out[:, c], grid)
     return out
 
 

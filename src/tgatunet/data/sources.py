@@ -19,9 +19,9 @@ import pandas as pd
 
 from tgatunet.config import Config, SourceConfig
 from tgatunet.data.datasets import BUNDLED_SCHEME, resolve_bundled
-from tgatunet.data.resample import channel_phases, grid_length, grid_ratio, rows_before, segment_on_grid
+from tgatunet.data.resample import grid_length, grid_ratio, rows_before, segment_on_grid
 from tgatunet.data.tables import PARQUET, TableReader, numeric_cells
-from tgatunet.data.timeline import RHYTHM_ROWS, Timing, channel_steps, check_rate, lattice, measured_step, row_seconds
+from tgatunet.data.timeline import RHYTHM_ROWS, Timing, channel_steps, check_rate, lattice, rhythm, row_seconds
 from tgatunet.errors import DataError, shown
 
 log = logging.getLogger(__name__)
@@ -145,20 +145,16 @@ def _source_frame(config: Config, source: SourceConfig, rows: int | None = None)
     return path, next(iter(TableReader(path, rows).chunks()), pd.DataFrame())
 
 
-def source_step(config: Config, source: SourceConfig, frame: pd.DataFrame | None = None, where: str = "") -> float:
-    """Seconds between rows of a timed source: ``1 / rate_hz``, or measured on its first rows' times."""
+def source_rate(config: Config, source: SourceConfig) -> float:
+    """Rows per second of a timed source: ``rate_hz``, or measured on its first rows' times (:func:`rhythm`)."""
     timing = source_timing(config, source)
     if timing.rate_hz is not None:
-        return 1.0 / timing.rate_hz
-    if frame is None:
-        path, frame = _source_frame(config, source, RHYTHM_ROWS)
-        where = f"source '{source.name}' ({path})"
-    if timing.time_col not in frame.columns:
-        raise DataError(f"{where}: time_col '{timing.time_col}' is not a column of the file. Columns found: "
-                        f"{', '.join(map(str, frame.columns))}.")
-    head = frame.head(RHYTHM_ROWS)
-    seconds, _ = row_seconds(head[timing.time_col], where, 0)
-    return measured_step(seconds, _blocks(head, config, source, where), where)
+        return timing.rate_hz
+    path, frame = _source_frame(config, source, RHYTHM_ROWS)
+    where = f"source '{source.name}' ({path})"
+    _check_columns(frame, where, source, config, None, None, timing.time_col)
+    seconds, _ = row_seconds(frame[timing.time_col], where, 0)
+    return rhythm(seconds, _blocks(frame, config, source, where), timing, where)[0]
 
 
 def grid_rate(config: Config) -> float | None:
@@ -167,7 +163,7 @@ def grid_rate(config: Config) -> float | None:
     if config.data.sample_rate_hz != "auto":
         return float(config.data.sample_rate_hz)
     timed = [s for s in config.data.sources if source_timing(config, s).timed]
-    return min(1.0 / source_step(config, s) for s in timed) if timed else None
+    return min(source_rate(config, s) for s in timed) if timed else None
 
 
 def load_source(config: Config, source: SourceConfig, grid_hz: float | None = None) -> SourceTable:
@@ -188,8 +184,7 @@ def load_source(config: Config, source: SourceConfig, grid_hz: float | None = No
     if config.data.split_col is not None:
         block_split = _block_splits(frame[config.data.split_col], blocks, where, config.data.split_col)
     if timing.timed and grid_hz is not None:
-        values, bounds, segment_blocks, labels = _on_grid(frame, values, blocks, labels, timing,
-                                                          source_step(config, source, frame, where), grid_hz, where, config.channels)
+        values, bounds, segment_blocks, labels = _on_grid(frame, values, blocks, labels, timing, grid_hz, where, config.channels)
         return SourceTable(source.name, path, values, bounds, segment_blocks, labels, block_split)
     bounds, segment_blocks = _segments(blocks)
     return SourceTable(source.name, path, values, bounds, segment_blocks, labels, block_split)
@@ -209,21 +204,22 @@ def _blocks(frame: pd.DataFrame, config: Config, source: SourceConfig, where: st
     return blocks
 
 
-def _on_grid(frame: pd.DataFrame, values: np.ndarray, blocks: np.ndarray, labels: np.ndarray, timing: Timing, step: float,
-             grid_hz: float, where: str, channels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _on_grid(frame: pd.DataFrame, values: np.ndarray, blocks: np.ndarray, labels: np.ndarray, timing: Timing, grid_hz: float,
+             where: str, channels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A timed source's rows resampled onto the grid: values ``[G, C]`` float32, segment bounds and blocks, labels."""
     seconds = row_seconds(frame[timing.time_col], where, 0)[0] if timing.time_col else None
+    rate, step = rhythm(seconds, blocks, timing, where)
     if seconds is not None and timing.rate_hz is not None:
         check_rate(seconds, blocks, timing.rate_hz, where, 0)
     positions, starts, _ = lattice(seconds, blocks, step, timing.max_gap_s, where, 0, None)
-    ratio = grid_ratio(step, grid_hz)
+    ratio = grid_ratio(rate, grid_hz)
     steps = channel_steps(positions, starts, ~np.isnan(values))
     warn_upsampling(where, ratio, steps, ~np.isnan(values).all(axis=0), channels)
     grid_values, grid_labels, bounds, names = [], [], [], []
     cuts = [*np.flatnonzero(starts), len(blocks)]
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         at, n = positions[lo:hi], grid_length(int(positions[hi - 1]), ratio)
-        grid_values.append(segment_on_grid(at, values[lo:hi], steps, channel_phases(at, ~np.isnan(values[lo:hi]), steps), ratio, 0, n))
+        grid_values.append(segment_on_grid(at, values[lo:hi], steps, ratio, 0, n))
         grid_labels.append(labels[lo:hi][rows_before(at, np.arange(n), ratio)])
         start = bounds[-1][1] if bounds else 0
         bounds.append((start, start + n))

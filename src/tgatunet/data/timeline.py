@@ -5,8 +5,8 @@ position is the previous row's plus its time step in lattice steps (at least one
 that drifts keep their rows, and a drop-out of ``n`` rows leaves ``n`` empty positions. A segment is a run of rows of one
 block, split where the time jumps by more than ``max_gap_s``; positions count from 0 in each segment.
 
-The step is ``1 / rate_hz``, or measured on the source's first :data:`RHYTHM_ROWS` rows (the mean of the row-to-row
-steps no longer than 1.5x their median, as a rate of :data:`RATE_DIGITS` significant digits). A channel observed only
+The step is measured on the source's first :data:`RHYTHM_ROWS` rows (the mean of the row-to-row steps no longer than
+1.5x their median; ``1 / rate_hz`` without times), and the rate is ``rate_hz`` or the measured one (:func:`rhythm`). A channel observed only
 every ``k``-th position there (the most common distance between its samples, at least half of them) is a slow channel
 recorded at ``rate / k`` inside a faster file.
 Everything here is pure: arrays in, arrays out, a :class:`~tgatunet.errors.DataError` naming file, block and rows.
@@ -15,6 +15,7 @@ Everything here is pure: arrays in, arrays out, a :class:`~tgatunet.errors.DataE
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ import pandas as pd
 
 from tgatunet.errors import DataError, shown
 
+OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")  # an ISO 8601 time's UTC offset
 RHYTHM_ROWS = 65536  # a source's step and slow channels are measured on its first rows, so a stream of it agrees
 RATE_TOLERANCE = 0.02  # timestamps and rate_hz may differ by this share of a step
 RATE_DIGITS = 4  # significant digits of a measured rate
@@ -54,11 +56,14 @@ class Timing:
 
 @dataclass(frozen=True)
 class Carry:
-    """The last row of the previous chunk: its block, time (seconds) and position."""
+    """Where the previous chunk left off: its last row's block and time, and the segment it was in: the segment's
+    first time, its rows so far, and how far its positions run ahead of its row count."""
 
     block: object
     time: float
-    position: int
+    origin: float
+    rows: int
+    lead: int
 
 
 def row_seconds(column: pd.Series, where: str, first_row: int) -> tuple[np.ndarray, str]:
@@ -100,8 +105,10 @@ def _parsed(column: pd.Series, where: str, first_row: int) -> pd.Series:
         bad = int(np.flatnonzero(numbers.isna().to_numpy())[0])
         raise DataError(f"{where}: time column '{column.name}' row {first_row + bad} holds {shown(column.iloc[bad])}, which is "
                         "not a number of seconds like the rest of the column.")
+    # text with UTC offsets is read in UTC: an offset that changes with daylight saving is one clock
+    offsets = bool(column.map(lambda v: isinstance(v, str) and OFFSET.search(v.strip()) is not None).all())
     try:
-        return pd.to_datetime(column, format="ISO8601")
+        return pd.to_datetime(column, format="ISO8601", utc=offsets)
     except (ValueError, TypeError) as err:
         if any(word in str(err).lower() for word in ("mixed timezones", "tz-naive", "tz-aware", "unless utc=true")):
             raise DataError(f"{where}: time column '{column.name}' mixes time zones (or times with and without one); write "
@@ -127,8 +134,17 @@ def measured_step(seconds: np.ndarray, blocks: np.ndarray, where: str) -> float:
     dt = dt[dt > 0]
     if not len(dt):
         raise DataError(f"{where}: no two rows of a block have different times, so the rate cannot be measured; give rate_hz.")
-    rate = 1.0 / float(dt[dt <= 1.5 * np.median(dt)].mean())
-    return 1.0 / float(f"{rate:.{RATE_DIGITS}g}")  # a clock's rounding and float seconds leave no fake 9.9999999 Hz
+    return float(dt[dt <= 1.5 * np.median(dt)].mean())
+
+
+def rhythm(seconds: np.ndarray | None, blocks: np.ndarray, timing: Timing, where: str) -> tuple[float, float]:
+    """A table's rate (``rate_hz``, or the measured one to :data:`RATE_DIGITS` significant digits: a clock's rounding
+    and float seconds leave no 9.9999999 Hz) and its lattice step in seconds (measured where there are times, so that
+    a clock a little off its nominal rate does not drift against it), from its first rows."""
+    if seconds is None:
+        return timing.rate_hz, 1.0 / timing.rate_hz
+    step = measured_step(seconds, blocks, where)
+    return timing.rate_hz or float(f"{1.0 / step:.{RATE_DIGITS}g}"), step
 
 
 def check_rate(seconds: np.ndarray, blocks: np.ndarray, rate_hz: float, where: str, first_row: int) -> None:
@@ -152,38 +168,49 @@ def lattice(seconds: np.ndarray | None, blocks: np.ndarray, step: float, max_gap
             carry: Carry | None) -> tuple[np.ndarray, np.ndarray, Carry]:
     """Each row's position in its segment, and where segments start.
 
-    ``seconds [n]`` (None: rows one step apart), ``blocks [n]``; ``carry``: the last row before these (None: they
-    begin the table). Returns ``positions [n]`` int64, ``starts [n]`` bool (the row begins a segment) and the carry for
-    the next chunk. A time that does not increase inside a block is refused, naming the rows.
+    ``seconds [n]`` (None: rows one step apart), ``blocks [n]``; ``carry``: where the rows before these left off (None:
+    they begin the table). A row's position is its time since the segment's first row in steps, rounded, and at least
+    one more than the row before: timestamps that jitter do not add up, a drop-out leaves its positions empty. Returns
+    ``positions [n]`` int64, ``starts [n]`` bool (the row begins a segment) and the carry for the next chunk. A time
+    that does not increase inside a block is refused, naming the rows.
     """
     n = len(blocks)
-    new_block = np.array([carry is None, *(blocks[1:] != blocks[:-1])]) if n else np.zeros(0, bool)
-    if carry is not None and n:
-        new_block[0] = blocks[0] != carry.block
-    if seconds is None:
-        increments = np.ones(n, dtype=np.int64)
-        starts = new_block
-    else:
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, bool), carry
+    starts = np.concatenate([[carry is None or blocks[0] != carry.block], blocks[1:] != blocks[:-1]])
+    if seconds is not None:
         previous = np.concatenate([[carry.time if carry else np.nan], seconds[:-1]])
         dt = seconds - previous
-        inside = ~new_block
-        wrong = inside & (dt <= 0)
+        wrong = ~starts & (dt <= 0)
         if wrong.any():
             i = int(np.flatnonzero(wrong)[0])
             what = "repeats the time of" if dt[i] == 0 else "has an earlier time than"
             raise DataError(f"{where}: block '{blocks[i]}' row {first_row + i} {what} row {first_row + i - 1} "
                             f"({seconds[i]:.6f} s after {previous[i]:.6f} s); times must increase inside a block. Remove the "
                             "duplicated rows or sort the file by block and time.")
-        starts = new_block | (inside & (dt > max_gap_s)) if max_gap_s is not None else new_block
-        increments = np.maximum(1, np.rint(np.where(starts, step, dt) / step)).astype(np.int64)
-    increments[starts] = 0
-    if carry is not None and n and not starts[0]:
-        increments[0] += carry.position
-    total = np.cumsum(increments)
-    last_start = np.maximum.accumulate(np.where(starts, np.arange(n), -1)) if n else np.zeros(0, np.int64)
-    positions = total - np.where(last_start >= 0, total[np.maximum(last_start, 0)], 0)
-    last = Carry(blocks[-1], float(seconds[-1]) if seconds is not None else 0.0, int(positions[-1])) if n else carry
-    return positions, starts, last
+        if max_gap_s is not None:
+            starts |= dt > max_gap_s
+    segment = np.cumsum(starts) - 1  # -1: the segment carried in from the previous chunk
+    first = np.flatnonzero(starts)
+    begin = first[np.maximum(segment, 0)] if len(first) else np.zeros(n, np.int64)  # each row's segment's first row here
+    begin = np.where(segment >= 0, begin, 0)
+    index = np.arange(n) - begin + np.where(segment < 0, carry.rows if carry else 0, 0)  # rows before it in its segment
+    if seconds is None:
+        positions = index
+        lead = np.zeros(n, np.int64)
+    else:
+        origin = np.where(segment >= 0, seconds[begin], carry.origin if carry else 0.0)
+        ahead = np.rint((seconds - origin) / step).astype(np.int64) - index  # positions beyond the row count
+        if carry is not None and segment[0] < 0:
+            ahead[0] = max(ahead[0], carry.lead)
+        # a running maximum inside each segment: each later segment lifted above every earlier one
+        span = int(np.abs(ahead).max()) + 1
+        lifted = ahead + (segment + 1) * 2 * span
+        lead = np.maximum.accumulate(lifted) - (segment + 1) * 2 * span
+        positions = index + lead
+    origin_last = seconds[begin[-1]] if segment[-1] >= 0 and seconds is not None else (carry.origin if carry else 0.0)
+    last = Carry(blocks[-1], float(seconds[-1]) if seconds is not None else 0.0, float(origin_last), int(index[-1]) + 1, int(lead[-1]))
+    return positions.astype(np.int64), starts, last
 
 
 def channel_steps(positions: np.ndarray, starts: np.ndarray, observed: np.ndarray) -> np.ndarray:

@@ -231,15 +231,22 @@ def apply_chunks(
     seen = np.zeros(len(model.channels), dtype=bool)  # channels observed somewhere in the table
     pending: list[pd.DataFrame] = []  # input rows fed but not yet finished
 
-    regrid = Regrid(plan.timing, plan.grid_hz, plan.fillable, where, plan.every_row) if plan.regridded else None
+    regrid = Regrid(plan.timing, plan.grid_hz, model.channels, plan.fillable, where, plan.every_row) if plan.regridded else None
+    per_block: dict[str, tuple[np.ndarray, int]] = {}  # block -> (sum of its windows' probabilities, windows)
 
     def emit(parts: list[Finished]) -> None:
         if stream.windows:
             table = windows_frame(stream.windows, model.classes)
-            if regrid is not None:  # grid rows -> the table's rows inside each window
-                table["first_row"], table["last_row"] = regrid.rows_of_windows(table["first_row"].to_numpy(), table["last_row"].to_numpy())
+            if regrid is not None:  # grid rows -> the table's rows in each window; a window inside a gap in time has none
+                first_rows, last_rows = regrid.rows_of_windows(table["first_row"].to_numpy(), table["last_row"].to_numpy())
+                table = table.assign(first_row=first_rows, last_row=last_rows)[first_rows >= 0].reset_index(drop=True)
             sinks["windows"](table)
             result.windows += len(table)
+            groups = table.groupby("block", sort=False)[[f"p_{k}" for k in model.classes]]
+            sums, sizes = groups.sum(), groups.size()
+            for block, total, n in zip(sums.index, sums.to_numpy(), sizes.to_numpy()):
+                before, count = per_block.get(block, (0.0, 0))
+                per_block[block] = (before + total, count + int(n))
             stream.windows.clear()
         for part in regrid.back(parts) if regrid is not None else parts:
             n = len(part.completed)
@@ -264,7 +271,7 @@ def apply_chunks(
     emit(stream.finish())
     if not result.rows:
         raise DataError(f"{where} has no data rows.")
-    sinks["blocks"](blocks_frame(stream.blocks, model.classes))
+    sinks["blocks"](blocks_frame(per_block, model.classes))
     result.filled = {c: int(n) for c, n, f in zip(model.channels, filled, plan.fillable) if f}
     result.untrusted = untrusted_fills(model, {c for c, n in result.filled.items() if n}, seen, where)
     result.seconds = time.perf_counter() - start

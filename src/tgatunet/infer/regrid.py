@@ -6,8 +6,8 @@ rows (:func:`~tgatunet.data.timeline.lattice`) are resampled onto the grid as fa
 each side, so the grid equals that of the whole table, as training reads it). Coming back, each row gets the finished
 grid read at its own time (linear interpolation between the two grid steps around it): a cell the row observed is
 kept as read; an empty cell of a fillable channel is filled where the row is one of that channel's own sample times,
-every ``k``-th position of a slow channel (from its first sample in the segment; before it, from the segment's first
-row), or every row with ``every_row``. Class probabilities follow the row's time the same way. Memory stays bounded by
+every ``k``-th position of a slow channel in the rhythm of its latest sample (before its first in a segment, from the
+segment's first row), or every row with ``every_row``. Class probabilities follow the row's time the same way. Memory stays bounded by
 the chunk and the window, not the table.
 """
 
@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from tgatunet.data.resample import at_coordinates, grid_length, grid_ratio, margin, segment_on_grid
-from tgatunet.data.timeline import RHYTHM_ROWS, Carry, Timing, channel_steps, check_rate, lattice, measured_step, row_seconds
+from tgatunet.data.sources import warn_upsampling
+from tgatunet.data.timeline import RHYTHM_ROWS, Carry, Timing, channel_steps, check_rate, lattice, rhythm, row_seconds
 from tgatunet.errors import DataError
 from tgatunet.infer.stream import Finished
 
@@ -33,7 +34,7 @@ class _Segment:
 
     block: object
     base: int  # grid row (counted over the table) of the segment's grid point 0
-    phases: np.ndarray  # [C] first sample's position modulo the channel's step; -1: none yet
+    phases: np.ndarray  # [C] the latest sample's position modulo the channel's step (0 before its first)
     positions: np.ndarray  # [m] lattice positions of the rows kept
     values: np.ndarray  # [m, C]
     done: int = 0  # grid points handed to the stream
@@ -64,18 +65,20 @@ class Regrid:
     """Feed a timed table's chunks in order; get grid rows for the stream; hand its finished grid rows back and get
     the table's rows finished.
 
-    ``timing``: the table's time column, rate and gap limit; ``grid_hz``: the model's grid; ``fillable``: ``[C]``
-    bool, the channels whose empty cells are filled; ``every_row``: fill them at every row, not only at the channel's
+    ``timing``: the table's time column, rate and gap limit; ``grid_hz``: the model's grid; ``channels``: the run's;
+    ``fillable``: ``[C]`` bool, the channels whose empty cells are filled; ``every_row``: fill them at every row, not only at the channel's
     own sample times.
     """
 
-    def __init__(self, timing: Timing, grid_hz: float, fillable: np.ndarray, where: str, every_row: bool = False) -> None:
-        self.timing, self.grid_hz, self.fillable, self.where, self.every_row = timing, grid_hz, fillable, where, every_row
+    def __init__(self, timing: Timing, grid_hz: float, channels: list[str], fillable: np.ndarray, where: str, every_row: bool = False) -> None:
+        self.timing, self.grid_hz, self.channels, self.fillable = timing, grid_hz, channels, fillable
+        self.where, self.every_row = where, every_row
         self.ratio: Fraction | None = None
         self.step = 0.0  # seconds per lattice position
         self.steps: np.ndarray | None = None
         self.context = 0  # grid steps of context the resampling needs on each side
         self.head: list[tuple[pd.DataFrame, np.ndarray, np.ndarray, int]] = []  # chunks before the rhythm is measured
+        self.head_rows = 0
         self.carry: Carry | None = None
         self.clock: str | None = None
         self.segment: _Segment | None = None
@@ -89,9 +92,8 @@ class Regrid:
         """Rows ``first_row ...``: the chunk as read, ``values [n, C]`` (NaN: not observed), ``blocks [n]``."""
         if self.ratio is None:
             self.head.append((chunk, values, blocks, first_row))
-            if sum(len(c) for c, *_ in self.head) < RHYTHM_ROWS:
-                return self._grid_rows([])
-            return self._measure()
+            self.head_rows += len(chunk)
+            return self._measure() if self.head_rows >= RHYTHM_ROWS else self._grid_rows([])
         return self._grid_rows(self._read(chunk, values, blocks, first_row))
 
     def finish(self) -> GridRows:
@@ -108,12 +110,12 @@ class Regrid:
         values = np.concatenate([v for _, v, _, _ in chunks])
         blocks = np.concatenate([b for _, _, b, _ in chunks])
         seconds = self._seconds(frame, chunks[0][3])
-        step = 1.0 / self.timing.rate_hz if self.timing.rate_hz else measured_step(seconds, blocks, self.where)
-        self.ratio = grid_ratio(step, self.grid_hz)
-        self.step = step
-        positions, starts, _ = lattice(seconds, blocks, step, self.timing.max_gap_s, self.where, chunks[0][3], None)
+        rate, self.step = rhythm(seconds, blocks, self.timing, self.where)
+        self.ratio = grid_ratio(rate, self.grid_hz)
+        positions, starts, _ = lattice(seconds, blocks, self.step, self.timing.max_gap_s, self.where, chunks[0][3], None)
         self.steps = channel_steps(positions, starts, ~np.isnan(values))
         self.context = max(margin(self.ratio * int(k)) for k in self.steps)
+        warn_upsampling(self.where, self.ratio, self.steps, ~np.isnan(values).all(axis=0), self.channels)
         return self._grid_rows(self._read(frame, values, blocks, chunks[0][3], seconds))
 
     def _seconds(self, chunk: pd.DataFrame, first_row: int) -> np.ndarray | None:
@@ -143,7 +145,7 @@ class Regrid:
                 if self.segment is not None:
                     ready += self._close()
                 C = values.shape[1]
-                self.segment = _Segment(blocks[lo], self.grid_rows, np.full(C, -1, np.int64), np.zeros(0, np.int64), np.zeros((0, C)))
+                self.segment = _Segment(blocks[lo], self.grid_rows, np.zeros(C, np.int64), np.zeros(0, np.int64), np.zeros((0, C)))
             ready += self._extend(positions[lo:hi], values[lo:hi], first_row + lo)
         return ready
 
@@ -151,16 +153,13 @@ class Regrid:
         s, ratio = self.segment, self.ratio
         observed = ~np.isnan(values)
         slot = np.ones_like(observed)
-        for c in np.flatnonzero(self.steps > 1):
+        for c in np.flatnonzero(self.steps > 1):  # a slow channel's own times: the rhythm of its latest sample
             k = int(self.steps[c])
-            seen = np.flatnonzero(observed[:, c])
-            phase = np.zeros(len(positions), np.int64) if s.phases[c] < 0 else np.full(len(positions), s.phases[c])
-            if s.phases[c] < 0 and len(seen):
-                s.phases[c] = positions[seen[0]] % k
-                phase[seen[0]:] = s.phases[c]
+            seen = observed[:, c]
+            latest = np.maximum.accumulate(np.where(seen, np.arange(len(positions)), -1))
+            phase = np.where(latest >= 0, positions[np.maximum(latest, 0)] % k, s.phases[c])
             slot[:, c] = (positions - phase) % k == 0
-        for c in np.flatnonzero((s.phases < 0) & (self.steps == 1) & observed.any(axis=0)):
-            s.phases[c] = 0
+            s.phases[c] = phase[-1]
         if self.every_row:
             slot[:] = True
         x = s.base + (positions * ratio.numerator) / ratio.denominator  # exact where the row falls on a grid point
@@ -178,7 +177,7 @@ class Regrid:
         s = segment or self.segment
         if upto <= s.done:
             return []
-        grid = segment_on_grid(s.positions, s.values, self.steps, s.phases, self.ratio, s.done, upto)
+        grid = segment_on_grid(s.positions, s.values, self.steps, self.ratio, s.done, upto)
         piece = (s.block, s.done == 0, grid)
         s.done = upto
         self.grid_rows += len(grid)

@@ -115,7 +115,6 @@ class Stream:
 
     Attributes:
         windows: the windows computed since the caller last cleared the list.
-        blocks: block id -> (sum of window probabilities ``[K]``, windows).
     """
 
 
@@ -124,7 +123,6 @@ class Stream:
         self.step = max(1, model.stride // model.downsample)
         self.segment: _Segment | None = None
         self.windows: list[Windows] = []
-        self.blocks: dict[str, tuple[np.ndarray, int]] = {}
 
     def feed(self, values: np.ndarray, blocks: np.ndarray, first_row: int, starts: np.ndarray | None = None) -> list[Finished]:
         """Rows ``first_row ...`` of the input: ``values [n, C]`` raw (NaN: not observed), ``blocks [n]`` ids;
@@ -225,8 +223,6 @@ class Stream:
             if self.spread:
                 np.add.at(s.spread, at[ok], spread[lo:hi][ok])
                 np.maximum.at(s.kind, at[ok], kinds[lo:hi][ok])
-            total, n = self.blocks.get(s.block, (0.0, 0))
-            self.blocks[s.block] = (total + probs[lo:hi].sum(axis=0), n + hi - lo)
             self.windows.append(Windows(np.full(hi - lo, s.block, dtype=object), rows[:, 0], np.where(ok, rows, -1).max(axis=1), probs[lo:hi]))
 
             lo = hi
