@@ -218,7 +218,8 @@ def timed_run(tmp_path_factory) -> Path:
               "sources": [{"name": "full", "path": str(paths["full"]), "have": ["c"]},
                           {"name": "partial", "path": str(paths["partial"]), "need": ["c"]}],
               "block_col": "subject", "label_col": "label", "window_size": 16, "step_size": 8, "val_fraction": 0.2,
-              "test_fraction": 0.2, "seed": 3, "batch_size": 8, "hidden_channels": 16, "epochs": 2, "run_dir": str(root / "run")}
+              "test_fraction": 0.2, "seed": 3, "batch_size": 8, "hidden_channels": 16, "epochs": 2, "max_gap_s": 1.0,
+              "run_dir": str(root / "run")}
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     train(root / "config.yaml")
     return root / "run"
@@ -281,17 +282,17 @@ def test_predict_on_the_command_line_equals_the_api(timed_run, tmp_path):
     assert cli["b_imputed"].sum() == 21 and cli.loc[10:30, "b_lower"].notna().all()
 
 
-def test_a_time_column_for_a_run_trained_on_steps_is_refused(dataset):
-    import tgatunet
-    from tgatunet.train.run import train
+def test_a_time_column_for_a_run_trained_on_steps_is_refused():
+    from tgatunet.data.normalize import ChannelStats
+    from tgatunet.infer.outputs import apply_frame
+    from tgatunet.infer.stream import WindowModel
 
-    train(dataset["write"]())
-    run = tgatunet.load(Path(dataset["dir"]) / "run")
-    frame = dataset["frames"]["partial"].assign(t=np.arange(len(dataset["frames"]["partial"])) / 10.0)
+    model = WindowModel(None, ["a", "b", "c"], ["walk"], ChannelStats(np.zeros(3), np.ones(3)), 16, 1, 8)  # rows as steps
+    frame = _timed_frame(100)
     with pytest.raises(DataError, match="trained with rows as steps"):
-        run.complete(frame, time_col="t")
+        apply_frame(model, frame, timing=Timing("t"), grid_hz=None)
     with pytest.raises(DataError, match="rate_hz must be a positive number"):
-        run.complete(frame, rate_hz=-1)
+        Timing(None, -1.0)
 
 
 def test_a_store_holds_timed_sources_on_the_grid_and_notices_a_new_rate(tmp_path):
@@ -365,22 +366,15 @@ def test_times_written_with_offsets_across_a_daylight_saving_change_are_one_cloc
     np.testing.assert_array_equal(grids[0], grids[1])
 
 
-def test_the_runs_gap_limit_holds_when_the_time_column_is_named_and_windows_in_a_gap_are_left_out(tmp_path):
+def test_the_runs_gap_limit_holds_when_the_time_column_is_named_and_windows_in_a_gap_are_left_out(timed_run):
     import tgatunet
 
-    root = tmp_path
-    t = np.arange(400) / 10.0
-    frame = pd.concat([pd.DataFrame({"subject": f"r{i}", "label": ["walk", "run"][i % 2], "t": t, "a": np.sin((1 + i % 2) * t + i),
-                                     "b": np.cos(t), "c": np.sin((1 + i % 2) * t + i + 0.5)}) for i in range(6)], ignore_index=True)
-    frame.loc[300:399, "t"] += 20.0  # recording r0: a 20 s jump in time
-    frame.to_csv(root / "s.csv", index=False)
-    config = {"common_modalities": ["a", "b", "c"], "sources": [{"name": "s", "path": str(root / "s.csv")}], "block_col": "subject",
-              "label_col": "label", "time_col": "t", "max_gap_s": 1.0, "window_size": 16, "val_fraction": 0.3, "test_fraction": 0.0,
-              "hidden_channels": 8, "epochs": 1, "run_dir": str(root / "run")}
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    tgatunet.train(root / "config.yaml")
-    run = tgatunet.load(root / "run")
-    windows = [len(run.apply(frame, time_col=t).tables["windows"]) for t in (None, "t")]
-    assert windows[0] == windows[1]
-    wide = run.apply(frame, max_gap_s=100.0).tables["windows"]  # the jumps inside the segments: no window without a row
+    run = tgatunet.load(timed_run)  # trained with max_gap_s: 1.0
+    frame = pd.read_csv(timed_run.parent / "full.csv")
+    first = frame["subject"] == frame["subject"].iloc[0]
+    frame.loc[first & (frame.index >= 100), "t"] += 20.0  # a 20 s jump in time inside the first recording
+    windows = [run.apply(frame, time_col=t).tables["windows"] for t in (None, "t")]
+    pd.testing.assert_frame_equal(windows[0], windows[1])
+    assert (windows[0]["block"] == frame["subject"].iloc[0]).sum() > 4  # split at the jump: windows on each side
+    wide = run.apply(frame, max_gap_s=100.0).tables["windows"]  # not split: no window without a row of the table
     assert (wide["first_row"] >= 0).all() and (wide["first_row"] <= wide["last_row"]).all()
