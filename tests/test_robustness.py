@@ -163,6 +163,7 @@ case("duplicated header", 2, "more than once")(
 case("empty block id", 2, "block_col 'subject' is empty at row 3")(
     lambda s: validate(s.with_source(frames()["partial"].assign(subject=lambda f: f["subject"].where(f.index != 3, "")))))
 case("no labels anywhere", 2, "no training window has a label")(lambda s: validate(_unlabelled(s)))
+case("one class only", 2, "at least two classes")(lambda s: validate(_unlabelled(s, "walk")))
 case("a single block", 2, "validation")(
     lambda s: validate(s.cfg(sources=[{"name": "full", "path": str(s.source("one", frames()["full"].assign(subject="b0"))),
                                        "have": ["c"]}])))
@@ -240,9 +241,10 @@ case("hardware with a broken config", 2, "Did you mean")(lambda s: ["hardware", 
 case("evaluate an unknown ablation", 2, "need-update")(lambda s: ["evaluate", "--run", str(s.run), "--ablation", "dropout"])
 
 
-def _unlabelled(s: Space) -> Path:
+def _unlabelled(s: Space, label: str = "") -> Path:
+    """Every row of both sources labelled ``label`` (empty: unlabelled)."""
     sources = yaml.safe_load(s.config.read_text())["sources"]
-    paths = {src["name"]: s.source(f"nolabel_{src['name']}", frames()[src["name"]].assign(label="")) for src in sources}
+    paths = {src["name"]: s.source(f"label{label}_{src['name']}", frames()[src["name"]].assign(label=label)) for src in sources}
     return s.cfg(sources=[{**src, "path": str(paths[src["name"]])} for src in sources])
 
 

@@ -67,6 +67,9 @@ def check_trainable(data: Data, processes: int = 1) -> None:
                        "blocks to select its model. Raise val_fraction, add blocks, or mark blocks 'val' in split_col.")
     if not len(data.class_names) or not (data.windows["train"].labels >= 0).any():
         raise DataError("no training window has a label: fill label_col in the training blocks (the model also classifies).")
+    if len(data.class_names) < 2:
+        raise DataError(f"label_col holds one class only ({data.class_names[0]!r}); the model also classifies, so it needs at least "
+                        "two classes (e.g. the activity, or the recording's condition).")
 
 
 def _save_frame(name: str, frame: pd.DataFrame, path: Path) -> None:
