@@ -237,16 +237,10 @@ def apply_chunks(
     def emit(parts: list[Finished]) -> None:
         if stream.windows:
             table = windows_frame(stream.windows, model.classes)
-            if regrid is not None:  # grid rows -> the table's rows in each window; a window inside a gap in time has none
-                first_rows, last_rows = regrid.rows_of_windows(table["first_row"].to_numpy(), table["last_row"].to_numpy())
-                table = table.assign(first_row=first_rows, last_row=last_rows)[first_rows >= 0].reset_index(drop=True)
+            table = regrid.windows_at_rows(table) if regrid is not None else table
             sinks["windows"](table)
             result.windows += len(table)
-            groups = table.groupby("block", sort=False)[[f"p_{k}" for k in model.classes]]
-            sums, sizes = groups.sum(), groups.size()
-            for block, total, n in zip(sums.index, sums.to_numpy(), sizes.to_numpy()):
-                before, count = per_block.get(block, (0.0, 0))
-                per_block[block] = (before + total, count + int(n))
+            _add_to_blocks(per_block, table, model.classes)
             stream.windows.clear()
         for part in regrid.back(parts) if regrid is not None else parts:
             n = len(part.completed)
@@ -276,6 +270,15 @@ def apply_chunks(
     result.untrusted = untrusted_fills(model, {c for c, n in result.filled.items() if n}, seen, where)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _add_to_blocks(per_block: dict[str, tuple[np.ndarray, int]], table: pd.DataFrame, classes: list[str]) -> None:
+    """Each block's sum of window probabilities and count of windows, with those of ``table`` added."""
+    groups = table.groupby("block", sort=False)[[f"p_{k}" for k in classes]]
+    sums, sizes = groups.sum(), groups.size()
+    for block, total, n in zip(sums.index, sums.to_numpy(), sizes.to_numpy()):
+        before, count = per_block.get(block, (0.0, 0))
+        per_block[block] = (before + total, count + int(n))
 
 
 def untrusted_fills(model: WindowModel, filled: set[str], seen: np.ndarray, where: str) -> dict[str, str]:

@@ -198,15 +198,15 @@ class Regrid:
 
     # --- finished grid rows in, rows out ------------------------------------------------------------------------
 
-    def rows_of_windows(self, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The first and last table row inside each window of grid rows ``first .. last`` (-1: no row inside)."""
+    def windows_at_rows(self, table: pd.DataFrame) -> pd.DataFrame:
+        """A windows table's ``first_row`` and ``last_row`` (grid rows) as the first and last table row inside each
+        window; a window inside a gap in time holds none and is left out."""
         x, rows = self.rows.x, self.rows.row
-        if not len(rows):
-            return np.full(len(first), -1), np.full(len(first), -1)
-        lo = np.searchsorted(x, first, side="left")
-        hi = np.searchsorted(x, last, side="right") - 1
-        none = (lo > hi) | (lo >= len(rows)) | (hi < 0)
-        return np.where(none, -1, rows[np.minimum(lo, len(rows) - 1)]), np.where(none, -1, rows[np.maximum(hi, 0)])
+        lo = np.searchsorted(x, table["first_row"].to_numpy(), side="left")
+        hi = np.searchsorted(x, table["last_row"].to_numpy(), side="right") - 1
+        inside = (lo <= hi) & (lo < len(rows)) & (hi >= 0)
+        first, last = rows[np.minimum(lo, len(rows) - 1)[inside]], rows[hi[inside]]
+        return table[inside].assign(first_row=first, last_row=last).reset_index(drop=True)
 
     def back(self, parts: list[Finished]) -> list[Finished]:
         """Finished grid rows in order; the table rows whose time they now cover (both grid rows around it), finished."""
