@@ -53,3 +53,19 @@ def test_cli_writes_files(tmp_path):
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "source_2.csv").is_file()
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path), "--format", "xls"])
     assert bad.exit_code == 2 and "csv" in bad.output
+
+
+def test_a_dataset_at_several_rates_is_written_as_devices_write_it(tmp_path):
+    result = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path), "--rates", "64,32,4", "--sources", "2", "--channels", "6",
+                                      "--blocks", "4", "--length", "512"])
+    assert result.exit_code == 0, result.output
+    config = load_config(tmp_path / "config.yaml")
+    assert (config.data.time_col, config.data.sample_rate_hz) == ("time", 32.0)
+    frame = pd.read_csv(tmp_path / "source_0.csv")
+    assert np.allclose(np.diff(frame["time"][:10]), 1 / 64)
+    held = frame[["ch00", "ch01", "ch02"]].notna().mean().to_numpy()  # 64, 32 and 4 Hz: every row, every 2nd, every 16th
+    assert np.allclose(held, [1, 1 / 2, 1 / 16], atol=0.02)
+    data = prepare_data(config)
+    assert data.observed[:, data.channels.index("ch02")].mean() > 0.3  # the 4 Hz channel is on the grid, not missing
+    bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "x"), "--rates", "64,30"])
+    assert bad.exit_code != 0 and "each the fastest divided by a whole number" in bad.output

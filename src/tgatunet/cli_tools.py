@@ -61,6 +61,9 @@ def data_synth(
 
     try:
         hz = tuple(float(r) for r in rates.split(",")) if rates else ()
+    except ValueError:
+        raise ConfigError(f"--rates takes numbers in Hz separated by commas (e.g. 64,32,4), not {rates!r}") from None
+    try:
         spec = SynthSpec(sources, channels, missing, blocks, length, classes, file_format=file_format, seed=seed, rates=hz)
     except ValueError as err:
         raise ConfigError(str(err)) from None
