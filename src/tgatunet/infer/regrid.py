@@ -7,8 +7,8 @@ each side, so the grid equals that of the whole table, as training reads it). Co
 grid read at its own time (linear interpolation between the two grid steps around it): a cell the row observed is
 kept as read; an empty cell of a fillable channel is filled where the row is one of that channel's own sample times,
 every ``k``-th position of a slow channel in the rhythm of its latest sample (before its first in a segment, from the
-segment's first row), or every row with ``every_row``. Class probabilities follow the row's time the same way. Memory stays bounded by
-the chunk and the window, not the table.
+segment's first row), or every row with ``every_row``. Class probabilities follow the row's time the same way.
+Memory stays bounded by the chunk and the window, not the table.
 """
 
 from __future__ import annotations
