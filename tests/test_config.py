@@ -350,7 +350,7 @@ def test_relative_source_paths_resolve_against_config_folder(dataset, tmp_path, 
 
     from tgatunet.data.sources import load_source
 
-    table = load_source(cfg, cfg.data.sources[0])
+    table = load_source(cfg, cfg.data.sources[0], None)
     assert len(table.values) == len(dataset["frames"]["full"])
 
 

@@ -269,7 +269,7 @@ def test_parquet_tables_equal_csv_tables(dataset):
     pq_cfg = _config_with_frames(dataset, frames["full"], frames["partial"], suffix=".parquet")
     csv_cfg = _config(dataset)
     for pq_src, csv_src in zip(pq_cfg.data.sources, csv_cfg.data.sources):
-        pq, csv = load_source(pq_cfg, pq_src), load_source(csv_cfg, csv_src)
+        pq, csv = load_source(pq_cfg, pq_src, None), load_source(csv_cfg, csv_src, None)
         np.testing.assert_array_equal(pq.values, csv.values)
         np.testing.assert_array_equal(pq.segment_bounds, csv.segment_bounds)
         assert pq.labels.tolist() == csv.labels.tolist()
@@ -612,7 +612,7 @@ def test_input_files_not_modified(dataset, suffix):
     listing = sorted(p.name for p in dataset["dir"].iterdir())
     data = prepare_data(cfg)
     for src in cfg.data.sources:
-        load_source(cfg, src)
+        load_source(cfg, src, None)
     assert len(data.windows["train"]) > 0
     assert _fingerprint(paths) == before
     assert sorted(p.name for p in dataset["dir"].iterdir()) == listing  # nothing written next to them

@@ -250,7 +250,7 @@ def test_a_row_with_too_few_or_too_many_fields_is_refused_naming_it(tmp_path, ro
     assert f"'{path}'" in message and f"data row {row} (line {row + 2})" in message
     assert f"has {fields} field(s) but the header has 4" in message and "fix the row or delete it" in message
     with pytest.raises(DataError, match=f"data row {row} "):
-        load_source(_source_config(path), _source_config(path).data.sources[0])
+        load_source(_source_config(path), _source_config(path).data.sources[0], None)
 
 
 def test_a_last_line_without_a_line_break_is_refused_as_cut_off(tmp_path):
@@ -331,15 +331,15 @@ def test_sources_with_text_or_lists_in_their_columns_are_refused(tmp_path):
     with_text = frame.assign(a=np.array([*range(5), "oops", 6, 7], dtype=object))
     config = _source_config(with_text)
     with pytest.raises(DataError, match=r"<DataFrame s>\): column 'a' is not numeric: row 5 holds 'oops'"):
-        load_source(config, config.data.sources[0])
+        load_source(config, config.data.sources[0], None)
     path = tmp_path / "s.parquet"
     frame.assign(b=[str(v) for v in range(7)] + ["abc"]).to_parquet(path)
     config = _source_config(path)
     with pytest.raises(DataError, match=rf"{path}\): column 'b' is not numeric: row 7 holds 'abc'"):
-        load_source(config, config.data.sources[0])
+        load_source(config, config.data.sources[0], None)
     config = _source_config(frame.assign(label=[[1, 2]] * 8))
     with pytest.raises(DataError, match=r"label_col 'label' row 0 holds \[1, 2\]; each cell must be one value"):
-        load_source(config, config.data.sources[0])
+        load_source(config, config.data.sources[0], None)
 
 
 # --- config -----------------------------------------------------------------------------------

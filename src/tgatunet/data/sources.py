@@ -166,7 +166,7 @@ def grid_rate(config: Config) -> float | None:
     return min(source_rate(config, s) for s in timed) if timed else None
 
 
-def load_source(config: Config, source: SourceConfig, grid_hz: float | None = None) -> SourceTable:
+def load_source(config: Config, source: SourceConfig, grid_hz: float | None) -> SourceTable:
     """Read one source and check it against the config; a timed source is resampled onto ``grid_hz``
     (:func:`grid_rate`)."""
     path, frame = _source_frame(config, source)
