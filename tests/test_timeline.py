@@ -378,3 +378,10 @@ def test_the_runs_gap_limit_holds_when_the_time_column_is_named_and_windows_in_a
     assert (windows[0]["block"] == frame["subject"].iloc[0]).sum() > 4  # split at the jump: windows on each side
     wide = run.apply(frame, max_gap_s=100.0).tables["windows"]  # not split: no window without a row of the table
     assert (wide["first_row"] >= 0).all() and (wide["first_row"] <= wide["last_row"]).all()
+
+
+def test_an_array_has_no_times_to_resample(timed_run):
+    import tgatunet
+
+    with pytest.raises(DataError, match="an array holds no times"):
+        tgatunet.load(timed_run).complete(np.zeros((40, 3)), channels=["a", "b", "c"], time_col="t")

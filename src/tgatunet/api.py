@@ -148,7 +148,7 @@ class Run:
         if block_col is None and self.config.data.block_col in frame.columns:
             block_col = self.config.data.block_col
         coverage = asked_coverage(interval, self.config.evaluation.interval_coverage)
-        timing = given_timing(timing or Timing(), self.config, [str(c) for c in frame.columns])
+        timing = given_timing(timing or Timing(), self.config, [str(c) for c in frame.columns], self.sample_rate_hz)
         key = (_content_key(frame), block_col, fill, coverage, timing)
         if self._last is None or self._last[0] != key:
             self._last = (key, apply_frame(self._model, frame, block_col=block_col, fill=fill, interval=coverage, timing=timing,
@@ -182,6 +182,9 @@ class Run:
             raise DataError(f"fill must be one of {list(FILLS)}, not {fill!r}.")
         coverage = asked_coverage(interval, self.config.evaluation.interval_coverage)
         if isinstance(data, np.ndarray):
+            if time_col is not None or rate_hz is not None or max_gap_s is not None:
+                raise DataError("an array holds no times: give a DataFrame with its time column for time_col, rate_hz or max_gap_s, "
+                                "or an array already on the run's grid without them.")
             return complete_array(self._model, _numeric_array(data, channels, self.channels), list(channels), fill, coverage)
         timing = Timing(time_col, rate_hz, max_gap_s)
         return self._applied(data, block_col, fill, coverage, timing).tables["completed"].copy()  # the caller's to change

@@ -40,7 +40,7 @@ class SourceConfig(Strict):
     label_col: str | None = Field(default=None, description="Overrides the global label_col.")
     time_col: str | None = Field(default=None, description="Overrides the global time_col.")
     rate_hz: float | None = Field(default=None, gt=0.0, description="Rows per second of this source; with a time column, the two must "
-                                  "agree within 2%.")
+                                  "agree within 2% (checked in blocks of 20 steps or more).")
     max_gap_s: float | None = Field(default=None, gt=0.0, description="Overrides the global max_gap_s.")
 
     @model_validator(mode="after")

@@ -7,7 +7,9 @@ A channel's samples sit at whole indices ``q`` of its own lattice; sample ``q`` 
 only grid points between a stretch's first and last sample get a value: a gap, or a stretch of unobserved samples, stays
 unobserved (NaN). A stretch is padded by reflection at its ends, and its padded start is put on a multiple of ``down``
 so that the filter's outputs fall on the same grid whatever part of a recording is resampled: a recording resampled
-in pieces, with :func:`margin` samples of context on each side, equals the recording resampled whole.
+in pieces, with :func:`margin` grid steps of context on each side, equals the recording resampled whole. A channel
+already at the grid's rate but off its phase (half a step) is read between its samples linearly: there is nothing to
+filter.
 """
 
 from __future__ import annotations

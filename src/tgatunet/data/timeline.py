@@ -1,15 +1,15 @@
 """When each row of a source was recorded: its time column or rate, checked, as positions on the source's own lattice.
 
 A timed source (``time_col`` and/or ``rate_hz``) is a sequence of rows on a regular lattice of one step: a row's
-position is the previous row's plus its time step in lattice steps (at least one), so timestamps that jitter or a clock
-that drifts keep their rows, and a drop-out of ``n`` rows leaves ``n`` empty positions. A segment is a run of rows of one
-block, split where the time jumps by more than ``max_gap_s``; positions count from 0 in each segment.
+position is its time since its segment's first row in steps, rounded, and at least one more than the row before
+(:func:`lattice`), so timestamps that jitter keep their rows without adding up, and a drop-out of ``n`` rows leaves ``n``
+empty positions. A segment is a run of rows of one block, split where the time jumps by more than ``max_gap_s``.
 
 The step is measured on the source's first :data:`RHYTHM_ROWS` rows (the mean of the row-to-row steps no longer than
-1.5x their median; ``1 / rate_hz`` without times), and the rate is ``rate_hz`` or the measured one (:func:`rhythm`). A channel observed only
-every ``k``-th position there (the most common distance between its samples, at least half of them) is a slow channel
-recorded at ``rate / k`` inside a faster file.
-Everything here is pure: arrays in, arrays out, a :class:`~tgatunet.errors.DataError` naming file, block and rows.
+1.5x their median; ``1 / rate_hz`` without times), and the rate is ``rate_hz`` or the measured one (:func:`rhythm`). A
+channel observed only every ``k``-th position there (the most common distance between its samples, at least half of
+them) is a slow channel recorded at ``rate / k`` inside a faster file. Everything here is pure: arrays in, arrays out,
+a :class:`~tgatunet.errors.DataError` naming file, column, block or rows.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ RHYTHM_ROWS = 65536  # a source's step and slow channels are measured on its fir
 RATE_TOLERANCE = 0.02  # timestamps and rate_hz may differ by this share of a step
 RATE_DIGITS = 4  # significant digits of a measured rate
 MIN_STEPS = 20  # a block needs this many regular steps before its timestamps are held against rate_hz
-SLOW_SAMPLES = 10  # a channel needs this many steps between its samples to be recognised as slow
+SLOW_SAMPLES = 10  # a channel needs this many distances between its samples (first rows) to be recognised as slow
 
 
 @dataclass(frozen=True)

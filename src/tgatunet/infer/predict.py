@@ -22,11 +22,12 @@ from tgatunet.infer.rundir import RunDir
 from tgatunet.infer.trained import load_trained
 
 
-def given_timing(timing: Timing, config: Config, columns: list[str]) -> Timing:
-    """A new table's time column, rate and gap limit: as given, the run's ``time_col`` where the table has that
-    column and no time column or rate is given, the run's ``max_gap_s`` where none is given."""
+def given_timing(timing: Timing, config: Config, columns: list[str], grid_hz: float | None) -> Timing:
+    """A new table's time column, rate and gap limit: as given; where no time column is given, the run's ``time_col``
+    if the table has that column and the run has a grid (as its sources were read); the run's ``max_gap_s`` where none
+    is given."""
     time_col = timing.time_col
-    if time_col is None and timing.rate_hz is None and config.data.time_col in columns:
+    if time_col is None and grid_hz is not None and config.data.time_col in columns:
         time_col = config.data.time_col
     return Timing(time_col, timing.rate_hz, timing.max_gap_s if timing.max_gap_s is not None else config.data.max_gap_s)
 
@@ -111,7 +112,7 @@ def predict_files(run_dir: str | Path, inputs: list[Path], output: str | Path | 
         column = block_col
         if column is None and config.data.block_col:
             column = config.data.block_col if config.data.block_col in columns else None
-        timed = given_timing(timing or Timing(), config, columns)
+        timed = given_timing(timing or Timing(), config, columns, grid_hz)
         jobs.append((path, planned[path], {"block_col": column, "fill": fill, "fmt": fmt, "on_rows": on_rows, "timing": timed,
                                            "grid_hz": grid_hz, "interval": asked_coverage(interval, config.evaluation.interval_coverage)}))
     return _apply_each(load_trained(run, compile=compile).windowed(), jobs)
