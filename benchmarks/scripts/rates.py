@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 
 from benchmarks.quality.datasets import DATASETS, prepare  # noqa: E402
 from benchmarks.runs import tgatunet  # noqa: E402
+from benchmarks.scripts.intervals import run_roots  # noqa: E402
 
 PATTERNS = ("need", "gaps", "points")
 RATES = {"basicmotions": 10.0, "watch": 50.0, "driveset": 1.0}  # each dataset's rate, Hz
@@ -69,8 +70,8 @@ def _bundled(path: str) -> Path:
 
 
 def maes(run: Path) -> dict[str, tuple[float, float, int]]:
-    roots = [run, *sorted(p.parent for p in (run / "seeds").glob("seed_*/metrics.json"))]
-    per_seed = [json.loads((r / "metrics.json").read_text())["completion"] for r in roots]
+    """Per pattern: the completion MAE's mean and std over the run and its seeds, and how many seeds."""
+    per_seed = [json.loads((r / "metrics.json").read_text())["completion"] for r in run_roots(run)]
     out = {}
     for pattern in PATTERNS:
         values = [m[pattern]["model"]["mae"] for m in per_seed if pattern in m]
